@@ -1,0 +1,303 @@
+"""InferenceServer: one inference service (vLLM, llama.cpp or a generic GPU service)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from vram_operator.api.base import (
+    INT_OR_STRING,
+    LIST_MAX,
+    MESSAGE_MAX,
+    NAME_MAX,
+    PASS_THROUGH,
+    TEXT_MAX,
+    ApiModel,
+    BoundedText,
+    Condition,
+    IntOrString,
+    Message,
+    PassThrough,
+    Resource,
+    cel_rule,
+    config_with_cel,
+)
+
+Engine = Literal["vllm", "llamacpp", "generic"]
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+Phase = Literal["Pending", "Placed", "Running", "Degraded", "Failed"]
+EstimateSource = Literal["config", "safetensors", "gguf", "name", "catalog", "default", "budget", "override"]
+
+# A Kubernetes quantity (binary or decimal suffix), as accepted for vramBudget.
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|K|M|G|T)?$"
+UTILIZATION_MIN = 0.05
+UTILIZATION_MAX = 0.99
+UTILIZATION_USUAL = (0.5, 0.95)
+
+
+class ConfigMapKeyRef(ApiModel):
+    """A key of a ConfigMap in the server's namespace."""
+
+    name: str = Field(max_length=NAME_MAX, description="ConfigMap name.")
+    key: str = Field(default="config.json", max_length=NAME_MAX, description="Key holding config.json.")
+
+
+class ArchitectureOverride(ApiModel):
+    """Inline architecture facts; any field given here wins over config.json."""
+
+    num_layers: int | None = Field(default=None, ge=1, le=1024, description="Transformer layers.")
+    num_kv_heads: int | None = Field(default=None, ge=1, le=1024, description="Key/value heads (GQA).")
+    head_dim: int | None = Field(default=None, ge=1, le=4096, description="Dimension of one attention head.")
+    hidden_size: int | None = Field(default=None, ge=1, le=262144, description="Model hidden size.")
+    intermediate_size: int | None = Field(default=None, ge=1, le=1048576, description="MLP inner size.")
+    vocab_size: int | None = Field(default=None, ge=1, le=4194304, description="Vocabulary size.")
+    params_b: float | None = Field(default=None, gt=0, le=10000, description="Total parameters in billions (e.g. 7.6).")
+
+
+class ModelSpec(ApiModel):
+    """What model the server loads and how to learn its size."""
+
+    name: str | None = Field(
+        default=None,
+        max_length=NAME_MAX,
+        description="Hugging Face id or label, e.g. Qwen/Qwen2.5-7B-Instruct.",
+    )
+    path: str | None = Field(default=None, max_length=TEXT_MAX, description="Model path inside the container.")
+    config_map_ref: ConfigMapKeyRef | None = Field(
+        default=None, description="A ConfigMap key holding the model's config.json."
+    )
+    architecture: ArchitectureOverride | None = Field(
+        default=None, description="Inline architecture override (wins over config.json)."
+    )
+    quantization: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=r"^(none|fp8|int8|awq|gptq|mxfp4|bitsandbytes|gguf-[A-Za-z0-9_]+)$",
+        description="Weight quantization: none, fp8, int8, awq, gptq, mxfp4, bitsandbytes or gguf-<type>.",
+    )
+    dtype: Dtype = Field(default="auto", description="Weight/activation dtype; auto uses config.json.")
+    weights_mib: int | None = Field(
+        default=None, ge=1, le=4_000_000, description="Explicit weights size in MiB (wins over estimates)."
+    )
+
+
+class ManualPlacement(ApiModel):
+    """A manual pin to a node and GPUs."""
+
+    node: str | None = Field(default=None, max_length=NAME_MAX, description="Node name.")
+    gpus: list[IntOrString] = Field(
+        default_factory=list, max_length=64, description="GPU indices or UUIDs on that node."
+    )
+
+
+class InferenceServerSpec(ApiModel):
+    """Desired state of an inference server."""
+
+    model_config = config_with_cel(
+        cel_rule("self.engine == 'generic' || has(self.model)", "model is required for vllm and llamacpp"),
+        cel_rule("self.engine != 'generic' || has(self.vramBudget)", "vramBudget is required for generic"),
+        cel_rule(
+            "!has(self.placement) || !has(self.placement.gpus) || size(self.placement.gpus) == 0"
+            " || size(self.placement.gpus) == (has(self.tensorParallelSize) ? self.tensorParallelSize : 1)",
+            "placement.gpus must list exactly tensorParallelSize GPUs",
+        ),
+        cel_rule(
+            "!has(self.gpuMemoryUtilization) || self.gpuMemoryUtilization == 0.0 || self.gpuMemoryUtilization >= 0.05",
+            "gpuMemoryUtilization must be 0 (auto) or between 0.05 and 0.99",
+        ),
+    )
+
+    engine: Engine = Field(description="Inference engine: vllm, llamacpp or generic.")
+    model: ModelSpec | None = Field(default=None, description="The model (required for vllm and llamacpp).")
+    image: str = Field(min_length=1, max_length=TEXT_MAX, description="Container image.")
+    replicas: int = Field(default=1, ge=0, le=64, description="Pod replicas; each gets the same GPUs.")
+    args: list[BoundedText] = Field(
+        default_factory=list,
+        max_length=LIST_MAX,
+        description="Extra engine arguments, appended after the ones the operator sets.",
+    )
+    env: list[PassThrough] = Field(
+        default_factory=list,
+        max_length=LIST_MAX,
+        description="Container environment (Kubernetes EnvVar list), passed through.",
+    )
+    resources: dict[str, Any] | None = Field(
+        default=None,
+        description="Container resources (CPU/memory), passed through; never nvidia.com/gpu.",
+        json_schema_extra=PASS_THROUGH,
+    )
+    volumes: list[PassThrough] = Field(
+        default_factory=list,
+        max_length=LIST_MAX,
+        description="Pod volumes, passed through.",
+    )
+    volume_mounts: list[PassThrough] = Field(
+        default_factory=list,
+        max_length=LIST_MAX,
+        description="Container volume mounts, passed through.",
+    )
+    max_model_len: int | None = Field(
+        default=None, ge=16, le=16_777_216, description="Longest request (prompt + output) in tokens."
+    )
+    max_num_seqs: int | None = Field(default=None, ge=1, le=65536, description="Concurrent sequences.")
+    max_num_batched_tokens: int | None = Field(
+        default=None, ge=16, le=16_777_216, description="Tokens per scheduler step (vLLM)."
+    )
+    tensor_parallel_size: int = Field(default=1, ge=1, le=64, description="GPUs per replica (one node).")
+    kv_cache_dtype: str = Field(
+        default="auto",
+        pattern=r"^(auto|fp8|fp8_e4m3|fp8_e5m2|f16|q8_0|q4_0)$",
+        max_length=16,
+        description="KV cache dtype: auto, fp8 (vLLM) or f16/q8_0/q4_0 (llama.cpp).",
+    )
+    engine_version: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=r"^v?[0-9]+(\.[0-9]+){0,2}([.+-][0-9A-Za-z.]+)?$",
+        description="Engine version (e.g. 0.19.0); selects the memory model.",
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=UTILIZATION_MAX,
+        description="vLLM --gpu-memory-utilization; 0 or absent = auto (computed from the model and the GPU).",
+    )
+    vram_budget: int | str | None = Field(
+        default=None,
+        description="Whole-process VRAM footprint for generic servers (e.g. 650Mi), as nvidia-smi shows it.",
+        json_schema_extra=INT_OR_STRING,
+    )
+    latency_critical: bool = Field(default=False, description="Prefer the fastest/largest GPU.")
+    isolation: Literal["shared", "dedicated"] = Field(
+        default="shared", description="shared, or dedicated (a GPU alone)."
+    )
+    placement: ManualPlacement | None = Field(default=None, description="Manual pin to a node and GPUs.")
+
+    @field_validator("vram_budget")
+    @classmethod
+    def _budget_is_quantity(cls, value: int | str | None) -> int | str | None:
+        if value is None:
+            return None
+        if isinstance(value, int):
+            if value <= 0:
+                raise ValueError("vramBudget must be positive")
+            return value
+        if not re.match(QUANTITY_PATTERN, value.strip()):
+            raise ValueError(f"vramBudget {value!r} is not a quantity such as 650Mi or 1.5Gi")
+        return value.strip()
+
+    @field_validator("gpu_memory_utilization")
+    @classmethod
+    def _utilization_range(cls, value: float) -> float:
+        if value != 0.0 and not UTILIZATION_MIN <= value <= UTILIZATION_MAX:
+            raise ValueError(f"gpuMemoryUtilization {value} must be 0 (auto) or within 0.05-0.99")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> InferenceServerSpec:
+        if self.engine != "generic" and self.model is None:
+            raise ValueError("model is required for vllm and llamacpp")
+        if self.engine == "generic" and self.vram_budget is None:
+            raise ValueError("vramBudget is required for generic")
+        pinned = self.placement.gpus if self.placement else []
+        if pinned and len(pinned) != self.tensor_parallel_size:
+            raise ValueError("placement.gpus must list exactly tensorParallelSize GPUs")
+        return self
+
+
+class EstimateStatus(ApiModel):
+    """What the server needs, per GPU (per tensor-parallel rank)."""
+
+    weights_mib: float = Field(default=0, ge=0, description="Model weights per GPU.")
+    activation_mib: float = Field(default=0, ge=0, description="Peak activation memory.")
+    overhead_mib: float = Field(default=0, ge=0, description="Non-torch memory, CUDA graphs, context.")
+    kv_cache_mib: float = Field(default=0, ge=0, description="KV cache pool.")
+    total_mib: float = Field(default=0, ge=0, description="Everything: the budget reserved per GPU.")
+    kv_bytes_per_token: int = Field(default=0, ge=0, description="KV cache bytes per token per GPU.")
+    kv_cache_tokens: int = Field(default=0, ge=0, description="KV cache size in tokens.")
+    max_concurrency: float = Field(default=0, ge=0, description="Full-length requests that fit at once.")
+    min_utilization: float = Field(default=0, ge=0, description="Smallest utilization that starts.")
+    source: EstimateSource = Field(default="default", description="Where the weights size came from.")
+
+
+class PlacedGpu(ApiModel):
+    """One physical GPU a server is placed on."""
+
+    index: int = Field(ge=0, le=1024, description="GPU index on the node.")
+    uuid: str = Field(max_length=128, description="GPU UUID.")
+    name: str = Field(default="", max_length=128, description="GPU product name.")
+    total_mib: float = Field(default=0, ge=0, description="GPU memory in MiB.")
+
+
+class PlacementStatus(ApiModel):
+    """Where the server runs and why."""
+
+    node: str = Field(max_length=NAME_MAX, description="Node name.")
+    gpus: list[PlacedGpu] = Field(default_factory=list, max_length=64, description="GPUs used.")
+    gpu_summary: str = Field(default="", max_length=256, description="GPU indices, for printing.")
+    budget_mib: float = Field(default=0, ge=0, description="VRAM reserved per GPU.")
+    strategy: str = Field(default="", max_length=32, description="Strategy that placed it.")
+    assignment: str = Field(default="", max_length=NAME_MAX, description="GpuAssignment that placed it.")
+    reason: str = Field(default="", max_length=MESSAGE_MAX, description="Why here, and why not elsewhere.")
+
+
+class MeasuredGpuMemory(ApiModel):
+    """Measured memory of this server on one GPU."""
+
+    uuid: str = Field(max_length=128, description="GPU UUID.")
+    used_mib: float = Field(ge=0, description="Memory this server's processes use on the GPU.")
+    total_mib: float = Field(ge=0, description="GPU memory.")
+
+
+class MeasuredMemory(ApiModel):
+    """What the server really uses, from the node agents."""
+
+    used_mib: float = Field(ge=0, description="Sum over the server's GPUs.")
+    total_mib: float = Field(ge=0, description="Sum of the GPUs' memory.")
+    percent: float = Field(ge=0, description="used / total, percent.")
+    per_gpu: list[MeasuredGpuMemory] = Field(default_factory=list, max_length=64, description="Per GPU.")
+    measured_at: str | None = Field(
+        default=None, description="When the agent measured it.", json_schema_extra={"format": "date-time"}
+    )
+    display: str = Field(default="", max_length=128, description='E.g. "Memory: 6134MiB / 12288MiB (49.9%)".')
+
+
+class InferenceServerStatus(ApiModel):
+    """Observed state, written by the operator."""
+
+    observed_generation: int | None = Field(default=None, ge=0, description="Generation last reconciled.")
+    phase: Phase = Field(default="Pending", description="Pending, Placed, Running, Degraded or Failed.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Estimated, Placed, MemoryFits, Ready, Degraded.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    estimate: EstimateStatus | None = Field(default=None, description="VRAM the server needs.")
+    placement: PlacementStatus | None = Field(default=None, description="Where it runs.")
+    gpu_memory_utilization: float | None = Field(
+        default=None, ge=0, le=1, description="Effective vLLM --gpu-memory-utilization."
+    )
+    utilization_mode: Literal["auto", "manual"] | None = Field(default=None, description="auto or manual.")
+    memory: MeasuredMemory | None = Field(default=None, description="Measured memory.")
+    warnings: list[Message] = Field(default_factory=list, max_length=64, description="Things the user should know.")
+
+
+class InferenceServer(Resource):
+    """An inference server placed on GPUs by VRAM."""
+
+    kind_name: ClassVar[str] = "InferenceServer"
+    plural: ClassVar[str] = "inferenceservers"
+    short_names: ClassVar[tuple[str, ...]] = ("infs",)
+    namespaced: ClassVar[bool] = True
+
+    kind: Literal["InferenceServer"] = "InferenceServer"
+    spec: InferenceServerSpec
+    status: InferenceServerStatus | None = None
+
+    @property
+    def key(self) -> str:
+        """The "namespace/name" used across plans and ledgers."""
+        return f"{self.metadata.namespace or 'default'}/{self.metadata.name}"

@@ -33,6 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vram-operator {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from vram_operator.commands import estimate, plan
+
+    plan_parser = commands.add_parser("plan", help="place servers on GPU nodes offline, from YAML")
+    plan.add_arguments(plan_parser)
+    plan_parser.set_defaults(handler=plan.run)
+
+    estimate_parser = commands.add_parser("estimate", help="VRAM one model needs on one GPU")
+    estimate.add_arguments(estimate_parser)
+    estimate_parser.set_defaults(handler=estimate.run)
+
     crds = commands.add_parser("crds", help="write the CRDs generated from the API models")
     crds.add_argument("--output-dir", default="crds", help="directory to write into (default: crds)")
     crds.add_argument("--stdout", action="store_true", help="print a multi-document YAML instead")

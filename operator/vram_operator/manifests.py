@@ -29,6 +29,11 @@ class Manifests:
     nodes: list[GpuNode] = field(default_factory=list)
     assignments: list[GpuAssignment] = field(default_factory=list)
     config_maps: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    # Where each object was read ("file" or "file#document"), by kind and key, for error messages.
+    sources: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def source_of(self, kind: str, key: str) -> str | None:
+        return self.sources.get((kind, key))
 
 
 def _files(paths: Iterable[str]) -> Iterator[Path]:
@@ -96,6 +101,12 @@ def _add(result: Manifests, document: dict[str, Any], source: str) -> None:
             result.config_maps[key] = {str(k): str(v) for k, v in (document.get("data") or {}).items()}
         return
     obj = parse_object(document, source)
+    key = obj.key if isinstance(obj, InferenceServer) else obj.metadata.name
+    if (obj.kind, key) in result.sources:
+        raise InputError(
+            f"{obj.kind} {key} is defined twice (also in {result.sources[(obj.kind, key)]})", source=source
+        )
+    result.sources[(obj.kind, key)] = source
     if isinstance(obj, InferenceServer):
         result.servers.append(obj)
     elif isinstance(obj, GpuNode):

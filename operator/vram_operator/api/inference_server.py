@@ -28,7 +28,7 @@ from vram_operator.api.base import (
 Engine = Literal["vllm", "llamacpp", "generic"]
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 Phase = Literal["Pending", "Placed", "Running", "Degraded", "Failed"]
-EstimateSource = Literal["config", "safetensors", "gguf", "name", "catalog", "default", "budget", "override"]
+EstimateSource = Literal["config", "safetensors", "gguf", "name", "catalog", "default"]
 
 # A Kubernetes quantity (binary or decimal suffix), as accepted for vramBudget.
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|K|M|G|T)?$"
@@ -169,23 +169,31 @@ class InferenceServerSpec(ApiModel):
         description="Whole-process VRAM footprint for generic servers (e.g. 650Mi), as nvidia-smi shows it.",
         json_schema_extra=INT_OR_STRING,
     )
+    vram_budget_min: int | str | None = Field(
+        default=None,
+        description=(
+            "Smallest budget a generic server still works with (it reads VRAM_BUDGET_GB and adapts); "
+            "lets the planner shrink it onto a smaller GPU, with a warning."
+        ),
+        json_schema_extra=INT_OR_STRING,
+    )
     latency_critical: bool = Field(default=False, description="Prefer the fastest/largest GPU.")
     isolation: Literal["shared", "dedicated"] = Field(
         default="shared", description="shared, or dedicated (a GPU alone)."
     )
     placement: ManualPlacement | None = Field(default=None, description="Manual pin to a node and GPUs.")
 
-    @field_validator("vram_budget")
+    @field_validator("vram_budget", "vram_budget_min")
     @classmethod
     def _budget_is_quantity(cls, value: int | str | None) -> int | str | None:
         if value is None:
             return None
         if isinstance(value, int):
             if value <= 0:
-                raise ValueError("vramBudget must be positive")
+                raise ValueError("must be positive")
             return value
         if not re.match(QUANTITY_PATTERN, value.strip()):
-            raise ValueError(f"vramBudget {value!r} is not a quantity such as 650Mi or 1.5Gi")
+            raise ValueError(f"{value!r} is not a quantity such as 650Mi or 1.5Gi")
         return value.strip()
 
     @field_validator("gpu_memory_utilization")

@@ -1,0 +1,138 @@
+"""`vram-operator plan`: the placement of servers on GPU nodes, offline, from YAML."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.table import Table
+
+from vram_operator.api.gpu_assignment import STRATEGIES
+from vram_operator.commands.output import console, mib_text, print_json
+from vram_operator.errors import InputError
+from vram_operator.fleet import FleetDecision, decide, manual_assignments
+from vram_operator.manifests import Manifests, load
+from vram_operator.placement.demand import ManualAssignment
+from vram_operator.placement.errors import PlacementError
+from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
+from vram_operator.placement.result import mib
+from vram_operator.sizing.errors import SizingError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--filename", action="append", required=True, metavar="PATH",
+                        help="GpuNode, InferenceServer, GpuAssignment YAML (file or directory; repeatable)")  # fmt: skip
+    parser.add_argument("--strategy", choices=STRATEGIES, default=None,
+                        help="placement strategy (default: the GpuAssignment's, else VRAMBased)")  # fmt: skip
+    parser.add_argument("--margin-mib", type=float, default=DEFAULT_MARGIN_MIB,
+                        help=f"safety margin kept free on every GPU (default {DEFAULT_MARGIN_MIB:g})")  # fmt: skip
+    parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
+
+
+def _strategy_and_pins(manifests: Manifests, requested: str | None) -> tuple[str, tuple[ManualAssignment, ...]]:
+    if len(manifests.assignments) > 1:
+        names = ", ".join(a.metadata.name for a in manifests.assignments)
+        raise InputError(f"more than one GpuAssignment given ({names}); plan one at a time")
+    assignment = manifests.assignments[0] if manifests.assignments else None
+    pins: tuple[ManualAssignment, ...] = ()
+    if assignment is not None:
+        source = manifests.source_of("GpuAssignment", assignment.metadata.name)
+        try:
+            pins = manual_assignments(assignment)
+        except SizingError as error:
+            raise InputError(str(error), source=source, field=error.field) from None
+    strategy = requested or (assignment.spec.strategy if assignment else "VRAMBased")
+    return strategy, pins
+
+
+def run(args: argparse.Namespace) -> int:
+    manifests = load(args.filename)
+    if not manifests.nodes:
+        raise InputError("no GpuNode in the input: nothing to place servers on", field="kind")
+    if args.margin_mib < 0:
+        raise InputError("must not be negative", field="--margin-mib")
+    strategy, pins = _strategy_and_pins(manifests, args.strategy)
+    try:
+        decision = decide(
+            manifests.servers,
+            manifests.nodes,
+            strategy=strategy,
+            margin_mib=args.margin_mib,
+            config_maps=manifests.config_maps,
+            manual=pins,
+        )
+    except PlacementError as error:
+        raise InputError(str(error), field=error.field) from None
+    for server in manifests.servers:
+        failed = decision.servers[server.key]
+        if failed.sizing_error is not None:
+            raise InputError(failed.sizing_error, source=manifests.source_of("InferenceServer", server.key),
+                             field=f"spec.{failed.sizing_field}" if failed.sizing_field else None)  # fmt: skip
+    if args.output == "json":
+        print_json(plan_document(decision))
+    else:
+        _print_table(decision)
+    return 0
+
+
+def plan_document(decision: FleetDecision) -> dict[str, Any]:
+    """The contract JSON: the planner's document with each engine's fitted utilization and warnings."""
+    document = decision.plan.to_json_dict()
+    for entry in document["placements"]:
+        server = decision.servers[entry["server"]]
+        entry["gpuMemoryUtilization"] = server.gpu_memory_utilization
+        entry["warnings"] = list(server.warnings)
+        if server.estimate is not None:
+            entry["estimate"] = server.estimate.wire()
+        entry["fits"] = server.fits
+    return document
+
+
+def _print_table(decision: FleetDecision) -> None:
+    out = console()
+    plan = decision.plan
+    placed = Table(title=f"Placements (strategy {plan.strategy}, margin {mib(plan.margin_mib)}MiB per GPU)")
+    for column in ("SERVER", "NODE", "GPU", "BUDGET", "UTIL", "WARNINGS"):
+        placed.add_column(column, overflow="fold")
+    for placement in plan.placements:
+        server = decision.servers[placement.server]
+        util = server.gpu_memory_utilization
+        placed.add_row(
+            placement.server,
+            placement.node,
+            ",".join(str(i) for i in placement.gpu_indices),
+            mib_text(placement.budget_mib),
+            "-" if util is None else f"{util:.2f}",
+            "\n".join(server.warnings) or "-",
+        )
+    out.print(placed)
+    if plan.unplaced:
+        unplaced = Table(title="Unplaced")
+        for column in ("SERVER", "REASON", "MESSAGE"):
+            unplaced.add_column(column, overflow="fold")
+        for item in plan.unplaced:
+            unplaced.add_row(item.server, item.reason, item.message)
+        out.print(unplaced)
+    gpus = Table(title="GPUs after the plan")
+    for column in ("NODE", "GPU", "NAME", "TOTAL", "FOREIGN", "RESERVED", "FREE AFTER", "SERVERS"):
+        gpus.add_column(column, overflow="fold")
+    for gpu in plan.gpus:
+        free = mib_text(gpu.free_after_mib)
+        gpus.add_row(
+            gpu.node,
+            str(gpu.index),
+            gpu.name,
+            mib_text(gpu.total_mib),
+            mib_text(gpu.foreign_mib),
+            mib_text(gpu.reserved_mib),
+            f"[red]{free}[/red]" if gpu.free_after_mib < 0 else free,
+            ", ".join(gpu.servers) or "-",
+        )
+    out.print(gpus)
+    if plan.warnings:
+        out.print("[bold]Warnings[/bold]")
+        for warning in plan.warnings:
+            out.print(f"  - {warning}")
+    out.print("[bold]Why[/bold]")
+    for placement in plan.placements:
+        out.print(f"  {placement.server}: {placement.explanation}")

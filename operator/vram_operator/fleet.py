@@ -1,0 +1,215 @@
+"""Deciding for a fleet: size every server, place them by strategy, fit each engine to its GPU.
+
+The one entry point of the pure core that the CLI (`plan`) and the operator share: objects in
+(servers, GPU nodes, reservations that stand), decisions out. No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from vram_operator.api import GpuAssignment, GpuNode, InferenceServer
+from vram_operator.api.inference_server import EstimateStatus, PlacedGpu, PlacementStatus
+from vram_operator.placement.demand import ManualAssignment, ServerDemand
+from vram_operator.placement.errors import PlacementError
+from vram_operator.placement.inventory import Inventory, OwnerOf, default_owner_of
+from vram_operator.placement.ledger import Ledger
+from vram_operator.placement.planner import DEFAULT_MARGIN_MIB, plan
+from vram_operator.placement.result import Placement, Plan
+from vram_operator.sizing.errors import SizingError
+from vram_operator.sizing.generic import parse_quantity_mib
+from vram_operator.sizing.server import REFERENCE_GPU_MIB, GpuFit, ServerSizing, fit_on_gpu, size_server
+
+# ConfigMap data by (namespace, name).
+ConfigMaps = Mapping[tuple[str, str], Mapping[str, str]]
+
+
+@dataclass(frozen=True)
+class ServerDecision:
+    """Everything the operator writes into one server's status, and the CLI prints."""
+
+    server: str
+    estimate: EstimateStatus | None = None
+    placement: PlacementStatus | None = None
+    gpu_memory_utilization: float | None = None
+    utilization_mode: Literal["auto", "manual"] | None = None
+    engine_args: tuple[str, ...] = ()
+    fits: bool = False
+    fit_reason: str = ""
+    fit_message: str = ""
+    # Sizing failed (bad spec or config.json): the server cannot be estimated.
+    sizing_error: str | None = None
+    sizing_field: str | None = None
+    unplaced_reason: str | None = None
+    unplaced_message: str | None = None
+    warnings: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FleetDecision:
+    """The plan and one decision per server asked about."""
+
+    plan: Plan
+    servers: dict[str, ServerDecision] = field(default_factory=dict)
+    inventory: Inventory = field(default_factory=Inventory)
+
+
+def config_for(server: InferenceServer, config_maps: ConfigMaps) -> dict[str, object] | None:
+    """The config.json a server names through model.configMapRef, parsed; None when it names none."""
+    ref = server.spec.model.config_map_ref if server.spec.model else None
+    if ref is None:
+        return None
+    namespace = server.metadata.namespace or "default"
+    data = config_maps.get((namespace, ref.name))
+    where = f"ConfigMap {namespace}/{ref.name}"
+    if data is None:
+        raise SizingError(f"{where} not found", field="model.configMapRef")
+    if ref.key not in data:
+        raise SizingError(f"{where} has no key {ref.key!r}", field="model.configMapRef.key")
+    try:
+        parsed = json.loads(data[ref.key])
+    except json.JSONDecodeError as error:
+        raise SizingError(f"{where} key {ref.key!r} is not JSON: {error.msg}", field="model.configMapRef") from None
+    if not isinstance(parsed, dict):
+        raise SizingError(f"{where} key {ref.key!r} is not a JSON object", field="model.configMapRef")
+    return parsed
+
+
+def demand_for(server: InferenceServer, sizing: ServerSizing) -> ServerDemand:
+    spec = server.spec
+    pin = spec.placement
+    return ServerDemand(
+        server=server.key,
+        engine=spec.engine,
+        preferred_mib=sizing.preferred_mib,
+        min_mib=sizing.min_mib,
+        tensor_parallel=spec.tensor_parallel_size,
+        dedicated=spec.isolation == "dedicated",
+        latency_critical=spec.latency_critical,
+        is_llm=sizing.is_llm,
+        pin_node=pin.node if pin else None,
+        pin_gpus=tuple(pin.gpus) if pin else (),
+        fixed_utilization=sizing.fixed_utilization,
+        notes=sizing.warnings,
+    )
+
+
+def manual_assignments(assignment: GpuAssignment) -> tuple[ManualAssignment, ...]:
+    """The manual pins of a GpuAssignment, budgets parsed."""
+    return tuple(
+        ManualAssignment(
+            server=entry.server,
+            node=entry.node,
+            gpus=tuple(entry.gpus),
+            budget_override_mib=(
+                parse_quantity_mib(entry.vram_budget_override, "vramBudgetOverride")
+                if entry.vram_budget_override is not None
+                else None
+            ),
+        )
+        for entry in assignment.spec.assignments
+    )
+
+
+def decide(
+    servers: Sequence[InferenceServer],
+    nodes: Iterable[GpuNode],
+    *,
+    strategy: str = "VRAMBased",
+    margin_mib: float = DEFAULT_MARGIN_MIB,
+    reserved: Iterable[InferenceServer] = (),
+    config_maps: ConfigMaps | None = None,
+    stale_nodes: frozenset[str] = frozenset(),
+    manual: Sequence[ManualAssignment] = (),
+    owner_of: OwnerOf | None = None,
+) -> FleetDecision:
+    """Size and place `servers`; the placements of `reserved` servers (not re-planned) stand."""
+    deciding = {server.key for server in servers}
+    standing = [server for server in reserved if server.key not in deciding]
+    owners = owner_of or default_owner_of([*deciding, *(s.key for s in standing)])
+    inventory = Inventory.from_gpu_nodes(nodes, owners, stale_nodes)
+    usable = [slot.total_mib for slot in inventory.slots if slot.usable]
+    reference_mib = max(usable) if usable else REFERENCE_GPU_MIB
+
+    sizings: dict[str, ServerSizing] = {}
+    decisions: dict[str, ServerDecision] = {}
+    demands: list[ServerDemand] = []
+    for server in servers:
+        try:
+            sizing = size_server(server.spec, config_for(server, config_maps or {}), gpu_total_mib=reference_mib)
+            demand = demand_for(server, sizing)
+        except (SizingError, PlacementError) as error:
+            decisions[server.key] = ServerDecision(server=server.key, sizing_error=str(error), sizing_field=error.field)
+            continue
+        sizings[server.key] = sizing
+        demands.append(demand)
+
+    result = plan(
+        inventory,
+        demands,
+        strategy,
+        ledger=Ledger.from_servers(standing),
+        margin_mib=margin_mib,
+        manual=manual,
+    )
+    by_key = {server.key: server for server in servers}
+    for placement in result.placements:
+        decisions[placement.server] = _placed(by_key[placement.server], sizings[placement.server], placement, result)
+    for unplaced in result.unplaced:
+        sizing = sizings[unplaced.server]
+        decisions[unplaced.server] = ServerDecision(
+            server=unplaced.server,
+            estimate=EstimateStatus(total_mib=round(sizing.preferred_mib, 1), source=sizing.source),
+            unplaced_reason=unplaced.reason,
+            unplaced_message=unplaced.message,
+            warnings=sizing.warnings,
+            reasons=sizing.reasons,
+        )
+    return FleetDecision(plan=result, servers=decisions, inventory=inventory)
+
+
+def _placed(server: InferenceServer, sizing: ServerSizing, placement: Placement, result: Plan) -> ServerDecision:
+    summaries = {summary.uuid: summary for summary in result.gpus}
+    gpus = [summaries[uuid] for uuid in placement.gpu_uuids]
+    smallest = min(gpus, key=lambda g: g.total_mib)
+    # What vLLM's start-up check will see: the GPU without this server's own reservation.
+    free_at_start = min(g.total_mib - g.foreign_mib - (g.reserved_mib - placement.budget_mib) for g in gpus)
+    fit: GpuFit = fit_on_gpu(
+        sizing,
+        server.spec,
+        placement.budget_mib,
+        smallest.total_mib,
+        gpu_free_mib=free_at_start,
+        gpu_name=smallest.name,
+    )
+    status = PlacementStatus(
+        node=placement.node,
+        gpus=[PlacedGpu(index=g.index, uuid=g.uuid, name=g.name, total_mib=g.total_mib) for g in gpus],
+        gpu_summary=",".join(str(g.index) for g in gpus),
+        budget_mib=round(placement.budget_mib, 1),
+        strategy=result.strategy,
+        reason=placement.explanation,
+    )
+    mode: Literal["auto", "manual"] | None = None
+    if sizing.engine == "vllm":
+        mode = "manual" if sizing.fixed_utilization is not None else "auto"
+    warnings = tuple(dict.fromkeys((*sizing.warnings, *placement.warnings, *fit.warnings)))
+    if not fit.fits and fit.message:
+        warnings = (*warnings, fit.message)
+    return ServerDecision(
+        server=placement.server,
+        estimate=fit.estimate,
+        placement=status,
+        gpu_memory_utilization=fit.utilization,
+        utilization_mode=mode,
+        engine_args=fit.engine_args,
+        fits=fit.fits,
+        fit_reason=fit.reason,
+        fit_message=fit.message,
+        warnings=warnings,
+        reasons=sizing.reasons,
+    )

@@ -1,0 +1,376 @@
+"""Sizing one InferenceServer: its spec in, what it needs per GPU out (pure).
+
+This is where the engine models meet the API: weights are resolved (override, config.json,
+catalog, name, default), the engine model turns them into a per-GPU budget the planner can
+place (`preferred_mib`, and the `min_mib` floor it may shrink to), and `fit_on_gpu` tells what
+the engine will do with the budget it was given on a real GPU (vLLM utilization and KV cache,
+llama.cpp layers and context).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vram_operator.api.inference_server import EstimateSource, EstimateStatus, InferenceServerSpec
+from vram_operator.sizing import vllm
+from vram_operator.sizing.architecture import ModelArchitecture, from_config
+from vram_operator.sizing.errors import SizingError
+from vram_operator.sizing.generic import estimate_generic, parse_quantity_mib
+from vram_operator.sizing.llamacpp import (
+    DEFAULT_MIN_CTX,
+    DEFAULT_OVERHEAD_MIB,
+    LlamaCppModel,
+    LlamaCppSettings,
+    estimate_llamacpp,
+    fit_llamacpp,
+)
+from vram_operator.sizing.weights import WeightsEstimate, resolve_weights
+
+# Without an explicit maxNumSeqs, auto mode budgets KV for this many full-length requests at
+# once: enough for a handful of concurrent users without claiming the whole GPU (vLLM's own
+# default of 0.9 does that, and is what breaks co-tenancy).
+DEFAULT_TARGET_CONCURRENCY = 4
+# GPU size a budget is computed for before a GPU is chosen (an H100 80GB as the driver
+# reports it); batch defaults of vLLM depend on it, and larger GPUs give the larger (safe) figure.
+REFERENCE_GPU_MIB = 81_089.0
+# llama.cpp without a layer shape: KV cache + compute buffer allowed as this share of the
+# weights (a 4k-8k context of a GQA model is a few percent), and at least this much.
+UNKNOWN_SHAPE_SHARE = 0.05
+UNKNOWN_SHAPE_MIN_MIB = 512.0
+
+
+@dataclass(frozen=True)
+class ServerSizing:
+    """What one server needs per GPU (per tensor-parallel rank), before a GPU is chosen."""
+
+    engine: str
+    preferred_mib: float
+    min_mib: float
+    source: EstimateSource
+    weights: WeightsEstimate | None
+    vllm_profile: vllm.VllmProfile | None = None
+    llamacpp_model: LlamaCppModel | None = None
+    llamacpp_settings: LlamaCppSettings | None = None
+    fixed_utilization: float | None = None
+    target_kv_tokens: int = 0
+    is_llm: bool = False
+    warnings: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GpuFit:
+    """What the engine does with the budget it got on one GPU."""
+
+    budget_mib: float
+    utilization: float | None
+    estimate: EstimateStatus
+    fits: bool
+    reason: str
+    message: str
+    engine_args: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def _override(arch: ModelArchitecture | None, spec: InferenceServerSpec) -> ModelArchitecture | None:
+    given = spec.model.architecture if spec.model else None
+    if given is None:
+        return arch
+    values: dict[str, Any] = {
+        "num_layers": given.num_layers,
+        "num_kv_heads": given.num_kv_heads,
+        "head_dim": given.head_dim,
+        "hidden_size": given.hidden_size,
+        "intermediate_size": given.intermediate_size,
+        "vocab_size": given.vocab_size,
+        "params_b": given.params_b,
+    }
+    changes: dict[str, Any] = {key: value for key, value in values.items() if value is not None}
+    if arch is not None:
+        return dataclasses.replace(arch, **changes)
+    required = ("num_layers", "num_kv_heads", "head_dim", "hidden_size", "vocab_size")
+    missing = [key for key in required if values[key] is None]
+    if missing:
+        names = {"num_layers": "numLayers", "num_kv_heads": "numKVHeads", "head_dim": "headDim",
+                 "hidden_size": "hiddenSize", "vocab_size": "vocabSize"}  # fmt: skip
+        field = names[missing[0]]
+        raise SizingError(
+            f"architecture.{field} is required without a config.json", field=f"model.architecture.{field}"
+        )
+    hidden = int(changes["hidden_size"])
+    head_dim = int(changes["head_dim"])
+    return ModelArchitecture(
+        model_type="override",
+        num_layers=int(changes["num_layers"]),
+        hidden_size=hidden,
+        num_attention_heads=max(1, hidden // head_dim),
+        num_kv_heads=int(changes["num_kv_heads"]),
+        head_dim=head_dim,
+        intermediate_size=int(changes.get("intermediate_size", 4 * hidden)),
+        vocab_size=int(changes["vocab_size"]),
+        params_b=given.params_b,
+    )
+
+
+def _weights(spec: InferenceServerSpec, config: Mapping[str, Any] | None, *, engine_dtype: bool) -> WeightsEstimate:
+    model = spec.model
+    arch = from_config(config) if config is not None else None
+    arch = _override(arch, spec)
+    return resolve_weights(
+        weights_mib=model.weights_mib if model else None,
+        architecture=arch,
+        model_name=model.name if model else None,
+        dtype=(model.dtype if model else "auto") if engine_dtype else None,
+        quantization=model.quantization if model else None,
+    )
+
+
+def size_server(
+    spec: InferenceServerSpec, config: Mapping[str, Any] | None = None, *, gpu_total_mib: float = REFERENCE_GPU_MIB
+) -> ServerSizing:
+    """Size a server; `config` is its config.json (from the ConfigMap it names), if any."""
+    if spec.engine == "generic":
+        generic = estimate_generic(spec.vram_budget, spec.model.name if spec.model else None)
+        floor = generic.total_mib
+        if spec.vram_budget_min is not None:
+            floor = parse_quantity_mib(spec.vram_budget_min, "vramBudgetMin")
+            if floor > generic.total_mib:
+                raise SizingError(
+                    f"vramBudgetMin {spec.vram_budget_min} is larger than vramBudget {spec.vram_budget}",
+                    field="vramBudgetMin",
+                )
+        return ServerSizing(
+            engine="generic",
+            preferred_mib=generic.total_mib,
+            min_mib=floor,
+            source=generic.source,
+            weights=None,
+            warnings=generic.warnings,
+            reasons=(generic.reason,),
+        )
+    if spec.engine == "vllm":
+        return _size_vllm(spec, config, gpu_total_mib)
+    return _size_llamacpp(spec, config)
+
+
+def vllm_settings(spec: InferenceServerSpec) -> vllm.VllmSettings:
+    return vllm.VllmSettings(
+        engine_version=spec.engine_version or vllm.DEFAULT_ENGINE_VERSION,
+        max_model_len=spec.max_model_len,
+        max_num_seqs=spec.max_num_seqs,
+        max_num_batched_tokens=spec.max_num_batched_tokens,
+        tensor_parallel_size=spec.tensor_parallel_size,
+        kv_cache_dtype=spec.kv_cache_dtype,
+        dtype=spec.model.dtype if spec.model else "auto",
+    )
+
+
+def _size_vllm(spec: InferenceServerSpec, config: Mapping[str, Any] | None, gpu_total_mib: float) -> ServerSizing:
+    weights = _weights(spec, config, engine_dtype=True)
+    arch = weights.architecture
+    if arch is None:
+        raise SizingError(
+            "the KV cache depends on the architecture: give model.configMapRef (config.json), "
+            "model.architecture, or a model name the catalog knows",
+            field="model",
+        )
+    profile = _vllm_profile(spec, arch, weights, gpu_total_mib)
+    one_request = profile.max_model_len
+    concurrency = spec.max_num_seqs or DEFAULT_TARGET_CONCURRENCY
+    target = one_request * min(concurrency, profile.max_num_seqs)
+    floor = vllm.memory_for_tokens(profile, one_request)
+    preferred = max(floor, vllm.memory_for_tokens(profile, target))
+    manual = spec.gpu_memory_utilization or None
+    reasons = (
+        *weights.reasons,
+        f"vLLM {profile.engine_version}: weights {profile.weights_mib:.0f} MiB + activation "
+        f"{profile.activation_mib:.0f} MiB + non-torch {profile.non_torch_mib:.0f} MiB per GPU; KV "
+        f"{profile.kv_bytes_per_token} B/token; one {one_request}-token request needs {floor:.0f} MiB, "
+        f"{min(concurrency, profile.max_num_seqs)} concurrent need {preferred:.0f} MiB",
+    )
+    return ServerSizing(
+        engine="vllm",
+        preferred_mib=preferred,
+        min_mib=floor,
+        source=weights.source,
+        weights=weights,
+        vllm_profile=profile,
+        fixed_utilization=manual,
+        target_kv_tokens=target,
+        is_llm=True,
+        warnings=weights.warnings,
+        reasons=reasons,
+    )
+
+
+def _vllm_profile(
+    spec: InferenceServerSpec,
+    arch: ModelArchitecture,
+    weights: WeightsEstimate,
+    gpu_total_mib: float,
+    gpu_name: str = "",
+) -> vllm.VllmProfile:
+    per_rank = vllm.weights_per_rank(weights.total_bytes, arch, spec.tensor_parallel_size)
+    return vllm.profile(arch, per_rank, vllm_settings(spec), gpu_total_mib, gpu_name=gpu_name, source=weights.source)
+
+
+def llamacpp_settings(spec: InferenceServerSpec) -> LlamaCppSettings:
+    parallel = spec.max_num_seqs or 1
+    cache = spec.kv_cache_dtype if spec.kv_cache_dtype in ("q8_0", "q4_0") else "f16"
+    return LlamaCppSettings(
+        n_ctx=spec.max_model_len * parallel if spec.max_model_len else None,
+        parallel=parallel,
+        cache_type_k=cache,
+        cache_type_v=cache,
+    )
+
+
+def _size_llamacpp(spec: InferenceServerSpec, config: Mapping[str, Any] | None) -> ServerSizing:
+    weights = _weights(spec, config, engine_dtype=False)
+    if weights.gguf is not None:
+        model = LlamaCppModel.from_gguf(weights.gguf)
+    elif weights.architecture is not None:
+        model = LlamaCppModel.from_architecture(weights.architecture, weights.total_bytes)
+    else:
+        return _size_llamacpp_by_weights(weights)
+    settings = llamacpp_settings(spec)
+    full = estimate_llamacpp(model, settings)
+    # The floor keeps every layer on the GPU (moving layers to the CPU is a choice for the user,
+    # not the planner) but may shrink the context when the user did not fix it.
+    floor = full
+    if settings.n_ctx is None:
+        floor = estimate_llamacpp(model, dataclasses.replace(settings, n_ctx=min(full.n_ctx, DEFAULT_MIN_CTX)))
+    return ServerSizing(
+        engine="llamacpp",
+        preferred_mib=full.total_mib,
+        min_mib=min(full.total_mib, floor.total_mib),
+        source=weights.source,
+        weights=weights,
+        llamacpp_model=model,
+        llamacpp_settings=settings,
+        is_llm=True,
+        warnings=weights.warnings,
+        reasons=(
+            *weights.reasons,
+            f"llama.cpp: weights {full.weights_mib:.0f} MiB + KV {full.kv_cache_mib:.0f} MiB "
+            f"(-c {full.n_ctx}) + compute {full.compute_mib:.0f} MiB + overhead {full.overhead_mib:.0f} MiB",
+        ),
+    )
+
+
+def _size_llamacpp_by_weights(weights: WeightsEstimate) -> ServerSizing:
+    """Without the layer shape the KV cache and compute buffer cannot be computed: allow a share."""
+    allowance = max(UNKNOWN_SHAPE_MIN_MIB, weights.total_mib * UNKNOWN_SHAPE_SHARE)
+    total = weights.total_mib + DEFAULT_OVERHEAD_MIB + allowance
+    warning = (
+        f"llama.cpp KV cache and compute buffer not computed (layer shape unknown): allowed {allowance:.0f} MiB; "
+        "give model.architecture or model.configMapRef for an exact figure"
+    )
+    return ServerSizing(
+        engine="llamacpp",
+        preferred_mib=total,
+        min_mib=total,
+        source=weights.source,
+        weights=weights,
+        is_llm=True,
+        warnings=(*weights.warnings, warning),
+        reasons=(
+            *weights.reasons,
+            f"llama.cpp: weights {weights.total_mib:.0f} MiB + overhead {DEFAULT_OVERHEAD_MIB:.0f} MiB "
+            f"+ KV/compute allowance {allowance:.0f} MiB",
+        ),
+    )
+
+
+def fit_on_gpu(
+    sizing: ServerSizing,
+    spec: InferenceServerSpec,
+    budget_mib: float,
+    gpu_total_mib: float,
+    *,
+    gpu_free_mib: float | None = None,
+    gpu_name: str = "",
+) -> GpuFit:
+    """What the engine does with `budget_mib` on a GPU of `gpu_total_mib` (free at start: `gpu_free_mib`)."""
+    if sizing.engine == "vllm" and sizing.vllm_profile is not None and sizing.weights is not None:
+        return _fit_vllm(sizing, spec, budget_mib, gpu_total_mib, gpu_free_mib=gpu_free_mib, gpu_name=gpu_name)
+    if sizing.engine == "llamacpp" and sizing.llamacpp_model is not None:
+        fit = fit_llamacpp(sizing.llamacpp_model, budget_mib, sizing.llamacpp_settings)
+        est = fit.estimate
+        estimate = EstimateStatus(
+            weights_mib=round(est.weights_mib, 1),
+            activation_mib=round(est.compute_mib, 1),
+            overhead_mib=round(est.overhead_mib, 1),
+            kv_cache_mib=round(est.kv_cache_mib, 1),
+            total_mib=round(est.total_mib, 1),
+            kv_bytes_per_token=est.kv_bytes_per_token,
+            kv_cache_tokens=est.kv_cells,
+            max_concurrency=float(sizing.llamacpp_settings.parallel if sizing.llamacpp_settings else 1),
+            source=sizing.source,
+        )
+        return GpuFit(
+            budget_mib=budget_mib,
+            utilization=None,
+            estimate=estimate,
+            fits=fit.fits,
+            reason="Fits" if fit.fits else "InsufficientMemory",
+            message=fit.reason,
+            engine_args=fit.args,
+            warnings=fit.warnings,
+        )
+    weights_mib = sizing.weights.total_mib if sizing.weights else 0.0
+    estimate = EstimateStatus(weights_mib=round(weights_mib, 1), total_mib=round(budget_mib, 1), source=sizing.source)
+    fits = budget_mib >= sizing.min_mib
+    return GpuFit(
+        budget_mib=budget_mib,
+        utilization=None,
+        estimate=estimate,
+        fits=fits,
+        reason="Fits" if fits else "InsufficientMemory",
+        message=f"whole-process budget {budget_mib:.0f} MiB",
+    )
+
+
+def _fit_vllm(
+    sizing: ServerSizing,
+    spec: InferenceServerSpec,
+    budget_mib: float,
+    gpu_total_mib: float,
+    *,
+    gpu_free_mib: float | None,
+    gpu_name: str,
+) -> GpuFit:
+    assert sizing.weights is not None and sizing.weights.architecture is not None
+    profile = _vllm_profile(spec, sizing.weights.architecture, sizing.weights, gpu_total_mib, gpu_name)
+    if sizing.fixed_utilization is not None:
+        utilization = sizing.fixed_utilization
+    else:
+        # Round down: vLLM must never reserve more than the budget the ledger holds for it.
+        utilization = math.floor(budget_mib / gpu_total_mib * 100) / 100
+    fit = vllm.fit(profile, gpu_total_mib, utilization, gpu_free_mib)
+    overhead = fit.non_torch_mib + (fit.cuda_graph_mib if fit.cuda_graph_subtracted else 0.0)
+    estimate = EstimateStatus(
+        weights_mib=round(fit.weights_mib, 1),
+        activation_mib=round(fit.activation_mib, 1),
+        overhead_mib=round(overhead, 1),
+        kv_cache_mib=round(max(fit.kv_cache_mib, 0.0), 1),
+        total_mib=round(utilization * gpu_total_mib, 1),
+        kv_bytes_per_token=fit.kv_bytes_per_token,
+        kv_cache_tokens=fit.kv_cache_tokens,
+        max_concurrency=round(max(fit.max_concurrency, 0.0), 2),
+        min_utilization=fit.min_utilization,
+        source=sizing.source,
+    )
+    return GpuFit(
+        budget_mib=budget_mib,
+        utilization=utilization,
+        estimate=estimate,
+        fits=fit.fits,
+        reason=fit.reason,
+        message=fit.message,
+        engine_args=("--gpu-memory-utilization", f"{utilization:.2f}"),
+    )

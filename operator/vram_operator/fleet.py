@@ -161,15 +161,38 @@ def decide(
         decisions[placement.server] = _placed(by_key[placement.server], sizings[placement.server], placement, result)
     for unplaced in result.unplaced:
         sizing = sizings[unplaced.server]
+        best = _best_gpu_fit(by_key[unplaced.server], sizing, result, inventory)
         decisions[unplaced.server] = ServerDecision(
             server=unplaced.server,
-            estimate=EstimateStatus(total_mib=round(sizing.preferred_mib, 1), source=sizing.source),
+            estimate=best.estimate
+            if best
+            else EstimateStatus(total_mib=round(sizing.preferred_mib, 1), source=sizing.source),
+            gpu_memory_utilization=best.utilization if best else None,
+            fit_reason=best.reason if best else "",
+            fit_message=best.message if best else "",
             unplaced_reason=unplaced.reason,
             unplaced_message=unplaced.message,
             warnings=sizing.warnings,
             reasons=sizing.reasons,
         )
     return FleetDecision(plan=result, servers=decisions, inventory=inventory)
+
+
+def _best_gpu_fit(server: InferenceServer, sizing: ServerSizing, result: Plan, inventory: Inventory) -> GpuFit | None:
+    """For an unplaced vLLM server: what vLLM would do on the usable GPU with the most free memory.
+
+    This turns "does not fit" into the engine's own failure with numbers (start-up check, no KV blocks).
+    """
+    if sizing.engine != "vllm":
+        return None
+    usable = {slot.uuid for slot in inventory.slots if slot.usable}
+    candidates = [g for g in result.gpus if g.uuid in usable]
+    if not candidates:
+        return None
+    gpu = max(candidates, key=lambda g: (g.total_mib - g.foreign_mib - g.reserved_mib, g.total_mib))
+    free = gpu.total_mib - gpu.foreign_mib - gpu.reserved_mib
+    budget = (sizing.fixed_utilization or 0.0) * gpu.total_mib or max(free - result.margin_mib, 1.0)
+    return fit_on_gpu(sizing, server.spec, budget, gpu.total_mib, gpu_free_mib=max(free, 0.0), gpu_name=gpu.name)
 
 
 def _placed(server: InferenceServer, sizing: ServerSizing, placement: Placement, result: Plan) -> ServerDecision:

@@ -20,12 +20,26 @@ from vram_operator.sizing.errors import SizingError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-f", "--filename", action="append", required=True, metavar="PATH",
-                        help="GpuNode, InferenceServer, GpuAssignment YAML (file or directory; repeatable)")  # fmt: skip
-    parser.add_argument("--strategy", choices=STRATEGIES, default=None,
-                        help="placement strategy (default: the GpuAssignment's, else VRAMBased)")  # fmt: skip
-    parser.add_argument("--margin-mib", type=float, default=DEFAULT_MARGIN_MIB,
-                        help=f"safety margin kept free on every GPU (default {DEFAULT_MARGIN_MIB:g})")  # fmt: skip
+    parser.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="GpuNode, InferenceServer, GpuAssignment YAML (file or directory; repeatable)",
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default=None,
+        help="placement strategy (default: the GpuAssignment's, else VRAMBased)",
+    )
+    parser.add_argument(
+        "--margin-mib",
+        type=float,
+        default=DEFAULT_MARGIN_MIB,
+        help=f"safety margin kept free on every GPU (default {DEFAULT_MARGIN_MIB:g})",
+    )
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
 
 
@@ -66,8 +80,11 @@ def run(args: argparse.Namespace) -> int:
     for server in manifests.servers:
         failed = decision.servers[server.key]
         if failed.sizing_error is not None:
-            raise InputError(failed.sizing_error, source=manifests.source_of("InferenceServer", server.key),
-                             field=f"spec.{failed.sizing_field}" if failed.sizing_field else None)  # fmt: skip
+            raise InputError(
+                failed.sizing_error,
+                source=manifests.source_of("InferenceServer", server.key),
+                field=f"spec.{failed.sizing_field}" if failed.sizing_field else None,
+            )
     if args.output == "json":
         print_json(plan_document(decision))
     else:
@@ -78,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
 def plan_document(decision: FleetDecision) -> dict[str, Any]:
     """The contract JSON: the planner's document with each engine's fitted utilization and warnings."""
     document = decision.plan.to_json_dict()
+    for entry in document["unplaced"]:
+        server = decision.servers[entry["server"]]
+        if server.fit_message:
+            entry["engine"] = {"reason": server.fit_reason, "message": server.fit_message}
     for entry in document["placements"]:
         server = decision.servers[entry["server"]]
         entry["gpuMemoryUtilization"] = server.gpu_memory_utilization
@@ -111,7 +132,8 @@ def _print_table(decision: FleetDecision) -> None:
         for column in ("SERVER", "REASON", "MESSAGE"):
             unplaced.add_column(column, overflow="fold")
         for item in plan.unplaced:
-            unplaced.add_row(item.server, item.reason, item.message)
+            engine = decision.servers[item.server].fit_message
+            unplaced.add_row(item.server, item.reason, f"{item.message}\n{engine}" if engine else item.message)
         out.print(unplaced)
     gpus = Table(title="GPUs after the plan")
     for column in ("NODE", "GPU", "NAME", "TOTAL", "FOREIGN", "RESERVED", "FREE AFTER", "SERVERS"):

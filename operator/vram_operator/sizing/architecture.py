@@ -288,9 +288,7 @@ def _layer_types(cfg: Mapping[str, Any], model_type: str, num_layers: int) -> tu
         pattern_len = 6
     if isinstance(pattern_len, int) and pattern_len > 0:
         # Every pattern_len-th layer is global, the others slide (Gemma 3, Cohere2).
-        return tuple(
-            FULL_ATTENTION if (i + 1) % pattern_len == 0 else SLIDING_ATTENTION for i in range(num_layers)
-        )
+        return tuple(FULL_ATTENTION if (i + 1) % pattern_len == 0 else SLIDING_ATTENTION for i in range(num_layers))
     return ()
 
 
@@ -427,7 +425,8 @@ def from_config(config: Mapping[str, Any]) -> ModelArchitecture:
     window = _sliding_window(cfg)
     if kinds and SLIDING_ATTENTION in kinds and window is None:
         raise SizingError("config.json: missing field 'sliding_window' for sliding layers", field="sliding_window")
-    tie = cfg.get("tie_word_embeddings", config.get("tie_word_embeddings", False))
+    # transformers' default: Gemma ties input and output embeddings, most others do not.
+    tie = cfg.get("tie_word_embeddings", config.get("tie_word_embeddings", model_type.startswith("gemma")))
     max_pos = cfg.get("max_position_embeddings")
     arch = ModelArchitecture(
         model_type=model_type,

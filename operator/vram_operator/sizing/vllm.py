@@ -1,0 +1,640 @@
+"""vLLM's own start-up memory arithmetic, by engine version.
+
+At start-up vLLM (1) checks that the free memory covers ``utilization x total`` (V1 since
+0.9), (2) loads the weights, (3) runs one dummy forward pass of ``max_num_batched_tokens``
+tokens plus a dummy sampler pass over ``max_num_seqs`` rows of logits and records the
+torch peak ("activation") and the memory allocated outside torch (NCCL, cuBLAS), (4) gives
+the KV cache ``utilization x total - (weights + activation + non-torch [+ CUDA graphs])``,
+cut into blocks of ``block_size`` tokens, and (5) refuses to start when there is no room for
+a block or for one request of ``max_model_len``. This module reproduces those steps from the
+architecture, without a GPU; everything here is pure.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from vram_operator.sizing.architecture import (
+    FULL_ATTENTION,
+    KV_LAYER_KINDS,
+    SLIDING_ATTENTION,
+    STATE_LAYER_KINDS,
+    ModelArchitecture,
+)
+from vram_operator.sizing.dtypes import dtype_bytes, kv_cache_dtype_bytes, resolve_dtype
+from vram_operator.sizing.errors import SizingError
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+DEFAULT_ENGINE_VERSION = "0.19.0"
+DEFAULT_BLOCK_SIZE = 16
+
+
+@dataclass(frozen=True, order=True)
+class EngineVersion:
+    major: int
+    minor: int
+    patch: int = 0
+
+    @classmethod
+    def parse(cls, text: str | None) -> EngineVersion:
+        """ "0.19.0", "v0.10.1.1", "~0.7.x (V0)" -> the leading major.minor[.patch]."""
+        match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text or DEFAULT_ENGINE_VERSION)
+        if match is None:
+            raise SizingError(f"engine version {text!r} is not like 0.19.0", field="engineVersion")
+        return cls(int(match[1]), int(match[2]), int(match[3] or 0))
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+# Version facts (vLLM release history).
+V1_ENGINE_SINCE = EngineVersion(0, 8)  # V1 became the default engine
+STARTUP_CHECK_SINCE = EngineVersion(0, 9)  # gpu_worker.init_device free-memory check
+BASELINE_PROFILING_SINCE = EngineVersion(0, 6, 4)  # before: others' memory counted as our peak
+HYBRID_KV_SINCE = EngineVersion(0, 10)  # hybrid KV cache manager: sliding/mamba groups
+CUDAGRAPH_ESTIMATE_SINCE = EngineVersion(0, 14)  # estimated and logged (opt-in subtraction)
+CUDAGRAPH_SUBTRACT_SINCE = EngineVersion(0, 21)  # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS on
+
+# Dummy sampler pass, bytes per logit element alive at its peak. V1: bf16 logits (2), their
+# fp32 copy (4), the sorted copy for top-k/top-p (4), its softmax (4), a bool mask (1).
+# V0 also keeps the int64 sort indices, probs and logprobs (2+4+4+8+4+4). The V1 figure
+# reproduces the activation peak logged by v0.19 for Llama-3.1-8B and Qwen2.5-7B within 2%.
+SAMPLER_BYTES_PER_LOGIT_V1 = 15
+SAMPLER_BYTES_PER_LOGIT_V0 = 26
+# Hidden-sized tensors alive in a decoder layer next to the MLP/attention intermediates
+# (residual, normed input, output and one temporary).
+HIDDEN_COPIES = 4
+# Fused-MoE kernels process at most this many tokens at once (VLLM_FUSED_MOE_CHUNK_SIZE).
+FUSED_MOE_CHUNK_TOKENS = 32768
+# Non-torch memory measured during profiling: cuBLAS/attention workspaces at TP=1; at TP>1
+# NCCL and custom all-reduce buffers (v0.19 logs ~2.07 GiB per rank at TP=2).
+NON_TORCH_MIB = {("v1", False): 256.0, ("v1", True): 2120.0, ("v0", False): 40.0, ("v0", True): 400.0}
+# CUDA graphs: about half a MiB per captured piece (one piece per layer plus one) per batch
+# size; v0.19 logs ~0.84 GiB for 32-layer models with 51 capture sizes.
+CUDAGRAPH_MIB_PER_PIECE = 0.5
+# The attention kernels need KV blocks in multiples of this many tokens (page alignment for
+# mamba hybrids).
+KERNEL_BLOCK_ALIGNMENT = 16
+
+
+@dataclass(frozen=True)
+class VllmSettings:
+    """Engine arguments that change memory. None = vLLM's default for the version and GPU."""
+
+    engine_version: str = DEFAULT_ENGINE_VERSION
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    tensor_parallel_size: int = 1
+    kv_cache_dtype: str = "auto"
+    block_size: int = DEFAULT_BLOCK_SIZE
+    dtype: str = "auto"
+    # "serve" (OpenAI server) or "llm" (the offline LLM class): their batch defaults differ.
+    usage_context: str = "serve"
+    enforce_eager: bool = False
+    # Override VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS; None = the version's default.
+    subtract_cuda_graphs: bool | None = None
+
+
+@dataclass(frozen=True)
+class BatchDefaults:
+    max_num_seqs: int
+    max_num_batched_tokens: int
+
+
+def batch_defaults(
+    version: EngineVersion, max_model_len: int, gpu_total_mib: float, gpu_name: str = "", usage_context: str = "serve"
+) -> BatchDefaults:
+    """vLLM's defaults for max_num_seqs / max_num_batched_tokens.
+
+    V1: GPUs with >= 70 GiB (except A100) get 1024 seqs and 8192 tokens for `vllm serve`
+    (16384 for the LLM class); smaller GPUs 256 seqs and 2048 tokens (8192 for LLM).
+    V0: 256 seqs; chunked prefill (2048 tokens, 512 before 0.7) only when max_model_len >
+    32K, otherwise one whole prompt per step: max(max_model_len, 2048).
+    """
+    if usage_context not in ("serve", "llm"):
+        raise SizingError(f"usage context {usage_context!r} is not serve or llm", field="usageContext")
+    if version >= V1_ENGINE_SINCE:
+        large = gpu_total_mib >= 70 * 1024 and "a100" not in gpu_name.lower()
+        if large:
+            return BatchDefaults(1024, 8192 if usage_context == "serve" else 16384)
+        return BatchDefaults(256, 2048 if usage_context == "serve" else 8192)
+    if max_model_len > 32768:
+        return BatchDefaults(256, 2048 if version >= EngineVersion(0, 7) else 512)
+    return BatchDefaults(256, max(max_model_len, 2048))
+
+
+@dataclass(frozen=True)
+class VllmProfile:
+    """What vLLM measures before it sizes the KV cache, per tensor-parallel rank (MiB)."""
+
+    engine_version: str
+    is_v1: bool
+    weights_mib: float
+    activation_mib: float
+    non_torch_mib: float
+    cuda_graph_mib: float
+    cuda_graph_subtracted: bool
+    # Pre-0.6.4 profiling counts other processes' memory as part of the peak.
+    counts_foreign_memory: bool
+    startup_check: bool
+    kv_bytes_per_token: int
+    block_size: int
+    # One block of one layer; identical for all layers (mamba pages padded to it).
+    page_bytes: int
+    num_groups: int
+    group_size: int
+    full_layers: int
+    sliding_layers: int
+    state_layers: int
+    sliding_window: int | None
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    tensor_parallel_size: int
+    source: str = "config"
+
+    @property
+    def non_kv_mib(self) -> float:
+        graphs = self.cuda_graph_mib if self.cuda_graph_subtracted else 0.0
+        return self.weights_mib + self.activation_mib + self.non_torch_mib + graphs
+
+    @property
+    def block_bytes(self) -> int:
+        """Memory of one block id: one page in each of the group_size shared tensors."""
+        return self.page_bytes * self.group_size
+
+
+@dataclass(frozen=True)
+class VllmFit:
+    """What vLLM would do at one utilization on one GPU (memory per rank, MiB)."""
+
+    utilization: float
+    weights_mib: float
+    activation_mib: float
+    non_torch_mib: float
+    cuda_graph_mib: float
+    cuda_graph_subtracted: bool
+    kv_cache_mib: float
+    kv_cache_tokens: int
+    num_blocks: int
+    kv_bytes_per_token: int
+    max_concurrency: float
+    min_utilization: float
+    recommended_utilization: float
+    fits: bool
+    reason: str
+    message: str
+    source: str
+    max_fitting_model_len: int | None = None
+
+    def to_contract(self) -> dict[str, object]:
+        """The `vram-operator estimate` JSON keys."""
+        return {
+            "weightsMiB": round(self.weights_mib, 1),
+            "activationMiB": round(self.activation_mib, 1),
+            "nonTorchMiB": round(self.non_torch_mib, 1),
+            "cudaGraphMiB": round(self.cuda_graph_mib, 1),
+            "kvCacheMiB": round(self.kv_cache_mib, 1),
+            "kvCacheTokens": self.kv_cache_tokens,
+            "kvBytesPerToken": self.kv_bytes_per_token,
+            "maxConcurrency": round(self.max_concurrency, 2),
+            "minUtilization": self.min_utilization,
+            "recommendedUtilization": self.recommended_utilization,
+            "fits": self.fits,
+            "reason": self.reason,
+            "source": self.source,
+        }
+
+
+# --- weights ---------------------------------------------------------------------------------
+
+
+def weights_per_rank(total_bytes: int, arch: ModelArchitecture, tensor_parallel_size: int) -> int:
+    """Weights one rank holds: an even share, plus what every rank keeps whole.
+
+    Norms are replicated; when there are fewer KV heads than ranks, each rank keeps a full
+    copy of one KV head's K/V projection.
+    """
+    tp = _check_tp(arch, tensor_parallel_size)
+    if tp == 1:
+        return total_bytes
+    params = arch.total_params()
+    bytes_per_param = total_bytes / params if params else 0.0
+    replicated = (2 * arch.num_layers + 1) * arch.hidden_size * (1 - 1 / tp)
+    if not arch.is_mla and arch.num_kv_heads < tp:
+        kv_proj = 2 * arch.hidden_size * arch.head_dim * _attention_layers(arch)
+        replicated += kv_proj * (1 - arch.num_kv_heads / tp)
+    return round(total_bytes / tp + replicated * bytes_per_param)
+
+
+def _attention_layers(arch: ModelArchitecture) -> int:
+    return sum(1 for kind in arch.layer_kinds() if kind in KV_LAYER_KINDS)
+
+
+def _check_tp(arch: ModelArchitecture, tensor_parallel_size: int) -> int:
+    tp = tensor_parallel_size
+    if tp < 1:
+        raise SizingError(f"tensor parallel size {tp} must be >= 1", field="tensorParallelSize")
+    if arch.num_attention_heads % tp:
+        raise SizingError(
+            f"total number of attention heads ({arch.num_attention_heads}) must be divisible by "
+            f"tensor parallel size ({tp})",
+            field="tensorParallelSize",
+        )
+    kv = arch.num_kv_heads
+    if not arch.is_mla and (kv % tp if kv >= tp else tp % kv):
+        raise SizingError(f"{kv} KV heads cannot be split over tensor parallel size {tp}", field="tensorParallelSize")
+    return tp
+
+
+# --- KV cache layout -------------------------------------------------------------------------
+
+
+def kv_bytes_per_token_per_layer(arch: ModelArchitecture, tensor_parallel_size: int, kv_bytes: int) -> int:
+    """K and V of one token in one attention layer on one rank.
+
+    KV heads are split over the ranks, one head replicated per rank when there are fewer;
+    MLA stores one latent (kv_lora_rank + rope dims) per token, the same on every rank.
+    """
+    if arch.is_mla:
+        return (arch.kv_lora_rank + arch.qk_rope_head_dim) * kv_bytes
+    heads = max(1, arch.num_kv_heads // tensor_parallel_size)
+    return 2 * heads * arch.head_dim * kv_bytes
+
+
+def _state_bytes_per_sequence(arch: ModelArchitecture, tensor_parallel_size: int, state_bytes: int) -> int:
+    elements = arch.state_conv_elements + arch.state_ssm_elements
+    return math.ceil(elements / tensor_parallel_size) * state_bytes
+
+
+@dataclass(frozen=True)
+class _Layout:
+    block_size: int
+    page_bytes: int
+    num_groups: int
+    group_size: int
+    full_layers: int
+    sliding_layers: int
+    state_layers: int
+    # Recurrent state kept outside the KV pool (V0): counted with the activations.
+    outside_state_bytes: int
+
+
+def _group_shape(counts: list[int]) -> tuple[int, int]:
+    """vLLM's grouping of same-spec layers into groups of equal size (uniform page size)."""
+    smallest, largest = min(counts), max(counts)
+    # Groups of the smallest type size; avoid many padding layers when sizes are close.
+    size = largest if largest < smallest * 1.25 else smallest
+    return sum(-(-n // size) for n in counts), size
+
+
+def _layout(
+    arch: ModelArchitecture,
+    version: EngineVersion,
+    *,
+    tp: int,
+    kv_bytes: int,
+    state_dtype_bytes: int,
+    block_size: int,
+    max_num_seqs: int,
+) -> _Layout:
+    kinds = arch.layer_kinds()
+    full = sum(1 for kind in kinds if kind == FULL_ATTENTION)
+    sliding = sum(1 for kind in kinds if kind == SLIDING_ATTENTION)
+    state = sum(1 for kind in kinds if kind in STATE_LAYER_KINDS)
+    token_bytes = kv_bytes_per_token_per_layer(arch, tp, kv_bytes)
+    state_bytes = _state_bytes_per_sequence(arch, tp, state_dtype_bytes)
+    hybrid = version >= HYBRID_KV_SINCE
+    if not hybrid:
+        # V0 and early V1 give every attention layer a full-length cache; mamba state lives
+        # in a separate per-sequence cache allocated during profiling.
+        full, sliding = (full + sliding, 0) if (full or version < V1_ENGINE_SINCE) else (0, sliding)
+        outside = state * state_bytes * max_num_seqs
+        state = 0
+    else:
+        outside = 0
+    if state and (full or sliding):
+        # Attention blocks grow until one attention page holds a whole mamba state; the
+        # mamba page is then padded to the attention page.
+        aligned = KERNEL_BLOCK_ALIGNMENT * -(-state_bytes // (KERNEL_BLOCK_ALIGNMENT * token_bytes))
+        block_size = max(block_size, aligned)
+    page = block_size * token_bytes if (full or sliding) else state_bytes
+    counts = [n for n in (full, sliding, state) if n]
+    if not counts:
+        raise SizingError("model has no layer that vLLM caches", field="layer_types")
+    groups, size = _group_shape(counts)
+    return _Layout(block_size, page, groups, size, full, sliding, state, outside)
+
+
+# --- activations and other non-KV memory --------------------------------------------------
+
+
+def _forward_peak_elements(arch: ModelArchitecture, tp: int, tokens: int) -> int:
+    """Elements alive at the widest point of one decoder layer for `tokens` tokens."""
+    h = arch.hidden_size
+    base = HIDDEN_COPIES * h * tokens
+    heads = arch.num_attention_heads // tp
+    if arch.is_mla:
+        per_token = heads * (2 * (arch.qk_nope_head_dim + arch.qk_rope_head_dim) + arch.v_head_dim)
+        per_token += arch.kv_lora_rank + arch.qk_rope_head_dim
+    else:
+        kv_heads = max(1, arch.num_kv_heads // tp)
+        per_token = (2 * heads + 2 * kv_heads) * arch.head_dim  # q,k,v out + attention out
+    stages = [tokens * per_token]
+    if arch.num_moe_layers < arch.num_layers:
+        stages.append(tokens * 3 * arch.intermediate_size // tp)  # gate_up out + activation out
+    if arch.is_moe:
+        chunk = min(tokens, FUSED_MOE_CHUNK_TOKENS)
+        per_routed = 3 * arch.expert_intermediate_size // tp + h
+        stages.append(chunk * arch.num_experts_per_tok * per_routed)
+    if any(kind in STATE_LAYER_KINDS for kind in arch.layer_kinds()):
+        stages.append(tokens * 2 * (arch.state_mixer_params // h) // tp)
+    return base + max(stages)
+
+
+def _cuda_graph_sizes(version: EngineVersion, max_num_seqs: int) -> int:
+    if version >= V1_ENGINE_SINCE:
+        cap = min(2 * max_num_seqs, 512)
+        sizes = [1, 2, 4, *range(8, 256, 8), *range(256, 513, 16)]
+    else:
+        cap = min(max_num_seqs, 256)
+        sizes = [1, 2, 4, *range(8, 257, 8)]
+    return sum(1 for size in sizes if size <= cap)
+
+
+def profile(
+    arch: ModelArchitecture,
+    weights_bytes_per_rank: int,
+    settings: VllmSettings,
+    gpu_total_mib: float,
+    *,
+    gpu_name: str = "",
+    source: str = "config",
+) -> VllmProfile:
+    """What vLLM's start-up profiling would measure for this model on this GPU."""
+    if weights_bytes_per_rank < 0:
+        raise SizingError("weights must not be negative", field="weightsMiB")
+    if gpu_total_mib <= 0:
+        raise SizingError("GPU memory must be positive", field="gpuMemoryMiB")
+    version = EngineVersion.parse(settings.engine_version)
+    is_v1 = version >= V1_ENGINE_SINCE
+    tp = _check_tp(arch, settings.tensor_parallel_size)
+    if settings.block_size <= 0:
+        raise SizingError("block size must be positive", field="blockSize")
+    max_model_len = settings.max_model_len or arch.max_position_embeddings
+    if not max_model_len or max_model_len <= 0:
+        raise SizingError("max model length is unknown: set maxModelLen", field="maxModelLen")
+    defaults = batch_defaults(version, max_model_len, gpu_total_mib, gpu_name, settings.usage_context)
+    max_num_seqs = settings.max_num_seqs or defaults.max_num_seqs
+    batched = settings.max_num_batched_tokens or defaults.max_num_batched_tokens
+    if max_num_seqs <= 0 or batched <= 0:
+        raise SizingError("max_num_seqs and max_num_batched_tokens must be positive", field="maxNumSeqs")
+
+    model_dtype = resolve_dtype(settings.dtype, arch.torch_dtype)
+    act_bytes = dtype_bytes(model_dtype)
+    kv_bytes = kv_cache_dtype_bytes(settings.kv_cache_dtype, model_dtype)
+    layout = _layout(
+        arch,
+        version,
+        tp=tp,
+        kv_bytes=kv_bytes,
+        state_dtype_bytes=act_bytes,
+        block_size=settings.block_size,
+        max_num_seqs=max_num_seqs,
+    )
+
+    # Dummy forward over `batched` tokens, then the sampler over one logit row per request.
+    rows = min(batched, max_num_seqs) if is_v1 else max_num_seqs
+    per_logit = SAMPLER_BYTES_PER_LOGIT_V1 if is_v1 else SAMPLER_BYTES_PER_LOGIT_V0
+    forward = _forward_peak_elements(arch, tp, batched) * act_bytes
+    sampler = rows * arch.vocab_size * per_logit + batched * arch.hidden_size * act_bytes
+    activation = max(forward, sampler) + layout.outside_state_bytes
+
+    graphs = 0.0
+    if not settings.enforce_eager:
+        pieces = arch.num_layers + 1 if is_v1 else arch.num_layers
+        graphs = _cuda_graph_sizes(version, max_num_seqs) * pieces * CUDAGRAPH_MIB_PER_PIECE
+    subtract = settings.subtract_cuda_graphs
+    if subtract is None:
+        subtract = version >= CUDAGRAPH_SUBTRACT_SINCE
+    subtract = subtract and version >= CUDAGRAPH_ESTIMATE_SINCE and not settings.enforce_eager
+
+    kv_layers = layout.full_layers + layout.sliding_layers
+    return VllmProfile(
+        engine_version=str(version),
+        is_v1=is_v1,
+        weights_mib=weights_bytes_per_rank / MIB,
+        activation_mib=activation / MIB,
+        non_torch_mib=NON_TORCH_MIB[("v1" if is_v1 else "v0", tp > 1)],
+        cuda_graph_mib=graphs,
+        cuda_graph_subtracted=subtract,
+        counts_foreign_memory=version < BASELINE_PROFILING_SINCE,
+        startup_check=version >= STARTUP_CHECK_SINCE,
+        kv_bytes_per_token=kv_layers * kv_bytes_per_token_per_layer(arch, tp, kv_bytes),
+        block_size=layout.block_size,
+        page_bytes=layout.page_bytes,
+        num_groups=layout.num_groups,
+        group_size=layout.group_size,
+        full_layers=layout.full_layers,
+        sliding_layers=layout.sliding_layers,
+        state_layers=layout.state_layers,
+        sliding_window=arch.sliding_window if layout.sliding_layers else None,
+        max_model_len=max_model_len,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=batched,
+        tensor_parallel_size=tp,
+        source=source,
+    )
+
+
+# --- the KV cache vLLM would allocate ---------------------------------------------------------
+
+
+def _layer_blocks_per_request(profile: VllmProfile, max_model_len: int) -> tuple[int, int, int]:
+    """Blocks one request needs in one full, one sliding and one state layer."""
+    bs = profile.block_size
+    full = -(-max_model_len // bs)
+    sliding = 0
+    if profile.sliding_window:
+        # The window plus the tokens scheduled in one step, plus one partly filled block.
+        window_tokens = min(profile.sliding_window - 1 + profile.max_num_batched_tokens, max_model_len)
+        sliding = -(-window_tokens // bs) + 1
+    return full, sliding, 1
+
+
+def request_kv_bytes(profile: VllmProfile, max_model_len: int) -> int:
+    """KV memory one request of `max_model_len` tokens needs (vLLM's check before start)."""
+    full, sliding, state = _layer_blocks_per_request(profile, max_model_len)
+    layers = profile.full_layers * full + profile.sliding_layers * sliding + profile.state_layers * state
+    return layers * profile.page_bytes
+
+
+def _blocks_per_request(profile: VllmProfile) -> int:
+    """Block ids one request occupies: per group, what one of its layers needs."""
+    full, sliding, state = _layer_blocks_per_request(profile, profile.max_model_len)
+    total = 0
+    for layers, blocks in (
+        (profile.full_layers, full),
+        (profile.sliding_layers, sliding),
+        (profile.state_layers, state),
+    ):
+        if layers:
+            total += -(-layers // profile.group_size) * blocks
+    return total
+
+
+def logged_kv_tokens(profile: VllmProfile, num_blocks: int) -> int:
+    """vLLM's "GPU KV cache size: N tokens": blocks per group times the block size."""
+    return num_blocks // profile.num_groups * profile.block_size
+
+
+def _max_fitting_model_len(profile: VllmProfile, available_bytes: float) -> int:
+    if not profile.is_v1:
+        return int(available_bytes // profile.block_bytes) * profile.block_size
+    low, high = 0, profile.max_model_len
+    while low < high:
+        middle = (low + high + 1) // 2
+        if request_kv_bytes(profile, middle) <= available_bytes:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _check_inputs(gpu_total_mib: float, utilization: float, gpu_free_mib: float | None) -> None:
+    if gpu_total_mib <= 0:
+        raise SizingError("GPU memory must be positive", field="gpuMemoryMiB")
+    if not 0 < utilization <= 1:
+        raise SizingError(f"utilization {utilization} must be in (0, 1]", field="gpuMemoryUtilization")
+    if gpu_free_mib is not None and not 0 <= gpu_free_mib <= gpu_total_mib:
+        raise SizingError(f"free memory {gpu_free_mib} MiB must be within 0..total", field="gpuFreeMiB")
+
+
+def fit(profile: VllmProfile, gpu_total_mib: float, utilization: float, gpu_free_mib: float | None = None) -> VllmFit:
+    """What vLLM does at start-up with this utilization: the KV cache it gets, or the failure."""
+    _check_inputs(gpu_total_mib, utilization, gpu_free_mib)
+    requested = utilization * gpu_total_mib
+    non_kv = profile.non_kv_mib
+    if profile.counts_foreign_memory and gpu_free_mib is not None:
+        non_kv += gpu_total_mib - gpu_free_mib
+    kv_mib = requested - non_kv
+    kv_bytes = kv_mib * MIB
+    num_blocks = max(0, int(kv_bytes // profile.block_bytes))
+    tokens = logged_kv_tokens(profile, num_blocks)
+    reason, message, fitting_len = "Fits", "", None
+    if profile.startup_check and gpu_free_mib is not None and gpu_free_mib < requested:
+        reason = "StartupFreeMemory"
+        message = (
+            f"Free memory on device ({gpu_free_mib / 1024:.2f}/{gpu_total_mib / 1024:.2f} GiB) on startup is "
+            f"less than desired GPU memory utilization ({utilization}, {requested / 1024:.2f} GiB). "
+            "Decrease GPU memory utilization or reduce GPU memory used by other processes."
+        )
+    elif kv_mib <= 0 or (not profile.is_v1 and num_blocks == 0):
+        reason = "NoCacheBlocks"
+        # vLLM's own words, then the arithmetic it does not print.
+        message = (
+            "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` "
+            f"when initializing the engine. ({utilization} x {gpu_total_mib:.0f} MiB = {requested:.0f} MiB, but "
+            f"weights {profile.weights_mib:.0f} + activation {profile.activation_mib:.0f} + non-torch "
+            f"{profile.non_torch_mib:.0f} MiB already take {non_kv:.0f} MiB; one {profile.max_model_len}-token "
+            f"request needs at least {min_utilization(profile, gpu_total_mib)} utilization.)"
+        )
+    elif (profile.is_v1 and request_kv_bytes(profile, profile.max_model_len) > kv_bytes) or (
+        not profile.is_v1 and profile.max_model_len > tokens
+    ):
+        reason = "MaxModelLenTooLarge"
+        fitting_len = _max_fitting_model_len(profile, kv_bytes)
+        needed = request_kv_bytes(profile, profile.max_model_len)
+        message = (
+            f"To serve at least one request with the model's max seq len ({profile.max_model_len}), "
+            f"{needed / GIB:.2f} GiB KV cache is needed, which is larger than the available KV cache "
+            f"memory ({kv_bytes / GIB:.2f} GiB). Based on the available memory, the estimated maximum "
+            f"model length is {fitting_len}. Try increasing `gpu_memory_utilization` or decreasing "
+            "`max_model_len` when initializing the engine."
+        )
+    elif (
+        not profile.counts_foreign_memory
+        and not profile.startup_check
+        and gpu_free_mib is not None
+        and requested - profile.activation_mib > gpu_free_mib
+    ):
+        # Before the start-up check, vLLM sized the pool without looking at free memory and
+        # failed when allocating it (the activations are freed by then).
+        reason = "OutOfMemory"
+        message = (
+            f"CUDA out of memory: the KV cache of {kv_mib / 1024:.2f} GiB does not fit in the "
+            f"{gpu_free_mib / 1024:.2f} GiB free at start-up."
+        )
+    if profile.is_v1:
+        concurrency = num_blocks / _blocks_per_request(profile)
+    else:
+        concurrency = num_blocks * profile.block_size / profile.max_model_len
+    minimum = min_utilization(profile, gpu_total_mib)
+    return VllmFit(
+        utilization=utilization,
+        weights_mib=profile.weights_mib,
+        activation_mib=profile.activation_mib,
+        non_torch_mib=profile.non_torch_mib,
+        cuda_graph_mib=profile.cuda_graph_mib,
+        cuda_graph_subtracted=profile.cuda_graph_subtracted,
+        kv_cache_mib=kv_mib,
+        kv_cache_tokens=tokens,
+        num_blocks=num_blocks,
+        kv_bytes_per_token=profile.kv_bytes_per_token,
+        max_concurrency=concurrency,
+        min_utilization=minimum,
+        recommended_utilization=recommended_utilization(profile, gpu_total_mib, gpu_free_mib),
+        fits=reason == "Fits",
+        reason=reason,
+        message=message,
+        source=profile.source,
+        max_fitting_model_len=fitting_len,
+    )
+
+
+def kv_memory_bytes_for_tokens(profile: VllmProfile, kv_tokens: int) -> int:
+    """KV pool bytes for vLLM to log at least `kv_tokens` tokens and admit one full request."""
+    if kv_tokens < 0:
+        raise SizingError("KV tokens must not be negative", field="kvCacheTokens")
+    blocks = -(-kv_tokens // profile.block_size) * profile.num_groups
+    return max(blocks * profile.block_bytes, request_kv_bytes(profile, profile.max_model_len))
+
+
+def memory_for_tokens(profile: VllmProfile, kv_tokens: int) -> float:
+    """MiB vLLM must be allowed (utilization x total) to get `kv_tokens` of KV cache."""
+    return profile.non_kv_mib + kv_memory_bytes_for_tokens(profile, kv_tokens) / MIB
+
+
+def min_utilization(profile: VllmProfile, gpu_total_mib: float, kv_tokens: int = 0) -> float:
+    """Smallest utilization (rounded up to 0.01) giving >= kv_tokens and one max_model_len request.
+
+    Above 1.0 when the GPU is too small at any utilization.
+    """
+    if gpu_total_mib <= 0:
+        raise SizingError("GPU memory must be positive", field="gpuMemoryMiB")
+    needed = memory_for_tokens(profile, kv_tokens)
+    # Round up in hundredths; the epsilon keeps an exact hundredth from rounding up once more.
+    hundredths = math.ceil(needed / gpu_total_mib * 100 - 1e-9)
+    while hundredths * gpu_total_mib / 100 < needed:
+        hundredths += 1
+    return hundredths / 100
+
+
+# vLLM's own default; the recommendation never asks for more.
+DEFAULT_UTILIZATION = 0.9
+
+
+def recommended_utilization(profile: VllmProfile, gpu_total_mib: float, gpu_free_mib: float | None = None) -> float:
+    """The largest utilization up to vLLM's default 0.9 that passes the start-up check.
+
+    Never below the minimum: when even that exceeds the free memory, the minimum is returned
+    and `fit` reports why it cannot start.
+    """
+    ceiling = DEFAULT_UTILIZATION
+    if gpu_free_mib is not None:
+        ceiling = min(ceiling, math.floor(gpu_free_mib / gpu_total_mib * 100) / 100)
+    return max(ceiling, min_utilization(profile, gpu_total_mib))

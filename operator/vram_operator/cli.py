@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vram-operator {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from vram_operator.commands import estimate, plan
+    from vram_operator.commands import estimate, plan, render
 
     plan_parser = commands.add_parser("plan", help="place servers on GPU nodes offline, from YAML")
     plan.add_arguments(plan_parser)
@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     estimate_parser = commands.add_parser("estimate", help="VRAM one model needs on one GPU")
     estimate.add_arguments(estimate_parser)
     estimate_parser.set_defaults(handler=estimate.run)
+
+    render_parser = commands.add_parser("render", help="print the objects the operator would create")
+    render.add_arguments(render_parser)
+    render_parser.set_defaults(handler=render.run)
 
     crds = commands.add_parser("crds", help="write the CRDs generated from the API models")
     crds.add_argument("--output-dir", default="crds", help="directory to write into (default: crds)")

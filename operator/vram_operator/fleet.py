@@ -47,6 +47,8 @@ class ServerDecision:
     unplaced_message: str | None = None
     warnings: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
+    # The engine fit of a placed server (llama.cpp layers and context are chosen by fitting).
+    fit: GpuFit | None = None
 
 
 @dataclass(frozen=True)
@@ -235,4 +237,5 @@ def _placed(server: InferenceServer, sizing: ServerSizing, placement: Placement,
         fit_message=fit.message,
         warnings=warnings,
         reasons=sizing.reasons,
+        fit=fit,
     )

@@ -75,6 +75,10 @@ class _Structural:
                 out[key] = self.convert(value)
             elif key == "const":
                 out["enum"] = [value]
+            elif key in ("exclusiveMinimum", "exclusiveMaximum"):
+                # JSON Schema 2020 gives the bound; OpenAPI v3.0 (Kubernetes) wants a flag beside it.
+                out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+                out[key] = True
             else:
                 out[key] = value
         if node.get("additionalProperties") not in (None, False) and "properties" not in node:
@@ -123,7 +127,8 @@ def _schema_for(resource: type[Resource]) -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "APIVersion of this object."},
             "kind": {"type": "string", "description": "Kind of this object."},
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            # The API server allows nothing but the type here (it owns metadata's schema).
+            "metadata": {"type": "object"},
             **properties,
         },
         "required": ["spec"] if "spec" in resource.model_json_schema(by_alias=True).get("required", []) else [],

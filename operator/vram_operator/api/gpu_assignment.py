@@ -52,10 +52,6 @@ class GpuAssignmentSpec(ApiModel):
             "self.strategy != 'Manual' || (has(self.assignments) && size(self.assignments) > 0)",
             "strategy Manual needs at least one assignment",
         ),
-        cel_rule(
-            "!has(self.assignments) || self.assignments.all(a, self.assignments.exists_one(b, b.server == a.server))",
-            "each server may be assigned only once",
-        ),
     )
 
     strategy: Strategy = Field(
@@ -68,7 +64,11 @@ class GpuAssignmentSpec(ApiModel):
         default=None, description="Namespaces whose servers it manages (all when empty)."
     )
     assignments: list[ServerAssignment] = Field(
-        default_factory=list, max_length=4096, description="Manual assignments (pins)."
+        default_factory=list,
+        max_length=4096,
+        description="Manual assignments (pins); one per server.",
+        # A map list keyed by server: the API server itself rejects a server listed twice.
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["server"]},
     )
     mode: Literal["Preview", "Apply"] = Field(
         default="Preview", description="Preview writes the plan only; Apply rolls it out."

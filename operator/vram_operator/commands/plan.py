@@ -59,19 +59,19 @@ def _strategy_and_pins(manifests: Manifests, requested: str | None) -> tuple[str
     return strategy, pins
 
 
-def run(args: argparse.Namespace) -> int:
-    manifests = load(args.filename)
+def decide_from_manifests(manifests: Manifests, strategy: str | None, margin_mib: float) -> FleetDecision:
+    """The fleet decision over what was read; bad input becomes an InputError naming file and field."""
     if not manifests.nodes:
         raise InputError("no GpuNode in the input: nothing to place servers on", field="kind")
-    if args.margin_mib < 0:
+    if margin_mib < 0:
         raise InputError("must not be negative", field="--margin-mib")
-    strategy, pins = _strategy_and_pins(manifests, args.strategy)
+    chosen, pins = _strategy_and_pins(manifests, strategy)
     try:
         decision = decide(
             manifests.servers,
             manifests.nodes,
-            strategy=strategy,
-            margin_mib=args.margin_mib,
+            strategy=chosen,
+            margin_mib=margin_mib,
             config_maps=manifests.config_maps,
             manual=pins,
         )
@@ -85,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
                 source=manifests.source_of("InferenceServer", server.key),
                 field=f"spec.{failed.sizing_field}" if failed.sizing_field else None,
             )
+    return decision
+
+
+def run(args: argparse.Namespace) -> int:
+    decision = decide_from_manifests(load(args.filename), args.strategy, args.margin_mib)
     if args.output == "json":
         print_json(plan_document(decision))
     else:

@@ -74,6 +74,10 @@ class GpuFit:
     message: str
     engine_args: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    # llama.cpp: what fitting chose (layers on the GPU, total context, slots).
+    n_gpu_layers: int | None = None
+    context_length: int | None = None
+    parallel: int | None = None
 
 
 def _override(arch: ModelArchitecture | None, spec: InferenceServerSpec) -> ModelArchitecture | None:
@@ -321,6 +325,9 @@ def fit_on_gpu(
             message=fit.reason,
             engine_args=fit.args,
             warnings=fit.warnings,
+            n_gpu_layers=est.n_gpu_layers,
+            context_length=est.n_ctx,
+            parallel=sizing.llamacpp_settings.parallel if sizing.llamacpp_settings else None,
         )
     weights_mib = sizing.weights.total_mib if sizing.weights else 0.0
     estimate = EstimateStatus(weights_mib=round(weights_mib, 1), total_mib=round(budget_mib, 1), source=sizing.source)

@@ -1,0 +1,54 @@
+"""`vram-operator render`: the Kubernetes objects the operator would create, offline, from YAML."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+from vram_operator.api.gpu_assignment import STRATEGIES
+from vram_operator.commands.plan import decide_from_manifests
+from vram_operator.errors import InputError
+from vram_operator.fleet import ServerDecision
+from vram_operator.manifests import load
+from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
+from vram_operator.render import PINNING_MODES, RenderError, RenderSettings, render
+from vram_operator.render.engine import LlamaCppLaunch
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--filename", action="append", required=True, metavar="PATH",
+                        help="GpuNode and InferenceServer YAML (file or directory; repeatable)")  # fmt: skip
+    parser.add_argument("--pinning-mode", choices=PINNING_MODES, default="envvar")
+    parser.add_argument("--strategy", choices=STRATEGIES, default=None)
+    parser.add_argument("--margin-mib", type=float, default=DEFAULT_MARGIN_MIB)
+
+
+def launch_of(decision: ServerDecision) -> LlamaCppLaunch | None:
+    """The llama.cpp launch fitting chose, when there is one."""
+    fit = decision.fit
+    if fit is None or fit.n_gpu_layers is None or fit.context_length is None:
+        return None
+    return LlamaCppLaunch(n_gpu_layers=fit.n_gpu_layers, context_length=fit.context_length, parallel=fit.parallel)
+
+
+def run(args: argparse.Namespace) -> int:
+    manifests = load(args.filename)
+    decision = decide_from_manifests(manifests, args.strategy, args.margin_mib)
+    settings = RenderSettings(pinning_mode=args.pinning_mode)
+    documents = []
+    for server in manifests.servers:
+        choice = decision.servers[server.key]
+        if choice.placement is None:
+            print(f"# {server.key}: not placed ({choice.unplaced_reason}): {choice.unplaced_message}", file=sys.stderr)
+            continue
+        try:
+            rendered = render(server, choice.placement, choice.gpu_memory_utilization, settings, launch_of(choice))
+        except RenderError as error:
+            raise InputError(str(error), source=manifests.source_of("InferenceServer", server.key)) from None
+        for warning in rendered.warnings:
+            print(f"# {server.key}: {warning}", file=sys.stderr)
+        documents.extend(rendered.objects)
+    sys.stdout.write(yaml.safe_dump_all(documents, sort_keys=False))
+    return 0

@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_arguments(render_parser)
     render_parser.set_defaults(handler=render.run)
 
+    from vram_operator.agent import main as agent_main
+
+    agent = commands.add_parser("agent", help="node agent: report this node's GPUs into GpuNode/<node>")
+    agent_main.add_arguments(agent)
+    agent.set_defaults(handler=agent_main.run)
+
     crds = commands.add_parser("crds", help="write the CRDs generated from the API models")
     crds.add_argument("--output-dir", default="crds", help="directory to write into (default: crds)")
     crds.add_argument("--stdout", action="store_true", help="print a multi-document YAML instead")

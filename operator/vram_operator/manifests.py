@@ -97,8 +97,8 @@ def _add(result: Manifests, document: dict[str, Any], source: str) -> None:
     if kind in PASSIVE_KINDS:
         if kind == "ConfigMap":
             meta = document.get("metadata") or {}
-            key = (str(meta.get("namespace", "default")), str(meta.get("name", "")))
-            result.config_maps[key] = {str(k): str(v) for k, v in (document.get("data") or {}).items()}
+            where = (str(meta.get("namespace", "default")), str(meta.get("name", "")))
+            result.config_maps[where] = {str(k): str(v) for k, v in (document.get("data") or {}).items()}
         return
     obj = parse_object(document, source)
     key = obj.key if isinstance(obj, InferenceServer) else obj.metadata.name

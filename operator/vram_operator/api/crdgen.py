@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -176,3 +177,31 @@ def crd_files() -> dict[str, str]:
         f"{GROUP}_{resource.plural}.yaml": header + yaml.safe_dump(crd_for(resource), sort_keys=False, width=120)
         for resource in (InferenceServer, GpuAssignment, GpuNode)
     }
+
+
+def _reference_rows(node: dict[str, Any], path: str) -> Iterator[str]:
+    for name, prop in node.get("properties", {}).items():
+        here = f"{path}.{name}" if path else name
+        kind = prop.get("type", "int-or-string" if prop.get("x-kubernetes-int-or-string") else "object")
+        if kind == "array":
+            kind = f"[]{prop.get('items', {}).get('type', 'object')}"
+        detail = prop.get("description", "").replace("|", "\\|")
+        if "enum" in prop:
+            detail += f" One of: {', '.join(f'`{v}`' for v in prop['enum'])}."
+        yield f"| `{here}` | {kind} | {detail} |"
+        target = prop.get("items", prop) if kind.startswith("[]") else prop
+        yield from _reference_rows(target, here)
+
+
+def crd_reference_markdown() -> str:
+    """Markdown tables of every field of every CRD (the README's reference section)."""
+    parts: list[str] = []
+    for resource in (InferenceServer, GpuAssignment, GpuNode):
+        schema = _schema_for(resource)
+        scope = "namespaced" if resource.namespaced else "cluster-scoped"
+        short = ", ".join(f"`{s}`" for s in resource.short_names)
+        parts.append(f"### {resource.kind_name} ({scope}, short name {short})\n\n{schema['description']}\n")
+        for section in ("spec", "status"):
+            parts.append(f"| {section} field | type | description |\n|---|---|---|")
+            parts.append("\n".join(_reference_rows(schema["properties"][section], "")) + "\n")
+    return "\n".join(parts)

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from vram_operator.api.crdgen import crd_files
+from vram_operator.api.crdgen import crd_files, crd_reference_markdown
+from vram_operator.cli import REFERENCE_HEADER
 
 CRDS_DIR = Path(__file__).resolve().parents[3] / "crds"
 GENERATED = crd_files()
@@ -36,6 +37,13 @@ def _schemas() -> Iterator[tuple[str, str, dict[str, Any]]]:
 def test_crds_directory_is_up_to_date() -> None:
     on_disk = {p.name: p.read_text(encoding="utf-8") for p in CRDS_DIR.glob("*.yaml")}
     assert on_disk == GENERATED, "crds/ is stale: run `vram-operator crds`"
+
+
+def test_crd_reference_is_up_to_date() -> None:
+    reference = (CRDS_DIR.parent / "docs" / "crd-reference.md").read_text(encoding="utf-8")
+    assert reference == REFERENCE_HEADER + crd_reference_markdown(), (
+        "docs/crd-reference.md is stale: run `vram-operator crds`"
+    )
 
 
 @pytest.mark.parametrize(("crd", "path", "node"), list(_schemas()))

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output == "json":
         print_json(plan_document(decision))
     else:
-        _print_table(decision)
+        print_table(decision)
     return 0
 
 
@@ -114,7 +114,7 @@ def plan_document(decision: FleetDecision) -> dict[str, Any]:
     return document
 
 
-def _print_table(decision: FleetDecision) -> None:
+def print_table(decision: FleetDecision) -> None:
     out = console()
     plan = decision.plan
     placed = Table(title=f"Placements (strategy {plan.strategy}, margin {mib(plan.margin_mib)}MiB per GPU)")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from vram_operator.api.crdgen import crd_files, crd_reference_markdown
-from vram_operator.cli import REFERENCE_HEADER
+from vram_operator.commands.crds import REFERENCE_HEADER
 
 CRDS_DIR = Path(__file__).resolve().parents[3] / "crds"
 GENERATED = crd_files()

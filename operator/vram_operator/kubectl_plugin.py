@@ -1,0 +1,438 @@
+"""`kubectl vram`: the live fleet by VRAM (top), a placement preview (plan), and why a server is
+where it is (explain).
+
+Installed as the console script `kubectl-vram`, so kubectl finds it as a plugin. The functions that
+turn objects into tables are pure (objects in, rich renderables out); only `main` and the `fetch_*`
+helpers talk to the API server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from vram_operator.api import GpuNode, InferenceServer
+from vram_operator.api.base import GROUP, VERSION
+from vram_operator.api.gpu_assignment import STRATEGIES
+from vram_operator.api.gpu_node import GpuDeviceStatus, GpuProcess
+from vram_operator.commands.output import console, mib_text, print_json
+from vram_operator.commands.plan import print_table as print_plan_table
+from vram_operator.commands.plan import plan_document
+from vram_operator.fleet import FleetDecision, decide
+from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
+from vram_operator.render.metadata import SERVER_LABEL
+
+PodKey = tuple[str, str]  # (namespace, pod name)
+
+
+class PluginError(Exception):
+    """A one-line error for the user (bad argument, unreadable kubeconfig, API refusal)."""
+
+
+# --- pure: who owns a GPU process -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who a GPU process belongs to: an InferenceServer, another pod, or nothing in Kubernetes."""
+
+    kind: str  # "server" | "pod" | "foreign"
+    name: str
+
+    def text(self) -> str:
+        return {"server": f"infs {self.name}", "pod": f"pod {self.name}", "foreign": f"foreign: {self.name}"}[self.kind]
+
+
+def owner_of(process: GpuProcess, pod_labels: Mapping[PodKey, Mapping[str, str]], servers: Iterable[str]) -> Owner:
+    """The InferenceServer from the pod's vram.dev/server label, else from the pod name (a server's
+    pods are named "<server>-..."), else the pod; a process of no pod is foreign, named by process."""
+    if not process.pod_name:
+        if process.pod_uid:
+            return Owner("pod", f"uid {process.pod_uid}")
+        return Owner("foreign", process.name or f"pid {process.pid}")
+    namespace = process.pod_namespace or "default"
+    label = pod_labels.get((namespace, process.pod_name), {}).get(SERVER_LABEL)
+    if label:
+        return Owner("server", f"{namespace}/{label}")
+    prefixes = sorted((key for key in servers if key.startswith(f"{namespace}/")), key=len, reverse=True)
+    for key in prefixes:
+        if process.pod_name.startswith(key.partition("/")[2] + "-"):
+            return Owner("server", key)
+    return Owner("pod", f"{namespace}/{process.pod_name}")
+
+
+def reserved_by_gpu(servers: Iterable[InferenceServer]) -> dict[str, float]:
+    """VRAM the operator reserved per GPU UUID, from the servers' status.placement."""
+    reserved: dict[str, float] = {}
+    for server in servers:
+        placement = server.status.placement if server.status else None
+        if placement is None:
+            continue
+        for gpu in placement.gpus:
+            reserved[gpu.uuid] = reserved.get(gpu.uuid, 0.0) + placement.budget_mib
+    return reserved
+
+
+# --- pure: top --------------------------------------------------------------------------------
+
+
+GPU_BLANK = ("",) * 7  # a process row leaves the seven GPU columns empty
+
+
+def _percent(used: float, total: float) -> str:
+    return f"{100.0 * used / total:.1f}%" if total > 0 else "-"
+
+
+def _gpu_state(gpu: GpuDeviceStatus) -> Text:
+    return Text("ok", style="green") if gpu.healthy else Text("LOST", style="bold red")
+
+
+def top_table(
+    nodes: Sequence[GpuNode],
+    servers: Sequence[InferenceServer],
+    pod_labels: Mapping[PodKey, Mapping[str, str]],
+) -> Table:
+    """nvidia-smi for the cluster: one row per GPU (used / total, reserved by the operator), then one
+    row per process with its owner."""
+    reserved = reserved_by_gpu(servers)
+    server_keys = [server.key for server in servers]
+    table = Table(title="GPU memory (from GpuNode status)", show_lines=False)
+    for column, justify in (
+        ("NODE", "left"),
+        ("GPU", "right"),
+        ("NAME", "left"),
+        ("USED / TOTAL", "right"),
+        ("USE", "right"),
+        ("RESERVED", "right"),
+        ("STATE", "left"),
+        ("PID", "right"),
+        ("OWNER", "left"),
+        ("PROCESS USED", "right"),
+    ):
+        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for node in sorted(nodes, key=lambda n: n.metadata.name):
+        status = node.status
+        if status is None or not status.gpus:
+            table.add_row(node.metadata.name, "-", "no report from the agent yet", *([""] * 7))
+            continue
+        for gpu in sorted(status.gpus, key=lambda g: g.index):
+            table.add_row(
+                node.metadata.name,
+                str(gpu.index),
+                gpu.name,
+                f"{mib_text(gpu.memory_used_mib)} / {mib_text(gpu.memory_total_mib)}",
+                _percent(gpu.memory_used_mib, gpu.memory_total_mib),
+                mib_text(reserved.get(gpu.uuid, 0.0)),
+                _gpu_state(gpu),
+                "",
+                "",
+                "",
+            )
+            for process in sorted(gpu.processes, key=lambda p: -(p.used_mib or 0.0)):
+                owner = owner_of(process, pod_labels, server_keys)
+                style = "yellow" if owner.kind == "foreign" else ""
+                table.add_row(*GPU_BLANK, str(process.pid), Text(owner.text(), style=style), mib_text(process.used_mib))
+            if gpu.unattributed_mib > 0:
+                table.add_row(*GPU_BLANK, "-", "unattributed", mib_text(gpu.unattributed_mib))
+    return table
+
+
+# --- pure: plan -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Move:
+    """A server whose planned place differs from where it is now."""
+
+    server: str
+    now: str
+    planned: str
+
+
+def _where(node: str | None, indices: Iterable[int]) -> str:
+    return f"{node}:{','.join(str(i) for i in indices)}" if node else "-"
+
+
+def moves(servers: Sequence[InferenceServer], decision: FleetDecision) -> list[Move]:
+    """Servers the plan would move (or place, or leave unplaced) compared with their status."""
+    planned = {p.server: _where(p.node, p.gpu_indices) for p in decision.plan.placements}
+    changed: list[Move] = []
+    for server in sorted(servers, key=lambda s: s.key):
+        placement = server.status.placement if server.status else None
+        now = _where(placement.node, (g.index for g in placement.gpus)) if placement else "-"
+        then = planned.get(server.key, "-")
+        if now != then:
+            changed.append(Move(server.key, now, then))
+    return changed
+
+
+def moves_table(changed: Sequence[Move]) -> RenderableType:
+    if not changed:
+        return Text("No server would move: the live placement matches the plan.")
+    table = Table(title="Changes against the live placement (node:GPU indices)")
+    for column in ("SERVER", "NOW", "PLANNED"):
+        table.add_column(column, overflow="fold")
+    for move in changed:
+        table.add_row(move.server, move.now, move.planned)
+    return table
+
+
+def not_sized_table(decision: FleetDecision) -> RenderableType | None:
+    failed = [d for d in decision.servers.values() if d.sizing_error is not None]
+    if not failed:
+        return None
+    table = Table(title="Not sized (fix the spec)")
+    for column in ("SERVER", "FIELD", "ERROR"):
+        table.add_column(column, overflow="fold")
+    for item in sorted(failed, key=lambda d: d.server):
+        table.add_row(item.server, f"spec.{item.sizing_field}" if item.sizing_field else "-", item.sizing_error or "")
+    return table
+
+
+# --- pure: explain ----------------------------------------------------------------------------
+
+
+def explain(server: InferenceServer) -> RenderableType:
+    """Why the server is where it is: placement and its reason, estimate, warnings, conditions."""
+    status = server.status
+    head = Text(f"InferenceServer {server.key}  engine {server.spec.engine}", style="bold")
+    if status is None:
+        return Group(head, Text("No status yet: the operator has not reconciled this server."))
+    parts: list[RenderableType] = [head, Text(f"Phase: {status.phase}")]
+    placement = status.placement
+    if placement is not None:
+        gpus = ", ".join(f"{g.index} ({g.name or g.uuid}, {mib_text(g.total_mib)})" for g in placement.gpus)
+        by = f"strategy {placement.strategy}"
+        if placement.assignment:
+            by += f", GpuAssignment {placement.assignment}"
+        budget = mib_text(placement.budget_mib)
+        parts += [
+            Text(f"Placed on {placement.node}, GPU {gpus or '-'}; budget {budget} per GPU ({by})"),
+            Text("Why: " + (placement.reason or "(no reason recorded)")),
+        ]
+    else:
+        parts.append(Text("Not placed."))
+    if status.gpu_memory_utilization is not None:
+        parts.append(Text(f"gpu-memory-utilization {status.gpu_memory_utilization:.2f} ({status.utilization_mode})"))
+    if status.memory is not None and status.memory.display:
+        parts.append(Text(f"Measured: {status.memory.display}"))
+    estimate = status.estimate
+    if estimate is not None:
+        table = Table(title=f"Estimate per GPU (source: {estimate.source})")
+        for column in ("WEIGHTS", "ACTIVATION", "OVERHEAD", "KV CACHE", "TOTAL", "KV TOKENS", "MAX CONCURRENCY"):
+            table.add_column(column, justify="right")
+        table.add_row(
+            mib_text(estimate.weights_mib),
+            mib_text(estimate.activation_mib),
+            mib_text(estimate.overhead_mib),
+            mib_text(estimate.kv_cache_mib),
+            mib_text(estimate.total_mib),
+            f"{estimate.kv_cache_tokens:,}",
+            f"{estimate.max_concurrency:.1f}",
+        )
+        parts.append(table)
+    if status.warnings:
+        parts.append(Text("Warnings:\n" + "\n".join(f"  - {w}" for w in status.warnings), style="yellow"))
+    if status.conditions:
+        table = Table(title="Conditions")
+        for column in ("TYPE", "STATUS", "REASON", "MESSAGE"):
+            table.add_column(column, overflow="fold")
+        for condition in status.conditions:
+            table.add_row(condition.type, condition.status, condition.reason, condition.message)
+        parts.append(table)
+    return Group(*parts)
+
+
+# --- the API server ---------------------------------------------------------------------------
+
+
+def parse_server(body: Mapping[str, Any]) -> InferenceServer:
+    """An InferenceServer as served; a status this version cannot read is dropped, not fatal."""
+    try:
+        return InferenceServer.model_validate(body)
+    except ValidationError:
+        return InferenceServer.model_validate({k: v for k, v in body.items() if k != "status"})
+
+
+def fetch_servers(api: Any, namespace: str | None = None) -> list[InferenceServer]:
+    from kubernetes import client
+
+    custom = client.CustomObjectsApi(api)
+    listed: Any
+    if namespace:
+        listed = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, InferenceServer.plural)
+    else:
+        listed = custom.list_cluster_custom_object(GROUP, VERSION, InferenceServer.plural)
+    servers = []
+    for item in listed.get("items", []):
+        try:
+            servers.append(parse_server(item))
+        except ValidationError:
+            continue  # the operator reports a bad spec on the object; the plugin skips it
+    return servers
+
+
+def fetch_gpu_nodes(api: Any) -> list[GpuNode]:
+    from kubernetes import client
+
+    listed: Any = client.CustomObjectsApi(api).list_cluster_custom_object(GROUP, VERSION, GpuNode.plural)
+    return [GpuNode.model_validate(item) for item in listed.get("items", [])]
+
+
+def fetch_server_pod_labels(api: Any) -> dict[PodKey, dict[str, str]]:
+    from kubernetes import client
+
+    pods: list[Any] = client.CoreV1Api(api).list_pod_for_all_namespaces(label_selector=SERVER_LABEL).items
+    return {(p.metadata.namespace, p.metadata.name): dict(p.metadata.labels or {}) for p in pods}
+
+
+def fetch_config_maps(api: Any, servers: Iterable[InferenceServer]) -> dict[tuple[str, str], dict[str, str]]:
+    """The ConfigMaps the servers name in model.configMapRef (a missing one is left out: the
+    server then shows under "Not sized" with the reason)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(api)
+    found: dict[tuple[str, str], dict[str, str]] = {}
+    for server in servers:
+        ref = server.spec.model.config_map_ref if server.spec.model else None
+        if ref is None:
+            continue
+        key = (server.metadata.namespace or "default", ref.name)
+        if key in found:
+            continue
+        try:
+            found[key] = dict(core.read_namespaced_config_map(ref.name, key[0]).data or {})
+        except ApiException as error:
+            if error.status != 404:
+                raise
+    return found
+
+
+def api_client(kubeconfig: str | None, context: str | None) -> Any:
+    from kubernetes import config
+
+    try:
+        return config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError) as error:
+        raise PluginError(f"--kubeconfig: cannot load cluster credentials: {error}") from None
+
+
+def split_server(reference: str, namespace: str | None) -> tuple[str, str]:
+    """'ns/name', or 'name' with -n (default namespace "default")."""
+    if "/" in reference:
+        ns, _, name = reference.partition("/")
+        if not ns or not name or "/" in name:
+            raise PluginError(f"server: expected NAME or NAMESPACE/NAME, got {reference!r}")
+        return ns, name
+    return namespace or "default", reference
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubectl vram", description="GPU memory of the cluster, by VRAM.")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    parser.add_argument("--context", help="kubeconfig context")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    verbs.add_parser("top", help="GPU memory per node, GPU and process, with owners")
+    plan = verbs.add_parser("plan", help="what a strategy would do with the live fleet (changes nothing)")
+    # Manual needs a GpuAssignment's pins: preview it with `vram-operator plan -f assignment.yaml`.
+    plan.add_argument("--strategy", choices=[s for s in STRATEGIES if s != "Manual"], default="VRAMBased")
+    plan.add_argument("--margin-mib", type=float, default=float(DEFAULT_MARGIN_MIB), help="safety margin per GPU")
+    plan.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    why = verbs.add_parser("explain", help="why a server is where it is")
+    why.add_argument("server", help="NAME or NAMESPACE/NAME")
+    why.add_argument("-n", "--namespace", help="namespace of NAME (default: default)")
+    return parser
+
+
+def _top(api: Any) -> int:
+    servers = fetch_servers(api)
+    console().print(top_table(fetch_gpu_nodes(api), servers, fetch_server_pod_labels(api)))
+    return 0
+
+
+def _plan(api: Any, args: argparse.Namespace) -> int:
+    if args.margin_mib < 0:
+        raise PluginError(f"--margin-mib: must not be negative, got {args.margin_mib:g}")
+    servers = fetch_servers(api)
+    nodes = fetch_gpu_nodes(api)
+    if not nodes:
+        raise PluginError("no GpuNode in the cluster: is the vram-operator agent running on the GPU nodes?")
+    decision = decide(
+        servers, nodes, strategy=args.strategy, margin_mib=args.margin_mib, config_maps=fetch_config_maps(api, servers)
+    )
+    changed = moves(servers, decision)
+    if args.output == "json":
+        document = plan_document(decision)
+        document["changes"] = [{"server": m.server, "now": m.now, "planned": m.planned} for m in changed]
+        document["notSized"] = [
+            {"server": d.server, "field": d.sizing_field, "message": d.sizing_error}
+            for d in decision.servers.values()
+            if d.sizing_error is not None
+        ]
+        print_json(document)
+        return 0
+    print_plan_table(decision)
+    out = console()
+    failed = not_sized_table(decision)
+    if failed is not None:
+        out.print(failed)
+    out.print(moves_table(changed))
+    return 0
+
+
+def _explain(api: Any, args: argparse.Namespace) -> int:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    namespace, name = split_server(args.server, args.namespace)
+    try:
+        body: Any = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, InferenceServer.plural, name
+        )
+    except ApiException as error:
+        if error.status == 404:
+            raise PluginError(f"server: InferenceServer {namespace}/{name} not found") from None
+        raise
+    console().print(explain(parse_server(body)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    args = build_parser().parse_args(argv)
+    try:
+        api = api_client(args.kubeconfig, args.context)
+        if args.verb == "top":
+            return _top(api)
+        if args.verb == "plan":
+            return _plan(api, args)
+        return _explain(api, args)
+    except PluginError as error:
+        print(f"kubectl-vram: error: {error}", file=sys.stderr)
+        return 2
+    except ApiException as error:
+        print(f"kubectl-vram: error: the API server answered {error.status} {error.reason}", file=sys.stderr)
+        return 1
+    except HTTPError as error:
+        print(f"kubectl-vram: error: cannot reach the API server: {error}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Alert rules: promtool checks the file and runs the unit tests of every alert."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from ship_helpers import CHART, REPO, run
+
+from vram_operator.agent.exporter import AgentMetrics
+from vram_operator.api.gpu_node import GpuDeviceStatus, GpuNodeStatus
+from vram_operator.controller.metrics import Metrics
+
+ALERTS = CHART / "files" / "alerts.yaml"
+TESTS = sorted((REPO / "tests" / "promtool").glob("*.test.yaml"))
+
+
+def known_metric_names() -> set[str]:
+    """Every sample name the operator and the agent can expose (counters with _total, histograms
+    with _bucket/_sum/_count), from their real registries."""
+    agent = AgentMetrics("n")
+    # the poll gauges appear after the first poll
+    gpu = GpuDeviceStatus(index=0, uuid="GPU-0", memory_total_mib=1, memory_used_mib=0, memory_free_mib=1)
+    agent.observe_poll(GpuNodeStatus(gpus=[gpu]), read_ok=True, duration_s=0.1, now=1.0)
+    names: set[str] = set()
+    for registry in (Metrics().registry, agent.registry):
+        for family in registry.collect():
+            names.add(family.name)
+            names.update({f"{family.name}{suffix}" for suffix in ("_total", "_bucket", "_sum", "_count")})
+    return names
+
+
+def test_promtool_check_rules(promtool: Path) -> None:
+    done = run(promtool, "check", "rules", str(ALERTS))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 6 rules found" in done.stdout
+
+
+def test_promtool_unit_tests_pass(promtool: Path) -> None:
+    assert TESTS
+    done = run(promtool, "test", "rules", *map(str, TESTS))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_alert_is_tested_firing_and_silent() -> None:
+    alerts = {rule["alert"] for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]}
+    firing: set[str] = set()
+    silent: set[str] = set()
+    for path in TESTS:
+        for case in yaml.safe_load(path.read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                (firing if check["exp_alerts"] else silent).add(check["alertname"])
+    assert alerts == firing == silent
+
+
+def test_alerts_use_only_metrics_that_exist() -> None:
+    known = known_metric_names()
+    for group in yaml.safe_load(ALERTS.read_text())["groups"]:
+        for rule in group["rules"]:
+            used = set(re.findall(r"\bvram_[a-z_]+", rule["expr"]))
+            assert used, rule["alert"]
+            assert used <= known, f"{rule['alert']}: unknown {used - known}"

@@ -1,0 +1,276 @@
+"""Operator at scale on the local control plane: N InferenceServers on M KWOK nodes x 8 H100s.
+
+Measures, in one run:
+- the API server's raw ceiling: InferenceServer create + status patch per second from a client
+  pool with no operator running (what any controller could at best write);
+- the operator: seconds until every server is Placed, placements per second, reconcile latency
+  p50/p99 (from its own histogram), its peak RSS;
+- the ratio placements/s : ceiling (create+patch)/s.
+
+    python benchmarks/operator_scale.py                      # 1,000 servers, 250 nodes
+    python benchmarks/operator_scale.py --servers 200 --nodes 50
+    python benchmarks/operator_scale.py --crds DIR           # CRDs to install (default: crds/)
+
+Needs the binaries from hack/build-tools.sh. Servers run with replicas 0 by default (the
+placement path is measured, not KWOK's pod simulation); --replicas 1 adds the pods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "hack"))
+
+from kubernetes import client  # noqa: E402
+
+from localcluster import LocalCluster  # noqa: E402
+from localcluster.cluster import DEFAULT_CRD_DIR  # noqa: E402
+from localcluster.fleet import FakeNode, fake_gpu_uuid, h100_rack  # noqa: E402
+from localcluster.resources import admin_client  # noqa: E402
+
+GROUP, VERSION = "vram.dev", "v1alpha1"
+BUDGETS_GIB = (4, 8, 12, 20, 40)  # a mix that fills 80 GB GPUs unevenly
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def publish_gpu_nodes(custom: client.CustomObjectsApi, nodes: list[FakeNode]) -> None:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for node in nodes:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuNode", "metadata": {"name": node.name}}
+        custom.create_cluster_custom_object(GROUP, VERSION, "gpunodes", body)
+        gpus = [
+            {
+                "index": i,
+                "uuid": fake_gpu_uuid(node.name, i),
+                "name": gpu.product,
+                "memoryTotalMiB": gpu.memory_mib,
+                "memoryUsedMiB": 0,
+                "memoryFreeMiB": gpu.memory_mib,
+                "healthy": True,
+            }
+            for i, gpu in enumerate(node.gpus)
+        ]
+        status = {"status": {"backend": "simulated", "lastHeartbeat": now, "gpus": gpus}}
+        custom.patch_cluster_custom_object_status(GROUP, VERSION, "gpunodes", node.name, status)
+
+
+def server(name: str, budget_gib: int, replicas: int) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceServer",
+        "metadata": {"name": name},
+        "spec": {
+            "engine": "generic",
+            "image": "example.invalid/s:1",
+            "vramBudget": f"{budget_gib}Gi",
+            "replicas": replicas,
+        },
+    }
+
+
+def create_namespace(core: client.CoreV1Api, name: str) -> None:
+    core.create_namespace({"metadata": {"name": name}})  # type: ignore[arg-type]
+
+
+def api_ceiling(custom: client.CustomObjectsApi, namespace: str, count: int, workers: int) -> float:
+    """(create + status patch) per second with no operator: the most any controller could write."""
+    patch = {"status": {"phase": "Pending", "observedGeneration": 1}}
+
+    def one(i: int) -> None:
+        name = f"raw-{i:05d}"
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers", server(name, 4, 0))
+        custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "inferenceservers", name, patch)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, range(count)))
+    return count / (time.perf_counter() - started)
+
+
+def histogram_quantile(text: str, metric: str, quantile: float) -> float | None:
+    """A quantile from Prometheus histogram buckets (linear within a bucket), as PromQL does."""
+    buckets: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        if line.startswith(f"{metric}_bucket") and 'kind="InferenceServer"' in line:
+            bound = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
+    buckets.sort()
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    rank = quantile * buckets[-1][1]
+    previous_bound, previous_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return previous_bound
+            return previous_bound + (bound - previous_bound) * (rank - previous_count) / max(
+                count - previous_count, 1e-9
+            )
+        previous_bound, previous_count = bound, count
+    return None
+
+
+def reconciled(metrics: str) -> float:
+    """InferenceServer reconciles finished (status written and children applied)."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("vram_operator_reconcile_total{") and 'kind="InferenceServer"' in line
+    )
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def placed_count(custom: client.CustomObjectsApi, namespace: str) -> tuple[int, int]:
+    items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers")["items"]
+    decided = placed = 0
+    for item in items:
+        conditions = (item.get("status") or {}).get("conditions", [])
+        placed_condition = next((c for c in conditions if c["type"] == "Placed"), None)
+        if placed_condition is not None:
+            decided += 1
+            placed += placed_condition["status"] == "True"
+    return decided, placed
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    nodes = h100_rack(args.nodes)
+    with LocalCluster(nodes=nodes, crd_dir=args.crds) as cluster:
+        api = admin_client(cluster.kubeconfig)
+        custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+        publish_gpu_nodes(custom, nodes)
+        client.NodeV1Api(api).create_runtime_class(
+            {
+                "apiVersion": "node.k8s.io/v1",
+                "kind": "RuntimeClass",
+                "metadata": {"name": "nvidia"},
+                "handler": "nvidia",
+            }  # type: ignore[arg-type]
+        )
+        create_namespace(core, "ceiling")
+        ceiling = api_ceiling(custom, "ceiling", args.servers, args.workers)
+
+        create_namespace(core, "bench")
+        metrics_port = free_port()
+        log = Path(tempfile.mkstemp(prefix="operator-scale-", suffix=".log")[1])
+        operator = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vram_operator.controller",
+                "--standalone",
+                "--kubeconfig",
+                str(cluster.kubeconfig),
+                "--namespace",
+                "bench",
+                "--metrics-port",
+                str(metrics_port),
+                "--health-port",
+                "0",
+                "--heartbeat-stale-seconds",
+                "36000",
+                "--check-interval",
+                str(args.check_interval),
+            ],
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            time.sleep(3)  # the operator lists and indexes before it handles anything
+            rng = random.Random(args.seed)
+            started = time.perf_counter()
+            with ThreadPoolExecutor(args.workers) as pool:
+                list(
+                    pool.map(
+                        lambda i: custom.create_namespaced_custom_object(
+                            GROUP,
+                            VERSION,
+                            "bench",
+                            "inferenceservers",
+                            server(f"s{i:05d}", rng.choice(BUDGETS_GIB), args.replicas),
+                        ),
+                        range(args.servers),
+                    )
+                )
+            created = time.perf_counter() - started
+            decided = placed = 0
+            while time.perf_counter() - started < args.timeout:
+                decided, placed = placed_count(custom, "bench")
+                if decided == args.servers:
+                    break
+                time.sleep(1)
+            elapsed = time.perf_counter() - started
+            metrics = ""
+            while time.perf_counter() - started < args.timeout:  # children applied, latency recorded
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+                    metrics = response.read().decode()
+                if reconciled(metrics) >= args.servers:
+                    break
+                time.sleep(1)
+            settled = time.perf_counter() - started
+            rss = peak_rss_mib(operator.pid)
+        finally:
+            operator.terminate()
+            operator.wait(timeout=30)
+        api.close()  # type: ignore[no-untyped-call]
+    rate = decided / elapsed
+    return {
+        "servers": args.servers,
+        "nodes": args.nodes,
+        "gpus": args.nodes * 8,
+        "replicas": args.replicas,
+        "apiCeilingCreatePlusPatchPerSecond": round(ceiling, 1),
+        "createSeconds": round(created, 1),
+        "secondsUntilAllDecided": round(elapsed, 1),
+        "secondsUntilAllReconciled": round(settled, 1),
+        "decided": decided,
+        "placed": placed,
+        "decisionsPerSecond": round(rate, 1),
+        "ratioToCeiling": round(rate / ceiling, 3),
+        "reconcileP50Seconds": histogram_quantile(metrics, "vram_operator_reconcile_seconds", 0.5),
+        "reconcileP99Seconds": histogram_quantile(metrics, "vram_operator_reconcile_seconds", 0.99),
+        "operatorPeakRssMiB": round(rss, 1),
+        "operatorLog": str(log),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--servers", type=int, default=1000)
+    parser.add_argument("--nodes", type=int, default=250, help="KWOK nodes with 8 H100 80GB each")
+    parser.add_argument("--replicas", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=8, help="client threads for creates")
+    parser.add_argument("--check-interval", type=float, default=10.0)
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--crds", type=Path, default=DEFAULT_CRD_DIR)
+    print(json.dumps(run(parser.parse_args()), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""The operator: kopf handlers over the pure core (sizing, placement, render).
+
+Handlers are thin: they read (kopf indexes of GpuNodes and InferenceServers, a few API reads),
+call pure functions (fleet.decide, the status builders and policies in this package) and write
+(owned Deployments, ResourceClaims, status patches, Events).
+
+Running it:
+- One active replica. Either run two or more replicas with kopf peering
+  (`vram-operator run --peering vram-operator --priority N`, distinct N per replica: the highest
+  priority works, the others pause), or a single replica with `--standalone` in a Deployment with
+  `strategy: Recreate`, so that two operators never write reservations at the same time.
+- Probes: `--health-port` serves kopf's liveness endpoint at /healthz (use it for liveness and
+  readiness). `--metrics-port` serves Prometheus metrics at /metrics (see controller.metrics).
+- Logs are JSON lines on stderr (one object per record).
+"""

@@ -1,0 +1,287 @@
+"""GpuAssignment handlers: plan (Preview), roll out (Apply) in a safe order, roll back.
+
+Apply pins each moving server by an annotation (controller.annotations.ASSIGNED) wave by wave;
+the server's own reconcile then re-renders its Deployment there. A timer advances the waves: the
+next wave starts only when every server of the last one is Running where the plan put it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import kopf
+from pydantic import ValidationError
+
+from vram_operator.api.base import GROUP, VERSION
+from vram_operator.api.gpu_assignment import (
+    GpuAssignment,
+    GpuAssignmentStatus,
+    PlanEntry,
+    RolloutStatus,
+)
+from vram_operator.api.gpu_node import GpuNode
+from vram_operator.api.inference_server import InferenceServer
+from vram_operator.controller import annotations as notes
+from vram_operator.controller.assignment import plan_at_revision, plan_entry, record_revision, select_servers
+from vram_operator.controller.conditions import set_condition
+from vram_operator.controller.decision import Inputs, decide
+from vram_operator.controller.gpu_view import free_after_reservations, stale_nodes
+from vram_operator.controller.rollout_order import Move, safe_waves
+from vram_operator.controller.runtime import Runtime, first_error, now, plain, rfc3339, values
+from vram_operator.controller.servers import nodes_of
+from vram_operator.errors import InputError
+from vram_operator.fleet import manual_assignments
+from vram_operator.placement.demand import ManualAssignment
+
+ASSIGNMENTS = (GROUP, VERSION, "gpuassignments")
+log = logging.getLogger(__name__)
+
+
+def rollback_pins(entries: Sequence[PlanEntry]) -> list[ManualAssignment]:
+    """A stored plan as manual pins (its budgets included), so it is restored exactly."""
+    return [ManualAssignment(e.server, e.node, tuple(e.gpus), e.budget_mib) for e in entries if e.node and e.gpus]
+
+
+def stay_pins(servers: Sequence[InferenceServer], pinned: set[str]) -> list[ManualAssignment]:
+    """Under Manual, a selected server nobody pinned stays where it runs."""
+    stay = []
+    for server in servers:
+        placement = server.status.placement if server.status else None
+        if server.key not in pinned and placement is not None and placement.gpus:
+            stay.append(ManualAssignment(server.key, placement.node, tuple(g.uuid for g in placement.gpus)))
+    return stay
+
+
+def moves_for(
+    pending: Sequence[str], plan: Mapping[str, PlanEntry], servers: Mapping[str, InferenceServer]
+) -> list[Move]:
+    """What each pending server holds now (nothing once stopped) and will hold under the plan."""
+    moves = []
+    for key in pending:
+        entry = plan.get(key)
+        server = servers.get(key)
+        if entry is None or server is None:
+            continue
+        current = server.status.placement if server.status else None
+        stopped = server.metadata.annotations.get(notes.STOPPED) == "true"
+        old = {g.uuid: current.budget_mib for g in current.gpus} if current and not stopped else {}
+        moves.append(Move(key, old=old, new=dict.fromkeys(entry.gpus, entry.budget_mib)))
+    return moves
+
+
+def arrived(server: InferenceServer | None, entry: PlanEntry) -> bool:
+    """The server runs where the plan put it (and is Ready)."""
+    placement = server.status.placement if server and server.status else None
+    if placement is None or server is None or server.status is None:
+        return False
+    return (
+        placement.node == entry.node
+        and [g.uuid for g in placement.gpus] == entry.gpus
+        and server.status.phase == "Running"
+    )
+
+
+def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
+    settings = rt.settings
+
+    # The last status written per assignment: newer than the index until the watch event arrives.
+    written: dict[str, GpuAssignmentStatus] = {}
+
+    async def write(name: str, status: GpuAssignmentStatus) -> None:
+        await asyncio.to_thread(rt.kube.patch_assignment_status, name, {"status": status.wire()})
+        written[name] = status
+
+    @kopf.on.resume(*ASSIGNMENTS, id="reconcile", registry=registry)
+    @kopf.on.create(*ASSIGNMENTS, id="reconcile", registry=registry)
+    @kopf.on.update(*ASSIGNMENTS, id="reconcile", registry=registry)
+    async def reconcile_assignment(*, body: kopf.Body, name: str, **kwargs: Any) -> None:
+        rt.remember_indexes(kwargs)
+        started = time.perf_counter()
+        generation = body.get("metadata", {}).get("generation")
+        moment = rfc3339(now())
+        try:
+            assignment = GpuAssignment.model_validate(plain(body))
+        except ValidationError as error:
+            await fail(body, name, GpuAssignmentStatus(), first_error(error), generation=generation, moment=moment)
+            return
+        status = assignment.status or GpuAssignmentStatus()
+        spec = assignment.spec
+        fresh = status.observed_generation != generation
+        servers = [s for s in values(kwargs["inference_servers"]) if s is not None]
+        nodes = nodes_of(kwargs["gpu_nodes"])
+        if spec.rollback_to_revision is not None and fresh:
+            try:
+                applied = plan_at_revision(status.history, spec.rollback_to_revision)
+            except InputError as error:
+                await fail(body, name, status, str(error), generation=generation, moment=moment)
+                return
+            wanted = {e.server for e in applied.plan}
+            selected = [s for s in servers if s.key in wanted]
+            pins, strategy = rollback_pins(applied.plan), "Manual"
+        else:
+            labels = await asyncio.to_thread(rt.kube.namespace_labels) if spec.namespace_selector else {}
+            selected = select_servers(spec, servers, labels)
+            pins, strategy = list(manual_assignments(assignment)), spec.strategy
+        chosen = {s.key for s in selected}
+        if strategy == "Manual":
+            pins += stay_pins(selected, {p.server for p in pins})
+        async with rt.book.lock:
+            inputs = Inputs(
+                nodes=nodes,
+                reserved=rt.book.standing([s for s in servers if s.key not in chosen]),
+                stale_nodes=stale_nodes(nodes, now(), settings.heartbeat_stale),
+                strategy=strategy,
+                margin_mib=settings.margin_mib,
+            )
+            decided = decide(selected, inputs, pins)
+        entries = []
+        warnings = list(decided.plan_warnings)
+        for server in selected:
+            outcome = decided.outcomes[server.key]
+            current = server.status.placement if server.status else None
+            why = outcome.estimate_error or (
+                outcome.placement.reason
+                if outcome.placement
+                else f"{outcome.unplaced_reason}: {outcome.unplaced_message}"
+            )
+            entries.append(plan_entry(server.key, outcome.placement, outcome.utilization, current, why))
+            warnings += [f"{server.key}: {w}" for w in outcome.warnings]
+        conditions = set_condition(
+            status.conditions,
+            "Planned",
+            True,
+            "Planned",
+            f"{sum(1 for e in entries if e.node)} of {len(entries)} servers placed, "
+            f"{sum(1 for e in entries if e.changed)} would move",
+            generation=generation,
+            now=moment,
+        )
+        update: dict[str, Any] = {
+            "observed_generation": generation,
+            "plan": entries,
+            "warnings": warnings[:256],
+            "conditions": conditions,
+        }
+        applying = fresh and (spec.mode == "Apply" or spec.rollback_to_revision is not None)
+        if applying:
+            revision, history = record_revision(status.history, entries, strategy, moment)
+            pending = [e.server for e in entries if e.changed]
+            update |= {
+                "applied_revision": revision,
+                "history": history,
+                "rollout": RolloutStatus(pending=pending),
+                "conditions": set_condition(
+                    conditions,
+                    "Applied",
+                    not pending,
+                    "RolloutDone" if not pending else "RollingOut",
+                    f"revision {revision}: {len(pending)} servers to restart",
+                    generation=generation,
+                    now=moment,
+                ),
+            }
+            kopf.event(body, type="Normal", reason="Applied", message=f"revision {revision}, {len(pending)} to move")
+        new_status = status.model_copy(update=update)
+        if new_status != status:
+            await write(name, new_status)
+        rt.metrics.reconciles.labels("GpuAssignment", "applied" if applying else "planned").inc()
+        rt.metrics.reconcile_seconds.labels("GpuAssignment").observe(time.perf_counter() - started)
+        if applying:
+            await advance(body, name, new_status, servers, nodes)
+
+    async def fail(
+        body: kopf.Body, name: str, status: GpuAssignmentStatus, message: str, *, generation: int | None, moment: str
+    ) -> None:
+        conditions = set_condition(
+            status.conditions, "Planned", False, "InvalidSpec", message, generation=generation, now=moment
+        )
+        await write(name, status.model_copy(update={"conditions": conditions, "observed_generation": generation}))
+        kopf.event(body, type="Warning", reason="InvalidSpec", message=message)
+        raise kopf.PermanentError(message)
+
+    async def advance(
+        body: kopf.Body,
+        name: str,
+        status: GpuAssignmentStatus,
+        servers: Sequence[InferenceServer],
+        nodes: Sequence[GpuNode],
+    ) -> None:
+        """Mark arrived servers healthy; when the wave in flight is done, start the next one."""
+        rollout = status.rollout
+        if (
+            rollout is None
+            or not status.history
+            or not (rollout.pending or set(rollout.restarted) - set(rollout.healthy))
+        ):
+            return
+        plan = {e.server: e for e in status.history[-1].plan}
+        by_key = {s.key: s for s in servers}
+        healthy = [k for k in rollout.restarted if k in rollout.healthy or arrived(by_key.get(k), plan[k])]
+        in_flight = [k for k in rollout.restarted if k not in healthy]
+        pending = [k for k in rollout.pending if k in by_key]
+        if not in_flight and pending:
+            free = free_after_reservations(nodes, servers, settings.margin_mib)
+            for key in pending:  # a server stopped for the rollout no longer holds its memory
+                server = by_key[key]
+                placement = server.status.placement if server.status else None
+                if placement and server.metadata.annotations.get(notes.STOPPED) == "true":
+                    for gpu in placement.gpus:
+                        free[gpu.uuid] = free.get(gpu.uuid, 0.0) + placement.budget_mib
+            wave = safe_waves(moves_for(pending, plan, by_key), free)[0]
+            for key in wave.stop:
+                await annotate(by_key[key], {notes.STOPPED: "true"})
+            for key in wave.start:
+                entry = plan[key]
+                pin = notes.AssignedPlacement(
+                    name, status.applied_revision or 0, entry.node or "", tuple(entry.gpus), entry.budget_mib
+                )
+                await annotate(by_key[key], {notes.ASSIGNED: pin.encode(), notes.STOPPED: None})
+            pending = [k for k in pending if k not in wave.start]
+            in_flight = list(wave.start)
+            if wave.start:
+                kopf.event(body, type="Normal", reason="RollingOut", message=f"starting {', '.join(wave.start)}")
+        restarted = list(dict.fromkeys([*rollout.restarted, *in_flight]))
+        new_rollout = RolloutStatus(restarted=restarted, pending=pending, healthy=healthy)
+        if new_rollout != rollout:
+            done = not pending and not in_flight
+            conditions = set_condition(
+                status.conditions,
+                "Applied",
+                done,
+                "RolloutDone" if done else "RollingOut",
+                f"{len(healthy)} healthy, {len(in_flight)} restarting, {len(pending)} pending",
+                generation=status.observed_generation,
+                now=rfc3339(now()),
+            )
+            await write(name, status.model_copy(update={"rollout": new_rollout, "conditions": conditions}))
+
+    async def annotate(server: InferenceServer, update: dict[str, str | None]) -> None:
+        namespace = server.metadata.namespace or "default"
+        await asyncio.to_thread(rt.kube.annotate_server, namespace, server.metadata.name, update)
+
+    @kopf.index(*ASSIGNMENTS, id="gpu_assignments", registry=registry)
+    def gpu_assignments(*, name: str, body: kopf.Body, **_: Any) -> dict[str, tuple[GpuAssignment, kopf.Body]]:
+        try:
+            return {name: (GpuAssignment.model_validate(plain(body)), kopf.Body(cast(kopf.RawBody, plain(body))))}
+        except ValidationError:
+            return {}
+
+    async def check_assignments(indexes: Mapping[str, Any]) -> None:
+        servers = [s for s in values(indexes["inference_servers"]) if s is not None]
+        nodes = nodes_of(indexes["gpu_nodes"])
+        for name, store in list(indexes["gpu_assignments"].items()):
+            for assignment, body in list(store):
+                mine = written.get(name)
+                status = mine if mine and mine.observed_generation == assignment.metadata.generation else None
+                status = status or assignment.status
+                if status is not None:
+                    try:
+                        await advance(body, name, status, servers, nodes)
+                    except Exception:  # retried at the next check
+                        log.exception("rollout of GpuAssignment %s failed", name)
+
+    rt.checks.append(check_assignments)

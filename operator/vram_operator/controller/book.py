@@ -1,0 +1,62 @@
+"""The operator's reservation book: statuses are the state of record, plus decisions in flight.
+
+One asyncio.Lock makes decide + record a single writer, so two concurrent creates can never
+both take the last free MiB of a GPU. A decision is held here the moment it is made (before its
+status patch lands), dropped if the patch fails, and forgotten once the InferenceServer index
+shows the same placement. On restart the book starts empty and the index (rebuilt from the
+statuses) is the whole truth: nothing lost, nothing counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+
+from vram_operator.api.inference_server import InferenceServer, InferenceServerStatus, PlacementStatus
+from vram_operator.controller.assignment import same_placement
+
+
+class ReservationBook:
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        # server key -> its decided placement (None: decided to hold nothing, e.g. unplaced/deleted)
+        self._pending: dict[str, PlacementStatus | None] = {}
+
+    def hold(self, key: str, placement: PlacementStatus | None) -> None:
+        """Record a decision before its status patch is written."""
+        self._pending[key] = placement
+
+    def drop(self, key: str) -> None:
+        """Forget a decision (its patch failed, or the index now shows it)."""
+        self._pending.pop(key, None)
+
+    @property
+    def pending(self) -> Mapping[str, PlacementStatus | None]:
+        return dict(self._pending)
+
+    def standing(self, indexed: Iterable[InferenceServer], *, exclude: str | None = None) -> list[InferenceServer]:
+        """Servers whose reservations stand: the indexed statuses overlaid with pending decisions.
+
+        Pending decisions the index already reflects are forgotten here (settled), and so are those
+        of servers no longer indexed (deleted: their reservation goes with them).
+        """
+        servers = list(indexed)
+        known = {server.key for server in servers}
+        for key in [k for k in self._pending if k not in known]:
+            self.drop(key)
+        result: list[InferenceServer] = []
+        for stored in servers:
+            key = stored.key
+            server = stored
+            current = stored.status.placement if stored.status else None
+            if key in self._pending:
+                decided = self._pending[key]
+                if same_placement(decided, current):
+                    self.drop(key)
+                else:
+                    status = (stored.status or InferenceServerStatus()).model_copy(update={"placement": decided})
+                    server = stored.model_copy(update={"status": status})
+                    current = decided
+            if key != exclude and current is not None and current.gpus:
+                result.append(server)
+        return result

@@ -1,0 +1,99 @@
+"""The call into the fleet facade, turned into what the handlers write and render."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from vram_operator import fleet
+from vram_operator.api.gpu_node import GpuNode
+from vram_operator.api.inference_server import InferenceServer
+from vram_operator.controller.server_status import Outcome
+from vram_operator.placement.demand import ManualAssignment
+from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
+from vram_operator.render import LlamaCppLaunch
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything a decision depends on besides the servers being decided."""
+
+    nodes: Sequence[GpuNode]
+    reserved: Sequence[InferenceServer]
+    stale_nodes: frozenset[str] = frozenset()
+    config_maps: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
+    strategy: str = "VRAMBased"
+    margin_mib: float = float(DEFAULT_MARGIN_MIB)
+
+
+@dataclass(frozen=True)
+class Decided:
+    """Per server: the Outcome for its status and, for llama.cpp, how to launch it."""
+
+    outcomes: dict[str, Outcome]
+    launches: dict[str, LlamaCppLaunch]
+    plan_warnings: tuple[str, ...]
+
+
+def no_gpus(inputs: Inputs) -> bool:
+    """No healthy GPU on any node with a live agent: nothing can be placed anywhere."""
+    return not any(
+        gpu.healthy
+        for node in inputs.nodes
+        if node.metadata.name not in inputs.stale_nodes and node.status
+        for gpu in node.status.gpus
+    )
+
+
+def launch_from_args(args: Sequence[str]) -> LlamaCppLaunch | None:
+    """llama.cpp's layer count and context from the sizing's engine flags."""
+    flags = dict(zip(args[::2], args[1::2], strict=False))
+    if "--n-gpu-layers" not in flags or "-c" not in flags:
+        return None
+    return LlamaCppLaunch(n_gpu_layers=int(flags["--n-gpu-layers"]), context_length=int(flags["-c"]))
+
+
+def outcome_of(decision: fleet.ServerDecision, *, no_gpus_anywhere: bool) -> Outcome:
+    if decision.sizing_error is not None:
+        return Outcome(estimate_error=decision.sizing_error, estimate_error_reason="EstimateFailed")
+    reason = decision.unplaced_reason or "Unschedulable"
+    message = decision.unplaced_message or ""
+    if decision.placement is None and no_gpus_anywhere:
+        reason, message = "NoGpus", "no healthy GPU is reported by any node agent with a live heartbeat"
+    warnings = list(decision.warnings)
+    if decision.placement is not None and not decision.fits and decision.fit_message:
+        warnings.append(decision.fit_message)
+    return Outcome(
+        estimate=decision.estimate,
+        placement=decision.placement,
+        utilization=decision.gpu_memory_utilization,
+        utilization_mode=decision.utilization_mode,
+        warnings=tuple(dict.fromkeys(warnings)),
+        unplaced_reason=reason,
+        unplaced_message=message,
+    )
+
+
+def decide(servers: Sequence[InferenceServer], inputs: Inputs, manual: Sequence[ManualAssignment] = ()) -> Decided:
+    """Decide `servers` against the standing reservations; bad specs become estimate errors."""
+    try:
+        result = fleet.decide(
+            servers,
+            inputs.nodes,
+            strategy=inputs.strategy,
+            margin_mib=inputs.margin_mib,
+            reserved=inputs.reserved,
+            config_maps=inputs.config_maps,
+            stale_nodes=inputs.stale_nodes,
+            manual=manual,
+        )
+    except ValueError as error:  # sizing, placement and input errors all derive from ValueError
+        return Decided({s.key: Outcome(estimate_error=str(error)) for s in servers}, {}, ())
+    empty = no_gpus(inputs)
+    outcomes = {key: outcome_of(d, no_gpus_anywhere=empty) for key, d in result.servers.items()}
+    launches = {
+        key: launch
+        for key, d in result.servers.items()
+        if d.placement is not None and (launch := launch_from_args(d.engine_args)) is not None
+    }
+    return Decided(outcomes, launches, tuple(result.plan.warnings))

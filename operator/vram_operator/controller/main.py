@@ -1,0 +1,153 @@
+"""`vram-operator run`: flags, kopf settings, and the operator loop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+
+from vram_operator.controller import assignments, logs, servers
+from vram_operator.controller.kube import Kube
+from vram_operator.controller.metrics import Metrics
+from vram_operator.controller.runtime import Runtime
+from vram_operator.controller.settings import ControllerSettings
+from vram_operator.errors import InputError
+from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
+from vram_operator.placement.strategies import strategy_named
+from vram_operator.render import PINNING_MODES, RenderSettings
+
+KOPF_PREFIX = "kopf.vram.dev"
+API_THREADS = 32
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--standalone", action="store_true", help="no peering (run one replica, Recreate strategy)")
+    mode.add_argument("--peering", metavar="NAME", help="kopf peering object: one active replica among many")
+    parser.add_argument("--priority", type=int, default=0, help="peering priority (distinct per replica)")
+    parser.add_argument("--namespace", action="append", default=[], help="watch this namespace (repeat; default all)")
+    parser.add_argument("--pinning-mode", choices=PINNING_MODES, default="envvar", help="device pinning (envvar|dra)")
+    parser.add_argument("--strategy", default="VRAMBased", help="strategy for servers no GpuAssignment manages")
+    parser.add_argument("--margin-mib", type=float, default=float(DEFAULT_MARGIN_MIB), help="safety margin per GPU")
+    parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0: off)")
+    parser.add_argument("--health-port", type=int, default=8081, help="kopf liveness endpoint /healthz (0: off)")
+    parser.add_argument(
+        "--heartbeat-stale-seconds", type=float, default=120.0, help="agent silence before no new placements"
+    )
+    parser.add_argument("--check-interval", type=float, default=10.0, help="seconds between runtime checks per server")
+    parser.add_argument("--max-corrections", type=int, default=3, help="memory-failure corrections per server")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    parser.add_argument("--verbose", action="store_true", help="debug logs")
+
+
+def settings_from(args: argparse.Namespace) -> ControllerSettings:
+    """Flags to settings; a bad value is an InputError naming the flag."""
+    try:
+        strategy_named(args.strategy)
+    except ValueError as error:
+        raise InputError(str(error), field="--strategy") from None
+    for flag, value in (
+        ("--margin-mib", args.margin_mib),
+        ("--check-interval", args.check_interval - 0.1),
+        ("--heartbeat-stale-seconds", args.heartbeat_stale_seconds),
+        ("--max-corrections", args.max_corrections),
+    ):
+        if value < 0:
+            raise InputError(f"must be positive, got {value}", field=flag)
+    return ControllerSettings(
+        namespaces=tuple(args.namespace),
+        strategy=args.strategy,
+        margin_mib=args.margin_mib,
+        heartbeat_stale=timedelta(seconds=args.heartbeat_stale_seconds),
+        check_interval=args.check_interval,
+        max_corrections=args.max_corrections,
+        render=RenderSettings(pinning_mode=args.pinning_mode),
+    )
+
+
+def api_client(kubeconfig: str | None) -> client.ApiClient:
+    """The --kubeconfig file, else in-cluster credentials, else $KUBECONFIG or ~/.kube/config."""
+    try:
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        else:
+            config.load_kube_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError) as error:
+        raise InputError(f"no usable cluster credentials: {error}", field="--kubeconfig") from None
+    return client.ApiClient()
+
+
+def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    servers.register(registry, rt)
+    assignments.register(registry, rt)
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # API writes run in threads (the kubernetes client is synchronous): allow enough of them.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=API_THREADS))
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=KOPF_PREFIX)
+        settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"
+        settings.posting.level = logging.WARNING  # events are posted explicitly, not from log lines
+        settings.watching.server_timeout = 300
+        # No worker limit: kopf holds handlers until every index is filled, and limited workers
+        # waiting for that would block the indexing of the rest (a deadlock at scale).
+
+    return registry
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    logs.configure(logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:
+        # kopf logs every handler and timer run per object: too much at a thousand servers.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    api = api_client(args.kubeconfig)
+    metrics = Metrics()
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
+    rt = Runtime(settings=settings, kube=Kube(api), metrics=metrics)
+    registry = build_registry(rt)
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection_info(api)
+
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            standalone=args.standalone or not args.peering,
+            peering_name=args.peering,
+            priority=args.priority,
+            namespaces=settings.namespaces,
+            clusterwide=not settings.namespaces,
+            liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None,
+        )
+    )
+    return 0
+
+
+def connection_info(api: client.ApiClient) -> kopf.ConnectionInfo:
+    """kopf's credentials from the kubernetes client's configuration (kopf's own piggybacking
+    login does not understand the current client's configuration object)."""
+    conf = api.configuration
+    authorization = str((conf.api_key or {}).get("authorization") or (conf.api_key or {}).get("BearerToken") or "")
+    scheme, _, credential = authorization.partition(" ")
+    token = (credential if scheme.lower() == "bearer" else authorization).strip() or None
+    return kopf.ConnectionInfo(
+        server=conf.host,
+        ca_path=conf.ssl_ca_cert,
+        insecure=not conf.verify_ssl,
+        certificate_path=conf.cert_file,
+        private_key_path=conf.key_file,
+        scheme="Bearer" if token else None,
+        token=token,
+    )

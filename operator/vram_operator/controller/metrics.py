@@ -1,0 +1,77 @@
+"""Prometheus metrics of the operator, on a registry of its own (served at /metrics).
+
+vram_operator_reconcile_total{kind,outcome}            reconciles by resource kind and outcome
+vram_operator_reconcile_seconds{kind}                  reconcile latency (histogram)
+vram_operator_placements_total{strategy,outcome}       placement decisions (placed, unplaced, failed)
+vram_operator_server_reserved_mib{namespace,server}    VRAM reserved per GPU for a server
+vram_operator_server_measured_mib{namespace,server}    VRAM measured for a server (sum over its GPUs)
+vram_operator_gpu_reserved_mib{node,gpu}               VRAM reserved on a GPU by all servers
+vram_operator_gpu_measured_mib{node,gpu}               VRAM our servers' processes use on a GPU
+vram_operator_estimate_ratio{namespace,server}         measured / predicted per GPU (1.0 = exact)
+vram_operator_corrections_total{reason,action}         corrections of memory failures
+vram_operator_replacements_total{reason}               servers re-placed (GPU lost, unhealthy)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.reconciles = Counter(
+            "vram_operator_reconcile", "Reconciles by kind and outcome.", ["kind", "outcome"], registry=r
+        )
+        self.reconcile_seconds = Histogram(
+            "vram_operator_reconcile_seconds", "Reconcile latency.", ["kind"], buckets=RECONCILE_BUCKETS, registry=r
+        )
+        self.placements = Counter(
+            "vram_operator_placements",
+            "Placement decisions by strategy and outcome.",
+            ["strategy", "outcome"],
+            registry=r,
+        )
+        self.server_reserved = Gauge(
+            "vram_operator_server_reserved_mib",
+            "VRAM reserved per GPU for a server.",
+            ["namespace", "server"],
+            registry=r,
+        )
+        self.server_measured = Gauge(
+            "vram_operator_server_measured_mib",
+            "VRAM measured for a server, summed over its GPUs.",
+            ["namespace", "server"],
+            registry=r,
+        )
+        self.gpu_reserved = Gauge(
+            "vram_operator_gpu_reserved_mib", "VRAM reserved on a GPU by all servers.", ["node", "gpu"], registry=r
+        )
+        self.gpu_measured = Gauge(
+            "vram_operator_gpu_measured_mib", "VRAM our servers' processes use on a GPU.", ["node", "gpu"], registry=r
+        )
+        self.estimate_ratio = Gauge(
+            "vram_operator_estimate_ratio", "Measured / predicted VRAM per GPU.", ["namespace", "server"], registry=r
+        )
+        self.corrections = Counter(
+            "vram_operator_corrections", "Corrections of memory failures.", ["reason", "action"], registry=r
+        )
+        self.replacements = Counter(
+            "vram_operator_replacements", "Servers re-placed off lost or unhealthy GPUs.", ["reason"], registry=r
+        )
+
+    def forget_server(self, namespace: str, server: str) -> None:
+        for gauge in (self.server_reserved, self.server_measured, self.estimate_ratio):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, server)
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, registry=self.registry)

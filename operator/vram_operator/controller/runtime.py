@@ -1,0 +1,134 @@
+"""State shared by the handlers of one operator process, and small helpers they all use."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from vram_operator.api.gpu_node import GpuNode
+from vram_operator.api.inference_server import InferenceServer, InferenceServerStatus
+from vram_operator.controller.book import ReservationBook
+from vram_operator.controller.kube import Kube
+from vram_operator.controller.metrics import Metrics
+from vram_operator.controller.settings import ControllerSettings
+
+RESOURCE_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
+MAX_RETRY_SECONDS = 60.0
+INDEX_NAMES = ("inference_servers", "gpu_nodes", "server_pods", "gpu_assignments")
+
+
+@dataclass
+class Runtime:
+    settings: ControllerSettings
+    kube: Kube
+    metrics: Metrics
+    book: ReservationBook = field(default_factory=ReservationBook)
+    # One lock per server: its reconcile and its runtime check never write its status at once.
+    server_locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    # The last status this process wrote per server: newer than the watch until the event arrives.
+    written: dict[str, tuple[str | None, InferenceServerStatus]] = field(default_factory=dict)
+    # Unplaced servers retry with exponential backoff (attempts, monotonic time of the next try);
+    # cleared when capacity frees (a server is deleted), so a full fleet is not re-planned every tick.
+    retry_unplaced: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # kopf's indexes (live objects), captured from the first handler call, for the periodic checks.
+    indexes: dict[str, Any] = field(default_factory=dict)
+    # Periodic checks (servers, assignments), run one after the other every check interval.
+    checks: list[Callable[[Mapping[str, Any]], Awaitable[None]]] = field(default_factory=list)
+    background: asyncio.Task[None] | None = None
+
+    def remember_indexes(self, kwargs: Mapping[str, Any]) -> None:
+        """Keep kopf's indexes and start the checks, from a handler: the task inherits the
+        handler's context, which kopf's event posting needs."""
+        if not self.indexes:
+            self.indexes.update({name: kwargs[name] for name in INDEX_NAMES if name in kwargs})
+        if self.background is None:
+            self.background = asyncio.create_task(self.run_checks())
+
+    async def run_checks(self) -> None:
+        """Forever: every check interval, run the periodic checks once the indexes are known.
+
+        One loop instead of kopf timers: timers put a finalizer on every object (deletion would
+        wait for a running operator) and cost one task per object.
+        """
+        while True:
+            await asyncio.sleep(self.settings.check_interval)
+            if len(self.indexes) == len(INDEX_NAMES):
+                for check in self.checks:
+                    await check(self.indexes)
+
+    def retry_due(self, key: str, moment: float) -> bool:
+        attempts_and_time = self.retry_unplaced.get(key)
+        return attempts_and_time is None or moment >= attempts_and_time[1]
+
+    def record_unplaced(self, key: str, moment: float, placed: bool) -> None:
+        if placed:
+            self.retry_unplaced.pop(key, None)
+            return
+        attempts = self.retry_unplaced.get(key, (0, 0.0))[0] + 1
+        delay = min(MAX_RETRY_SECONDS, self.settings.check_interval * 2**attempts)
+        self.retry_unplaced[key] = (attempts, moment + delay)
+
+    def latest_status(self, server: InferenceServer) -> InferenceServerStatus | None:
+        """The status to build on: what we last wrote for this object version, else the stored one."""
+        mine = self.written.get(server.key)
+        if mine is not None and mine[0] == server.metadata.uid:
+            return mine[1]
+        return server.status
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The resource fields of a kopf body as plain dicts (kopf bodies are live views)."""
+    return {key: _thaw(body[key]) for key in RESOURCE_FIELDS if key in body}
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+def parse_server(body: Mapping[str, Any]) -> InferenceServer:
+    """The InferenceServer model of a body; a status we cannot read is dropped, not fatal."""
+    data = plain(body)
+    try:
+        return InferenceServer.model_validate(data)
+    except ValidationError:
+        if "status" not in data:
+            raise
+        data.pop("status")
+        return InferenceServer.model_validate(data)
+
+
+def parse_node(body: Mapping[str, Any]) -> GpuNode | None:
+    try:
+        return GpuNode.model_validate(plain(body))
+    except ValidationError:
+        return None
+
+
+def first_error(error: ValidationError) -> str:
+    """One line naming the field: "spec.model: model is required for vllm and llamacpp"."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"] if part != "__root__")
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
+
+
+def values(index: Mapping[Any, Iterable[Any]]) -> list[Any]:
+    """Every value of a kopf index (each key holds a store of values)."""
+    return [value for store in index.values() for value in store]

@@ -1,0 +1,190 @@
+"""InferenceServer status from a decision and from what runs: conditions, phase, printer columns.
+
+Two builders share one status: `decided_status` (what reconcile decided: estimate, placement,
+utilization) and `observed_status` (what runs: readiness, measured memory, degradation). The
+phase is derived from the conditions only, so both builders agree on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from vram_operator.api.base import Condition
+from vram_operator.api.inference_server import (
+    EstimateStatus,
+    InferenceServerStatus,
+    MeasuredMemory,
+    Phase,
+    PlacementStatus,
+)
+from vram_operator.controller.conditions import condition_status, set_condition
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What reconcile decided for one server (the parts of the fleet decision the status shows)."""
+
+    estimate: EstimateStatus | None = None
+    estimate_error: str | None = None  # why the server could not be sized (bad spec)
+    estimate_error_reason: str = "InvalidSpec"
+    placement: PlacementStatus | None = None
+    utilization: float | None = None
+    utilization_mode: Literal["auto", "manual"] | None = None
+    warnings: tuple[str, ...] = ()
+    unplaced_reason: str = "Unschedulable"
+    unplaced_message: str = ""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What runs: pod readiness, measured memory, a detected failure."""
+
+    ready: bool
+    ready_message: str = ""
+    memory: MeasuredMemory | None = None
+    memory_unknown_reason: str = "NoAgentData"
+    failure_reason: str | None = None  # CamelCase, e.g. KVCacheNoMemory
+    failure_message: str = ""
+    extra_warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+def gpu_summary(placement: PlacementStatus) -> str:
+    """Printer column text, e.g. "workstation:0" or "h100-3:0,1"."""
+    return f"{placement.node}:{','.join(str(gpu.index) for gpu in placement.gpus)}"
+
+
+def phase_of(conditions: list[Condition]) -> Phase:
+    """Failed > Pending > Degraded > Running > Placed, read from the conditions."""
+    if condition_status(conditions, "Estimated") == "False":
+        return "Failed"
+    if condition_status(conditions, "Placed") != "True":
+        return "Pending"
+    if condition_status(conditions, "Degraded") == "True":
+        return "Degraded"
+    if condition_status(conditions, "Ready") == "True":
+        return "Running"
+    return "Placed"
+
+
+def decided_status(
+    previous: InferenceServerStatus | None, outcome: Outcome, *, generation: int | None, now: str
+) -> InferenceServerStatus:
+    """The status after a reconcile decision; keeps measured memory and runtime conditions."""
+    base = previous or InferenceServerStatus()
+    conditions = list(base.conditions)
+    if outcome.estimate_error is not None:
+        conditions = set_condition(
+            conditions,
+            "Estimated",
+            False,
+            outcome.estimate_error_reason,
+            outcome.estimate_error,
+            generation=generation,
+            now=now,
+        )
+        conditions = set_condition(
+            conditions, "Placed", False, "NotEstimated", "the server could not be sized", generation=generation, now=now
+        )
+    else:
+        source = outcome.estimate.source if outcome.estimate else "unknown"
+        conditions = set_condition(
+            conditions, "Estimated", True, "Estimated", f"sized from {source}", generation=generation, now=now
+        )
+        if outcome.placement is None:
+            conditions = set_condition(
+                conditions,
+                "Placed",
+                False,
+                outcome.unplaced_reason,
+                outcome.unplaced_message,
+                generation=generation,
+                now=now,
+            )
+        else:
+            conditions = set_condition(
+                conditions,
+                "Placed",
+                True,
+                "Placed",
+                outcome.placement.reason or gpu_summary(outcome.placement),
+                generation=generation,
+                now=now,
+            )
+    placement = outcome.placement
+    if placement is not None and not placement.gpu_summary:
+        placement = placement.model_copy(update={"gpu_summary": gpu_summary(placement)})
+    return base.model_copy(
+        update={
+            "observed_generation": generation,
+            "estimate": outcome.estimate,
+            "placement": placement,
+            "gpu_memory_utilization": outcome.utilization,
+            "utilization_mode": outcome.utilization_mode,
+            "warnings": list(outcome.warnings),
+            "conditions": conditions,
+            "phase": phase_of(conditions),
+            "memory": base.memory if placement is not None else None,
+        }
+    )
+
+
+def observed_status(
+    previous: InferenceServerStatus, observation: Observation, *, generation: int | None, now: str
+) -> InferenceServerStatus:
+    """The status with readiness, measured memory and degradation from what runs."""
+    conditions = set_condition(
+        previous.conditions,
+        "Ready",
+        observation.ready,
+        "PodsReady" if observation.ready else "PodsNotReady",
+        observation.ready_message,
+        generation=generation,
+        now=now,
+    )
+    budget = previous.placement.budget_mib if previous.placement else 0.0
+    memory = observation.memory
+    if memory is None:
+        conditions = set_condition(
+            conditions,
+            "MemoryFits",
+            None,
+            observation.memory_unknown_reason,
+            "no agent data for this server's processes",
+            generation=generation,
+            now=now,
+        )
+    else:
+        over = [gpu for gpu in memory.per_gpu if budget and gpu.used_mib > budget]
+        message = (
+            f"measured {max(g.used_mib for g in over):.0f}MiB above the {budget:.0f}MiB budget"
+            if over
+            else f"measured within the {budget:.0f}MiB budget per GPU"
+        )
+        conditions = set_condition(
+            conditions,
+            "MemoryFits",
+            not over,
+            "MeasuredAboveBudget" if over else "WithinBudget",
+            message,
+            generation=generation,
+            now=now,
+        )
+    failed = observation.failure_reason is not None
+    conditions = set_condition(
+        conditions,
+        "Degraded",
+        failed,
+        observation.failure_reason or "Healthy",
+        observation.failure_message,
+        generation=generation,
+        now=now,
+    )
+    return previous.model_copy(update={"conditions": conditions, "phase": phase_of(conditions), "memory": memory})
+
+
+def status_patch(status: InferenceServerStatus) -> dict[str, object]:
+    """A merge patch that sets status to exactly `status` (cleared fields become null)."""
+    wire = status.wire()
+    cleared = {name: None for name in ("estimate", "placement", "memory", "gpuMemoryUtilization", "utilizationMode")}
+    return {"status": {**cleared, **wire}}

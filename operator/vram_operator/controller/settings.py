@@ -1,0 +1,20 @@
+"""Operator settings, from the `vram-operator run` flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
+from vram_operator.render import RenderSettings
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    strategy: str = "VRAMBased"  # for servers no GpuAssignment manages
+    margin_mib: float = float(DEFAULT_MARGIN_MIB)
+    heartbeat_stale: timedelta = timedelta(seconds=120)
+    check_interval: float = 10.0  # seconds between runtime checks of a server
+    max_corrections: int = 3
+    render: RenderSettings = field(default_factory=RenderSettings)

@@ -1,0 +1,206 @@
+"""Mutable bookkeeping of one planning run: free memory and tenants per GPU, with fast lookups.
+
+GPUs that may take new servers sit in buckets keyed by (total, bandwidth, vacant, hosts an LLM,
+hosts a latency-critical server), each sorted by most free first, ties by (node, index). Within a
+bucket every strategy prefers the GPU with the most free memory, so the best candidate of a bucket
+is its first acceptable entry and a search looks at one entry per bucket instead of every GPU.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vram_operator.placement.first_fit import NONE, FirstFitIndex
+from vram_operator.placement.inventory import GpuSlot, Inventory
+from vram_operator.placement.ledger import Ledger
+
+BucketKey = tuple[float, float, bool, bool, bool]
+Entry = tuple[float, str, int, int]  # (-free, node, index, position)
+Score = tuple[float | str | int, ...]
+# A strategy's ranking of one GPU for a demand (lower is better).
+Scorer = Callable[["GpuState", float], Score]
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A server occupying GPUs: its budget per GPU and the traits strategies look at."""
+
+    server: str
+    uuids: tuple[str, ...]
+    budget_mib: float
+    llm: bool = False
+    critical: bool = False
+    dedicated: bool = False
+    movable: bool = False
+
+
+class GpuState:
+    """One GPU during planning."""
+
+    __slots__ = ("capacity", "critical", "dedicated", "entry", "key", "llm", "position", "reserved", "slot", "tenants")
+
+    def __init__(self, slot: GpuSlot, position: int, margin_mib: float) -> None:
+        self.slot = slot
+        self.position = position
+        self.capacity = slot.total_mib - slot.foreign_mib - margin_mib
+        self.reserved = 0.0
+        self.tenants: dict[str, Tenant] = {}
+        self.llm = 0
+        self.critical = 0
+        self.dedicated = 0
+        self.entry: Entry | None = None
+        self.key: BucketKey | None = None
+
+    @property
+    def free(self) -> float:
+        return self.capacity - self.reserved
+
+    @property
+    def vacant(self) -> bool:
+        return not self.tenants
+
+
+class Fleet:
+    """All GPUs of a planning run; place/remove keep the buckets in order."""
+
+    def __init__(
+        self, inventory: Inventory, ledger: Ledger, margin_mib: float, replanned: frozenset[str], *, packing: bool
+    ) -> None:
+        self.gpus = [GpuState(slot, i, margin_mib) for i, slot in enumerate(inventory.slots)]
+        self.by_uuid = {g.slot.uuid: g for g in self.gpus}
+        self.by_node: dict[str, list[GpuState]] = {}
+        for gpu in self.gpus:
+            self.by_node.setdefault(gpu.slot.node, []).append(gpu)
+        self.buckets: dict[BucketKey, list[Entry]] = {}
+        self.tenants: dict[str, Tenant] = {}
+        self.orphans: list[str] = []
+        self._open: dict[str, list[GpuState]] = {}
+        # First-fit indexes (any open GPU, vacant open GPUs) are kept only for the packing pass.
+        self.first_fit = FirstFitIndex(len(self.gpus)) if packing else None
+        self.first_fit_vacant = FirstFitIndex(len(self.gpus)) if packing else None
+        for gpu in self.gpus:
+            self._file(gpu)
+        for reservation in ledger.reservations:
+            if reservation.server in replanned:
+                continue
+            missing = [u for u in reservation.gpu_uuids if u not in self.by_uuid]
+            if missing:
+                self.orphans.append(
+                    f"{reservation.server}: reserved GPU(s) {', '.join(missing)} not in the inventory; ignored"
+                )
+                continue
+            self.place(
+                Tenant(
+                    reservation.server, reservation.gpu_uuids, reservation.budget_mib, dedicated=reservation.dedicated
+                )
+            )
+
+    # --- bookkeeping -------------------------------------------------------------------------
+    def _unfile(self, gpu: GpuState) -> None:
+        self._open.pop(gpu.slot.node, None)
+        if gpu.key is not None and gpu.entry is not None:
+            bucket = self.buckets[gpu.key]
+            del bucket[bisect_left(bucket, gpu.entry)]
+        gpu.key = gpu.entry = None
+
+    def _file(self, gpu: GpuState) -> None:
+        is_open = gpu.slot.usable and not gpu.dedicated
+        if self.first_fit is not None and self.first_fit_vacant is not None:
+            self.first_fit.set(gpu.position, gpu.free if is_open else NONE)
+            self.first_fit_vacant.set(gpu.position, gpu.free if is_open and gpu.vacant else NONE)
+        if not is_open:
+            return
+        slot = gpu.slot
+        gpu.key = (slot.total_mib, slot.bandwidth_gbps, gpu.vacant, gpu.llm > 0, gpu.critical > 0)
+        gpu.entry = (-gpu.free, slot.node, slot.index, gpu.position)
+        insort(self.buckets.setdefault(gpu.key, []), gpu.entry)
+
+    def place(self, tenant: Tenant) -> None:
+        self.tenants[tenant.server] = tenant
+        for uuid in tenant.uuids:
+            gpu = self.by_uuid[uuid]
+            self._unfile(gpu)
+            gpu.tenants[tenant.server] = tenant
+            gpu.reserved += tenant.budget_mib
+            gpu.llm += tenant.llm
+            gpu.critical += tenant.critical
+            gpu.dedicated += tenant.dedicated
+            self._file(gpu)
+
+    def remove(self, server: str) -> Tenant:
+        tenant = self.tenants.pop(server)
+        for uuid in tenant.uuids:
+            gpu = self.by_uuid[uuid]
+            self._unfile(gpu)
+            del gpu.tenants[server]
+            gpu.reserved -= tenant.budget_mib
+            gpu.llm -= tenant.llm
+            gpu.critical -= tenant.critical
+            gpu.dedicated -= tenant.dedicated
+            self._file(gpu)
+        return tenant
+
+    # --- searches ----------------------------------------------------------------------------
+    def best_single(
+        self, need_on: Callable[[float], float], score: Scorer, *, vacant_only: bool = False
+    ) -> tuple[GpuState | None, list[GpuState], list[GpuState]]:
+        """The best-scored open GPU with room for need_on(total); runners-up (best first); bucket tops too small.
+
+        A bucket's first entry is its best candidate; its second is kept only as a runner-up to explain.
+        """
+        tops: list[tuple[Score, GpuState]] = []
+        seconds: list[tuple[Score, GpuState]] = []
+        too_small: list[GpuState] = []
+        for key, bucket in self.buckets.items():
+            if not bucket or (vacant_only and not key[2]):
+                continue
+            need = need_on(key[0])
+            if -bucket[0][0] < need:
+                too_small.append(self.gpus[bucket[0][3]])
+                continue
+            gpu = self.gpus[bucket[0][3]]
+            tops.append((score(gpu, need), gpu))
+            if len(bucket) > 1 and -bucket[1][0] >= need:
+                second = self.gpus[bucket[1][3]]
+                seconds.append((score(second, need), second))
+        if not tops:
+            return None, [], sorted(too_small, key=lambda g: (-g.free, g.slot.node, g.slot.index))
+        tops.sort(key=lambda item: item[0])
+        runners_up = sorted(tops[1:] + seconds, key=lambda item: item[0])
+        too_small.sort(key=lambda g: (-g.free, g.slot.node, g.slot.index))
+        return tops[0][1], [g for _, g in runners_up], too_small
+
+    def first_fitting(self, need: float, *, vacant_only: bool) -> GpuState | None:
+        """The first open GPU in (node, index) order with `need` free."""
+        index = self.first_fit_vacant if vacant_only else self.first_fit
+        assert index is not None, "first-fit search outside the packing pass"
+        position = index.first_at_least(need - 1e-6)
+        return None if position is None else self.gpus[position]
+
+    def best_fit(self, need: float, *, vacant_only: bool, exclude: frozenset[int]) -> GpuState | None:
+        """The GPU with the least free memory that still holds `need` (keeps large holes for later)."""
+        best: GpuState | None = None
+        for key, bucket in self.buckets.items():
+            if vacant_only and not key[2]:
+                continue
+            i = bisect_left(bucket, (-need, "\uffff", 1 << 30, 1 << 30)) - 1
+            while i >= 0 and bucket[i][3] in exclude:
+                i -= 1
+            if i < 0:
+                continue
+            gpu = self.gpus[bucket[i][3]]
+            if best is None or (gpu.free, gpu.slot.node, gpu.slot.index) < (best.free, best.slot.node, best.slot.index):
+                best = gpu
+        return best
+
+    def open_gpus(self, node: str) -> list[GpuState]:
+        """GPUs of a node that may take a new server, most free first (ties by index); cached per node."""
+        cached = self._open.get(node)
+        if cached is None:
+            cached = sorted(
+                (g for g in self.by_node.get(node, ()) if g.key is not None), key=lambda g: (-g.free, g.slot.index)
+            )
+            self._open[node] = cached
+        return cached

@@ -1,0 +1,185 @@
+"""The fleet as placement sees it: one GpuSlot per GPU, with memory that is not ours (foreign)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from vram_operator.api.gpu_node import GpuNode, GpuProcess
+from vram_operator.placement.bandwidth import bandwidth_of
+from vram_operator.placement.errors import PlacementError
+
+# owner_of(node name, process) -> the "namespace/name" of the server owning the process, or None.
+OwnerOf = Callable[[str, GpuProcess], str | None]
+
+
+@dataclass(frozen=True)
+class GpuSlot:
+    """One GPU that placement may use.
+
+    `foreign_mib` is memory used by anything that is not one of our servers (desktop, editors, other
+    services, unattributed use, driver-reserved memory): it counts against capacity like a reservation.
+    """
+
+    node: str
+    index: int
+    uuid: str
+    name: str
+    total_mib: float
+    foreign_mib: float = 0.0
+    healthy: bool = True
+    schedulable: bool = True
+    bandwidth_gbps: float = 0.0
+    bandwidth_estimated: bool = False
+    compute_capability: str | None = None
+    foreign_detail: tuple[str, ...] = ()
+
+    @property
+    def usable(self) -> bool:
+        """True when the GPU may receive new placements."""
+        return self.healthy and self.schedulable
+
+    @property
+    def label(self) -> str:
+        """Short name for messages: "node-a GPU 1 (RTX A400, 4094MiB)"."""
+        return f"{self.node} GPU {self.index} ({self.name or 'unknown'}, {self.total_mib:.0f}MiB)"
+
+
+def make_slot(
+    node: str,
+    index: int,
+    total_mib: float,
+    *,
+    name: str = "",
+    uuid: str | None = None,
+    foreign_mib: float = 0.0,
+    healthy: bool = True,
+    schedulable: bool = True,
+) -> GpuSlot:
+    """A GpuSlot with its bandwidth looked up from the product name (tests, benchmarks, CLI)."""
+    bandwidth = bandwidth_of(name, total_mib)
+    return GpuSlot(
+        node=node,
+        index=index,
+        uuid=uuid or f"GPU-{node}-{index}",
+        name=name,
+        total_mib=total_mib,
+        foreign_mib=foreign_mib,
+        healthy=healthy,
+        schedulable=schedulable,
+        bandwidth_gbps=bandwidth.gbps,
+        bandwidth_estimated=bandwidth.estimated,
+    )
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """All GPUs, sorted by (node, index); UUIDs are unique."""
+
+    slots: tuple[GpuSlot, ...] = ()
+    _by_uuid: dict[str, GpuSlot] = field(init=False, repr=False, compare=False)
+    _by_node: dict[str, tuple[GpuSlot, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ordered = tuple(sorted(self.slots, key=lambda s: (s.node, s.index)))
+        by_uuid: dict[str, GpuSlot] = {}
+        by_node: dict[str, list[GpuSlot]] = {}
+        for slot in ordered:
+            if slot.uuid in by_uuid:
+                raise PlacementError(
+                    f"GPU uuid {slot.uuid} appears twice (nodes {by_uuid[slot.uuid].node}, {slot.node})", field="uuid"
+                )
+            if slot.total_mib <= 0:
+                raise PlacementError(
+                    f"GPU {slot.uuid} on {slot.node}: memoryTotalMiB must be positive", field="memoryTotalMiB"
+                )
+            by_uuid[slot.uuid] = slot
+            by_node.setdefault(slot.node, []).append(slot)
+        object.__setattr__(self, "slots", ordered)
+        object.__setattr__(self, "_by_uuid", by_uuid)
+        object.__setattr__(self, "_by_node", {node: tuple(slots) for node, slots in by_node.items()})
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return tuple(self._by_node)
+
+    def by_uuid(self, uuid: str) -> GpuSlot | None:
+        return self._by_uuid.get(uuid)
+
+    def on_node(self, node: str) -> tuple[GpuSlot, ...]:
+        return self._by_node.get(node, ())
+
+    @classmethod
+    def from_gpu_nodes(
+        cls,
+        nodes: Iterable[GpuNode],
+        owner_of: OwnerOf,
+        stale_nodes: frozenset[str] = frozenset(),
+    ) -> Inventory:
+        """Build the inventory from GpuNode statuses.
+
+        A process whose owner is unknown is foreign; so is unattributed and driver-reserved memory.
+        GPUs of cordoned nodes and of nodes in `stale_nodes` (agent heartbeat too old: the caller
+        decides) are unschedulable.
+        """
+        slots: list[GpuSlot] = []
+        for node in nodes:
+            if node.status is None:
+                continue
+            name = node.metadata.name
+            schedulable = not node.spec.cordoned and name not in stale_nodes
+            for gpu in node.status.gpus:
+                detail: list[str] = []
+                foreign = 0.0
+                for process in gpu.processes:
+                    if process.used_mib and owner_of(name, process) is None:
+                        foreign += process.used_mib
+                        who = process.name or (
+                            f"{process.pod_namespace}/{process.pod_name}" if process.pod_name else ""
+                        )
+                        detail.append(f"{who or 'pid ' + str(process.pid)} {process.used_mib:.0f}MiB")
+                for what, mib in (("unattributed", gpu.unattributed_mib), ("driver reserved", gpu.memory_reserved_mib)):
+                    if mib > 0:
+                        foreign += mib
+                        detail.append(f"{what} {mib:.0f}MiB")
+                bandwidth = bandwidth_of(gpu.name, gpu.memory_total_mib)
+                slots.append(
+                    GpuSlot(
+                        node=name,
+                        index=gpu.index,
+                        uuid=gpu.uuid,
+                        name=gpu.name,
+                        total_mib=gpu.memory_total_mib,
+                        foreign_mib=foreign,
+                        healthy=gpu.healthy,
+                        schedulable=schedulable,
+                        bandwidth_gbps=bandwidth.gbps,
+                        bandwidth_estimated=bandwidth.estimated,
+                        compute_capability=gpu.compute_capability,
+                        foreign_detail=tuple(detail),
+                    )
+                )
+        return cls(tuple(slots))
+
+
+def default_owner_of(server_keys: Iterable[str]) -> OwnerOf:
+    """Owner by pod: same namespace and a pod name starting with "<server name>-" (longest name wins).
+
+    This is how the offline CLI attributes processes, where there are no pod labels to read.
+    """
+    names_by_namespace: dict[str, list[str]] = {}
+    for key in server_keys:
+        namespace, _, name = key.partition("/")
+        names_by_namespace.setdefault(namespace, []).append(name)
+    for names in names_by_namespace.values():
+        names.sort(key=lambda n: (-len(n), n))
+
+    def owner_of(_node: str, process: GpuProcess) -> str | None:
+        if not process.pod_namespace or not process.pod_name:
+            return None
+        for name in names_by_namespace.get(process.pod_namespace, ()):
+            if process.pod_name.startswith(name + "-"):
+                return f"{process.pod_namespace}/{name}"
+        return None
+
+    return owner_of

@@ -1,0 +1,80 @@
+"""The single book of what is reserved where: one Reservation per placed server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from vram_operator.api.inference_server import InferenceServer
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """`budget_mib` reserved on each of `gpu_uuids` (one per tensor-parallel rank) on `node`."""
+
+    server: str
+    node: str
+    gpu_uuids: tuple[str, ...]
+    budget_mib: float
+    dedicated: bool = False
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """Immutable: every change returns a new Ledger. At most one reservation per server."""
+
+    reservations: tuple[Reservation, ...] = ()
+    _by_server: dict[str, Reservation] = field(init=False, repr=False, compare=False)
+    _by_uuid: dict[str, tuple[Reservation, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_server = {r.server: r for r in self.reservations}
+        ordered = tuple(by_server[s] for s in sorted(by_server))
+        by_uuid: dict[str, list[Reservation]] = {}
+        for reservation in ordered:
+            for uuid in reservation.gpu_uuids:
+                by_uuid.setdefault(uuid, []).append(reservation)
+        object.__setattr__(self, "reservations", ordered)
+        object.__setattr__(self, "_by_server", by_server)
+        object.__setattr__(self, "_by_uuid", {u: tuple(rs) for u, rs in by_uuid.items()})
+
+    @classmethod
+    def from_servers(cls, servers: Iterable[InferenceServer]) -> Ledger:
+        """Reservations recorded in InferenceServer.status.placement (servers without GPUs hold none)."""
+        reservations = []
+        for server in servers:
+            placement = server.status.placement if server.status else None
+            if placement is None or not placement.gpus:
+                continue
+            reservations.append(
+                Reservation(
+                    server=server.key,
+                    node=placement.node,
+                    gpu_uuids=tuple(g.uuid for g in placement.gpus),
+                    budget_mib=placement.budget_mib,
+                    dedicated=server.spec.isolation == "dedicated",
+                )
+            )
+        return cls(tuple(reservations))
+
+    @property
+    def servers(self) -> frozenset[str]:
+        return frozenset(self._by_server)
+
+    def get(self, server: str) -> Reservation | None:
+        return self._by_server.get(server)
+
+    def with_reservation(self, reservation: Reservation) -> Ledger:
+        """This ledger with `reservation` added (replacing the server's previous one)."""
+        others = tuple(r for r in self.reservations if r.server != reservation.server)
+        return Ledger((*others, reservation))
+
+    def without(self, server: str) -> Ledger:
+        return Ledger(tuple(r for r in self.reservations if r.server != server))
+
+    def reservations_on(self, uuid: str) -> tuple[Reservation, ...]:
+        return self._by_uuid.get(uuid, ())
+
+    def reserved_on(self, uuid: str) -> float:
+        """MiB reserved on one GPU by all servers."""
+        return sum(r.budget_mib for r in self.reservations_on(uuid))

@@ -1,0 +1,854 @@
+"""plan(): put servers on GPUs by strategy, under the memory, tensor-parallel, isolation and pin rules.
+
+Every strategy runs the same passes; the strategy only orders servers and ranks GPUs.
+1. pins (manual assignments, spec.placement): honoured or unplaced with a reason (Manual may over-commit);
+2. greedy: each other server at its preferred budget onto the GPU(s) the strategy ranks best;
+3. repair, for servers still unplaced: make room by moving placed servers elsewhere (best fit) or by
+   displacing smaller ones; trade placed servers for unplaced ones that fill a GPU better; re-pack one
+   node at a time. Every step raises the VRAM placed or is undone; all are bounded and deterministic;
+4. shrink: servers still unplaced that may shrink take the best GPU that holds their floor;
+5. the rest are unplaced with a CamelCase reason and the numbers.
+When something stays unplaced, plain packing passes (first-fit decreasing always, best-fit and
+perturbed orders on small problems) run through the same steps; the plan placing the most VRAM wins
+and its servers then move, one by one, to the GPU the strategy prefers among those with room.
+Invariant (all but Manual): on every GPU, reservations + foreign + margin <= total.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from vram_operator.placement.demand import GpuRef, ManualAssignment, ServerDemand
+from vram_operator.placement.errors import PlacementError
+from vram_operator.placement.exchange import best_fill
+from vram_operator.placement.explain import Choice, GpuView
+from vram_operator.placement.fleet import Fleet, GpuState, Score, Tenant
+from vram_operator.placement.inventory import Inventory
+from vram_operator.placement.ledger import Ledger
+from vram_operator.placement.result import GpuSummary, Placement, Plan, Unplaced
+from vram_operator.placement.strategies import Strategy, strategy_named
+
+# Head-room kept free on every GPU, on top of reservations and measured foreign use. Servers' own
+# budgets already include their CUDA context; the margin absorbs what moves between agent reports
+# (a desktop or editor growing, allocator fragmentation, driver allocations). 256 MiB is about 1% of
+# a 24 GB card and 6% of a 4 GB one: enough to ride out that drift without wasting a small GPU.
+DEFAULT_MARGIN_MIB = 256
+
+# Repair is bounded: at most this many candidate GPUs (or nodes) per unplaced server, this many
+# rounds over the unplaced servers, and this many GPU visits in total (keeps 4,000-GPU plans fast).
+REPAIR_CANDIDATES = 16
+REPAIR_ROUNDS = 3
+REPAIR_GPU_VISITS = 200_000
+# Tensor-parallel search builds exact GPU groups on this many best-looking nodes only.
+GROUP_NODES = 8
+_EPS = 1e-6
+
+Group = list[GpuState]
+Journal = list[tuple[Tenant, Tenant | None]]  # (tenant as it was, where it went or None if evicted)
+
+
+class _PinError(Exception):
+    """A pinned server that cannot go where it is pinned."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass
+class _Decision:
+    demand: ServerDemand
+    explanation: Choice | str
+    warnings: list[str] = field(default_factory=list)
+    shrunk: bool = False
+
+
+def plan(
+    inventory: Inventory,
+    demands: Iterable[ServerDemand],
+    strategy: str | Strategy,
+    *,
+    ledger: Ledger | None = None,
+    margin_mib: float = DEFAULT_MARGIN_MIB,
+    manual: Sequence[ManualAssignment] = (),
+) -> Plan:
+    """Place `demands` on `inventory`. Reservations in `ledger` of servers not in `demands` stay put."""
+    chosen = strategy_named(strategy) if isinstance(strategy, str) else strategy
+    if margin_mib < 0:
+        raise PlacementError(f"margin must be >= 0 MiB, got {margin_mib}", field="margin_mib")
+    by_server: dict[str, ServerDemand] = {}
+    for demand in demands:
+        if demand.server in by_server:
+            raise PlacementError(f"server {demand.server} is listed twice", field="server")
+        by_server[demand.server] = demand
+
+    def attempt(packing: Packing | None) -> _Planner:
+        planner = _Planner(
+            inventory=inventory,
+            demands=by_server,
+            strategy=chosen,
+            ledger=ledger or Ledger(),
+            margin_mib=margin_mib,
+            manual=manual,
+            packing=packing,
+        )
+        planner.run()
+        return planner
+
+    best = attempt(None)
+    if best.complete:
+        return best.result()
+    # Something did not fit. Plain packing passes (plus the same repair) may find a set of servers that
+    # uses more VRAM; the best one is kept and each of its servers then moves to the GPU the strategy
+    # prefers among those with room, which never lowers what is placed. First-fit decreasing always
+    # runs (no strategy places less than it); the other passes only on fleets small enough to afford.
+    work = max(1, len(by_server) * len(inventory.slots))
+    extra = min(MAX_RESTARTS, PACKING_WORK // work)
+    packings = PACKINGS[: 1 + extra] + tuple(
+        Packing("size" if i % 2 else "per_gpu", "best", noise_seed=i) for i in range(max(0, extra - len(PACKINGS) + 1))
+    )
+    for packing in packings:
+        packed = attempt(packing)
+        if packed.placed_mib > best.placed_mib + _EPS:
+            best = packed
+        if best.complete:
+            break
+    if best.packing is not None:
+        best.polish()
+    return best.result()
+
+
+@dataclass(frozen=True)
+class Packing:
+    """A plain packing pass: the order servers go in, and first fit or best fit (least room left).
+
+    With `noise_seed`, sizes are scaled by a factor in [0.6, 1.4] drawn from a generator seeded with it
+    (a restart that explores other orders; same seed, same order, so plans stay deterministic).
+    """
+
+    order: Literal["size", "per_gpu", "multi_gpu_first"]
+    fit: Literal["first", "best"]
+    noise_seed: int | None = None
+
+    def key(self, demand: ServerDemand) -> tuple[object, ...]:
+        jitter = 1.0 if self.noise_seed is None else _jitter(self.noise_seed, demand.server)
+        size = demand.preferred_mib * demand.tensor_parallel * jitter
+        if self.order == "size":
+            return (not demand.pinned, -size, demand.server)
+        if self.order == "per_gpu":
+            return (not demand.pinned, -demand.preferred_mib * jitter, -demand.tensor_parallel, demand.server)
+        return (not demand.pinned, -demand.tensor_parallel, -demand.preferred_mib * jitter, demand.server)
+
+
+@functools.lru_cache(maxsize=65536)
+def _jitter(seed: int, server: str) -> float:
+    return random.Random(f"{seed}/{server}").uniform(0.6, 1.4)
+
+
+PACKINGS: tuple[Packing, ...] = (
+    Packing("size", "first"),
+    Packing("size", "best"),
+    Packing("per_gpu", "best"),
+    Packing("multi_gpu_first", "best"),
+    Packing("per_gpu", "first"),
+)
+RECREATE_ORDERS: tuple[Packing, ...] = (
+    Packing("size", "best"),
+    Packing("per_gpu", "best"),
+    Packing("multi_gpu_first", "best"),
+)
+# Packing passes cost about servers x GPUs each: after first-fit decreasing (always tried, so no strategy
+# places less than it), a plan tries up to MAX_RESTARTS more while their total stays within PACKING_WORK.
+PACKING_WORK = 400_000
+MAX_RESTARTS = 40
+
+
+class _Planner:
+    def __init__(
+        self,
+        *,
+        inventory: Inventory,
+        demands: dict[str, ServerDemand],
+        strategy: Strategy,
+        ledger: Ledger,
+        margin_mib: float,
+        manual: Sequence[ManualAssignment],
+        packing: Packing | None,
+    ) -> None:
+        self.strategy = strategy
+        self.packing = packing
+        self.margin = margin_mib
+        self.fleet = Fleet(inventory, ledger, margin_mib, frozenset(demands), packing=packing is not None)
+        self.decisions: dict[str, _Decision] = {}
+        self.unplaced: dict[str, Unplaced] = {}
+        self.warnings: list[str] = list(self.fleet.orphans)
+        self.evicted: list[ServerDemand] = []
+        self.leftover: list[ServerDemand] = []  # unplaced after every pass; reasons are given in result()
+        self.visits = 0
+        self.demands = self._with_manual(demands, manual)
+
+    def _with_manual(
+        self, demands: dict[str, ServerDemand], manual: Sequence[ManualAssignment]
+    ) -> dict[str, ServerDemand]:
+        out = dict(demands)
+        for assignment in manual:
+            demand = out.get(assignment.server)
+            if demand is None:
+                self.warnings.append(f"manual assignment for {assignment.server}: no such server; ignored")
+                continue
+            try:
+                out[assignment.server] = replace(
+                    demand,
+                    pin_node=assignment.node,
+                    pin_gpus=tuple(assignment.gpus),
+                    budget_override_mib=assignment.budget_override_mib or demand.budget_override_mib,
+                )
+            except PlacementError as error:
+                self.unplaced[demand.server] = Unplaced(demand.server, "InvalidAssignment", str(error))
+                del out[assignment.server]
+        return out
+
+    # --- passes ----------------------------------------------------------------------------------
+    def _order_key(self, demand: ServerDemand) -> tuple[object, ...]:
+        if self.packing is not None:
+            return self.packing.key(demand)
+        return self.strategy.order_key(demand)
+
+    def run(self) -> None:
+        pending: list[ServerDemand] = []
+        for demand in sorted(self.demands.values(), key=self._order_key):
+            if demand.pinned:
+                try:
+                    self._place_pinned(demand)
+                except _PinError as failure:
+                    self.unplaced[demand.server] = Unplaced(demand.server, failure.reason, failure.message)
+            elif not self._place_free(demand, shrink=False):
+                pending.append(demand)
+        pending = self._repair(pending)
+        if pending:
+            pending = self._repair(self._exchange(pending))
+        if pending:
+            pending = self._recreate(pending)
+        self.leftover = [d for d in pending if not (d.shrinkable and self._place_free(d, shrink=True))]
+
+    @property
+    def complete(self) -> bool:
+        """Every server placed at the budget it asked for: nothing left to gain."""
+        return not self.unplaced and not self.leftover and not any(d.shrunk for d in self.decisions.values())
+
+    @property
+    def placed_mib(self) -> float:
+        return sum(self.fleet.tenants[s].budget_mib * len(self.fleet.tenants[s].uuids) for s in self.decisions)
+
+    def polish(self) -> None:
+        """Move each movable server, in strategy order, to the GPU its strategy ranks best (it fits at least
+        where it was, so what is placed never drops)."""
+        self.packing = None
+        for demand in sorted((d.demand for d in self.decisions.values()), key=self._order_key):
+            if not self.fleet.tenants[demand.server].movable:
+                continue
+            self.fleet.remove(demand.server)
+            del self.decisions[demand.server]
+            placed = self._place_free(demand, shrink=False)
+            assert placed  # its old GPU has room again
+
+    def _repair(self, pending: list[ServerDemand]) -> list[ServerDemand]:
+        for _ in range(REPAIR_ROUNDS):
+            if not pending:
+                break
+            progress = False
+            left: list[ServerDemand] = []
+            for demand in pending:
+                if (
+                    self._place_free(demand, shrink=False)
+                    or self._make_room(demand, evict=False)
+                    or self._make_room(demand, evict=True)
+                ):
+                    progress = True
+                else:
+                    left.append(demand)
+            pending = sorted(left + self.evicted, key=self._order_key)
+            self.evicted = []
+            if not progress:
+                break
+        return pending
+
+    # --- choosing GPUs ---------------------------------------------------------------------------
+    def _budget(self, demand: ServerDemand, group: Group, *, shrink: bool) -> float | None:
+        """The budget `demand` gets on `group`, or None when it does not fit."""
+        need = demand.budget_on(tuple(g.slot.total_mib for g in group))
+        free = min(g.free for g in group)
+        if free >= need - _EPS:
+            return need
+        if shrink and demand.shrinkable and free >= demand.min_mib - _EPS:
+            return float(math.floor(free + _EPS))
+        return None
+
+    def _place_free(self, demand: ServerDemand, *, shrink: bool) -> bool:
+        if self.packing is not None and not shrink and demand.fixed_utilization is None:
+            return self._place_packed(demand, self.packing.fit)
+        if demand.tensor_parallel == 1:
+
+            def need_on(total: float) -> float:
+                return demand.min_mib if shrink else demand.budget_on((total,))
+
+            def score(gpu: GpuState, need: float) -> Score:
+                return self.strategy.score(demand, gpu, need)
+
+            gpu, runners_up, too_small = self.fleet.best_single(need_on, score, vacant_only=demand.dedicated)
+            if gpu is None:
+                return False
+            budget = self._budget(demand, [gpu], shrink=shrink)
+            assert budget is not None  # the search only returns GPUs with room for need_on(total)
+            self._commit(demand, [gpu], budget, runners_up=[[g] for g in runners_up], too_small=too_small)
+            return True
+        groups = self._groups(demand, self.fleet.by_node, shrink=shrink)
+        if not groups:
+            return False
+        _, best, budget = groups[0]
+        self._commit(demand, best, budget, runners_up=[g for _, g, _ in groups[1:]], too_small=[])
+        return True
+
+    def _place_packed(self, demand: ServerDemand, fit: str) -> bool:
+        """Packing pass: the first GPU(s) in (node, index) order with room, or those left with the least room."""
+        need = demand.preferred_mib
+        size = demand.tensor_parallel
+        group: tuple[str, ...] | None
+        if fit == "best":
+            group = self._best_fit_group(need, size, dedicated=demand.dedicated, keep=frozenset())
+        elif size == 1:
+            gpu = self.fleet.first_fitting(need, vacant_only=demand.dedicated)
+            group = None if gpu is None else (gpu.slot.uuid,)
+        else:
+            group = None
+            for gpus in self.fleet.by_node.values():
+                fitting = [
+                    g.slot.uuid
+                    for g in gpus
+                    if g.key is not None and (g.vacant or not demand.dedicated) and g.free >= need - _EPS
+                ]
+                if len(fitting) >= size:
+                    group = tuple(fitting[:size])
+                    break
+        if group is None:
+            return False
+        why = f"{fit} fit in the packing pass"
+        self._commit(demand, [self.fleet.by_uuid[u] for u in group], need, runners_up=[], too_small=[], why=why)
+        return True
+
+    def _groups(self, demand: ServerDemand, nodes: Iterable[str], *, shrink: bool) -> list[tuple[Score, Group, float]]:
+        """Per node, the best tensor-parallel group that fits, best node first.
+
+        Nodes are first ranked by the strategy's score of their size-th most free open GPU (one score
+        per node); only the GROUP_NODES best get their exact group built and scored.
+        """
+        size = demand.tensor_parallel
+        floor = demand.min_mib if shrink and demand.shrinkable else None
+        # Without a fixed utilization every GPU needs the same budget, so one look at the node's
+        # size-th most free GPU rules most nodes out.
+        same_need = floor if floor is not None else (demand.preferred_mib if demand.fixed_utilization is None else None)
+        shortlist: list[tuple[Score, str]] = []
+        for node in nodes:
+            open_gpus = self.fleet.open_gpus(node)
+            if len(open_gpus) < size:
+                continue
+            pivot = open_gpus[size - 1]
+            if same_need is not None and pivot.free < same_need - _EPS:
+                continue
+            shortlist.append((self.strategy.score(demand, pivot, demand.preferred_mib), node))
+        out: list[tuple[Score, Group, float]] = []
+        for _, node in heapq.nsmallest(GROUP_NODES, shortlist):
+            fitting = [
+                g
+                for g in self.fleet.open_gpus(node)
+                if (g.vacant or not demand.dedicated)
+                and g.free >= (same_need if same_need is not None else demand.budget_on((g.slot.total_mib,))) - _EPS
+            ]
+            if len(fitting) < size:
+                continue
+            fitting.sort(key=lambda g: self.strategy.score(demand, g, demand.preferred_mib))
+            group = sorted(fitting[:size], key=lambda g: g.slot.index)
+            budget = self._budget(demand, group, shrink=shrink)
+            if budget is None:
+                continue
+            worst = max(self.strategy.score(demand, g, budget) for g in group)
+            out.append((worst, group, budget))
+        out.sort(key=lambda item: (item[0], item[1][0].slot.node))
+        return out
+
+    # --- pins ------------------------------------------------------------------------------------
+    def _resolve_pins(self, demand: ServerDemand) -> Group:
+        node = demand.pin_node
+        fleet = self.fleet
+        if node is not None and node not in fleet.by_node:
+            raise _PinError("PinnedGpuNotFound", f"pinned node {node} has no GPUs in the inventory")
+        group: Group = []
+        for ref in demand.pin_gpus:
+            gpu = self._find_gpu(node, ref)
+            if gpu is None:
+                on = f" on {node} (GPUs {', '.join(str(g.slot.index) for g in fleet.by_node[node])})" if node else ""
+                raise _PinError("PinnedGpuNotFound", f"pinned GPU {ref}{on} not found")
+            if gpu in group:
+                raise _PinError("PinnedGpuNotFound", f"pinned GPU {ref} listed twice")
+            group.append(gpu)
+        if len({g.slot.node for g in group}) > 1:
+            raise _PinError(
+                "TensorParallelSpansNodes", "pinned GPUs are on different nodes; tensor parallel needs one node"
+            )
+        return group
+
+    def _find_gpu(self, node: str | None, ref: GpuRef) -> GpuState | None:
+        if isinstance(ref, int) or ref.isdigit():
+            if node is None:
+                raise _PinError("PinnedGpuNotFound", f"pinned GPU index {ref} needs a node")
+            return next((g for g in self.fleet.by_node[node] if g.slot.index == int(ref)), None)
+        gpu = self.fleet.by_uuid.get(ref)
+        return gpu if gpu is not None and node in (None, gpu.slot.node) else None
+
+    def _place_pinned(self, demand: ServerDemand) -> None:
+        group = self._resolve_pins(demand)
+        why = "pinned"
+        if not group:
+            assert demand.pin_node is not None  # pinned with no GPUs means pinned to a node
+            groups = self._groups(demand, [demand.pin_node], shrink=True)
+            if groups:
+                _, best, on_node = groups[0]
+                self._commit(
+                    demand, best, on_node, runners_up=[], too_small=[], why=f"pinned to node {demand.pin_node}"
+                )
+                return
+            group = self._fallback_on_node(demand)
+            why = f"pinned to node {demand.pin_node}"
+        for gpu in group:
+            if not gpu.slot.usable:
+                state = "unhealthy" if not gpu.slot.healthy else "unschedulable (node cordoned or agent stale)"
+                raise _PinError("PinnedGpuUnavailable", f"pinned {gpu.slot.label} is {state}")
+            if gpu.dedicated or (demand.dedicated and not gpu.vacant):
+                holders = ", ".join(sorted(gpu.tenants))
+                raise _PinError(
+                    "DedicatedUnavailable", f"pinned {gpu.slot.label} is not available alone (holds {holders})"
+                )
+        budget = self._budget(demand, group, shrink=True)
+        warnings: list[str] = []
+        if budget is None:
+            need = demand.budget_on(tuple(g.slot.total_mib for g in group))
+            tight = min(group, key=lambda g: g.free)
+            if not self.strategy.allows_overcommit:  # pins hold unless the assignment is Manual
+                raise _PinError(
+                    "InsufficientMemory",
+                    f"needs {need:.0f}MiB per GPU{self._floor_text(demand)}; pinned {tight.slot.label} has "
+                    f"{tight.free:.0f}MiB free ({GpuView.of(tight).breakdown(self.margin)})",
+                )
+            budget = need
+            warnings.append(
+                f"{demand.server}: budget {need:.0f}MiB over-commits {tight.slot.label} by {need - tight.free:.0f}MiB "
+                f"(free {tight.free:.0f}MiB); allowed because the assignment is Manual"
+            )
+        self._commit(demand, group, budget, runners_up=[], too_small=[], why=why, warnings=warnings)
+
+    def _fallback_on_node(self, demand: ServerDemand) -> Group:
+        """Nothing fits on the pinned node: its most-free GPUs, so the pin fails (or Manual over-commits) there."""
+        assert demand.pin_node is not None
+        usable = sorted(
+            (g for g in self.fleet.by_node[demand.pin_node] if g.slot.usable),
+            key=lambda g: (-g.free, g.slot.index),
+        )
+        if len(usable) < demand.tensor_parallel:
+            raise _PinError(
+                "TensorParallelTooLarge" if demand.tensor_parallel > 1 else "NoHealthyGpu",
+                f"needs {demand.tensor_parallel} usable GPU(s) on pinned node {demand.pin_node}; it has {len(usable)}",
+            )
+        return sorted(usable[: demand.tensor_parallel], key=lambda g: g.slot.index)
+
+    # --- ruin and recreate -----------------------------------------------------------------------
+    def _recreate(self, pending: list[ServerDemand]) -> list[ServerDemand]:
+        """Node by node: take the movable servers off one node and best-fit them and the unplaced ones back,
+        in a few orders; keep the first result that places more VRAM, else put everything back."""
+        for gpus in self.fleet.by_node.values():
+            if not pending or self.visits > REPAIR_GPU_VISITS:
+                break
+            cleared = {t.server: t for g in gpus for t in g.tenants.values() if t.movable}
+            if not cleared:
+                continue
+            before = self.placed_mib
+            saved = {server: self.decisions.pop(server) for server in cleared}
+            for server in cleared:
+                self.fleet.remove(server)
+            candidates = [d.demand for d in saved.values()] + pending
+            for order in RECREATE_ORDERS:
+                self.visits += len(candidates) * len(gpus)
+                placed = [d for d in sorted(candidates, key=order.key) if self._place_best_fit(d)]
+                if self.placed_mib > before + _EPS:
+                    pending = [d for d in candidates if d.server not in self.decisions]
+                    break
+                for demand in placed:
+                    self.fleet.remove(demand.server)
+                    del self.decisions[demand.server]
+            else:
+                for server, tenant in cleared.items():
+                    self.fleet.place(tenant)
+                    self.decisions[server] = saved[server]
+        return sorted(pending, key=self._order_key)
+
+    def _place_best_fit(self, demand: ServerDemand) -> bool:
+        if demand.fixed_utilization is not None:
+            return self._place_free(demand, shrink=False)
+        need = demand.preferred_mib
+        group = self._best_fit_group(need, demand.tensor_parallel, dedicated=demand.dedicated, keep=frozenset())
+        if group is None:
+            return False
+        gpus = [self.fleet.by_uuid[u] for u in group]
+        self._commit(demand, gpus, need, runners_up=[], too_small=[], why="best fit when re-packing a node")
+        return True
+
+    # --- exchange ----------------------------------------------------------------------------------
+    def _exchange(self, pending: list[ServerDemand]) -> list[ServerDemand]:
+        """Local search, GPU by GPU: trade up to two placed servers for up to two unplaced ones that use more
+        of the GPU. Each trade raises the VRAM placed, so it ends; traded-out servers try to go elsewhere."""
+        tradable = [d for d in pending if self._tradable(d)]
+        stuck = [d for d in pending if not self._tradable(d)]
+        for _ in range(REPAIR_ROUNDS):
+            improved = False
+            for gpu in self.fleet.gpus:
+                if not tradable or self.visits > REPAIR_GPU_VISITS:
+                    break
+                self.visits += 1
+                if gpu.key is None:
+                    continue
+                tradable.sort(key=lambda d: (d.preferred_mib, d.server))
+                sizes = [d.preferred_mib for d in tradable]
+                out, into = self._best_trade(gpu, sizes)
+                if not into:
+                    continue
+                improved = True
+                incoming = [tradable[i] for i in into]
+                tradable = [d for i, d in enumerate(tradable) if i not in into]
+                for tenant in out:
+                    self.fleet.remove(tenant.server)
+                    tradable.append(self.decisions.pop(tenant.server).demand)
+                traded = ", ".join(t.server for t in out)
+                for demand in incoming:
+                    why = f"exchange: fills this GPU better than {traded}" if traded else "exchange: fills this GPU"
+                    self._commit(demand, [gpu], demand.preferred_mib, runners_up=[], too_small=[], why=why)
+                tradable = [d for d in tradable if not self._place_free(d, shrink=False)]
+            if not improved:
+                break
+        return sorted(tradable + stuck, key=self._order_key)
+
+    @staticmethod
+    def _tradable(demand: ServerDemand) -> bool:
+        return demand.tensor_parallel == 1 and not demand.dedicated and demand.fixed_utilization is None
+
+    def _best_trade(self, gpu: GpuState, sizes: list[float]) -> tuple[list[Tenant], tuple[int, ...]]:
+        """The placed servers to take off `gpu` (none, one or two) and the unplaced ones to put on it."""
+        movable = [t for t in gpu.tenants.values() if t.movable and not t.dedicated and len(t.uuids) == 1]
+        options: list[list[Tenant]] = [[]] + [[t] for t in movable]
+        options += [[a, b] for i, a in enumerate(movable) for b in movable[i + 1 :]]
+        best: tuple[float, list[Tenant], tuple[int, ...]] = (_EPS, [], ())
+        for out in options:
+            freed = sum(t.budget_mib for t in out)
+            into = best_fill(sizes, gpu.free + freed + _EPS)
+            gain = sum(sizes[i] for i in into) - freed
+            if gain > best[0]:
+                best = (gain, out, into)
+        return best[1], best[2]
+
+    # --- repair ----------------------------------------------------------------------------------
+    def _room_possible(self, gpu: GpuState, demand: ServerDemand, need: float) -> bool:
+        if not gpu.slot.usable:
+            return False
+        fixed = sum(t.budget_mib for t in gpu.tenants.values() if not t.movable)
+        if (demand.dedicated or gpu.dedicated) and fixed > 0:
+            return False
+        return gpu.capacity - fixed >= need - _EPS
+
+    def _make_room(self, demand: ServerDemand, *, evict: bool) -> bool:
+        """Move (or with `evict`, displace smaller) placed servers so that `demand` fits at its preferred budget."""
+        if self.visits > REPAIR_GPU_VISITS or demand.fixed_utilization is not None:
+            return False
+        need = demand.budget_on((1.0,))
+        size = demand.tensor_parallel
+        candidates: list[tuple[float, str, int, Group]] = []
+        for node, gpus in self.fleet.by_node.items():
+            self.visits += len(gpus)
+            roomy = [g for g in gpus if self._room_possible(g, demand, need)]
+            if len(roomy) < size:
+                continue
+            roomy.sort(key=lambda g: (need - g.free, g.slot.index))
+            if size == 1:
+                candidates += [(need - g.free, node, g.slot.index, [g]) for g in roomy]
+            else:
+                group = roomy[:size]
+                candidates.append((sum(need - g.free for g in group), node, 0, group))
+        for _, _, _, group in heapq.nsmallest(REPAIR_CANDIDATES, candidates, key=lambda c: c[:3]):
+            journal: Journal = []
+            positions = frozenset(g.position for g in group)
+            if all(
+                self._clear(g, need, vacant=demand.dedicated, keep=positions, journal=journal, evict=evict)
+                for g in group
+            ):
+                displaced = [old for old, new in journal if new is None]
+                gain = need * size - sum(t.budget_mib * len(t.uuids) for t in displaced)
+                if not displaced or gain > _EPS:
+                    self._commit_repair(demand, group, need, journal)
+                    return True
+            self._rollback(journal)
+        return False
+
+    def _clear(
+        self, gpu: GpuState, need: float, *, vacant: bool, keep: frozenset[int], journal: Journal, evict: bool
+    ) -> bool:
+        """Move tenants off `gpu` until `need` fits (all of them when `vacant`); False when it cannot."""
+        movable = sorted((t for t in gpu.tenants.values() if t.movable), key=lambda t: (t.budget_mib, t.server))
+        if vacant or gpu.dedicated:  # a dedicated tenant is alone: it goes, and the GPU is vacant
+            chosen = movable
+        else:
+            deficit = need - gpu.free
+            if deficit <= _EPS:
+                return True
+            single = next((t for t in movable if t.budget_mib >= deficit - _EPS), None)
+            chosen = [single] if single else []
+            if single is None:
+                for tenant in reversed(movable):
+                    chosen.append(tenant)
+                    deficit -= tenant.budget_mib
+                    if deficit <= _EPS:
+                        break
+                else:
+                    return False
+        for tenant in chosen:
+            self.fleet.remove(tenant.server)
+            target = self._relocation(tenant, keep | {gpu.position})
+            if target is None:
+                journal.append((tenant, None))
+                if not evict:
+                    return False
+                continue
+            moved = replace(tenant, uuids=target)
+            self.fleet.place(moved)
+            journal.append((tenant, moved))
+        return gpu.free >= need - _EPS and (not vacant or gpu.vacant)
+
+    def _relocation(self, tenant: Tenant, keep: frozenset[int]) -> tuple[str, ...] | None:
+        """Where a displaced tenant fits best (least free memory left), avoiding the GPUs in `keep`."""
+        return self._best_fit_group(tenant.budget_mib, len(tenant.uuids), dedicated=tenant.dedicated, keep=keep)
+
+    def _best_fit_group(
+        self, need: float, size: int, *, dedicated: bool, keep: frozenset[int]
+    ) -> tuple[str, ...] | None:
+        """`size` open GPUs of one node with `need` free each that leave the least free memory, or None."""
+        if size == 1:
+            gpu = self.fleet.best_fit(need, vacant_only=dedicated, exclude=keep)
+            return None if gpu is None else (gpu.slot.uuid,)
+        best: tuple[float, tuple[str, ...]] | None = None
+        for gpus in self.fleet.by_node.values():
+            self.visits += len(gpus)
+            fitting = sorted(
+                (
+                    g
+                    for g in gpus
+                    if g.key is not None
+                    and g.position not in keep
+                    and g.free >= need - _EPS
+                    and (g.vacant or not dedicated)
+                ),
+                key=lambda g: (g.free, g.slot.index),
+            )[:size]
+            if len(fitting) == size:
+                left = sum(g.free for g in fitting)
+                if best is None or left < best[0]:
+                    best = (left, tuple(g.slot.uuid for g in sorted(fitting, key=lambda g: g.slot.index)))
+        return None if best is None else best[1]
+
+    def _rollback(self, journal: Journal) -> None:
+        for old, new in reversed(journal):
+            if new is not None:
+                self.fleet.remove(new.server)
+            self.fleet.place(old)
+
+    def _where(self, uuids: tuple[str, ...]) -> str:
+        gpus = [self.fleet.by_uuid[u].slot for u in uuids]
+        if len(gpus) == 1:
+            return gpus[0].label
+        return f"{gpus[0].node} GPUs {','.join(str(g.index) for g in gpus)}"
+
+    def _commit_repair(self, demand: ServerDemand, group: Group, need: float, journal: Journal) -> None:
+        notes = []
+        for old, new in journal:
+            source = self._where(old.uuids)
+            if new is None:
+                notes.append(f"displaced {old.server} ({old.budget_mib:.0f}MiB) from {source}")
+                self.evicted.append(self.decisions.pop(old.server).demand)
+                continue
+            target = self._where(new.uuids)
+            notes.append(f"moved {old.server} from {source} to {target}")
+            moved = self.decisions[old.server]
+            moved.explanation = (
+                f"{self.strategy.name}: moved to {target} (tightest GPU that holds its {new.budget_mib:.0f}MiB) "
+                f"to make room for {demand.server} on {source}."
+            )
+        why = "repair made room: " + "; ".join(notes) if notes else "repair"
+        self._commit(demand, group, need, runners_up=[], too_small=[], why=why)
+
+    # --- booking ---------------------------------------------------------------------------------
+    def _commit(
+        self,
+        demand: ServerDemand,
+        group: Group,
+        budget: float,
+        *,
+        runners_up: Sequence[Group],
+        too_small: Sequence[GpuState],
+        why: str | None = None,
+        warnings: Sequence[str] = (),
+    ) -> None:
+        tight = min(group, key=lambda g: g.free)
+        reason = why or self.strategy.why(demand, tight, budget)
+        explanation = Choice.seen(
+            self.strategy.name,
+            chosen=group,
+            why=reason,
+            need_mib=budget,
+            margin_mib=self.margin,
+            runners_up=runners_up,
+            too_small=too_small,
+            notes=demand.notes,
+        )
+        notes = list(warnings)
+        asked = demand.budget_on(tuple(g.slot.total_mib for g in group))
+        shrunk = budget < asked - _EPS
+        if shrunk:
+            notes.append(
+                f"{demand.server}: budget {asked:.0f}MiB exceeds {tight.slot.label} free {tight.free:.0f}MiB; "
+                f"shrunk to {budget:.0f}MiB"
+            )
+        movable = not demand.pinned and demand.fixed_utilization is None
+        self.fleet.place(
+            Tenant(
+                demand.server,
+                tuple(g.slot.uuid for g in group),
+                budget,
+                llm=demand.is_llm,
+                critical=demand.latency_critical,
+                dedicated=demand.dedicated,
+                movable=movable and budget >= asked - _EPS,
+            )
+        )
+        self.decisions[demand.server] = _Decision(demand, explanation, notes, shrunk)
+
+    # --- reasons ---------------------------------------------------------------------------------
+    def _floor_text(self, demand: ServerDemand) -> str:
+        return f" (can shrink to {demand.min_mib:.0f}MiB)" if demand.shrinkable else ""
+
+    def _diagnose(self, demand: ServerDemand) -> tuple[str, str]:
+        usable = [g for g in self.fleet.gpus if g.slot.usable and not g.dedicated]
+        if not usable:
+            return "NoHealthyGpu", f"none of the {len(self.fleet.gpus)} GPUs is healthy, schedulable and not dedicated"
+        size = demand.tensor_parallel
+        need = demand.budget_on((max(g.slot.total_mib for g in usable),))
+        floor = demand.min_mib if demand.shrinkable else need
+        per_node: dict[str, list[GpuState]] = {}
+        for gpu in usable:
+            per_node.setdefault(gpu.slot.node, []).append(gpu)
+        widest = max(per_node.items(), key=lambda kv: (len(kv[1]), kv[0]))
+        if size > len(widest[1]):
+            return (
+                "TensorParallelTooLarge",
+                f"needs {size} GPUs on one node; the most any node has usable is {len(widest[1])} ({widest[0]})",
+            )
+        if demand.dedicated and any(g.capacity >= floor for g in usable if not g.dedicated):
+            return (
+                "DedicatedUnavailable",
+                f"needs a GPU alone with {floor:.0f}MiB; every GPU large enough already has servers",
+            )
+        if size == 1:
+            best = max(usable, key=lambda g: (g.free, g.slot.node, -g.slot.index))
+            return (
+                "InsufficientMemory",
+                f"needs {need:.0f}MiB per GPU{self._floor_text(demand)}; the most free is {best.free:.0f}MiB on "
+                f"{best.slot.label}",
+            )
+        node, gpus = max(
+            ((n, gs) for n, gs in per_node.items() if len(gs) >= size),
+            key=lambda kv: (sorted((g.free for g in kv[1]), reverse=True)[size - 1], kv[0]),
+        )
+        frees = sorted((g.free for g in gpus), reverse=True)[:size]
+        return (
+            "InsufficientMemory",
+            f"needs {size} GPUs on one node with {need:.0f}MiB each{self._floor_text(demand)}; the best node, {node}, "
+            f"has {', '.join(f'{f:.0f}' for f in frees)}MiB free",
+        )
+
+    # --- result ----------------------------------------------------------------------------------
+    def result(self) -> Plan:
+        for demand in self.leftover:
+            reason, message = self._diagnose(demand)
+            self.unplaced[demand.server] = Unplaced(demand.server, reason, message)
+        placements = []
+        all_warnings = list(self.warnings)
+        for server in sorted(self.decisions):
+            decision = self.decisions[server]
+            tenant = self.fleet.tenants[server]
+            gpus = [self.fleet.by_uuid[u] for u in tenant.uuids]
+            all_warnings += decision.warnings
+            placements.append(
+                Placement(
+                    server=server,
+                    node=gpus[0].slot.node,
+                    gpu_uuids=tenant.uuids,
+                    gpu_indices=tuple(g.slot.index for g in gpus),
+                    budget_mib=tenant.budget_mib,
+                    gpu_memory_utilization=_utilization(decision.demand, gpus, tenant.budget_mib),
+                    warnings=tuple(decision.warnings),
+                    explanation=decision.explanation
+                    if isinstance(decision.explanation, str)
+                    else decision.explanation.render(),
+                    dedicated=decision.demand.dedicated,
+                )
+            )
+        summaries = []
+        for gpu in self.fleet.gpus:
+            slot = gpu.slot
+            if gpu.free < -_EPS:
+                all_warnings.append(
+                    f"{slot.label}: reserved {gpu.reserved:.0f}MiB + foreign {slot.foreign_mib:.0f}MiB + margin "
+                    f"{self.margin:.0f}MiB exceed the total by {-gpu.free:.0f}MiB"
+                )
+            summaries.append(
+                GpuSummary(
+                    node=slot.node,
+                    uuid=slot.uuid,
+                    index=slot.index,
+                    name=slot.name,
+                    total_mib=slot.total_mib,
+                    reserved_mib=gpu.reserved,
+                    foreign_mib=slot.foreign_mib,
+                    margin_mib=self.margin,
+                    free_after_mib=gpu.free,
+                    servers=tuple(sorted(gpu.tenants)),
+                )
+            )
+        return Plan(
+            strategy=self.strategy.name,
+            placements=tuple(placements),
+            unplaced=tuple(self.unplaced[s] for s in sorted(self.unplaced)),
+            warnings=tuple(all_warnings),
+            gpus=tuple(summaries),
+            margin_mib=self.margin,
+        )
+
+
+def _utilization(demand: ServerDemand, gpus: Sequence[GpuState], budget: float) -> float | None:
+    """vLLM's --gpu-memory-utilization for the budget: rounded down so vLLM never takes more than reserved."""
+    if demand.engine != "vllm":
+        return None
+    if demand.fixed_utilization is not None:
+        return demand.fixed_utilization
+    return math.floor(budget * 100 / max(g.slot.total_mib for g in gpus) + 1e-9) / 100

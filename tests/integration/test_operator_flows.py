@@ -1,0 +1,575 @@
+"""The operator against the real control plane: run as a subprocess (`python -m vram_operator.controller`),
+one per test and namespace, with GpuNode objects written as a simulated agent would."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from localcluster import FakeNode
+from localcluster.fleet import fake_gpu_uuid
+
+pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+GROUP, VERSION = "vram.dev", "v1alpha1"
+MARGIN_MIB = 256
+TIMEOUT = 90.0
+
+
+def eventually(produce: Callable[[], T | None], what: str, timeout: float = TIMEOUT) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = produce()
+        if value:
+            return value
+        time.sleep(0.3)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def gpu_node_status(
+    node: FakeNode,
+    *,
+    heartbeat: datetime | None = None,
+    unhealthy: frozenset[int] = frozenset(),
+    processes: dict[int, list[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """What a simulated agent reports for a fake node."""
+    processes = processes or {}
+    gpus = []
+    for index, gpu in enumerate(node.gpus):
+        used = sum(p.get("usedMiB", 0) for p in processes.get(index, []))
+        gpus.append(
+            {
+                "index": index,
+                "uuid": fake_gpu_uuid(node.name, index),
+                "name": gpu.product,
+                "memoryTotalMiB": gpu.memory_mib,
+                "memoryUsedMiB": used,
+                "memoryFreeMiB": gpu.memory_mib - used,
+                "healthy": index not in unhealthy,
+                "processes": processes.get(index, []),
+            }
+        )
+    return {"backend": "simulated", "lastHeartbeat": rfc3339(heartbeat or datetime.now(UTC)), "gpus": gpus}
+
+
+def publish(custom: client.CustomObjectsApi, node: FakeNode, status: dict[str, Any]) -> None:
+    try:
+        custom.create_cluster_custom_object(
+            GROUP,
+            VERSION,
+            "gpunodes",
+            {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuNode", "metadata": {"name": node.name}},
+        )
+    except ApiException as error:
+        if error.status != 409:
+            raise
+    custom.patch_cluster_custom_object_status(GROUP, VERSION, "gpunodes", node.name, {"status": status})
+
+
+@pytest.fixture(scope="module")
+def gpu_fleet(
+    api_client: client.ApiClient, custom_objects: client.CustomObjectsApi, fake_gpu_nodes: list[FakeNode]
+) -> list[FakeNode]:
+    """GpuNodes for every fake node, and the RuntimeClass envvar pinning renders into pods."""
+    try:
+        client.NodeV1Api(api_client).create_runtime_class(
+            {
+                "apiVersion": "node.k8s.io/v1",
+                "kind": "RuntimeClass",
+                "metadata": {"name": "nvidia"},
+                "handler": "nvidia",
+            }
+        )
+    except ApiException as error:
+        if error.status != 409:
+            raise
+    for node in fake_gpu_nodes:
+        publish(custom_objects, node, gpu_node_status(node))
+    return fake_gpu_nodes
+
+
+class Operator:
+    """The operator as a subprocess, restricted to one namespace."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log_dir: Path, *extra: str) -> None:
+        self.argv = [
+            sys.executable,
+            "-m",
+            "vram_operator.controller",
+            "--standalone",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--namespace",
+            namespace,
+            "--check-interval",
+            "1",
+            "--heartbeat-stale-seconds",
+            "3600",
+            "--metrics-port",
+            "0",
+            "--health-port",
+            "0",
+            "--margin-mib",
+            str(MARGIN_MIB),
+            *extra,
+        ]
+        self.log_dir = log_dir
+        self.starts = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.starts += 1
+        log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
+        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+
+    def kill(self) -> None:
+        """kill -9: no cleanup, no graceful shutdown."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-4000:] for p in sorted(self.log_dir.glob("operator-*.log")))
+
+
+def start_operator(kubeconfig: Path, namespace: str, tmp_path: Path, *extra: str) -> Iterator[Operator]:
+    operator = Operator(kubeconfig, namespace, tmp_path, *extra)
+    operator.start()
+    try:
+        yield operator
+    finally:
+        operator.stop()
+        print(operator.logs())  # shown by pytest when the test fails
+
+
+@pytest.fixture
+def operator(kubeconfig: Path, namespace: str, tmp_path: Path, gpu_fleet: list[FakeNode]) -> Iterator[Operator]:
+    yield from start_operator(kubeconfig, namespace, tmp_path)
+
+
+def generic(name: str, budget: str, replicas: int = 1, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceServer",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {
+            "engine": "generic",
+            "image": "example.invalid/detector:1",
+            "vramBudget": budget,
+            "replicas": replicas,
+        },
+    }
+
+
+def create(custom: client.CustomObjectsApi, namespace: str, body: dict[str, Any]) -> None:
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers", body)
+
+
+def get(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers", name)
+    return found
+
+
+def servers(custom: client.CustomObjectsApi, namespace: str) -> list[dict[str, Any]]:
+    listed: dict[str, Any] = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers")
+    return list(listed["items"])
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
+
+
+def phase_is(custom: client.CustomObjectsApi, namespace: str, name: str, *phases: str) -> dict[str, Any] | None:
+    obj = get(custom, namespace, name)
+    return obj if (obj.get("status") or {}).get("phase") in phases else None
+
+
+def reserved_per_gpu(items: list[dict[str, Any]]) -> dict[str, float]:
+    reserved: dict[str, float] = defaultdict(float)
+    for item in items:
+        placement = (item.get("status") or {}).get("placement")
+        for gpu in (placement or {}).get("gpus", []):
+            reserved[gpu["uuid"]] += placement["budgetMiB"]
+    return reserved
+
+
+def totals(nodes: list[FakeNode]) -> dict[str, float]:
+    return {fake_gpu_uuid(n.name, i): float(g.memory_mib) for n in nodes for i, g in enumerate(n.gpus)}
+
+
+def assert_no_overcommit(items: list[dict[str, Any]], nodes: list[FakeNode]) -> None:
+    capacity = totals(nodes)
+    for uuid, reserved in reserved_per_gpu(items).items():
+        assert reserved + MARGIN_MIB <= capacity[uuid], f"GPU {uuid} over-committed: {reserved} MiB reserved"
+
+
+def test_create_update_delete(
+    operator: Operator,
+    namespace: str,
+    custom_objects: client.CustomObjectsApi,
+    apps_v1: client.AppsV1Api,
+    core_v1: client.CoreV1Api,
+) -> None:
+    create(custom_objects, namespace, generic("yolo", "650Mi"))
+    placed = eventually(lambda: phase_is(custom_objects, namespace, "yolo", "Running"), "yolo Running")
+    status = placed["status"]
+    assert status["placement"]["budgetMiB"] == 650
+    assert status["placement"]["gpuSummary"]
+    assert status["observedGeneration"] == placed["metadata"]["generation"]
+    assert condition(placed, "Placed")["status"] == "True"  # type: ignore[index]
+    deployment = apps_v1.read_namespaced_deployment("yolo", namespace)
+    owner = deployment.metadata.owner_references[0]
+    assert (owner.kind, owner.uid) == ("InferenceServer", placed["metadata"]["uid"])
+    pod_nodes = {p.spec.node_name for p in core_v1.list_namespaced_pod(namespace).items}
+    assert pod_nodes == {status["placement"]["node"]}
+    events = core_v1.list_namespaced_event(namespace, field_selector="involvedObject.name=yolo").items
+    assert any(e.reason == "Placed" for e in events)
+
+    custom_objects.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "inferenceservers", "yolo", {"spec": {"vramBudget": "1200Mi"}}
+    )
+    eventually(lambda: get(custom_objects, namespace, "yolo")["status"]["placement"]["budgetMiB"] == 1200, "new budget")
+    eventually(
+        lambda: (
+            (apps_v1.read_namespaced_deployment("yolo", namespace).spec.template.metadata.annotations or {}).get(
+                "vram.dev/budget-mib"
+            )
+            == "1200"
+        ),
+        "Deployment re-rendered with the new budget",
+    )
+
+    custom_objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers", "yolo")
+
+    def deployment_gone() -> bool:
+        try:
+            apps_v1.read_namespaced_deployment("yolo", namespace)
+        except ApiException as error:
+            return error.status == 404
+        return False
+
+    eventually(deployment_gone, "garbage collection of the Deployment")
+    assert operator.alive(), operator.logs()
+
+
+def test_bad_specs_become_conditions_not_crashes(
+    operator: Operator,
+    namespace: str,
+    custom_objects: client.CustomObjectsApi,
+    apps_v1: client.AppsV1Api,
+    core_v1: client.CoreV1Api,
+) -> None:
+    core_v1.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "broken"}, "data": {"config.json": '{"model_type": "llama"}'}}
+    )
+    for name, ref in (("missing-cm", "nope"), ("broken-cm", "broken")):
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "InferenceServer",
+            "metadata": {"name": name},
+            "spec": {"engine": "vllm", "image": "vllm/vllm-openai", "model": {"configMapRef": {"name": ref}}},
+        }
+        create(custom_objects, namespace, body)
+    for name in ("missing-cm", "broken-cm"):
+        failed = eventually(lambda n=name: phase_is(custom_objects, namespace, n, "Failed"), f"{name} Failed")
+        estimated = condition(failed, "Estimated")
+        assert estimated is not None and estimated["status"] == "False" and estimated["message"]
+    assert apps_v1.list_namespaced_deployment(namespace).items == []
+    # Still healthy: a good server next to the bad ones is placed.
+    create(custom_objects, namespace, generic("fine", "1Gi"))
+    eventually(lambda: phase_is(custom_objects, namespace, "fine", "Placed", "Running"), "fine placed")
+    assert operator.alive(), operator.logs()
+
+
+def test_no_gpus_anywhere_is_a_clear_condition(
+    kubeconfig: Path,
+    namespace: str,
+    tmp_path: Path,
+    gpu_fleet: list[FakeNode],
+    custom_objects: client.CustomObjectsApi,
+    apps_v1: client.AppsV1Api,
+) -> None:
+    # Every agent's heartbeat is older than a second: no GPU takes new placements.
+    for node in gpu_fleet:
+        publish(custom_objects, node, gpu_node_status(node, heartbeat=datetime.now(UTC) - timedelta(minutes=5)))
+    try:
+        for operator in start_operator(kubeconfig, namespace, tmp_path, "--heartbeat-stale-seconds", "1"):
+            create(custom_objects, namespace, generic("lonely", "1Gi"))
+            pending = eventually(lambda: phase_is(custom_objects, namespace, "lonely", "Pending"), "Pending")
+            placed = condition(pending, "Placed")
+            assert placed is not None and (placed["status"], placed["reason"]) == ("False", "NoGpus")
+            assert apps_v1.list_namespaced_deployment(namespace).items == []
+            assert operator.alive()
+    finally:
+        for node in gpu_fleet:
+            publish(custom_objects, node, gpu_node_status(node))
+
+
+def test_measured_memory_from_the_agent(
+    operator: Operator,
+    namespace: str,
+    custom_objects: client.CustomObjectsApi,
+    core_v1: client.CoreV1Api,
+    gpu_fleet: list[FakeNode],
+) -> None:
+    create(custom_objects, namespace, generic("clip", "4Gi"))
+    running = eventually(lambda: phase_is(custom_objects, namespace, "clip", "Running"), "clip Running")
+    fits = condition(running, "MemoryFits")
+    assert fits is not None and (fits["status"], fits["reason"]) == ("Unknown", "NoAgentData")
+    placement = running["status"]["placement"]
+    pod = core_v1.list_namespaced_pod(namespace, label_selector="vram.dev/server=clip").items[0]
+    node = next(n for n in gpu_fleet if n.name == placement["node"])
+    index = placement["gpus"][0]["index"]
+    total = node.gpus[index].memory_mib
+    process = {
+        "pid": 4242,
+        "usedMiB": 3100,
+        "podUID": pod.metadata.uid,
+        "podNamespace": namespace,
+        "podName": pod.metadata.name,
+    }
+    try:
+        publish(custom_objects, node, gpu_node_status(node, processes={index: [process]}))
+        measured = eventually(
+            lambda: (
+                (get(custom_objects, namespace, "clip")["status"].get("memory") or {}).get("usedMiB") == 3100
+                and get(custom_objects, namespace, "clip")
+            ),
+            "measured memory in status",
+        )
+        memory = measured["status"]["memory"]
+        assert memory["display"] == f"Memory: 3100MiB / {total}MiB ({100 * 3100 / total:.1f}%)"
+        assert condition(measured, "MemoryFits")["status"] == "True"  # type: ignore[index]
+        # Above the 4096 MiB budget: a warning condition and an event.
+        process["usedMiB"] = 5000
+        publish(custom_objects, node, gpu_node_status(node, processes={index: [process]}))
+        above = eventually(
+            lambda: (
+                (c := condition(get(custom_objects, namespace, "clip"), "MemoryFits")) and c["status"] == "False" and c
+            ),
+            "MeasuredAboveBudget",
+        )
+        assert above["reason"] == "MeasuredAboveBudget"
+        eventually(
+            lambda: any(
+                e.reason == "MeasuredAboveBudget"
+                for e in core_v1.list_namespaced_event(namespace, field_selector="involvedObject.name=clip").items
+            ),
+            "MeasuredAboveBudget event",
+        )
+    finally:
+        publish(custom_objects, node, gpu_node_status(node))
+
+
+def test_gpu_loss_replaces_its_servers(
+    operator: Operator,
+    namespace: str,
+    custom_objects: client.CustomObjectsApi,
+    core_v1: client.CoreV1Api,
+    gpu_fleet: list[FakeNode],
+) -> None:
+    create(custom_objects, namespace, generic("whisper", "3Gi"))
+    placed = eventually(lambda: phase_is(custom_objects, namespace, "whisper", "Running"), "whisper Running")
+    before = placed["status"]["placement"]
+    node = next(n for n in gpu_fleet if n.name == before["node"])
+    lost = before["gpus"][0]["index"]
+    try:
+        publish(custom_objects, node, gpu_node_status(node, unhealthy=frozenset({lost})))
+        moved = eventually(
+            lambda: (
+                (p := get(custom_objects, namespace, "whisper")["status"].get("placement"))
+                and p["gpus"][0]["uuid"] != before["gpus"][0]["uuid"]
+                and p
+            ),
+            "re-placement off the lost GPU",
+        )
+        assert moved["gpus"][0]["uuid"] != fake_gpu_uuid(node.name, lost)
+        events = core_v1.list_namespaced_event(namespace, field_selector="involvedObject.name=whisper").items
+        assert any(e.reason == "GpuLost" for e in events)
+        eventually(lambda: phase_is(custom_objects, namespace, "whisper", "Running"), "Running again")
+    finally:
+        publish(custom_objects, node, gpu_node_status(node))
+
+
+def test_concurrent_creates_never_overcommit(
+    operator: Operator, namespace: str, custom_objects: client.CustomObjectsApi, gpu_fleet: list[FakeNode]
+) -> None:
+    rng = random.Random(11)
+    count = 200
+    for i in range(count):
+        # replicas 0: the ledger is under test, not the scheduler; large budgets fill the fleet.
+        create(custom_objects, namespace, generic(f"s{i:03d}", f"{rng.choice([6, 10, 16, 24])}Gi", replicas=0))
+
+    def all_decided() -> list[dict[str, Any]] | None:
+        items = servers(custom_objects, namespace)
+        decided = [i for i in items if condition(i, "Placed") is not None]
+        return items if len(decided) == count else None
+
+    items = eventually(all_decided, "a decision for all 200 servers", timeout=300)
+    assert_no_overcommit(items, gpu_fleet)
+    placed = [i for i in items if (i["status"] or {}).get("placement")]
+    assert placed, "some servers were placed"
+    assert len(placed) < count, "the fleet is full: some servers wait (the test would not test contention)"
+
+
+def test_killed_mid_rollout_converges_without_duplicates_or_orphans(
+    operator: Operator,
+    namespace: str,
+    custom_objects: client.CustomObjectsApi,
+    apps_v1: client.AppsV1Api,
+    gpu_fleet: list[FakeNode],
+) -> None:
+    rng = random.Random(5)
+    names = [f"k{i:02d}" for i in range(30)]
+    for batch in range(3):
+        for name in names[batch * 10 : (batch + 1) * 10]:
+            create(custom_objects, namespace, generic(name, f"{rng.choice([2, 5, 9])}Gi", replicas=0))
+        time.sleep(rng.uniform(0.2, 1.5))
+        operator.kill()
+        operator.start()
+
+    def converged() -> list[dict[str, Any]] | None:
+        items = servers(custom_objects, namespace)
+        ok = [i for i in items if (i.get("status") or {}).get("placement")]
+        deployments = apps_v1.list_namespaced_deployment(namespace).items
+        return items if len(ok) == len(names) and len(deployments) == len(names) else None
+
+    items = eventually(converged, "every server placed with its Deployment after 3 kills", timeout=180)
+    assert_no_overcommit(items, gpu_fleet)
+    by_uid = {i["metadata"]["uid"]: i for i in items}
+    for deployment in apps_v1.list_namespaced_deployment(namespace).items:
+        owners = deployment.metadata.owner_references or []
+        assert len(owners) == 1 and owners[0].uid in by_uid, f"orphan {deployment.metadata.name}"
+        server = by_uid[owners[0].uid]
+        assert deployment.metadata.name == server["metadata"]["name"]
+        pinned = (deployment.spec.template.metadata.annotations or {})["vram.dev/gpus"]
+        assert pinned == ",".join(g["uuid"] for g in server["status"]["placement"]["gpus"])
+
+
+def assignment(name: str, namespace: str, mode: str, pins: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "GpuAssignment",
+        "metadata": {"name": name},
+        "spec": {
+            "strategy": "Manual",
+            "mode": mode,
+            "serverSelector": {"matchLabels": {"fleet": namespace}},
+            "assignments": [
+                {"server": f"{namespace}/{p['server']}", "node": p["node"], "gpus": p["gpus"]} for p in pins
+            ],
+        },
+    }
+
+
+def test_assignment_preview_apply_rollback(
+    operator: Operator,
+    namespace: str,
+    custom_objects: client.CustomObjectsApi,
+    apps_v1: client.AppsV1Api,
+    gpu_fleet: list[FakeNode],
+) -> None:
+    labels = {"fleet": namespace}
+    for name in ("det", "emb"):
+        create(custom_objects, namespace, generic(name, "1Gi", labels=labels))
+    for name in ("det", "emb"):
+        eventually(lambda n=name: phase_is(custom_objects, namespace, n, "Running"), f"{name} Running")
+    start = get(custom_objects, namespace, "det")["status"]["placement"]
+    hash_before = apps_v1.read_namespaced_deployment("det", namespace).spec.template.metadata.annotations[
+        "vram.dev/placement-hash"
+    ]
+    workstation = next(n for n in gpu_fleet if n.name == "workstation")
+    target = fake_gpu_uuid(workstation.name, 1)
+    name = f"pin-{namespace}"
+    body = assignment(name, namespace, "Preview", [{"server": "det", "node": "workstation", "gpus": [1]}])
+    custom_objects.create_cluster_custom_object(GROUP, VERSION, "gpuassignments", body)
+    try:
+        planned = eventually(
+            lambda: (
+                (st := custom_objects.get_cluster_custom_object(GROUP, VERSION, "gpuassignments", name).get("status"))
+                and st.get("plan")
+                and st
+            ),
+            "Preview plan",
+        )
+        det = next(e for e in planned["plan"] if e["server"] == f"{namespace}/det")
+        assert det["gpus"] == [target] and det["changed"] is True
+        time.sleep(3)  # Preview touches no workload
+        assert (
+            get(custom_objects, namespace, "det")["status"]["placement"]["gpus"][0]["uuid"] == start["gpus"][0]["uuid"]
+        )
+        annotations = apps_v1.read_namespaced_deployment("det", namespace).spec.template.metadata.annotations
+        assert annotations["vram.dev/placement-hash"] == hash_before
+
+        custom_objects.patch_cluster_custom_object(GROUP, VERSION, "gpuassignments", name, {"spec": {"mode": "Apply"}})
+        eventually(
+            lambda: get(custom_objects, namespace, "det")["status"]["placement"]["gpus"][0]["uuid"] == target,
+            "det moved by Apply",
+        )
+
+        def rollout_healthy(revision: int) -> dict[str, Any] | None:
+            st = custom_objects.get_cluster_custom_object(GROUP, VERSION, "gpuassignments", name).get("status") or {}
+            rollout = st.get("rollout") or {}
+            done = (
+                st.get("appliedRevision") == revision
+                and not rollout.get("pending")
+                and (set(rollout.get("restarted", [])) <= set(rollout.get("healthy", [])))
+            )
+            return st if done else None
+
+        applied = eventually(lambda: rollout_healthy(1), "revision 1 rolled out")
+        assert f"{namespace}/det" in applied["rollout"]["healthy"]
+        assert f"{namespace}/emb" not in applied["rollout"]["restarted"]  # unchanged servers are not restarted
+
+        second = fake_gpu_uuid(workstation.name, 0)
+        custom_objects.patch_cluster_custom_object(
+            GROUP,
+            VERSION,
+            "gpuassignments",
+            name,
+            {"spec": {"assignments": [{"server": f"{namespace}/det", "node": "workstation", "gpus": [0]}]}},
+        )
+        eventually(lambda: rollout_healthy(2), "revision 2 rolled out")
+        assert get(custom_objects, namespace, "det")["status"]["placement"]["gpus"][0]["uuid"] == second
+
+        custom_objects.patch_cluster_custom_object(
+            GROUP, VERSION, "gpuassignments", name, {"spec": {"rollbackToRevision": 1}}
+        )
+        restored = eventually(lambda: rollout_healthy(3), "rollback rolled out as revision 3")
+        assert [h["revision"] for h in restored["history"]] == [1, 2, 3]
+        eventually(
+            lambda: get(custom_objects, namespace, "det")["status"]["placement"]["gpus"][0]["uuid"] == target,
+            "det back where revision 1 put it",
+        )
+    finally:
+        custom_objects.delete_cluster_custom_object(GROUP, VERSION, "gpuassignments", name)

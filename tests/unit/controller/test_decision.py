@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+
+from vram_operator.api.base import ObjectMeta
+from vram_operator.api.gpu_node import GpuDeviceStatus, GpuNode, GpuNodeStatus
+from vram_operator.api.inference_server import (
+    InferenceServer,
+    InferenceServerSpec,
+    InferenceServerStatus,
+    ModelSpec,
+    PlacedGpu,
+    PlacementStatus,
+)
+from vram_operator.controller import annotations as notes
+from vram_operator.controller.book import ReservationBook
+from vram_operator.controller.decision import Inputs, decide, launch_from_args, no_gpus
+from vram_operator.controller.servers import decision_event, for_render, pins_for, with_overrides
+
+MARGIN = 256.0
+
+
+def gpu_node(name: str, count: int, total: float = 24564, healthy: bool = True) -> GpuNode:
+    gpus = [
+        GpuDeviceStatus(
+            index=i,
+            uuid=f"GPU-{name}-{i}",
+            name="NVIDIA RTX A5500",
+            memory_total_mib=total,
+            memory_used_mib=0,
+            memory_free_mib=total,
+            healthy=healthy,
+        )
+        for i in range(count)
+    ]
+    return GpuNode(
+        metadata=ObjectMeta(name=name), status=GpuNodeStatus(gpus=gpus, last_heartbeat="2026-01-01T00:00:00Z")
+    )
+
+
+def generic(name: str, budget: str, annotations: dict[str, str] | None = None) -> InferenceServer:
+    return InferenceServer(
+        metadata=ObjectMeta(name=name, namespace="ns", annotations=annotations or {}, generation=1, uid=f"uid-{name}"),
+        spec=InferenceServerSpec(engine="generic", image="img", vram_budget=budget),
+    )
+
+
+def test_generic_server_is_placed_and_reports_no_gpus_when_there_are_none() -> None:
+    server = generic("yolo", "650Mi")
+    placed = decide([server], Inputs(nodes=[gpu_node("ws", 1)], reserved=[]))
+    outcome = placed.outcomes["ns/yolo"]
+    assert outcome.placement is not None and outcome.placement.node == "ws"
+    empty = Inputs(nodes=[], reserved=[])
+    assert no_gpus(empty)
+    unplaced = decide([server], empty).outcomes["ns/yolo"]
+    assert unplaced.placement is None and unplaced.unplaced_reason == "NoGpus"
+    sick = Inputs(nodes=[gpu_node("ws", 1, healthy=False)], reserved=[])
+    assert decide([server], sick).outcomes["ns/yolo"].unplaced_reason == "NoGpus"
+
+
+def test_missing_config_map_is_an_estimate_error_not_an_exception() -> None:
+    server = InferenceServer(
+        metadata=ObjectMeta(name="llm", namespace="ns"),
+        spec=InferenceServerSpec(engine="vllm", image="vllm", model=ModelSpec(config_map_ref={"name": "cfg"})),
+    )
+    outcome = decide([server], Inputs(nodes=[gpu_node("ws", 1)], reserved=[])).outcomes["ns/llm"]
+    assert outcome.estimate_error is not None and "cfg" in outcome.estimate_error
+    assert outcome.placement is None
+
+
+def test_launch_from_llamacpp_args() -> None:
+    launch = launch_from_args(("--n-gpu-layers", "33", "-c", "8192"))
+    assert launch is not None and (launch.n_gpu_layers, launch.context_length) == (33, 8192)
+    assert launch_from_args(("--gpu-memory-utilization", "0.50")) is None
+
+
+def placement(uuid: str) -> PlacementStatus:
+    return PlacementStatus(node="ws", gpus=[PlacedGpu(index=0, uuid=uuid)], budget_mib=1000)
+
+
+def test_pins_keep_a_placed_server_where_it_is_unless_replaced_or_assigned() -> None:
+    server = generic("a", "1000Mi")
+    status = InferenceServerStatus(placement=placement("G0"))
+    [pin] = pins_for(server, status, replace=False)
+    assert (pin.node, pin.gpus, pin.budget_override_mib) == ("ws", ("G0",), None)
+    assert pins_for(server, status, replace=True) == []
+    assert pins_for(server, None, replace=False) == []
+    assigned = notes.AssignedPlacement("fleet", 2, "h100-0", ("G9",), 5000.0)
+    moved = generic("a", "1000Mi", {notes.ASSIGNED: assigned.encode()})
+    [pin] = pins_for(moved, status, replace=True)
+    assert (pin.node, pin.gpus, pin.budget_override_mib) == ("h100-0", ("G9",), 5000.0)
+
+
+def test_overrides_and_stop_for_render() -> None:
+    vllm = InferenceServer(
+        metadata=ObjectMeta(name="llm", namespace="ns", annotations={notes.UTILIZATION: "0.55"}),
+        spec=InferenceServerSpec(engine="vllm", image="v", model=ModelSpec(name="Qwen/Qwen2.5-7B-Instruct")),
+    )
+    assert with_overrides(vllm).spec.gpu_memory_utilization == 0.55
+    stopped = generic("s", "1Gi", {notes.STOPPED: "true"})
+    assert for_render(stopped).spec.replicas == 0
+    assert for_render(generic("s", "1Gi")).spec.replicas == 1
+
+
+def test_decision_events() -> None:
+    from vram_operator.controller.server_status import Outcome
+
+    assert decision_event(None, Outcome(estimate_error="bad"))[:2] == ("Warning", "EstimateFailed")
+    assert decision_event(None, Outcome(unplaced_reason="InsufficientMemory"))[1] == "InsufficientMemory"
+    assert decision_event(None, Outcome(placement=placement("G0")))[1] == "Placed"
+    assert decision_event(placement("G1"), Outcome(placement=placement("G0")))[1] == "Rebalanced"
+
+
+def test_concurrent_decisions_never_overcommit_a_gpu() -> None:
+    """200 creates racing through the single writer; statuses land late and in random order."""
+    nodes = [gpu_node(f"n{i}", 2) for i in range(4)]  # 8 GPUs of 24564 MiB
+    book = ReservationBook()
+    index: dict[str, InferenceServer] = {}
+    rng = random.Random(7)
+
+    async def create(i: int) -> None:
+        server = generic(f"s{i}", f"{rng.choice([650, 1500, 3000, 7000])}Mi")
+        index[server.key] = server
+        async with book.lock:
+            inputs = Inputs(
+                nodes=nodes, reserved=book.standing(list(index.values()), exclude=server.key), margin_mib=MARGIN
+            )
+            outcome = decide([server], inputs).outcomes[server.key]
+            book.hold(server.key, outcome.placement)
+        await asyncio.sleep(rng.random() / 100)  # the status patch is in flight
+        index[server.key] = server.model_copy(update={"status": InferenceServerStatus(placement=outcome.placement)})
+
+    async def main() -> None:
+        await asyncio.gather(*(create(i) for i in range(200)))
+
+    asyncio.run(main())
+    reserved: dict[str, float] = defaultdict(float)
+    for server in index.values():
+        placed = server.status.placement if server.status else None
+        for gpu in placed.gpus if placed else []:
+            reserved[gpu.uuid] += placed.budget_mib if placed else 0.0
+    assert reserved, "something was placed"
+    assert all(total + MARGIN <= 24564 + 1e-6 for total in reserved.values()), reserved
+    assert sum(1 for s in index.values() if s.status and s.status.placement) < 200  # the fleet filled up

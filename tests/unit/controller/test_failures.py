@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vram_operator.controller.failures import Failure, FailureKind, classify, correct
+
+KV_LOG = (
+    "INFO ... model weights took 14.99GiB\n"
+    "ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` "
+    "when initializing the engine.\n"
+)
+STARTUP_LOG = (
+    "ValueError: Free memory on device (19.5/23.99 GiB) on startup is less than desired GPU memory "
+    "utilization (0.9, 21.59 GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes."
+)
+
+
+def test_classifies_kv_cache_failure() -> None:
+    failure = classify(KV_LOG)
+    assert failure is not None
+    assert failure.kind is FailureKind.KV_CACHE_NO_MEMORY
+    assert failure.message.startswith("No available memory for the cache blocks")
+
+
+def test_classifies_startup_failure_with_numbers() -> None:
+    failure = classify(STARTUP_LOG)
+    assert failure is not None
+    assert failure.kind is FailureKind.STARTUP_FREE_MEMORY
+    assert failure.free_mib == 19.5 * 1024
+    assert failure.total_mib == 23.99 * 1024
+
+
+def test_classifies_startup_failure_with_device_name() -> None:
+    text = STARTUP_LOG.replace("device (", "device cuda:0 (")
+    failure = classify(text)
+    assert failure is not None and failure.free_mib == 19.5 * 1024
+
+
+def test_other_crashes_are_not_memory_failures() -> None:
+    assert classify("Traceback ... ImportError: no module named vllm") is None
+
+
+def test_kv_failure_raises_utilization_within_headroom() -> None:
+    failure = Failure(FailureKind.KV_CACHE_NO_MEMORY, "x")
+    fix = correct(
+        failure, attempts=0, max_attempts=3, utilization=0.5, total_mib=24000, headroom_mib=24000, margin_mib=0
+    )
+    assert fix.action == "adjust" and fix.utilization == 0.55
+    tight = correct(
+        failure, attempts=0, max_attempts=3, utilization=0.5, total_mib=24000, headroom_mib=12000, margin_mib=0
+    )
+    assert tight.action == "replace"
+
+
+def test_startup_failure_lowers_utilization_to_free_memory() -> None:
+    failure = classify(STARTUP_LOG)
+    assert failure is not None
+    fix = correct(
+        failure, attempts=1, max_attempts=3, utilization=0.9, total_mib=24565, headroom_mib=24565, margin_mib=256
+    )
+    assert fix.action == "adjust"
+    assert fix.utilization is not None
+    assert fix.utilization * 23.99 * 1024 <= 19.5 * 1024 - 256
+
+
+def test_gives_up_after_max_attempts() -> None:
+    failure = Failure(FailureKind.KV_CACHE_NO_MEMORY, "x")
+    fix = correct(failure, attempts=3, max_attempts=3, utilization=0.5, total_mib=1, headroom_mib=1, margin_mib=0)
+    assert fix.action == "give_up"
+
+
+@given(
+    kind=st.sampled_from(list(FailureKind)),
+    utilization=st.floats(min_value=0.05, max_value=0.99),
+    headroom=st.floats(min_value=0, max_value=81559),
+    attempts=st.integers(min_value=0, max_value=5),
+)
+def test_adjusted_utilization_always_fits_headroom(
+    kind: FailureKind, utilization: float, headroom: float, attempts: int
+) -> None:
+    fix = correct(
+        Failure(kind, "x"),
+        attempts=attempts,
+        max_attempts=3,
+        utilization=utilization,
+        total_mib=81559,
+        headroom_mib=headroom,
+        margin_mib=512,
+    )
+    if attempts >= 3:
+        assert fix.action == "give_up"
+    if fix.action == "adjust":
+        assert fix.utilization is not None
+        assert fix.utilization * 81559 <= headroom - 512 + 1e-6
+        assert fix.utilization != utilization

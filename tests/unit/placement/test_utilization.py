@@ -1,0 +1,108 @@
+"""Auto and manual vLLM utilization on one GPU, on the sizing package's memory model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vram_operator.placement.errors import PlacementError
+from vram_operator.placement.inventory import make_slot
+from vram_operator.placement.utilization import GpuRoom, auto_utilization, manual_utilization
+from vram_operator.sizing import vllm
+from vram_operator.sizing.architecture import from_config
+from vram_operator.sizing.dtypes import weights_bytes_for_architecture
+
+CONFIGS = Path(__file__).resolve().parents[2] / "fixtures" / "model-configs"
+A5500_MIB = 24564.0
+
+
+def _profile(max_model_len: int = 8192, gpu_mib: float = A5500_MIB) -> vllm.VllmProfile:
+    arch = from_config(json.loads((CONFIGS / "meta-llama__Llama-3.1-8B-Instruct.json").read_text()))
+    settings_ = vllm.VllmSettings(max_model_len=max_model_len)
+    weights = weights_bytes_for_architecture(arch, settings_.dtype, None)
+    return vllm.profile(arch, vllm.weights_per_rank(weights, arch, 1), settings_, gpu_mib)
+
+
+def _room(foreign: float = 0, others: float = 0, total: float = A5500_MIB, margin: float = 256) -> GpuRoom:
+    slot = make_slot("ws", 0, total, name="NVIDIA RTX A5500", foreign_mib=foreign)
+    return GpuRoom.of(slot, reserved_by_others_mib=others, margin_mib=margin)
+
+
+def test_auto_stays_within_free_memory_and_above_the_kv_floor() -> None:
+    profile = _profile()
+    room = _room(foreign=1200, others=1850)
+    choice = auto_utilization(profile, room)
+    assert choice.fits and choice.mode == "auto" and choice.tier == "standard"
+    assert choice.utilization * A5500_MIB <= room.free_mib
+    assert choice.utilization >= vllm.min_utilization(profile, A5500_MIB)
+    assert choice.kv_tokens == vllm.fit(profile, A5500_MIB, choice.utilization, room.free_at_start_mib).kv_cache_tokens
+    text = "\n".join(choice.explanation)
+    for part in ("foreign 1200MiB", "reserved by others 1850MiB", "margin 256MiB", "weights", "KV floor", "chosen"):
+        assert part in text
+
+
+def test_auto_meets_a_small_target_without_taking_everything() -> None:
+    profile = _profile()
+    one_request = auto_utilization(profile, _room(), target_kv_tokens=8192)
+    assert one_request.utilization == vllm.min_utilization(profile, A5500_MIB, 8192)
+    assert one_request.utilization < auto_utilization(profile, _room()).utilization
+    assert "meets the target" in one_request.explanation[-1]
+
+
+def test_tiers_leave_more_or_less_headroom() -> None:
+    profile = _profile()
+    values = [
+        auto_utilization(profile, _room(foreign=2000), tier=t).utilization
+        for t in ("conservative", "standard", "aggressive")
+    ]
+    assert values == sorted(values) and values[0] < values[2]
+
+
+def test_auto_refuses_when_the_kv_floor_does_not_fit() -> None:
+    choice = auto_utilization(_profile(), _room(foreign=7800, others=4000, total=12288))
+    assert not choice.fits and choice.reason == "KVFloorExceedsFree"
+    assert "refused" in choice.explanation[-1]
+
+
+def test_manual_below_the_kv_floor_predicts_the_failure() -> None:
+    choice = manual_utilization(_profile(), _room(total=12288, foreign=6000), 0.40)
+    assert not choice.fits and choice.mode == "manual"
+    assert "cannot fit its KV cache" in choice.explanation[-1]
+    assert "0.40 on a 12GB GPU with 5.9GB used by other services" in choice.explanation[-1]
+    assert any("outside the usual" in w for w in choice.warnings)
+
+
+def test_manual_above_free_memory_fails_the_startup_check() -> None:
+    choice = manual_utilization(_profile(), _room(foreign=6000), 0.9)
+    assert not choice.fits and choice.reason == "StartupFreeMemory"
+    assert "start-up check" in choice.explanation[-1]
+
+
+def test_manual_that_fits_reports_tokens_and_margin_warning() -> None:
+    profile = _profile()
+    ok = manual_utilization(profile, _room(), 0.8)
+    assert ok.fits and ok.kv_tokens > 8192 and not ok.warnings
+    tight = manual_utilization(profile, _room(), 0.99)
+    assert tight.fits and any("margin" in w for w in tight.warnings)
+
+
+def test_manual_out_of_range_is_a_field_error() -> None:
+    with pytest.raises(PlacementError) as error:
+        manual_utilization(_profile(), _room(), 1.2)
+    assert error.value.field == "gpuMemoryUtilization"
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(0, 12000), st.floats(0, 8000), st.sampled_from(("conservative", "standard", "aggressive")))
+def test_auto_never_asks_for_more_than_is_free_when_it_fits(foreign: float, others: float, tier: str) -> None:
+    room = _room(foreign=foreign, others=others)
+    choice = auto_utilization(_profile(), room, tier=tier)  # type: ignore[arg-type]
+    if choice.fits:
+        assert choice.utilization * A5500_MIB <= room.free_at_start_mib + 1e-6
+        assert choice.utilization >= choice.min_utilization
+    else:
+        assert choice.reason != "Fits"

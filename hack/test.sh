@@ -14,6 +14,7 @@ echo "== lint and types"
 ruff check .
 ruff format --check .
 mypy
+MYPYPATH=hack:operator mypy --strict hack/localcluster hack/cluster.py hack/demo.py
 
 echo "== unit tests"
 pytest tests/unit -q -p no:cacheprovider

@@ -96,6 +96,7 @@ class LocalCluster:
                     resources.install_crds(api, self.crd_dir)
                     self._mark("CRDs established", started)
                 resources.create_nodes(api, [fleet.node_manifest(node) for node in self.nodes])
+                resources.apply_manifest(api, fleet.NVIDIA_RUNTIME_CLASS, "fake GPU fleet")
                 resources.wait_nodes_ready(api, [node.name for node in self.nodes], READY_TIMEOUT_SECONDS)
                 resources.wait_service_account(api, "default", READY_TIMEOUT_SECONDS)
             finally:

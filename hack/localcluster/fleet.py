@@ -91,6 +91,16 @@ def node_manifest(node: FakeNode) -> dict[str, Any]:
     }
 
 
+# What the NVIDIA container toolkit (GPU operator) installs on a real GPU cluster; pods pinned by
+# the operator name it, and admission refuses them without it.
+NVIDIA_RUNTIME_CLASS: dict[str, Any] = {
+    "apiVersion": "node.k8s.io/v1",
+    "kind": "RuntimeClass",
+    "metadata": {"name": "nvidia"},
+    "handler": "nvidia",
+}
+
+
 def parse_fake_gpus(annotation: str) -> tuple[FakeGpu, ...]:
     """The GPUs listed in a node's FAKE_GPUS_ANNOTATION, in index order."""
     listed = sorted(json.loads(annotation), key=lambda gpu: int(gpu["index"]))

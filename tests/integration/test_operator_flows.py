@@ -311,28 +311,29 @@ def test_bad_specs_become_conditions_not_crashes(
     assert operator.alive(), operator.logs()
 
 
-def test_no_gpus_anywhere_is_a_clear_condition(
-    kubeconfig: Path,
-    namespace: str,
-    tmp_path: Path,
-    gpu_fleet: list[FakeNode],
-    custom_objects: client.CustomObjectsApi,
-    apps_v1: client.AppsV1Api,
-) -> None:
-    # Every agent's heartbeat is older than a second: no GPU takes new placements.
+@pytest.fixture
+def stale_operator(
+    kubeconfig: Path, namespace: str, tmp_path: Path, gpu_fleet: list[FakeNode], custom_objects: client.CustomObjectsApi
+) -> Iterator[Operator]:
+    """An operator for which every agent's heartbeat (5 minutes old) is stale after a second."""
     for node in gpu_fleet:
         publish(custom_objects, node, gpu_node_status(node, heartbeat=datetime.now(UTC) - timedelta(minutes=5)))
     try:
-        for operator in start_operator(kubeconfig, namespace, tmp_path, "--heartbeat-stale-seconds", "1"):
-            create(custom_objects, namespace, generic("lonely", "1Gi"))
-            pending = eventually(lambda: phase_is(custom_objects, namespace, "lonely", "Pending"), "Pending")
-            placed = condition(pending, "Placed")
-            assert placed is not None and (placed["status"], placed["reason"]) == ("False", "NoGpus")
-            assert apps_v1.list_namespaced_deployment(namespace).items == []
-            assert operator.alive()
+        yield from start_operator(kubeconfig, namespace, tmp_path, "--heartbeat-stale-seconds", "1")
     finally:
         for node in gpu_fleet:
             publish(custom_objects, node, gpu_node_status(node))
+
+
+def test_no_gpus_anywhere_is_a_clear_condition(
+    stale_operator: Operator, namespace: str, custom_objects: client.CustomObjectsApi, apps_v1: client.AppsV1Api
+) -> None:
+    create(custom_objects, namespace, generic("lonely", "1Gi"))
+    pending = eventually(lambda: phase_is(custom_objects, namespace, "lonely", "Pending"), "Pending")
+    placed = condition(pending, "Placed")
+    assert placed is not None and (placed["status"], placed["reason"]) == ("False", "NoGpus")
+    assert apps_v1.list_namespaced_deployment(namespace).items == []
+    assert stale_operator.alive(), stale_operator.logs()
 
 
 def test_measured_memory_from_the_agent(

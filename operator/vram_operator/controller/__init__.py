@@ -7,8 +7,15 @@ call pure functions (fleet.decide, the status builders and policies in this pack
 Running it:
 - One active replica. Either run two or more replicas with kopf peering
   (`vram-operator run --peering vram-operator --priority N`, distinct N per replica: the highest
-  priority works, the others pause), or a single replica with `--standalone` in a Deployment with
-  `strategy: Recreate`, so that two operators never write reservations at the same time.
+  priority works, the others pause; kopf's ClusterKopfPeering CRD and an object of that name must
+  be installed), or a single replica with `--standalone` in a Deployment with `strategy: Recreate`,
+  so that two operators never write reservations at the same time.
+- State of record is InferenceServer.status (placement = reservation); a restarted operator rebuilds
+  its reservation book from the statuses (kopf indexes) before it handles anything. kopf keeps its
+  own progress in `kopf.vram.dev/*` annotations. No finalizers: deleting a server never waits for
+  the operator, its reservation goes with it and garbage collection removes its children.
+- Periodic work (measured memory, lost GPUs, retries of unplaced servers with backoff, memory
+  failure corrections, GpuAssignment rollout waves) runs in one loop every `--check-interval`.
 - Probes: `--health-port` serves kopf's liveness endpoint at /healthz (use it for liveness and
   readiness). `--metrics-port` serves Prometheus metrics at /metrics (see controller.metrics).
 - Logs are JSON lines on stderr (one object per record).

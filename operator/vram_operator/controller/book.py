@@ -10,7 +10,7 @@ statuses) is the whole truth: nothing lost, nothing counted twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from vram_operator.api.inference_server import InferenceServer, InferenceServerStatus, PlacementStatus
 from vram_operator.controller.assignment import same_placement
@@ -34,12 +34,15 @@ class ReservationBook:
     def pending(self) -> Mapping[str, PlacementStatus | None]:
         return dict(self._pending)
 
-    def standing(self, indexed: Iterable[InferenceServer], *, exclude: str | None = None) -> list[InferenceServer]:
+    def standing(
+        self, indexed: Iterable[InferenceServer], *, exclude: str | Collection[str] = ()
+    ) -> list[InferenceServer]:
         """Servers whose reservations stand: the indexed statuses overlaid with pending decisions.
 
         Pending decisions the index already reflects are forgotten here (settled), and so are those
         of servers no longer indexed (deleted: their reservation goes with them).
         """
+        excluded = {exclude} if isinstance(exclude, str) else set(exclude)
         servers = list(indexed)
         known = {server.key for server in servers}
         for key in [k for k in self._pending if k not in known]:
@@ -57,6 +60,6 @@ class ReservationBook:
                     status = (stored.status or InferenceServerStatus()).model_copy(update={"placement": decided})
                     server = stored.model_copy(update={"status": status})
                     current = decided
-            if key != exclude and current is not None and current.gpus:
+            if key not in excluded and current is not None and current.gpus:
                 result.append(server)
         return result

@@ -33,6 +33,7 @@ class Decided:
     outcomes: dict[str, Outcome]
     launches: dict[str, LlamaCppLaunch]
     plan_warnings: tuple[str, ...]
+    run_error: str | None = None  # the planning run failed as a whole (every outcome carries it)
 
 
 def no_gpus(inputs: Inputs) -> bool:
@@ -88,7 +89,7 @@ def decide(servers: Sequence[InferenceServer], inputs: Inputs, manual: Sequence[
             manual=manual,
         )
     except ValueError as error:  # sizing, placement and input errors all derive from ValueError
-        return Decided({s.key: Outcome(estimate_error=str(error)) for s in servers}, {}, ())
+        return Decided({s.key: Outcome(estimate_error=str(error)) for s in servers}, {}, (), run_error=str(error))
     empty = no_gpus(inputs)
     outcomes = {key: outcome_of(d, no_gpus_anywhere=empty) for key, d in result.servers.items()}
     launches = {

@@ -81,7 +81,9 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
             config.load_kube_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
     except (config.ConfigException, OSError) as error:
         raise InputError(f"no usable cluster credentials: {error}", field="--kubeconfig") from None
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = API_THREADS  # one connection per API thread
+    return client.ApiClient(configuration)
 
 
 def build_registry(rt: Runtime) -> kopf.OperatorRegistry:

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from vram_operator.api.gpu_node import GpuNode
 from vram_operator.api.inference_server import InferenceServer, InferenceServerStatus
+from vram_operator.controller.batching import DecisionBatcher
 from vram_operator.controller.book import ReservationBook
 from vram_operator.controller.kube import Kube
 from vram_operator.controller.metrics import Metrics
@@ -29,6 +30,7 @@ class Runtime:
     kube: Kube
     metrics: Metrics
     book: ReservationBook = field(default_factory=ReservationBook)
+    batcher: DecisionBatcher = field(init=False)
     # One lock per server: its reconcile and its runtime check never write its status at once.
     server_locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     # The last status this process wrote per server: newer than the watch until the event arrives.
@@ -73,6 +75,9 @@ class Runtime:
         attempts = self.retry_unplaced.get(key, (0, 0.0))[0] + 1
         delay = min(MAX_RETRY_SECONDS, self.settings.check_interval * 2**attempts)
         self.retry_unplaced[key] = (attempts, moment + delay)
+
+    def __post_init__(self) -> None:
+        self.batcher = DecisionBatcher(self.book)
 
     def latest_status(self, server: InferenceServer) -> InferenceServerStatus | None:
         """The status to build on: what we last wrote for this object version, else the stored one."""

@@ -9,6 +9,7 @@ duplicates; ownerReferences: no orphans).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -23,9 +24,9 @@ from vram_operator.api.inference_server import InferenceServer, InferenceServerS
 from vram_operator.controller import annotations as notes
 from vram_operator.controller.assignment import same_placement
 from vram_operator.controller.conditions import condition_status
-from vram_operator.controller.decision import Inputs, decide
+from vram_operator.controller.decision import Inputs
 from vram_operator.controller.failures import Failure, classify, correct
-from vram_operator.controller.gpu_view import headroom_mib, lost_gpus, stale_nodes
+from vram_operator.controller.gpu_view import headroom_mib, lost_gpus, reserved_by, stale_nodes
 from vram_operator.controller.measure import estimate_error, measure_server, memory_changed
 from vram_operator.controller.pods import PodFacts, pod_facts, readiness
 from vram_operator.controller.runtime import (
@@ -45,7 +46,7 @@ from vram_operator.controller.server_status import (
     status_patch,
 )
 from vram_operator.placement.demand import ManualAssignment
-from vram_operator.render import render
+from vram_operator.render import RenderError, render
 from vram_operator.render.metadata import SERVER_LABEL
 
 SERVERS = (GROUP, VERSION, "inferenceservers")
@@ -152,32 +153,41 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
         sized = with_overrides(server)
         config_maps = await config_maps_of(server)
         moment = now()
-        async with rt.book.lock:
-            inputs = Inputs(
-                nodes=nodes,
-                reserved=rt.book.standing(values(servers), exclude=key),
-                stale_nodes=stale_nodes(nodes, moment, settings.heartbeat_stale),
-                config_maps=config_maps,
+
+        def inputs_for(deciding: frozenset[str]) -> Inputs:
+            # Read when the batch runs: the indexes may have moved on since this request.
+            latest_nodes = nodes_of(rt.indexes["gpu_nodes"]) if "gpu_nodes" in rt.indexes else nodes
+            standing = rt.book.standing(values(servers), exclude=deciding)
+            return Inputs(
+                nodes=latest_nodes,
+                reserved=standing,
+                stale_nodes=stale_nodes(latest_nodes, moment, settings.heartbeat_stale),
                 strategy=settings.strategy,
                 margin_mib=settings.margin_mib,
             )
-            decided = decide([sized], inputs, pins_for(server, current, replace=replace))
-            outcome = decided.outcomes[key]
-            rt.book.hold(key, outcome.placement)
+
+        pins = pins_for(server, current, replace=replace)
+        outcome, launch = await rt.batcher.decide(sized, pins, config_maps, inputs_for)
+        placement = _with_assignment(outcome.placement, server)
+        objects: list[dict[str, Any]] = []
+        if placement is not None:
+            try:  # rendering is pure: a spec it rejects fails before anything is written
+                rendered = render(for_render(server), placement, outcome.utilization, settings.render, launch)
+                objects = [_with_termination_logs(obj) for obj in rendered.objects]
+            except RenderError as error:
+                outcome = Outcome(estimate_error=str(error), estimate_error_reason="RenderFailed")
+                placement = None
+                rt.book.hold(key, None)
+        outcome = dataclasses.replace(outcome, placement=placement)
         status = decided_status(current, outcome, generation=server.metadata.generation, now=rfc3339(moment))
-        status = status.model_copy(update={"placement": _with_assignment(status.placement, server)})
         try:
             if status != current:
                 await write_status(server, status)
         except Exception:
             rt.book.drop(key)
             raise
-        if outcome.placement is not None and status.placement is not None:
-            rendered = render(
-                for_render(server), status.placement, outcome.utilization, settings.render, decided.launches.get(key)
-            )
-            for obj in rendered.objects:
-                await asyncio.to_thread(rt.kube.apply, _with_termination_logs(obj))
+        for obj in objects:
+            await asyncio.to_thread(rt.kube.apply, obj)
         before = current.placement if current else None
         if not (outcome.placement is not None and same_placement(before, outcome.placement)):
             kind, reason, message = decision_event(before, outcome)
@@ -275,7 +285,9 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
                 except Exception:  # one server's trouble must not stop the others' checks
                     log.exception("check of %s failed", server.key)
 
-        await asyncio.gather(*(one(s) for s in values(indexes["inference_servers"]) if s is not None))
+        indexed = [s for s in values(indexes["inference_servers"]) if s is not None]
+        await asyncio.gather(*(one(s) for s in indexed))
+        record_gpu_gauges(rt, rt.book.standing(indexed), nodes_of(indexes["gpu_nodes"]))
 
     rt.checks.append(check_servers)
 
@@ -392,6 +404,16 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
         if condition_status(after.conditions, "Degraded") == "True" != condition_status(before.conditions, "Degraded"):
             degraded = next(c for c in after.conditions if c.type == "Degraded")
             kopf.event(body, type="Warning", reason="Degraded", message=f"{degraded.reason}: {degraded.message}")
+
+
+def record_gpu_gauges(rt: Runtime, standing: list[InferenceServer], nodes: list[GpuNode]) -> None:
+    """Reserved vs measured MiB per GPU: reservations from the book, use of pods' processes from the agents."""
+    reserved = reserved_by(standing)
+    for node in nodes:
+        for gpu in node.status.gpus if node.status else []:
+            measured = sum(p.used_mib or 0.0 for p in gpu.processes if p.pod_uid)
+            rt.metrics.gpu_reserved.labels(node.metadata.name, gpu.uuid).set(reserved.get(gpu.uuid, 0.0))
+            rt.metrics.gpu_measured.labels(node.metadata.name, gpu.uuid).set(measured)
 
 
 def _with_assignment(placement: PlacementStatus | None, server: InferenceServer) -> PlacementStatus | None:

@@ -144,3 +144,31 @@ def test_concurrent_decisions_never_overcommit_a_gpu() -> None:
     assert reserved, "something was placed"
     assert all(total + MARGIN <= 24564 + 1e-6 for total in reserved.values()), reserved
     assert sum(1 for s in index.values() if s.status and s.status.placement) < 200  # the fleet filled up
+
+
+def test_batched_decisions_share_planner_runs_and_never_overcommit() -> None:
+    from vram_operator.controller.batching import DecisionBatcher
+
+    nodes = [gpu_node("n0", 2)]
+    book = ReservationBook()
+    index: dict[str, InferenceServer] = {}
+    batcher = DecisionBatcher(book)
+
+    def inputs_for(deciding: frozenset[str]) -> Inputs:
+        return Inputs(nodes=nodes, reserved=book.standing(list(index.values()), exclude=deciding), margin_mib=MARGIN)
+
+    async def create(i: int) -> None:
+        server = generic(f"s{i}", "3000Mi")
+        index[server.key] = server
+        outcome, _ = await batcher.decide(server, [], {}, inputs_for)
+        await asyncio.sleep(0.001)
+        index[server.key] = server.model_copy(update={"status": InferenceServerStatus(placement=outcome.placement)})
+
+    async def main() -> None:
+        await asyncio.gather(*(create(i) for i in range(40)))
+
+    asyncio.run(main())
+    placed = [s for s in index.values() if s.status and s.status.placement]
+    # 2 GPUs x floor((24564 - 256) / 3000) = 16 fit; the other 24 wait.
+    assert len(placed) == 16
+    assert batcher.runs < 40

@@ -1,0 +1,101 @@
+"""Decisions in batches: concurrent reconciles share one planner run under the book's lock.
+
+One planning run costs about the same for one server as for a hundred (building the inventory
+dominates), so the reconciles that arrive while a run is going on wait and go together in the
+next one. The single-writer rule is kept: every run holds the book's lock from reading the
+standing reservations to recording its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from vram_operator.api.inference_server import InferenceServer, InferenceServerStatus
+from vram_operator.controller.book import ReservationBook
+from vram_operator.controller.decision import Decided, Inputs, decide
+from vram_operator.controller.server_status import Outcome
+from vram_operator.placement.demand import ManualAssignment
+from vram_operator.render import LlamaCppLaunch
+
+# (servers standing besides the batch, given the batch's keys) -> inputs of the planning run
+InputsFor = Callable[[frozenset[str]], Inputs]
+
+
+@dataclass
+class Request:
+    server: InferenceServer
+    pins: Sequence[ManualAssignment]
+    config_maps: dict[tuple[str, str], dict[str, str]]
+    result: asyncio.Future[tuple[Outcome, LlamaCppLaunch | None]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass
+class DecisionBatcher:
+    book: ReservationBook
+    queue: list[Request] = field(default_factory=list)
+    runner: asyncio.Task[None] | None = None
+    runs: int = 0  # planning runs made (for tests and metrics)
+
+    async def decide(
+        self,
+        server: InferenceServer,
+        pins: Sequence[ManualAssignment],
+        config_maps: dict[tuple[str, str], dict[str, str]],
+        inputs_for: InputsFor,
+    ) -> tuple[Outcome, LlamaCppLaunch | None]:
+        """The decision for one server, made in the next batch; its reservation is held in the book."""
+        request = Request(server, pins, config_maps)
+        self.queue.append(request)
+        if self.runner is None or self.runner.done():
+            self.runner = asyncio.create_task(self._run(inputs_for))
+        return await request.result
+
+    async def _run(self, inputs_for: InputsFor) -> None:
+        while self.queue:
+            await asyncio.sleep(0)  # let the reconciles that are ready now join this batch
+            batch, self.queue = self.queue, []
+            async with self.book.lock:
+                try:
+                    self._decide(batch, inputs_for)
+                except Exception as error:  # never leave a reconcile waiting forever
+                    for request in batch:
+                        if not request.result.done():
+                            request.result.set_exception(error)
+
+    def _decide(self, batch: list[Request], inputs_for: InputsFor) -> None:
+        latest = {r.server.key: r for r in batch}  # a server queued twice: its newest request wins
+        base = inputs_for(frozenset(latest))
+        inputs = replace(base, config_maps={k: v for r in latest.values() for k, v in r.config_maps.items()})
+        requests = list(latest.values())
+        decided = decide([r.server for r in requests], inputs, [p for r in requests for p in r.pins])
+        if decided.run_error is not None and len(requests) > 1:
+            decided = _one_by_one(requests, inputs)  # one server's error must not fail its batch
+        self.runs += 1
+        for key in latest:
+            self.book.hold(key, decided.outcomes[key].placement)
+        for request in batch:
+            key = request.server.key
+            if not request.result.done():
+                request.result.set_result((decided.outcomes[key], decided.launches.get(key)))
+
+
+def _one_by_one(requests: list[Request], inputs: Inputs) -> Decided:
+    """Each server alone, later ones seeing the earlier ones' reservations."""
+    outcomes: dict[str, Outcome] = {}
+    launches: dict[str, LlamaCppLaunch] = {}
+    reserved = list(inputs.reserved)
+    for request in requests:
+        key = request.server.key
+        decided = decide([request.server], replace(inputs, reserved=list(reserved)), request.pins)
+        outcomes[key] = decided.outcomes[key]
+        if key in decided.launches:
+            launches[key] = decided.launches[key]
+        placement = outcomes[key].placement
+        if placement is not None:
+            held = (request.server.status or InferenceServerStatus()).model_copy(update={"placement": placement})
+            reserved.append(request.server.model_copy(update={"status": held}))
+    return Decided(outcomes, launches, ())

@@ -1,0 +1,74 @@
+"""The README's main command end to end: local cluster, simulated agent, operator, reference fleet."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vram_operator.api import InferenceServer
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVERS = ("ai-llm", "ai-yolo26", "ai-florence", "ai-clip", "ai-enrichment")
+DEMO_TIMEOUT = 600
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, object]]]:
+    state = tmp_path_factory.mktemp("demo") / "state.json"
+    env = {**os.environ, "VRAM_DEMO_STATE": str(state)}
+    command = [sys.executable, str(ROOT / "hack" / "demo.py")]
+    pids: list[int] = []
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=DEMO_TIMEOUT, check=False)
+        assert done.returncode == 0, done.stderr
+        recorded = json.loads(state.read_text())
+        pids = [int(c["pid"]) for c in recorded["components"]]
+        yield done.stdout, recorded
+    finally:
+        subprocess.run([*command, "--down"], env=env, capture_output=True, timeout=120, check=False)
+        assert not state.exists()
+        # --down stops every process the demo started (each led its own process group).
+        assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
+
+
+def test_every_server_is_placed_running_and_measured(demo: tuple[str, dict[str, object]]) -> None:
+    output, _ = demo
+    for name in SERVERS:
+        line = next(line for line in output.splitlines() if line.startswith(f"ai/{name} "))
+        assert " Running " in line, line
+        assert re.search(r"Memory: \d+MiB / \d+MiB \(\d+\.\d%\)", line), line
+    assert "ai-enrichment: budget 6963MiB exceeds workstation GPU 1" in output
+
+
+def test_statuses_in_the_cluster_match(demo: tuple[str, dict[str, object]]) -> None:
+    from kubernetes import client, config
+
+    _, state = demo
+    api = config.new_client_from_config(config_file=str(state["kubeconfig"]))
+    items = client.CustomObjectsApi(api).list_namespaced_custom_object("vram.dev", "v1alpha1", "ai", "inferenceservers")
+    servers = [InferenceServer.model_validate(item) for item in items["items"]]
+    assert sorted(s.metadata.name for s in servers) == sorted(SERVERS)
+    by_gpu: dict[str, float] = {}
+    for server in servers:
+        assert server.status is not None and server.status.placement is not None and server.status.memory
+        for gpu in server.status.placement.gpus:
+            by_gpu[gpu.uuid] = by_gpu.get(gpu.uuid, 0.0) + server.status.placement.budget_mib
+            total = gpu.total_mib
+            assert by_gpu[gpu.uuid] <= total, f"GPU {gpu.uuid} over-committed"
+        assert server.status.memory.used_mib <= server.status.placement.budget_mib
+
+
+def test_demo_runs_control_plane_agent_and_operator(demo: tuple[str, dict[str, object]]) -> None:
+    _, state = demo
+    components = state["components"]
+    assert isinstance(components, list)
+    assert {c["name"] for c in components} >= {"kube-apiserver", "etcd", "operator", "agent-workstation"}

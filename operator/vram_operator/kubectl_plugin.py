@@ -24,8 +24,8 @@ from vram_operator.api.base import GROUP, VERSION
 from vram_operator.api.gpu_assignment import STRATEGIES
 from vram_operator.api.gpu_node import GpuDeviceStatus, GpuProcess
 from vram_operator.commands.output import console, mib_text, print_json
-from vram_operator.commands.plan import print_table as print_plan_table
 from vram_operator.commands.plan import plan_document
+from vram_operator.commands.plan import print_table as print_plan_table
 from vram_operator.fleet import FleetDecision, decide
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
 from vram_operator.render.metadata import SERVER_LABEL

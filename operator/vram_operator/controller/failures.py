@@ -13,8 +13,8 @@ MIB_PER_GIB = 1024.0
 class FailureKind(Enum):
     """Memory failures the operator can correct; the value is the Degraded condition reason."""
 
-    KV_CACHE_NO_MEMORY = "KVCacheNoMemory"  # utilization too low: nothing left for the KV cache
-    STARTUP_FREE_MEMORY = "InsufficientFreeMemory"  # utilization too high for what is free at start
+    KV_CACHE_NO_MEMORY = "NoCacheBlocks"  # utilization too low: nothing left for the KV cache
+    STARTUP_FREE_MEMORY = "StartupFreeMemory"  # utilization too high for what is free at start
 
 
 @dataclass(frozen=True)

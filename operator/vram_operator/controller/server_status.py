@@ -44,7 +44,7 @@ class Observation:
     ready_message: str = ""
     memory: MeasuredMemory | None = None
     memory_unknown_reason: str = "NoAgentData"
-    failure_reason: str | None = None  # CamelCase, e.g. KVCacheNoMemory
+    failure_reason: str | None = None  # CamelCase, e.g. NoCacheBlocks (the reasons sizing.vllm.fit predicts)
     failure_message: str = ""
     extra_warnings: tuple[str, ...] = field(default_factory=tuple)
 

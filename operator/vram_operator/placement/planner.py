@@ -20,7 +20,7 @@ import functools
 import heapq
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -44,12 +44,13 @@ DEFAULT_MARGIN_MIB = 256
 # rounds over the unplaced servers, and this many GPU visits in total (keeps 4,000-GPU plans fast).
 REPAIR_CANDIDATES = 16
 REPAIR_ROUNDS = 3
-REPAIR_GPU_VISITS = 200_000
+REPAIR_GPU_VISITS = 60_000
 # Tensor-parallel search builds exact GPU groups on this many best-looking nodes only.
 GROUP_NODES = 8
 _EPS = 1e-6
 
 Group = list[GpuState]
+Ranking = Callable[[ServerDemand, GpuState, float], Score]
 Journal = list[tuple[Tenant, Tenant | None]]  # (tenant as it was, where it went or None if evicted)
 
 
@@ -134,7 +135,7 @@ class Packing:
     """
 
     order: Literal["size", "per_gpu", "multi_gpu_first"]
-    fit: Literal["first", "best"]
+    fit: Literal["first", "best", "most_free"]
     noise_seed: int | None = None
 
     def key(self, demand: ServerDemand) -> tuple[object, ...]:
@@ -147,6 +148,10 @@ class Packing:
         return (not demand.pinned, -demand.tensor_parallel, -demand.preferred_mib * jitter, demand.server)
 
 
+def _most_free(demand: ServerDemand, gpu: GpuState, need: float) -> Score:
+    return (-gpu.free, gpu.slot.node, gpu.slot.index)
+
+
 @functools.lru_cache(maxsize=65536)
 def _jitter(seed: int, server: str) -> float:
     return random.Random(f"{seed}/{server}").uniform(0.6, 1.4)
@@ -154,6 +159,7 @@ def _jitter(seed: int, server: str) -> float:
 
 PACKINGS: tuple[Packing, ...] = (
     Packing("size", "first"),
+    Packing("size", "most_free"),
     Packing("size", "best"),
     Packing("per_gpu", "best"),
     Packing("multi_gpu_first", "best"),
@@ -291,16 +297,18 @@ class _Planner:
             return float(math.floor(free + _EPS))
         return None
 
-    def _place_free(self, demand: ServerDemand, *, shrink: bool) -> bool:
-        if self.packing is not None and not shrink and demand.fixed_utilization is None:
+    def _place_free(self, demand: ServerDemand, *, shrink: bool, rank: Ranking | None = None) -> bool:
+        """Place by the strategy's ranking (or `rank`); in a packing pass, by the pass's fit rule."""
+        if rank is None and self.packing is not None and not shrink and demand.fixed_utilization is None:
             return self._place_packed(demand, self.packing.fit)
+        ranking = rank or self.strategy.score
         if demand.tensor_parallel == 1:
 
             def need_on(total: float) -> float:
                 return demand.min_mib if shrink else demand.budget_on((total,))
 
             def score(gpu: GpuState, need: float) -> Score:
-                return self.strategy.score(demand, gpu, need)
+                return ranking(demand, gpu, need)
 
             gpu, runners_up, too_small = self.fleet.best_single(need_on, score, vacant_only=demand.dedicated)
             if gpu is None:
@@ -309,7 +317,7 @@ class _Planner:
             assert budget is not None  # the search only returns GPUs with room for need_on(total)
             self._commit(demand, [gpu], budget, runners_up=[[g] for g in runners_up], too_small=too_small)
             return True
-        groups = self._groups(demand, self.fleet.by_node, shrink=shrink)
+        groups = self._groups(demand, self.fleet.by_node, shrink=shrink, rank=ranking)
         if not groups:
             return False
         _, best, budget = groups[0]
@@ -323,6 +331,8 @@ class _Planner:
         group: tuple[str, ...] | None
         if fit == "best":
             group = self._best_fit_group(need, size, dedicated=demand.dedicated, keep=frozenset())
+        elif fit == "most_free":
+            return self._place_free(demand, shrink=False, rank=_most_free)
         elif size == 1:
             gpu = self.fleet.first_fitting(need, vacant_only=demand.dedicated)
             group = None if gpu is None else (gpu.slot.uuid,)
@@ -343,12 +353,15 @@ class _Planner:
         self._commit(demand, [self.fleet.by_uuid[u] for u in group], need, runners_up=[], too_small=[], why=why)
         return True
 
-    def _groups(self, demand: ServerDemand, nodes: Iterable[str], *, shrink: bool) -> list[tuple[Score, Group, float]]:
+    def _groups(
+        self, demand: ServerDemand, nodes: Iterable[str], *, shrink: bool, rank: Ranking | None = None
+    ) -> list[tuple[Score, Group, float]]:
         """Per node, the best tensor-parallel group that fits, best node first.
 
         Nodes are first ranked by the strategy's score of their size-th most free open GPU (one score
         per node); only the GROUP_NODES best get their exact group built and scored.
         """
+        score = rank or self.strategy.score
         size = demand.tensor_parallel
         floor = demand.min_mib if shrink and demand.shrinkable else None
         # Without a fixed utilization every GPU needs the same budget, so one look at the node's
@@ -362,7 +375,7 @@ class _Planner:
             pivot = open_gpus[size - 1]
             if same_need is not None and pivot.free < same_need - _EPS:
                 continue
-            shortlist.append((self.strategy.score(demand, pivot, demand.preferred_mib), node))
+            shortlist.append((score(demand, pivot, demand.preferred_mib), node))
         out: list[tuple[Score, Group, float]] = []
         for _, node in heapq.nsmallest(GROUP_NODES, shortlist):
             fitting = [
@@ -373,12 +386,12 @@ class _Planner:
             ]
             if len(fitting) < size:
                 continue
-            fitting.sort(key=lambda g: self.strategy.score(demand, g, demand.preferred_mib))
+            fitting.sort(key=lambda g: score(demand, g, demand.preferred_mib))
             group = sorted(fitting[:size], key=lambda g: g.slot.index)
             budget = self._budget(demand, group, shrink=shrink)
             if budget is None:
                 continue
-            worst = max(self.strategy.score(demand, g, budget) for g in group)
+            worst = max(score(demand, g, budget) for g in group)
             out.append((worst, group, budget))
         out.sort(key=lambda item: (item[0], item[1][0].slot.node))
         return out

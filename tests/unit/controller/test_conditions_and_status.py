@@ -113,7 +113,7 @@ def test_observed_above_budget_and_unknown_memory() -> None:
 def test_degraded_wins_over_running() -> None:
     base = decided_status(None, Outcome(estimate=EstimateStatus(), placement=placement()), generation=1, now=T0)
     status = observed_status(
-        base, Observation(ready=True, failure_reason="KVCacheNoMemory", failure_message="x"), generation=1, now=T1
+        base, Observation(ready=True, failure_reason="NoCacheBlocks", failure_message="x"), generation=1, now=T1
     )
     assert status.phase == "Degraded"
 

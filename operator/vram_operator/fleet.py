@@ -6,7 +6,9 @@ The one entry point of the pure core that the CLI (`plan`) and the operator shar
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -18,10 +20,25 @@ from vram_operator.placement.errors import PlacementError
 from vram_operator.placement.inventory import Inventory, OwnerOf, default_owner_of
 from vram_operator.placement.ledger import Ledger
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB, plan
-from vram_operator.placement.result import Placement, Plan
+from vram_operator.placement.result import GpuSummary, Placement, Plan
+from vram_operator.placement.utilization import (
+    GpuRoom,
+    Tier,
+    UtilizationChoice,
+    auto_utilization,
+    manual_utilization,
+)
+from vram_operator.render import LlamaCppLaunch
 from vram_operator.sizing.errors import SizingError
 from vram_operator.sizing.generic import parse_quantity_mib
-from vram_operator.sizing.server import REFERENCE_GPU_MIB, GpuFit, ServerSizing, fit_on_gpu, size_server
+from vram_operator.sizing.server import (
+    REFERENCE_GPU_MIB,
+    GpuFit,
+    ServerSizing,
+    fit_on_gpu,
+    size_server,
+    vllm_profile_on_gpu,
+)
 
 # ConfigMap data by (namespace, name).
 ConfigMaps = Mapping[tuple[str, str], Mapping[str, str]]
@@ -49,6 +66,16 @@ class ServerDecision:
     reasons: tuple[str, ...] = ()
     # The engine fit of a placed server (llama.cpp layers and context are chosen by fitting).
     fit: GpuFit | None = None
+    utilization_tier: Tier | None = None
+    utilization_explanation: tuple[str, ...] = ()
+
+    @property
+    def llamacpp_launch(self) -> LlamaCppLaunch | None:
+        """How to start llama.cpp where it was placed (layers on the GPU and context chosen by fitting)."""
+        fit = self.fit
+        if fit is None or fit.n_gpu_layers is None or fit.context_length is None:
+            return None
+        return LlamaCppLaunch(n_gpu_layers=fit.n_gpu_layers, context_length=fit.context_length, parallel=fit.parallel)
 
 
 @dataclass(frozen=True)
@@ -203,6 +230,7 @@ def _placed(server: InferenceServer, sizing: ServerSizing, placement: Placement,
     smallest = min(gpus, key=lambda g: g.total_mib)
     # What vLLM's start-up check will see: the GPU without this server's own reservation.
     free_at_start = min(g.total_mib - g.foreign_mib - (g.reserved_mib - placement.budget_mib) for g in gpus)
+    choice = _utilization_choice(server, sizing, placement, smallest, result.margin_mib)
     fit: GpuFit = fit_on_gpu(
         sizing,
         server.spec,
@@ -210,6 +238,7 @@ def _placed(server: InferenceServer, sizing: ServerSizing, placement: Placement,
         smallest.total_mib,
         gpu_free_mib=free_at_start,
         gpu_name=smallest.name,
+        utilization=choice.utilization if choice else None,
     )
     status = PlacementStatus(
         node=placement.node,
@@ -235,7 +264,34 @@ def _placed(server: InferenceServer, sizing: ServerSizing, placement: Placement,
         fits=fit.fits,
         fit_reason=fit.reason,
         fit_message=fit.message,
-        warnings=warnings,
+        warnings=tuple(dict.fromkeys((*warnings, *(choice.warnings if choice else ())))),
         reasons=sizing.reasons,
         fit=fit,
+        utilization_tier=choice.tier if choice else None,
+        utilization_explanation=choice.explanation if choice else (),
     )
+
+
+def _utilization_choice(
+    server: InferenceServer, sizing: ServerSizing, placement: Placement, gpu: GpuSummary, margin_mib: float
+) -> UtilizationChoice | None:
+    """vLLM's utilization on its (smallest) GPU, explained: auto within the budget, or the manual value checked."""
+    profile = vllm_profile_on_gpu(sizing, server.spec, gpu.total_mib, gpu.name)
+    if profile is None:
+        return None
+    room = GpuRoom(
+        label=f"{gpu.node} GPU {gpu.index} {gpu.name} {gpu.total_mib:.0f}MiB",
+        total_mib=gpu.total_mib,
+        foreign_mib=gpu.foreign_mib,
+        reserved_by_others_mib=gpu.reserved_mib - placement.budget_mib,
+        margin_mib=margin_mib,
+    )
+    if sizing.fixed_utilization is not None:
+        return manual_utilization(profile, room, sizing.fixed_utilization)
+    choice = auto_utilization(profile, room, target_kv_tokens=sizing.target_kv_tokens)
+    # The ledger holds the planner's budget: never let vLLM take more than that.
+    within_budget = math.floor(placement.budget_mib / gpu.total_mib * 100 + 1e-9) / 100
+    if choice.utilization > within_budget >= choice.min_utilization:
+        note = f"capped at {within_budget:.2f} by the {placement.budget_mib:.0f}MiB budget reserved for it"
+        return dataclasses.replace(choice, utilization=within_budget, explanation=(*choice.explanation, note))
+    return choice

@@ -125,3 +125,24 @@ def test_no_gpu_is_over_committed(sizes: list[int], gpus: list[tuple[int, int]])
     for key in (s.key for s in servers):
         d = decision.servers[key]
         assert (d.placement is None) == (d.unplaced_reason is not None)
+
+
+def test_llamacpp_launch_is_fitted_to_its_gpu() -> None:
+    arch = {"numLayers": 32, "numKVHeads": 8, "headDim": 128, "hiddenSize": 4096, "vocabSize": 128256,
+            "intermediateSize": 14336, "paramsB": 8.0}  # fmt: skip
+    llm = server("llm", engine="llamacpp", model={"name": "llama", "architecture": arch, "weightsMiB": 4700},
+                 maxModelLen=8192)  # fmt: skip
+    decision = decide([llm], [node("n", ("NVIDIA RTX A5500", 24564, 0))]).servers["ai/llm"]
+    launch = decision.llamacpp_launch
+    assert launch is not None
+    assert launch.n_gpu_layers == 33  # every layer and the output layer
+    assert launch.context_length == 8192
+
+
+def test_auto_utilization_is_explained_with_a_tier() -> None:
+    decision = decide([qwen("llm")], [node("n", ("NVIDIA L40S", 46068, 600))], config_maps=CONFIG_MAPS)
+    llm = decision.servers["ai/llm"]
+    assert llm.utilization_tier == "standard"
+    assert any("KV floor" in line for line in llm.utilization_explanation)
+    assert llm.placement is not None and llm.gpu_memory_utilization is not None
+    assert llm.gpu_memory_utilization * 46068 <= llm.placement.budget_mib

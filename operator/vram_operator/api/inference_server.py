@@ -289,6 +289,12 @@ class InferenceServerStatus(ApiModel):
         default=None, ge=0, le=1, description="Effective vLLM --gpu-memory-utilization."
     )
     utilization_mode: Literal["auto", "manual"] | None = Field(default=None, description="auto or manual.")
+    utilization_tier: Literal["conservative", "standard", "aggressive"] | None = Field(
+        default=None, description="Auto mode's head-room tier: conservative, standard or aggressive."
+    )
+    utilization_explanation: list[Message] = Field(
+        default_factory=list, max_length=16, description="How the utilization was chosen, number by number."
+    )
     memory: MeasuredMemory | None = Field(default=None, description="Measured memory.")
     warnings: list[Message] = Field(default_factory=list, max_length=64, description="Things the user should know.")
 

@@ -111,6 +111,9 @@ def plan_document(decision: FleetDecision) -> dict[str, Any]:
         if server.estimate is not None:
             entry["estimate"] = server.estimate.wire()
         entry["fits"] = server.fits
+        if server.utilization_tier is not None or server.utilization_explanation:
+            entry["utilizationTier"] = server.utilization_tier
+            entry["utilizationExplanation"] = list(server.utilization_explanation)
     return document
 
 
@@ -163,3 +166,5 @@ def print_table(decision: FleetDecision) -> None:
     out.print("[bold]Why[/bold]")
     for placement in plan.placements:
         out.print(f"  {placement.server}: {placement.explanation}")
+        for line in decision.servers[placement.server].utilization_explanation:
+            out.print(f"      utilization: {line}")

@@ -10,11 +10,9 @@ import yaml
 from vram_operator.api.gpu_assignment import STRATEGIES
 from vram_operator.commands.plan import decide_from_manifests
 from vram_operator.errors import InputError
-from vram_operator.fleet import ServerDecision
 from vram_operator.manifests import load
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
 from vram_operator.render import PINNING_MODES, RenderError, RenderSettings, render
-from vram_operator.render.engine import LlamaCppLaunch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,14 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pinning-mode", choices=PINNING_MODES, default="envvar")
     parser.add_argument("--strategy", choices=STRATEGIES, default=None)
     parser.add_argument("--margin-mib", type=float, default=DEFAULT_MARGIN_MIB)
-
-
-def launch_of(decision: ServerDecision) -> LlamaCppLaunch | None:
-    """The llama.cpp launch fitting chose, when there is one."""
-    fit = decision.fit
-    if fit is None or fit.n_gpu_layers is None or fit.context_length is None:
-        return None
-    return LlamaCppLaunch(n_gpu_layers=fit.n_gpu_layers, context_length=fit.context_length, parallel=fit.parallel)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"# {server.key}: not placed ({choice.unplaced_reason}): {choice.unplaced_message}", file=sys.stderr)
             continue
         try:
-            rendered = render(server, choice.placement, choice.gpu_memory_utilization, settings, launch_of(choice))
+            rendered = render(server, choice.placement, choice.gpu_memory_utilization, settings, choice.llamacpp_launch)
         except RenderError as error:
             raise InputError(str(error), source=manifests.source_of("InferenceServer", server.key)) from None
         for warning in rendered.warnings:

@@ -46,14 +46,6 @@ def no_gpus(inputs: Inputs) -> bool:
     )
 
 
-def launch_from_args(args: Sequence[str]) -> LlamaCppLaunch | None:
-    """llama.cpp's layer count and context from the sizing's engine flags."""
-    flags = dict(zip(args[::2], args[1::2], strict=False))
-    if "--n-gpu-layers" not in flags or "-c" not in flags:
-        return None
-    return LlamaCppLaunch(n_gpu_layers=int(flags["--n-gpu-layers"]), context_length=int(flags["-c"]))
-
-
 def outcome_of(decision: fleet.ServerDecision, *, no_gpus_anywhere: bool) -> Outcome:
     if decision.sizing_error is not None:
         return Outcome(estimate_error=decision.sizing_error, estimate_error_reason="EstimateFailed")
@@ -69,6 +61,8 @@ def outcome_of(decision: fleet.ServerDecision, *, no_gpus_anywhere: bool) -> Out
         placement=decision.placement,
         utilization=decision.gpu_memory_utilization,
         utilization_mode=decision.utilization_mode,
+        utilization_tier=decision.utilization_tier,
+        utilization_explanation=decision.utilization_explanation,
         warnings=tuple(dict.fromkeys(warnings)),
         unplaced_reason=reason,
         unplaced_message=message,
@@ -95,6 +89,6 @@ def decide(servers: Sequence[InferenceServer], inputs: Inputs, manual: Sequence[
     launches = {
         key: launch
         for key, d in result.servers.items()
-        if d.placement is not None and (launch := launch_from_args(d.engine_args)) is not None
+        if d.placement is not None and (launch := d.llamacpp_launch) is not None
     }
     return Decided(outcomes, launches, tuple(result.plan.warnings))

@@ -31,6 +31,8 @@ class Outcome:
     placement: PlacementStatus | None = None
     utilization: float | None = None
     utilization_mode: Literal["auto", "manual"] | None = None
+    utilization_tier: Literal["conservative", "standard", "aggressive"] | None = None
+    utilization_explanation: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     unplaced_reason: str = "Unschedulable"
     unplaced_message: str = ""
@@ -121,6 +123,8 @@ def decided_status(
             "placement": placement,
             "gpu_memory_utilization": outcome.utilization,
             "utilization_mode": outcome.utilization_mode,
+            "utilization_tier": outcome.utilization_tier,
+            "utilization_explanation": list(outcome.utilization_explanation),
             "warnings": list(outcome.warnings),
             "conditions": conditions,
             "phase": phase_of(conditions),

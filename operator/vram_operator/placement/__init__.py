@@ -2,7 +2,6 @@
 
 from vram_operator.placement.demand import ManualAssignment, ServerDemand
 from vram_operator.placement.errors import PlacementError
-from vram_operator.placement.explain import render_table
 from vram_operator.placement.inventory import GpuSlot, Inventory, default_owner_of
 from vram_operator.placement.ledger import Ledger, Reservation
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB, plan
@@ -30,6 +29,5 @@ __all__ = [
     "default_owner_of",
     "manual_utilization",
     "plan",
-    "render_table",
     "strategy_named",
 ]

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from vram_operator.placement.fleet import GpuState
 from vram_operator.placement.inventory import GpuSlot
-from vram_operator.placement.result import Plan
 
 MAX_ALTERNATIVES = 3
 
@@ -90,43 +89,3 @@ class Choice:
         if self.notes:
             text += " Notes: " + "; ".join(self.notes) + "."
         return text
-
-
-def render_table(plan: Plan) -> str:
-    """The plan as the CLI's plain-text table."""
-    lines = [f"Strategy: {plan.strategy}   margin per GPU: {plan.margin_mib:.0f}MiB", ""]
-    rows = [("SERVER", "NODE", "GPUS", "BUDGET", "UTIL", "NOTES")]
-    for p in plan.placements:
-        util = "-" if p.gpu_memory_utilization is None else f"{p.gpu_memory_utilization:.2f}"
-        rows.append(
-            (p.server, p.node, ",".join(map(str, p.gpu_indices)), f"{p.budget_mib:.0f}MiB", util, "; ".join(p.warnings))
-        )
-    for u in plan.unplaced:
-        rows.append((u.server, "-", "-", "-", "-", f"UNPLACED {u.reason}: {u.message}"))
-    lines += _columns(rows)
-    lines += ["", "GPUs:"]
-    gpu_rows = [("NODE", "GPU", "NAME", "TOTAL", "FOREIGN", "RESERVED", "FREE AFTER", "SERVERS")]
-    for g in plan.gpus:
-        gpu_rows.append(
-            (
-                g.node,
-                str(g.index),
-                g.name,
-                f"{g.total_mib:.0f}",
-                f"{g.foreign_mib:.0f}",
-                f"{g.reserved_mib:.0f}",
-                f"{g.free_after_mib:.0f}",
-                ", ".join(g.servers),
-            )
-        )
-    lines += _columns(gpu_rows)
-    if plan.warnings:
-        lines += ["", "Warnings:", *(f"- {w}" for w in plan.warnings)]
-    if plan.placements:
-        lines += ["", "Why:", *(f"- {p.server}: {p.explanation}" for p in plan.placements)]
-    return "\n".join(lines)
-
-
-def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]

@@ -52,7 +52,6 @@ class ServerSizing:
     min_mib: float
     source: EstimateSource
     weights: WeightsEstimate | None
-    vllm_profile: vllm.VllmProfile | None = None
     llamacpp_model: LlamaCppModel | None = None
     llamacpp_settings: LlamaCppSettings | None = None
     fixed_utilization: float | None = None
@@ -202,13 +201,21 @@ def _size_vllm(spec: InferenceServerSpec, config: Mapping[str, Any] | None, gpu_
         min_mib=floor,
         source=weights.source,
         weights=weights,
-        vllm_profile=profile,
         fixed_utilization=manual,
         target_kv_tokens=target,
         is_llm=True,
         warnings=weights.warnings,
         reasons=reasons,
     )
+
+
+def vllm_profile_on_gpu(
+    sizing: ServerSizing, spec: InferenceServerSpec, gpu_total_mib: float, gpu_name: str = ""
+) -> vllm.VllmProfile | None:
+    """vLLM's start-up profile of a sized server on a given GPU (its batch defaults depend on the GPU)."""
+    if sizing.engine != "vllm" or sizing.weights is None or sizing.weights.architecture is None:
+        return None
+    return _vllm_profile(spec, sizing.weights.architecture, sizing.weights, gpu_total_mib, gpu_name)
 
 
 def _vllm_profile(
@@ -298,10 +305,18 @@ def fit_on_gpu(
     *,
     gpu_free_mib: float | None = None,
     gpu_name: str = "",
+    utilization: float | None = None,
 ) -> GpuFit:
-    """What the engine does with `budget_mib` on a GPU of `gpu_total_mib` (free at start: `gpu_free_mib`)."""
-    if sizing.engine == "vllm" and sizing.vllm_profile is not None and sizing.weights is not None:
-        return _fit_vllm(sizing, spec, budget_mib, gpu_total_mib, gpu_free_mib=gpu_free_mib, gpu_name=gpu_name)
+    """What the engine does with `budget_mib` on a GPU of `gpu_total_mib` (free at start: `gpu_free_mib`).
+
+    vLLM runs at `utilization` when given, else at its manual value, else at the budget's share of
+    the GPU rounded down (vLLM must never reserve more than the budget the ledger holds for it).
+    """
+    profile = vllm_profile_on_gpu(sizing, spec, gpu_total_mib, gpu_name)
+    if profile is not None:
+        if utilization is None:
+            utilization = sizing.fixed_utilization or math.floor(budget_mib / gpu_total_mib * 100) / 100
+        return _fit_vllm(sizing, profile, budget_mib, gpu_total_mib, utilization=utilization, gpu_free_mib=gpu_free_mib)
     if sizing.engine == "llamacpp" and sizing.llamacpp_model is not None:
         fit = fit_llamacpp(sizing.llamacpp_model, budget_mib, sizing.llamacpp_settings)
         est = fit.estimate
@@ -344,20 +359,13 @@ def fit_on_gpu(
 
 def _fit_vllm(
     sizing: ServerSizing,
-    spec: InferenceServerSpec,
+    profile: vllm.VllmProfile,
     budget_mib: float,
     gpu_total_mib: float,
     *,
+    utilization: float,
     gpu_free_mib: float | None,
-    gpu_name: str,
 ) -> GpuFit:
-    assert sizing.weights is not None and sizing.weights.architecture is not None
-    profile = _vllm_profile(spec, sizing.weights.architecture, sizing.weights, gpu_total_mib, gpu_name)
-    if sizing.fixed_utilization is not None:
-        utilization = sizing.fixed_utilization
-    else:
-        # Round down: vLLM must never reserve more than the budget the ledger holds for it.
-        utilization = math.floor(budget_mib / gpu_total_mib * 100) / 100
     fit = vllm.fit(profile, gpu_total_mib, utilization, gpu_free_mib)
     overhead = fit.non_torch_mib + (fit.cuda_graph_mib if fit.cuda_graph_subtracted else 0.0)
     estimate = EstimateStatus(

@@ -16,7 +16,7 @@ from vram_operator.api.inference_server import (
 )
 from vram_operator.controller import annotations as notes
 from vram_operator.controller.book import ReservationBook
-from vram_operator.controller.decision import Inputs, decide, launch_from_args, no_gpus
+from vram_operator.controller.decision import Inputs, decide, no_gpus
 from vram_operator.controller.servers import decision_event, for_render, pins_for, with_overrides
 
 MARGIN = 256.0
@@ -68,12 +68,6 @@ def test_missing_config_map_is_an_estimate_error_not_an_exception() -> None:
     outcome = decide([server], Inputs(nodes=[gpu_node("ws", 1)], reserved=[])).outcomes["ns/llm"]
     assert outcome.estimate_error is not None and "cfg" in outcome.estimate_error
     assert outcome.placement is None
-
-
-def test_launch_from_llamacpp_args() -> None:
-    launch = launch_from_args(("--n-gpu-layers", "33", "-c", "8192"))
-    assert launch is not None and (launch.n_gpu_layers, launch.context_length) == (33, 8192)
-    assert launch_from_args(("--gpu-memory-utilization", "0.50")) is None
 
 
 def placement(uuid: str) -> PlacementStatus:

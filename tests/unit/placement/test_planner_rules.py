@@ -7,7 +7,6 @@ from placement_helpers import fleet, generic, llm, reserved_on
 
 from vram_operator.placement.demand import ManualAssignment, ServerDemand
 from vram_operator.placement.errors import PlacementError
-from vram_operator.placement.explain import render_table
 from vram_operator.placement.inventory import Inventory, make_slot
 from vram_operator.placement.ledger import Ledger, Reservation
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB, plan
@@ -277,12 +276,3 @@ def test_bad_input_is_a_field_error() -> None:
     assert error.value.field == "server"
     with pytest.raises(PlacementError):
         plan(_two_gpus(), [], "VRAMBased", margin_mib=-1)
-
-
-def test_table_lists_placements_unplaced_gpus_and_reasons() -> None:
-    result = plan(_two_gpus(foreign0=1200), [llm("ai/chat", 6000), generic("ai/huge", 90000)], "VRAMBased")
-    table = render_table(result)
-    assert "ai/chat" in table and "UNPLACED InsufficientMemory" in table
-    gpu_line = next(line for line in table.splitlines() if "NVIDIA RTX A5500" in line and line.startswith("ws"))
-    assert gpu_line.split()[-3:] == ["6000", "17108", "ai/chat"]
-    assert "Why:" in table and "most free memory" in table

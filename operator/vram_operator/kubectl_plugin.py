@@ -26,6 +26,7 @@ from vram_operator.api.gpu_node import GpuDeviceStatus, GpuProcess
 from vram_operator.commands.output import console, mib_text, print_json
 from vram_operator.commands.plan import plan_document
 from vram_operator.commands.plan import print_table as print_plan_table
+from vram_operator.controller.gpu_view import reserved_by
 from vram_operator.fleet import FleetDecision, decide
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
 from vram_operator.render.metadata import SERVER_LABEL
@@ -69,18 +70,6 @@ def owner_of(process: GpuProcess, pod_labels: Mapping[PodKey, Mapping[str, str]]
     return Owner("pod", f"{namespace}/{process.pod_name}")
 
 
-def reserved_by_gpu(servers: Iterable[InferenceServer]) -> dict[str, float]:
-    """VRAM the operator reserved per GPU UUID, from the servers' status.placement."""
-    reserved: dict[str, float] = {}
-    for server in servers:
-        placement = server.status.placement if server.status else None
-        if placement is None:
-            continue
-        for gpu in placement.gpus:
-            reserved[gpu.uuid] = reserved.get(gpu.uuid, 0.0) + placement.budget_mib
-    return reserved
-
-
 # --- pure: top --------------------------------------------------------------------------------
 
 
@@ -102,7 +91,7 @@ def top_table(
 ) -> Table:
     """nvidia-smi for the cluster: one row per GPU (used / total, reserved by the operator), then one
     row per process with its owner."""
-    reserved = reserved_by_gpu(servers)
+    reserved = reserved_by(servers)
     server_keys = [server.key for server in servers]
     table = Table(title="GPU memory (from GpuNode status)", show_lines=False)
     for column, justify in (

@@ -173,7 +173,7 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
         if placement is not None:
             try:  # rendering is pure: a spec it rejects fails before anything is written
                 rendered = render(for_render(server), placement, outcome.utilization, settings.render, launch)
-                objects = [_with_termination_logs(obj) for obj in rendered.objects]
+                objects = rendered.objects
             except RenderError as error:
                 outcome = Outcome(estimate_error=str(error), estimate_error_reason="RenderFailed")
                 placement = None
@@ -421,13 +421,3 @@ def _with_assignment(placement: PlacementStatus | None, server: InferenceServer)
     if placement is None or assigned is None:
         return placement
     return placement.model_copy(update={"assignment": assigned.assignment, "strategy": "Manual"})
-
-
-def _with_termination_logs(obj: dict[str, Any]) -> dict[str, Any]:
-    """vLLM prints its memory errors to the log: let the kubelet copy the tail into the
-    termination message, so failures are read from the pod status instead of log requests."""
-    if obj.get("kind") != "Deployment":
-        return obj
-    for container in obj["spec"]["template"]["spec"].get("containers", []):
-        container.setdefault("terminationMessagePolicy", "FallbackToLogsOnError")
-    return obj

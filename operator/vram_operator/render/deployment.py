@@ -139,6 +139,9 @@ def render_deployment(
             "env": env,
             "resources": resources,
             "volumeMounts": [dict(mount) for mount in server.spec.volume_mounts] + shm_mounts,
+            # Engines print their memory errors to the log: the kubelet copies the tail into the
+            # termination message, so the operator reads failures from the pod status.
+            "terminationMessagePolicy": "FallbackToLogsOnError",
             **probes(engine.probe_handler, settings),
         }
     )

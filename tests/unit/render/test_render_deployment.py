@@ -26,6 +26,8 @@ def test_envvar_deployment_is_valid_and_pins_gpus_by_uuid() -> None:
     assert terms == [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["workstation"]}]}]
     assert "resourceClaims" not in pod
     assert rendered.warnings == ()
+    # vLLM's memory errors reach the pod status, where the operator reads them.
+    assert container(deployment)["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
 def test_identity_labels_owner_and_strategy() -> None:

@@ -12,6 +12,7 @@ from rich.console import Console, RenderableType
 
 from vram_operator.api import GpuNode, InferenceServer
 from vram_operator.api.gpu_node import GpuProcess
+from vram_operator.controller.gpu_view import reserved_by
 from vram_operator.fleet import decide
 from vram_operator.kubectl_plugin import (
     Owner,
@@ -24,7 +25,6 @@ from vram_operator.kubectl_plugin import (
     not_sized_table,
     owner_of,
     parse_server,
-    reserved_by_gpu,
     split_server,
     top_table,
 )
@@ -136,7 +136,7 @@ def test_lost_gpu_is_flagged() -> None:
 @given(st.lists(st.tuples(st.sampled_from(["GPU-a", "GPU-b", "GPU-c"]), st.floats(0, 80000)), max_size=12))
 def test_reservations_add_up_per_gpu(entries: list[tuple[str, float]]) -> None:
     servers = [server(f"s{i}", status=placed("n", uuid, 0, budget)) for i, (uuid, budget) in enumerate(entries)]
-    reserved = reserved_by_gpu([*servers, server("unplaced")])
+    reserved = reserved_by([*servers, server("unplaced")])
     assert set(reserved) == {uuid for uuid, _ in entries}
     assert sum(reserved.values()) == pytest.approx(sum(budget for _, budget in entries))
 

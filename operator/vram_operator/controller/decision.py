@@ -66,6 +66,8 @@ def outcome_of(decision: fleet.ServerDecision, *, no_gpus_anywhere: bool) -> Out
         warnings=tuple(dict.fromkeys(warnings)),
         unplaced_reason=reason,
         unplaced_message=message,
+        predicted_fit_reason=decision.fit_reason if decision.placement is not None else "",
+        predicted_fit_message=decision.fit_message,
     )
 
 

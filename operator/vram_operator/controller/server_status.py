@@ -36,6 +36,9 @@ class Outcome:
     warnings: tuple[str, ...] = ()
     unplaced_reason: str = "Unschedulable"
     unplaced_message: str = ""
+    # What the engine is predicted to do where it is placed (sizing.vllm.fit's reason; "Fits" or "").
+    predicted_fit_reason: str = ""
+    predicted_fit_message: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,10 @@ class Observation:
     failure_reason: str | None = None  # CamelCase, e.g. NoCacheBlocks (the reasons sizing.vllm.fit predicts)
     failure_message: str = ""
     extra_warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+# MemoryFits reasons that come from measurement (the others are predictions from sizing).
+MEASURED_REASONS = frozenset({"MeasuredAboveBudget", "WithinBudget"})
 
 
 def gpu_summary(placement: PlacementStatus) -> str:
@@ -113,6 +120,17 @@ def decided_status(
                 generation=generation,
                 now=now,
             )
+    if outcome.placement is not None and outcome.predicted_fit_reason not in ("", "Fits"):
+        # Known before anything runs: say so now rather than after a crash loop.
+        conditions = set_condition(
+            conditions,
+            "MemoryFits",
+            False,
+            outcome.predicted_fit_reason,
+            outcome.predicted_fit_message,
+            generation=generation,
+            now=now,
+        )
     placement = outcome.placement
     if placement is not None and not placement.gpu_summary:
         placement = placement.model_copy(update={"gpu_summary": gpu_summary(placement)})
@@ -148,7 +166,10 @@ def observed_status(
     )
     budget = previous.placement.budget_mib if previous.placement else 0.0
     memory = observation.memory
-    if memory is None:
+    predicted_failure = any(
+        c.type == "MemoryFits" and c.status == "False" and c.reason not in MEASURED_REASONS for c in conditions
+    )
+    if memory is None and not predicted_failure:  # a predicted failure stands until something is measured
         conditions = set_condition(
             conditions,
             "MemoryFits",
@@ -158,7 +179,7 @@ def observed_status(
             generation=generation,
             now=now,
         )
-    else:
+    elif memory is not None:
         over = [gpu for gpu in memory.per_gpu if budget and gpu.used_mib > budget]
         message = (
             f"measured {max(g.used_mib for g in over):.0f}MiB above the {budget:.0f}MiB budget"

@@ -124,3 +124,17 @@ def test_status_patch_clears_dropped_fields() -> None:
     assert isinstance(body, dict)
     assert body["placement"] is None
     assert body["phase"] == "Pending"
+
+
+def test_predicted_engine_failure_sets_memory_fits_false_until_measured() -> None:
+    placed = PlacementStatus(node="ws", gpus=[PlacedGpu(index=0, uuid="G0")], budget_mib=4000)
+    outcome = Outcome(placement=placed, predicted_fit_reason="NoCacheBlocks", predicted_fit_message="no KV blocks")
+    decided = decided_status(None, outcome, generation=1, now=T1)
+    fits = next(c for c in decided.conditions if c.type == "MemoryFits")
+    assert (fits.status, fits.reason) == ("False", "NoCacheBlocks")
+    unmeasured = observed_status(decided, Observation(ready=False), generation=1, now=T1)
+    assert next(c for c in unmeasured.conditions if c.type == "MemoryFits").reason == "NoCacheBlocks"
+    memory = MeasuredMemory(used_mib=100, total_mib=24564, percent=0.4, per_gpu=[
+        MeasuredGpuMemory(uuid="G0", used_mib=100, total_mib=24564)])  # fmt: skip
+    measured = observed_status(decided, Observation(ready=True, memory=memory), generation=1, now=T1)
+    assert next(c for c in measured.conditions if c.type == "MemoryFits").reason == "WithinBudget"

@@ -127,7 +127,8 @@ def loaded_processes(api: client.ApiClient, objects: list[dict[str, Any]]) -> di
                 pid += 1
                 by_gpu.setdefault(gpu["index"], []).append(
                     {"pid": pid, "usedMiB": round(placement["budgetMiB"] * LOADED_SHARE),
-                     "pod": f"{meta['namespace']}/{pod.metadata.name}", "container": "server"}
+                     "pod": f"{meta['namespace']}/{pod.metadata.name}", "podUID": pod.metadata.uid,
+                     "container": "server"}
                 )  # fmt: skip
     return by_gpu
 
@@ -180,7 +181,7 @@ def up() -> int:
     write_profile(profile_path, profile(node, loaded_processes(api, server_objects(api, servers))))
     wait_for("measured memory", lambda: all(
         (o.get("status") or {}).get("memory") for o in server_objects(api, servers)
-        if ((o.get("status") or {}).get("placement") or {}).get("gpus")), timeout=60)  # fmt: skip
+        if ((o.get("status") or {}).get("placement") or {}).get("gpus")), timeout=120)  # fmt: skip
     print_servers(server_objects(api, servers))
     print(f"\nup in {time.monotonic() - started:.0f}s; logs in {work}")
     print(f"export KUBECONFIG={kubeconfig}")

@@ -17,6 +17,10 @@ from vram_operator.api import InferenceServer
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "hack"))
+
+from localcluster.process import pid_alive  # noqa: E402
+
 SERVERS = ("ai-llm", "ai-yolo26", "ai-florence", "ai-clip", "ai-enrichment")
 DEMO_TIMEOUT = 600
 
@@ -36,8 +40,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[s
     finally:
         subprocess.run([*command, "--down"], env=env, capture_output=True, timeout=120, check=False)
         assert not state.exists()
-        # --down stops every process the demo started (each led its own process group).
-        assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
+        # --down stops every process the demo started (zombies awaiting their adopter count as gone).
+        assert [pid for pid in pids if pid_alive(pid)] == []
 
 
 def test_every_server_is_placed_running_and_measured(demo: tuple[str, dict[str, object]]) -> None:

@@ -8,7 +8,9 @@ program with pulp and its bundled CBC solver: maximise the VRAM placed subject t
 same budget per GPU; dedicated alone, also away from existing reservations; unusable GPUs take none).
 Plain first-fit decreasing is the baseline.
 
-Run: python benchmarks/placement_quality.py [--instances 200] [--seed 1] [--time-limit 20]
+Run: python benchmarks/placement_quality.py [--instances 200] [--seed 1] [--time-limit 20] [--show-worst K]
+(--show-worst lists, per strategy, the K instances furthest from the optimum by their number: instance n
+is the n-th drawn from the seed, so a run with --instances n+1 ends with it.)
 """
 
 from __future__ import annotations
@@ -172,6 +174,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--time-limit", type=float, default=20.0, help="CBC seconds per instance")
+    parser.add_argument("--show-worst", type=int, default=0, metavar="K", help="list the K worst instances")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     ratios: dict[str, list[float]] = {name: [] for name in ("FirstFitDecreasing", *STRATEGIES)}
@@ -198,6 +201,10 @@ def main() -> None:
     for name, values in ratios.items():
         hits = sum(v >= 99.999 for v in values)
         print(f"{name:26} {statistics.fmean(values):8.2f} {min(values):8.2f} {hits:6d}/{len(values)}")
+    for name, values in ratios.items():
+        if args.show_worst and name != "FirstFitDecreasing":
+            worst = sorted(range(len(values)), key=lambda n: (values[n], n))[: args.show_worst]
+            print(f"worst {name}: " + ", ".join(f"#{n} {values[n]:.2f}%" for n in worst))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from vram_operator.placement.fleet import Fleet, GpuState, Score, Tenant
 from vram_operator.placement.inventory import Inventory
 from vram_operator.placement.ledger import Ledger
 from vram_operator.placement.result import GpuSummary, Placement, Plan, Unplaced
+from vram_operator.placement.search import Bin, Item, pack
 from vram_operator.placement.strategies import Strategy, strategy_named
 
 # Head-room kept free on every GPU, on top of reservations and measured foreign use. Servers' own
@@ -103,7 +104,7 @@ def plan(
         planner.run()
         return planner
 
-    best = attempt(None)
+    best = first = attempt(None)
     if best.complete:
         return best.result()
     # Something did not fit. Plain packing passes (plus the same repair) may find a set of servers that
@@ -121,7 +122,20 @@ def plan(
             best = packed
         if best.complete:
             break
-    if best.packing is not None:
+    if best.leftover and len(by_server) <= SEARCH_SERVERS and len(inventory.slots) <= SEARCH_GPUS:
+        searched = _Planner(
+            inventory=inventory,
+            demands=by_server,
+            strategy=chosen,
+            ledger=ledger or Ledger(),
+            margin_mib=margin_mib,
+            manual=manual,
+            packing=None,
+        )
+        searched.run_exact(beat=best.placed_mib)
+        if searched.placed_mib > best.placed_mib + _EPS:
+            best = searched
+    if best is not first:
         best.polish()
     return best.result()
 
@@ -174,6 +188,11 @@ RECREATE_ORDERS: tuple[Packing, ...] = (
 # places less than it), a plan tries up to MAX_RESTARTS more while their total stays within PACKING_WORK.
 PACKING_WORK = 400_000
 MAX_RESTARTS = 40
+# When servers are still left over on a small problem, an exact search (search.py) gets this many steps
+# (a few tenths of a second at most); problems above these sizes never run it.
+SEARCH_SERVERS = 60
+SEARCH_GPUS = 64
+SEARCH_STEPS = 20_000
 
 
 class _Planner:
@@ -243,6 +262,33 @@ class _Planner:
         if pending:
             pending = self._recreate(pending)
         self.leftover = [d for d in pending if not (d.shrinkable and self._place_free(d, shrink=True))]
+
+    def run_exact(self, *, beat: float) -> None:
+        """Pins and fixed utilizations as in run(); the other servers where the exact search puts them if
+        that places more than `beat` MiB in all, else nowhere (the caller then keeps its other plan)."""
+        searchable: list[ServerDemand] = []
+        for demand in sorted(self.demands.values(), key=self._order_key):
+            if demand.pinned:
+                try:
+                    self._place_pinned(demand)
+                except _PinError as failure:
+                    self.unplaced[demand.server] = Unplaced(demand.server, failure.reason, failure.message)
+            elif demand.fixed_utilization is not None:
+                if not self._place_free(demand, shrink=False):
+                    self.leftover.append(demand)
+            else:
+                searchable.append(demand)
+        bins = [Bin(g.slot.node, g.free, vacant=g.vacant, open=g.key is not None) for g in self.fleet.gpus]
+        items = [Item(d.server, d.preferred_mib, d.tensor_parallel, d.dedicated) for d in searchable]
+        found = pack(bins, items, beat=beat - self.placed_mib, steps=SEARCH_STEPS) or {}
+        why = "exact search: part of the set of servers that places the most VRAM"
+        for demand in searchable:
+            if demand.server in found:
+                group = [self.fleet.gpus[p] for p in found[demand.server]]
+                self._commit(demand, group, demand.preferred_mib, runners_up=[], too_small=[], why=why)
+        self.leftover += [
+            d for d in searchable if d.server not in found and not (d.shrinkable and self._place_free(d, shrink=True))
+        ]
 
     @property
     def complete(self) -> bool:

@@ -121,6 +121,7 @@ class _Search:
         rng = Random(0)
         self.budget = steps
         while self.budget > 0:
+            self.budget -= 1  # a fill that takes no item must still cost a step, or this never ends
             jitter = {it.name: rng.uniform(0.7, 1.3) for it in self.items}
             order = sorted(
                 (it for it in self.items if rng.random() >= 0.1), key=lambda it: (-it.total * jitter[it.name], it.name)

@@ -211,3 +211,9 @@ def test_large_problems_never_run_the_search(monkeypatch: pytest.MonkeyPatch) ->
     demands = [generic(f"ns/s{i:02d}", 3000 + 37 * i) for i in range(planner.SEARCH_SERVERS + 1)]
     result = plan(many, demands, "VRAMBased")
     assert result.unplaced  # something was left over, and still no search
+
+
+def test_every_restart_costs_a_step_even_when_it_packs_nothing() -> None:
+    # Nothing to pack (or nothing that fits) must end within the step budget, not loop forever.
+    assert pack([Bin("n", 100.0)], [], beat=0.0, steps=50) is None
+    assert pack([Bin("n", 100.0)], [Item("a", 500.0)], beat=0.0, steps=50) is None

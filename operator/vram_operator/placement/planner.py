@@ -91,8 +91,8 @@ def plan(
             raise PlacementError(f"server {demand.server} is listed twice", field="server")
         by_server[demand.server] = demand
 
-    def attempt(packing: Packing | None) -> _Planner:
-        planner = _Planner(
+    def planner_for(packing: Packing | None) -> _Planner:
+        return _Planner(
             inventory=inventory,
             demands=by_server,
             strategy=chosen,
@@ -101,6 +101,9 @@ def plan(
             manual=manual,
             packing=packing,
         )
+
+    def attempt(packing: Packing | None) -> _Planner:
+        planner = planner_for(packing)
         planner.run()
         return planner
 
@@ -123,15 +126,7 @@ def plan(
         if best.complete:
             break
     if best.leftover and len(by_server) <= SEARCH_SERVERS and len(inventory.slots) <= SEARCH_GPUS:
-        searched = _Planner(
-            inventory=inventory,
-            demands=by_server,
-            strategy=chosen,
-            ledger=ledger or Ledger(),
-            margin_mib=margin_mib,
-            manual=manual,
-            packing=None,
-        )
+        searched = planner_for(None)
         searched.run_exact(beat=best.placed_mib)
         if searched.placed_mib > best.placed_mib + _EPS:
             best = searched

@@ -11,6 +11,15 @@ import yaml
 from ship_helpers import CHART, run, tool
 
 RenderChart = Callable[..., list[dict[str, Any]]]
+# Fixtures that need a binary built by hack/build-tools.sh: tests using them are marked `tools`, and
+# hack/test.sh runs them after the build (a fresh machine has no tools when the unit tests start).
+TOOL_FIXTURES = frozenset({"helm", "promtool", "render_chart"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if TOOL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.tools)
 
 
 @pytest.fixture(scope="session")

@@ -43,7 +43,7 @@ class EngineVersion:
         """ "0.19.0", "v0.10.1.1", "~0.7.x (V0)" -> the leading major.minor[.patch]."""
         match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text or DEFAULT_ENGINE_VERSION)
         if match is None:
-            raise SizingError(f"engine version {text!r} is not like 0.19.0", field="engineVersion")
+            raise SizingError(f"engineVersion {text!r} is not a version like 0.19.0", field="engineVersion")
         return cls(int(match[1]), int(match[2]), int(match[3] or 0))
 
     def __str__(self) -> str:

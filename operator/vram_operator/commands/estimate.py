@@ -162,7 +162,10 @@ def _estimate(
         if minimum > ceiling:
             limit = min(vllm.DEFAULT_UTILIZATION, ceiling)
             found = remedies(shape, limit, _quantized_weights(args, directory, arch, weights.quantization))
-            result |= _remedy_keys(found)
+            where = f"one {total:.0f} MiB GPU"
+            if args.gpu_free_mib is not None:
+                where = f"the {args.gpu_free_mib:.0f} MiB free of {where}"
+            result |= _remedy_keys(found, where, engine_message=str(result["message"]))
         return {**result, "warnings": warnings}
     sizing = size_server(spec, config, gpu_total_mib=total)
     budget = min(total if args.gpu_free_mib is None else args.gpu_free_mib, total)
@@ -230,14 +233,14 @@ def _no_utilization_fits(profile: vllm.VllmProfile, minimum: float) -> dict[str,
     }
 
 
-def _remedy_keys(found: Remedies) -> dict[str, Any]:
+def _remedy_keys(found: Remedies, where: str, *, engine_message: str) -> dict[str, Any]:
     """Where the model does not fit this GPU: what it needs per GPU and what would make it fit."""
     need = (
-        f"does not fit one {found.gpu_total_mib:.0f} MiB GPU: needs {found.required_mib_per_gpu:.0f} MiB per GPU "
+        f"does not fit {where}: needs {found.required_mib_per_gpu:.0f} MiB per GPU "
         f"for one {found.max_model_len_now}-token request; {'; '.join(found.lines())}"
     )
     return {
-        "message": need,
+        "message": f"{need}. {engine_message}" if engine_message else need,
         "suggestions": list(found.lines()),
         "minTensorParallelSize": found.tensor_parallel_size,
         "maxFittingModelLen": found.max_model_len,

@@ -113,3 +113,17 @@ def test_an_engine_version_newer_than_the_model_knows_is_a_warning(capsys: pytes
     assert result["fits"] is True
     assert any("9.9.9" in w and "assuming 0.21 behaviour" in w for w in result["warnings"])  # type: ignore[attr-defined]
     assert _estimate(capsys, *common, "--engine-version", "0.21.3", "--max-model-len", "8192")["warnings"] == []
+
+
+def test_what_would_fit_respects_the_free_memory(capsys: pytest.CaptureFixture[str]) -> None:
+    # 0.91 of the H100 is needed at 8k, 60000 MiB (0.73) is free: vLLM's start-up check fails; TP 2 fits in 0.73.
+    result = _estimate(
+        capsys, "--config", LLAMA_70B, "--gpu-memory-mib", H100, "--gpu-free-mib", "60000", "--quantization", "fp8",
+        "--max-model-len", "8192",
+    )  # fmt: skip
+    assert (result["fits"], result["reason"]) == (False, "StartupFreeMemory")
+    message = str(result["message"])
+    assert message.startswith("does not fit the 60000 MiB free of one 81559 MiB GPU")
+    assert "Free memory on device" in message  # vLLM's own words stay
+    assert result["minTensorParallelSize"] == 2 and result["maxFittingModelLen"] is None
+    assert any("utilization <= 0.73" in line for line in result["suggestions"])  # type: ignore[attr-defined]

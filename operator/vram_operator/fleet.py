@@ -20,7 +20,7 @@ from vram_operator.placement.errors import PlacementError
 from vram_operator.placement.inventory import Inventory, OwnerOf, default_owner_of
 from vram_operator.placement.ledger import Ledger
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB, plan
-from vram_operator.placement.result import GpuSummary, Placement, Plan
+from vram_operator.placement.result import GpuSummary, Placement, Plan, Unplaced
 from vram_operator.placement.utilization import (
     GpuRoom,
     Tier,
@@ -57,9 +57,12 @@ class ServerDecision:
     fits: bool = False
     fit_reason: str = ""
     fit_message: str = ""
-    # Sizing failed (bad spec or config.json): the server cannot be estimated.
+    # The spec can never work (bad spec or config.json, whatever the fleet): the message and the spec
+    # field to fix. Never set for a lack of room.
     sizing_error: str | None = None
     sizing_field: str | None = None
+    # The spec is fine but does not fit now (InsufficientMemory, PinnedGpuUnavailable, ...): a reason
+    # and a message with the numbers; deciding again once the fleet changes may place it.
     unplaced_reason: str | None = None
     unplaced_message: str | None = None
     warnings: tuple[str, ...] = ()
@@ -187,8 +190,14 @@ def decide(
     )
     by_key = {server.key: server for server in servers}
     for placement in result.placements:
-        decisions[placement.server] = _placed(by_key[placement.server], sizings[placement.server], placement, result)
+        decision = _placed(by_key[placement.server], sizings[placement.server], placement, result)
+        if decision.placement is None:
+            # The engine cannot start on the GPU the planner chose: not a placement.
+            result = _withdrawn(result, placement, decision)
+        decisions[placement.server] = decision
     for unplaced in result.unplaced:
+        if unplaced.server in decisions:
+            continue
         sizing = sizings[unplaced.server]
         best = _best_gpu_fit(by_key[unplaced.server], sizing, result, inventory)
         decisions[unplaced.server] = ServerDecision(
@@ -220,8 +229,31 @@ def _best_gpu_fit(server: InferenceServer, sizing: ServerSizing, result: Plan, i
         return None
     gpu = max(candidates, key=lambda g: (g.total_mib - g.foreign_mib - g.reserved_mib, g.total_mib))
     free = gpu.total_mib - gpu.foreign_mib - gpu.reserved_mib
-    budget = (sizing.fixed_utilization or 0.0) * gpu.total_mib or max(free - result.margin_mib, 1.0)
+    budget = (sizing.fixed_utilization or 0.0) * gpu.total_mib or max(free - result.margin_mib, 0.0)
     return fit_on_gpu(sizing, server.spec, budget, gpu.total_mib, gpu_free_mib=max(free, 0.0), gpu_name=gpu.name)
+
+
+def _withdrawn(result: Plan, placement: Placement, decision: ServerDecision) -> Plan:
+    """`result` with `placement` moved to the unplaced (its budget no longer held on its GPUs)."""
+    held = set(placement.gpu_uuids)
+    gpus = tuple(
+        dataclasses.replace(
+            gpu,
+            reserved_mib=gpu.reserved_mib - placement.budget_mib,
+            free_after_mib=gpu.free_after_mib + placement.budget_mib,
+            servers=tuple(s for s in gpu.servers if s != placement.server),
+        )
+        if gpu.uuid in held
+        else gpu
+        for gpu in result.gpus
+    )
+    unplaced = Unplaced(placement.server, decision.unplaced_reason or "", decision.unplaced_message or "")
+    return dataclasses.replace(
+        result,
+        placements=tuple(p for p in result.placements if p.server != placement.server),
+        unplaced=(*result.unplaced, unplaced),
+        gpus=gpus,
+    )
 
 
 def _placed(server: InferenceServer, sizing: ServerSizing, placement: Placement, result: Plan) -> ServerDecision:
@@ -240,6 +272,19 @@ def _placed(server: InferenceServer, sizing: ServerSizing, placement: Placement,
         gpu_name=smallest.name,
         utilization=choice.utilization if choice else None,
     )
+    if sizing.engine == "vllm" and fit.utilization is None:
+        where = f"{placement.node} GPU {smallest.index} ({smallest.name}, {smallest.total_mib:.0f}MiB)"
+        return ServerDecision(
+            server=placement.server,
+            estimate=fit.estimate,
+            fit_reason=fit.reason,
+            fit_message=fit.message,
+            unplaced_reason="InsufficientMemory",
+            unplaced_message=f"cannot start on {where}: {fit.message}",
+            warnings=sizing.warnings,
+            reasons=sizing.reasons,
+            fit=fit,
+        )
     status = PlacementStatus(
         node=placement.node,
         gpus=[PlacedGpu(index=g.index, uuid=g.uuid, name=g.name, total_mib=g.total_mib) for g in gpus],

@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vram_operator.api import GpuNode, InferenceServer
 from vram_operator.fleet import decide
+from vram_operator.placement.demand import ManualAssignment
 
 QWEN = json.loads(
     (Path(__file__).resolve().parents[1] / "fixtures/model-configs/Qwen__Qwen2.5-7B-Instruct.json").read_text()
@@ -50,7 +52,7 @@ def server(name: str, **spec: Any) -> InferenceServer:
 
 def qwen(name: str, **spec: Any) -> InferenceServer:
     base: dict[str, Any] = {"model": {"name": "Qwen/Qwen2.5-7B-Instruct", "configMapRef": {"name": "qwen"}}}
-    return server(name, engine="vllm", maxModelLen=8192, **(base | spec))
+    return server(name, engine="vllm", **({"maxModelLen": 8192} | base | spec))
 
 
 def test_auto_utilization_stays_within_the_reserved_budget() -> None:
@@ -146,3 +148,134 @@ def test_auto_utilization_is_explained_with_a_tier() -> None:
     assert any("KV floor" in line for line in llm.utilization_explanation)
     assert llm.placement is not None and llm.gpu_memory_utilization is not None
     assert llm.gpu_memory_utilization * 46068 <= llm.placement.budget_mib
+
+
+# --- no room is never a spec error ----------------------------------------------------------
+
+A400 = ("NVIDIA RTX A400", 4094.0)
+
+
+def qwen_small(name: str, **spec: Any) -> InferenceServer:
+    return server(name, engine="vllm", model={"name": "Qwen/Qwen2.5-0.5B-Instruct"}, maxModelLen=4096, **spec)
+
+
+@pytest.mark.parametrize("free", [0.0, 30.0, 40.0])
+def test_a_full_gpu_leaves_a_vllm_server_unplaced_for_memory_not_failed(free: float) -> None:
+    # Before: "utilization 0.0 must be in (0, 1]" raised out of decide when under 1% of the GPU was free
+    # (40 MiB of 4094 is 0.0097): the operator reported InvalidSpec and failed the server for good.
+    total = A400[1]
+    nodes = [node("n", (A400[0], total, total - 256 - free))]
+    decision = decide([qwen_small("q")], nodes, margin_mib=256).servers["ai/q"]
+    assert decision.sizing_error is None and decision.sizing_field is None
+    assert decision.placement is None
+    assert decision.unplaced_reason == "InsufficientMemory"
+    assert f"the most free is {free:.0f}MiB" in (decision.unplaced_message or "")
+    assert "needs 1950MiB per GPU" in (decision.unplaced_message or "")
+    assert decision.fit_reason == "InsufficientMemory"
+    assert "vLLM needs 1806 MiB per GPU" in decision.fit_message
+    assert decision.estimate is not None and decision.estimate.total_mib == pytest.approx(1806, abs=1)
+
+
+def test_room_for_one_hundredth_of_the_gpu_is_the_engine_failing_there_not_a_spec_error() -> None:
+    # The first utilization vLLM can be given (0.01): the engine's own failure, still not placed.
+    total = A400[1]
+    nodes = [node("n", (A400[0], total, total - 256 - 41))]
+    decision = decide([qwen_small("q")], nodes, margin_mib=256).servers["ai/q"]
+    assert (decision.sizing_error, decision.unplaced_reason) == (None, "InsufficientMemory")
+    assert (decision.gpu_memory_utilization, decision.fit_reason) == (0.01, "NoCacheBlocks")
+
+
+def test_a_manual_pin_on_a_gpu_smaller_than_the_model_is_no_placement() -> None:
+    # Manual may over-commit, but vLLM needs 15.8 GB for one request: it can never start on a 4 GB GPU.
+    pin = ManualAssignment(server="ai/big", node="n", gpus=("0",), budget_override_mib=None)
+    decision = decide(
+        [qwen("big")], [node("n", (*A400, 0.0))], strategy="Manual", manual=[pin], config_maps=CONFIG_MAPS
+    )
+    big = decision.servers["ai/big"]
+    assert (big.sizing_error, big.placement, big.unplaced_reason) == (None, None, "InsufficientMemory")
+    assert "cannot start on n GPU 0" in (big.unplaced_message or "")
+    assert "vLLM needs 15800 MiB per GPU" in (big.unplaced_message or "")
+    assert decision.plan.placements == ()
+    assert [u.server for u in decision.plan.unplaced] == ["ai/big"]
+    assert decision.plan.gpus[0].reserved_mib == 0 and decision.plan.gpus[0].servers == ()
+
+
+SPECS = [
+    {"engine": "vllm", "model": {"name": "Qwen/Qwen2.5-0.5B-Instruct"}, "maxModelLen": 4096},
+    {"engine": "vllm", "model": {"name": "Qwen/Qwen2.5-0.5B-Instruct"}, "maxModelLen": 32768},
+    {"engine": "vllm", "model": {"name": "Qwen/Qwen2.5-0.5B-Instruct"}, "gpuMemoryUtilization": 0.5},
+    {"engine": "vllm", "model": {"name": "q", "configMapRef": {"name": "qwen"}}, "maxModelLen": 8192},
+    {"engine": "vllm", "model": {"name": "q", "configMapRef": {"name": "qwen"}}, "tensorParallelSize": 2},
+    {"engine": "vllm", "model": {"name": "q", "configMapRef": {"name": "qwen"}}, "gpuMemoryUtilization": 0.9},
+    {"engine": "llamacpp", "model": {"name": "org/model-8B-Q4_K_M.gguf"}, "maxModelLen": 8192},
+    {"engine": "generic", "vramBudget": "650Mi"},
+]
+# Share of a GPU used by others: nearly full (under 1% left after the margin, or nothing) three times in four.
+nearly_full = st.sampled_from([0.93, 0.935, 0.96, 0.99, 1.0])
+gpu_states = st.lists(
+    st.tuples(
+        st.sampled_from([4094, 12288, 24564, 46068, 81559]),
+        st.one_of(nearly_full, nearly_full, nearly_full, st.floats(min_value=0.0, max_value=1.0)),
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(SPECS),
+    gpu_states,
+    st.lists(st.integers(min_value=100, max_value=40_000), max_size=4),
+    st.sampled_from(["VRAMBased", "Balanced", "IsolationFirst"]),
+)
+def test_a_spec_that_sizes_on_an_empty_fleet_is_never_a_sizing_error_on_a_full_one(
+    spec: dict[str, Any], gpus: list[tuple[int, float]], others: list[int], strategy: str
+) -> None:
+    """However full the same GPUs are (foreign memory, other servers), no room is a reason, not a spec error."""
+    empty = [node("n", *[("NVIDIA GPU", float(total), 0.0) for total, _ in gpus])]
+    full = [node("n", *[("NVIDIA GPU", float(total), round(total * share)) for total, share in gpus])]
+    subject = server("subject", **spec)
+    if decide([subject], empty, strategy=strategy, config_maps=CONFIG_MAPS).servers["ai/subject"].sizing_error:
+        return
+    fillers = [server(f"f{i}", engine="generic", vramBudget=f"{mib}Mi") for i, mib in enumerate(others)]
+    decision = decide([*fillers, subject], full, strategy=strategy, config_maps=CONFIG_MAPS)
+    for d in decision.servers.values():
+        assert d.sizing_error is None, d.sizing_error
+        assert (d.placement is None) == (d.unplaced_reason is not None)
+        if d.placement is not None and d.utilization_mode is not None:
+            assert d.gpu_memory_utilization is not None and 0 < d.gpu_memory_utilization <= 1
+
+
+# --- spec errors and warnings of the engine model -------------------------------------------
+
+
+def test_max_model_len_beyond_the_context_is_a_spec_error_not_insufficient_memory() -> None:
+    # Qwen2.5-7B's context is 32768; before, 131072 came out as InsufficientMemory on every GPU.
+    fleet = [node("n", ("NVIDIA H100 80GB HBM3", 81559, 0))]
+    too_long = decide([qwen("llm", maxModelLen=131072)], fleet, config_maps=CONFIG_MAPS).servers["ai/llm"]
+    assert (too_long.sizing_field, too_long.unplaced_reason) == ("maxModelLen", None)
+    assert "maxModelLen 131072 exceeds the model's context (32768)" in (too_long.sizing_error or "")
+    at_context = decide([qwen("llm", maxModelLen=32768)], fleet, config_maps=CONFIG_MAPS).servers["ai/llm"]
+    assert at_context.sizing_error is None and at_context.placement is not None
+    forced = qwen("llm", maxModelLen=32769, env=[{"name": "VLLM_ALLOW_LONG_MAX_MODEL_LEN", "value": "1"}])
+    assert decide([forced], fleet, config_maps=CONFIG_MAPS).servers["ai/llm"].sizing_error is None
+
+
+def test_an_unknown_engine_version_is_a_warning_saying_what_is_assumed() -> None:
+    fleet = [node("n", ("NVIDIA L40S", 46068, 0))]
+    decision = decide([qwen("llm", engineVersion="9.9.9")], fleet, config_maps=CONFIG_MAPS).servers["ai/llm"]
+    assert decision.placement is not None
+    assert any("engineVersion 9.9.9" in w and "assuming 0.21 behaviour" in w for w in decision.warnings)
+    known = decide([qwen("llm", engineVersion="0.21.0")], fleet, config_maps=CONFIG_MAPS).servers["ai/llm"]
+    assert not any("engineVersion" in w for w in known.warnings)
+
+
+def test_a_gguf_without_a_size_is_a_spec_error_naming_weights_mib() -> None:
+    fleet = [node("n", ("NVIDIA L4", 23034, 0))]
+    unsized = server("llm", engine="llamacpp", model={"name": "org/finetune-Q4_K_M.gguf"})
+    decision = decide([unsized], fleet).servers["ai/llm"]
+    assert decision.sizing_field == "model.weightsMiB"
+    assert "nothing tells the size" in (decision.sizing_error or "")
+    sized = server("llm", engine="llamacpp", model={"name": "org/finetune-Q4_K_M.gguf", "weightsMiB": 4700})
+    assert decide([sized], fleet).servers["ai/llm"].placement is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,31 @@ from vram_operator.commands.output import console, print_json
 from vram_operator.errors import InputError
 from vram_operator.manifests import describe_validation_error
 from vram_operator.sizing import vllm
-from vram_operator.sizing.architecture import from_config
+from vram_operator.sizing.architecture import ModelArchitecture, from_config
 from vram_operator.sizing.errors import SizingError
 from vram_operator.sizing.llamacpp import fit_llamacpp
 from vram_operator.sizing.server import size_server, vllm_settings
+from vram_operator.sizing.vllm_remedies import Remedies, VllmShape, remedies
 from vram_operator.sizing.weights import resolve_weights
 
 CONFIG_NAME = "config.json"
+# The spec fields the flags fill in, so that bad input names the flag the user typed.
+FLAG_OF_FIELD = {
+    "gpuMemoryUtilization": "--utilization",
+    "maxModelLen": "--max-model-len",
+    "maxNumSeqs": "--max-num-seqs",
+    "maxNumBatchedTokens": "--max-num-batched-tokens",
+    "tensorParallelSize": "--tp",
+    "kvCacheDtype": "--kv-cache-dtype",
+    "engineVersion": "--engine-version",
+    "vramBudget": "--vram-budget",
+    "model.quantization": "--quantization",
+    "model.dtype": "--dtype",
+    "model.weightsMiB": "--weights-mib",
+    "model.name": "--model",
+}
+# Quantizations a too-large model may be suggested in, largest first (8-bit, then 4-bit weights).
+QUANTIZATIONS_TO_TRY = ("fp8", "awq")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,7 +105,9 @@ def _spec(args: argparse.Namespace) -> InferenceServerSpec:
     try:
         return InferenceServerSpec.model_validate({k: v for k, v in document.items() if v is not None})
     except ValidationError as error:
-        raise InputError(describe_validation_error(error)) from None
+        location = ".".join(str(part) for part in error.errors()[0]["loc"])
+        message = describe_validation_error(error).removeprefix(f"{location}: ")
+        raise InputError(message, field=FLAG_OF_FIELD.get(location, location)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = _estimate(args, spec, config, directory)
     except SizingError as error:
-        raise InputError(str(error), source=config_file, field=error.field) from None
+        field = FLAG_OF_FIELD.get(error.field or "", error.field)
+        raise InputError(str(error), source=config_file, field=field) from None
     if args.output == "json":
         print_json(result)
     else:
@@ -124,18 +146,27 @@ def _estimate(
         arch = arch or weights.architecture
         if arch is None:
             raise SizingError("the KV cache depends on the architecture: give --config", field="--config")
-        per_rank = vllm.weights_per_rank(weights.total_bytes, arch, args.tp)
-        profile = vllm.profile(
-            arch, per_rank, vllm_settings(spec), total, gpu_name=args.gpu_name, source=weights.source
-        )
-        utilization = args.utilization or vllm.recommended_utilization(profile, total, args.gpu_free_mib)
-        fit = vllm.fit(profile, total, utilization, args.gpu_free_mib)
-        return {
-            **fit.to_contract(),
-            "utilization": utilization,
-            "message": fit.message,
-            "warnings": list(weights.warnings),
-        }
+        shape = VllmShape(arch, weights.total_bytes, vllm_settings(spec), total, args.gpu_name, weights.source)
+        profile = shape.profile()
+        warnings = [*weights.warnings, *vllm.version_warnings(args.engine_version)]
+        minimum = vllm.min_utilization(profile, total)
+        # The most vLLM could be given here: the whole GPU, or what is free of it.
+        ceiling = 1.0 if args.gpu_free_mib is None else math.floor(args.gpu_free_mib / total * 100) / 100
+        if args.utilization is None and minimum > 1.0:
+            result = _no_utilization_fits(profile, minimum)
+        else:
+            utilization = args.utilization or vllm.recommended_utilization(profile, total, args.gpu_free_mib)
+            fit = vllm.fit(profile, total, utilization, args.gpu_free_mib)
+            result = {**fit.to_contract(), "utilization": utilization, "message": fit.message}
+        result["requiredMiBPerGpu"] = round(shape.required_mib(), 1)
+        if minimum > ceiling:
+            limit = min(vllm.DEFAULT_UTILIZATION, ceiling)
+            found = remedies(shape, limit, _quantized_weights(args, directory, arch, weights.quantization))
+            where = f"one {total:.0f} MiB GPU"
+            if args.gpu_free_mib is not None:
+                where = f"the {args.gpu_free_mib:.0f} MiB free of {where}"
+            result |= _remedy_keys(found, where, engine_message=str(result["message"]))
+        return {**result, "warnings": warnings}
     sizing = size_server(spec, config, gpu_total_mib=total)
     budget = min(total if args.gpu_free_mib is None else args.gpu_free_mib, total)
     if spec.engine == "llamacpp" and sizing.llamacpp_model is not None:
@@ -178,6 +209,57 @@ def _estimate(
         "message": "; ".join(sizing.reasons),
         "totalMiB": round(sizing.preferred_mib, 1),
         "warnings": list(sizing.warnings),
+    }
+
+
+def _no_utilization_fits(profile: vllm.VllmProfile, minimum: float) -> dict[str, Any]:
+    """The contract keys for a model that needs more than the whole GPU: no utilization to recommend."""
+    return {
+        "weightsMiB": round(profile.weights_mib, 1),
+        "activationMiB": round(profile.activation_mib, 1),
+        "nonTorchMiB": round(profile.non_torch_mib, 1),
+        "cudaGraphMiB": round(profile.cuda_graph_mib, 1),
+        "kvCacheMiB": 0.0,
+        "kvCacheTokens": 0,
+        "kvBytesPerToken": profile.kv_bytes_per_token,
+        "maxConcurrency": 0.0,
+        "minUtilization": minimum,
+        "recommendedUtilization": None,
+        "fits": False,
+        "reason": "InsufficientMemory",
+        "source": profile.source,
+        "utilization": None,
+        "message": "",
+    }
+
+
+def _remedy_keys(found: Remedies, where: str, *, engine_message: str) -> dict[str, Any]:
+    """Where the model does not fit this GPU: what it needs per GPU and what would make it fit."""
+    need = (
+        f"does not fit {where}: needs {found.required_mib_per_gpu:.0f} MiB per GPU "
+        f"for one {found.max_model_len_now}-token request; {'; '.join(found.lines())}"
+    )
+    return {
+        "message": f"{need}. {engine_message}" if engine_message else need,
+        "suggestions": list(found.lines()),
+        "minTensorParallelSize": found.tensor_parallel_size,
+        "maxFittingModelLen": found.max_model_len,
+        "fittingQuantization": found.quantization,
+    }
+
+
+def _quantized_weights(
+    args: argparse.Namespace, directory: Path | None, arch: ModelArchitecture, current: str | None
+) -> dict[str, int]:
+    """Weights of all ranks in the quantizations smaller than the current one, largest first."""
+    if current is not None and current not in QUANTIZATIONS_TO_TRY:
+        return {}  # already in a format of its own: no smaller one to suggest
+    smaller = QUANTIZATIONS_TO_TRY[QUANTIZATIONS_TO_TRY.index(current) + 1 if current else 0 :]
+    return {
+        name: resolve_weights(
+            path=directory, architecture=arch, model_name=args.model, dtype=args.dtype, quantization=name
+        ).total_bytes
+        for name in smaller
     }
 
 

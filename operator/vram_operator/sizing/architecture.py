@@ -52,6 +52,8 @@ class ModelArchitecture:
     params_b: float | None = None
     tie_word_embeddings: bool = False
     max_position_embeddings: int | None = None
+    # The longest request vLLM accepts: max_position_embeddings scaled by RoPE scaling (None: unknown).
+    context_length: int | None = None
     torch_dtype: str | None = None
     # Mixture of experts.
     num_experts: int = 0
@@ -92,6 +94,11 @@ class ModelArchitecture:
 
     def layer_kinds(self) -> tuple[str, ...]:
         return tuple(self.kind_of_layer(i) for i in range(self.num_layers))
+
+    @property
+    def max_context(self) -> int | None:
+        """The longest request the model takes (vLLM refuses a larger max_model_len); None when unknown."""
+        return self.context_length or self.max_position_embeddings
 
     @property
     def is_mla(self) -> bool:
@@ -230,6 +237,28 @@ def _get_positive(cfg: Mapping[str, Any], *names: str, default: int | None = Non
     if value <= 0:
         raise SizingError(f"config.json: field {names[0]!r} must be positive", field=names[0])
     return value
+
+
+# RoPE scalings whose factor does not lengthen the context vLLM accepts (the position table already covers it).
+_UNSCALED_ROPE = frozenset({"su", "longrope", "llama3"})
+
+
+def _context_length(cfg: Mapping[str, Any], max_pos: int | None) -> int | None:
+    """The longest max_model_len vLLM accepts for this config: the position table, times a RoPE scaling factor.
+
+    YaRN scales the original (pre-extension) table; linear/dynamic scale max_position_embeddings.
+    """
+    scaling = cfg.get("rope_scaling")
+    if not isinstance(scaling, Mapping):
+        return max_pos
+    kind = scaling.get("rope_type") or scaling.get("type")
+    factor = scaling.get("factor")
+    if kind in _UNSCALED_ROPE or isinstance(factor, bool) or not isinstance(factor, int | float) or factor <= 0:
+        return max_pos
+    base = scaling.get("original_max_position_embeddings") if kind == "yarn" else max_pos
+    if isinstance(base, bool) or not isinstance(base, int) or base <= 0:
+        return max_pos
+    return int(base * factor)
 
 
 def _vision_params(config: Mapping[str, Any]) -> int:
@@ -428,6 +457,7 @@ def from_config(config: Mapping[str, Any]) -> ModelArchitecture:
     # transformers' default: Gemma ties input and output embeddings, most others do not.
     tie = cfg.get("tie_word_embeddings", config.get("tie_word_embeddings", model_type.startswith("gemma")))
     max_pos = cfg.get("max_position_embeddings")
+    max_pos = max_pos if isinstance(max_pos, int) and max_pos > 0 else None
     arch = ModelArchitecture(
         model_type=model_type,
         num_layers=layers,
@@ -438,7 +468,8 @@ def from_config(config: Mapping[str, Any]) -> ModelArchitecture:
         intermediate_size=intermediate,
         vocab_size=vocab,
         tie_word_embeddings=bool(tie),
-        max_position_embeddings=max_pos if isinstance(max_pos, int) and max_pos > 0 else None,
+        max_position_embeddings=max_pos,
+        context_length=_context_length(cfg, max_pos),
         torch_dtype=_torch_dtype(config, cfg),
         sliding_window=window if (window and (not kinds or SLIDING_ATTENTION in kinds)) else None,
         layer_types=kinds,

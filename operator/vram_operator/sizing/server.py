@@ -160,6 +160,17 @@ def size_server(
     return _size_llamacpp(spec, config)
 
 
+# vLLM's escape hatch for a max_model_len beyond the model's context.
+ALLOW_LONG_MAX_MODEL_LEN = "VLLM_ALLOW_LONG_MAX_MODEL_LEN"
+
+
+def _allows_long_max_model_len(spec: InferenceServerSpec) -> bool:
+    return any(
+        var.get("name") == ALLOW_LONG_MAX_MODEL_LEN and str(var.get("value", "")).strip().lower() in ("1", "true")
+        for var in spec.env
+    )
+
+
 def vllm_settings(spec: InferenceServerSpec) -> vllm.VllmSettings:
     return vllm.VllmSettings(
         engine_version=spec.engine_version or vllm.DEFAULT_ENGINE_VERSION,
@@ -169,6 +180,7 @@ def vllm_settings(spec: InferenceServerSpec) -> vllm.VllmSettings:
         tensor_parallel_size=spec.tensor_parallel_size,
         kv_cache_dtype=spec.kv_cache_dtype,
         dtype=spec.model.dtype if spec.model else "auto",
+        allow_long_max_model_len=_allows_long_max_model_len(spec),
     )
 
 
@@ -204,7 +216,7 @@ def _size_vllm(spec: InferenceServerSpec, config: Mapping[str, Any] | None, gpu_
         fixed_utilization=manual,
         target_kv_tokens=target,
         is_llm=True,
-        warnings=weights.warnings,
+        warnings=(*weights.warnings, *vllm.version_warnings(spec.engine_version)),
         reasons=reasons,
     )
 
@@ -311,11 +323,15 @@ def fit_on_gpu(
 
     vLLM runs at `utilization` when given, else at its manual value, else at the budget's share of
     the GPU rounded down (vLLM must never reserve more than the budget the ledger holds for it).
+    When that is no utilization at all (under 0.01 of the GPU, or the model needs more than the whole
+    GPU), vLLM cannot start there: InsufficientMemory with the numbers, `utilization` None.
     """
     profile = vllm_profile_on_gpu(sizing, spec, gpu_total_mib, gpu_name)
     if profile is not None:
         if utilization is None:
             utilization = sizing.fixed_utilization or math.floor(budget_mib / gpu_total_mib * 100) / 100
+        if not 0 < utilization <= 1:
+            return _vllm_without_room(sizing, profile, budget_mib, gpu_total_mib, gpu_name)
         return _fit_vllm(sizing, profile, budget_mib, gpu_total_mib, utilization=utilization, gpu_free_mib=gpu_free_mib)
     if sizing.engine == "llamacpp" and sizing.llamacpp_model is not None:
         fit = fit_llamacpp(sizing.llamacpp_model, budget_mib, sizing.llamacpp_settings)
@@ -354,6 +370,42 @@ def fit_on_gpu(
         fits=fits,
         reason="Fits" if fits else "InsufficientMemory",
         message=f"whole-process budget {budget_mib:.0f} MiB",
+    )
+
+
+def _vllm_without_room(
+    sizing: ServerSizing, profile: vllm.VllmProfile, budget_mib: float, gpu_total_mib: float, gpu_name: str
+) -> GpuFit:
+    """vLLM on a GPU where no utilization lets it start: what it needs per GPU against what it may take."""
+    need = vllm.memory_for_tokens(profile, 0)
+    kv = need - profile.non_kv_mib
+    room = min(budget_mib, gpu_total_mib)
+    gpu = f"{gpu_name + ' ' if gpu_name else ''}{gpu_total_mib:.0f}MiB GPU"
+    message = (
+        f"vLLM needs {need:.0f} MiB per GPU (weights {profile.weights_mib:.0f} + activation "
+        f"{profile.activation_mib:.0f} + non-torch {profile.non_torch_mib:.0f} MiB + KV {kv:.0f} MiB for one "
+        f"{profile.max_model_len}-token request); it may take {max(room, 0.0):.0f} MiB of the {gpu}"
+    )
+    overhead = profile.non_torch_mib + (profile.cuda_graph_mib if profile.cuda_graph_subtracted else 0.0)
+    estimate = EstimateStatus(
+        weights_mib=round(profile.weights_mib, 1),
+        activation_mib=round(profile.activation_mib, 1),
+        overhead_mib=round(overhead, 1),
+        kv_cache_mib=0.0,
+        total_mib=round(need, 1),
+        kv_bytes_per_token=profile.kv_bytes_per_token,
+        kv_cache_tokens=0,
+        max_concurrency=0.0,
+        min_utilization=vllm.min_utilization(profile, gpu_total_mib),
+        source=sizing.source,
+    )
+    return GpuFit(
+        budget_mib=budget_mib,
+        utilization=None,
+        estimate=estimate,
+        fits=False,
+        reason="InsufficientMemory",
+        message=message,
     )
 
 

@@ -43,7 +43,7 @@ class EngineVersion:
         """ "0.19.0", "v0.10.1.1", "~0.7.x (V0)" -> the leading major.minor[.patch]."""
         match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text or DEFAULT_ENGINE_VERSION)
         if match is None:
-            raise SizingError(f"engine version {text!r} is not like 0.19.0", field="engineVersion")
+            raise SizingError(f"engineVersion {text!r} is not a version like 0.19.0", field="engineVersion")
         return cls(int(match[1]), int(match[2]), int(match[3] or 0))
 
     def __str__(self) -> str:
@@ -57,6 +57,22 @@ BASELINE_PROFILING_SINCE = EngineVersion(0, 6, 4)  # before: others' memory coun
 HYBRID_KV_SINCE = EngineVersion(0, 10)  # hybrid KV cache manager: sliding/mamba groups
 CUDAGRAPH_ESTIMATE_SINCE = EngineVersion(0, 14)  # estimated and logged (opt-in subtraction)
 CUDAGRAPH_SUBTRACT_SINCE = EngineVersion(0, 21)  # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS on
+# The newest minor release whose memory behaviour the facts above describe; later ones are assumed to
+# behave like it.
+NEWEST_KNOWN_VERSION = EngineVersion(0, 21)
+
+
+def version_warnings(text: str | None) -> tuple[str, ...]:
+    """A warning when the version is newer than this model knows: whose behaviour is assumed instead."""
+    version = EngineVersion.parse(text)
+    newest = NEWEST_KNOWN_VERSION
+    if (version.major, version.minor) <= (newest.major, newest.minor):
+        return ()
+    return (
+        f"engineVersion {text} is newer than the newest vLLM this memory model knows "
+        f"({newest.major}.{newest.minor}): assuming {newest.major}.{newest.minor} behaviour",
+    )
+
 
 # Dummy sampler pass, bytes per logit element alive at its peak. V1: bf16 logits (2), their
 # fp32 copy (4), the sorted copy for top-k/top-p (4), its softmax (4), a bool mask (1).
@@ -97,6 +113,8 @@ class VllmSettings:
     enforce_eager: bool = False
     # Override VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS; None = the version's default.
     subtract_cuda_graphs: bool | None = None
+    # VLLM_ALLOW_LONG_MAX_MODEL_LEN: accept a max_model_len beyond the model's context.
+    allow_long_max_model_len: bool = False
 
 
 @dataclass(frozen=True)
@@ -251,6 +269,17 @@ def _check_tp(arch: ModelArchitecture, tensor_parallel_size: int) -> int:
     return tp
 
 
+def check_context(arch: ModelArchitecture, max_model_len: int) -> None:
+    """vLLM refuses to start with a max_model_len beyond the model's context: a spec that can never work."""
+    context = arch.max_context
+    if context is not None and max_model_len > context:
+        raise SizingError(
+            f"maxModelLen {max_model_len} exceeds the model's context ({context}); vLLM refuses to start "
+            "(set maxModelLen <= the context, or env VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 to force it)",
+            field="maxModelLen",
+        )
+
+
 # --- KV cache layout -------------------------------------------------------------------------
 
 
@@ -388,6 +417,8 @@ def profile(
     max_model_len = settings.max_model_len or arch.max_position_embeddings
     if not max_model_len or max_model_len <= 0:
         raise SizingError("max model length is unknown: set maxModelLen", field="maxModelLen")
+    if not settings.allow_long_max_model_len:
+        check_context(arch, max_model_len)
     defaults = batch_defaults(version, max_model_len, gpu_total_mib, gpu_name, settings.usage_context)
     max_num_seqs = settings.max_num_seqs or defaults.max_num_seqs
     batched = settings.max_num_batched_tokens or defaults.max_num_batched_tokens

@@ -2,7 +2,8 @@
 
 Sources, most trusted first: an explicit ``weightsMiB``; the checkpoint's own safetensors
 headers; a GGUF file; the config.json architecture (parameters x dtype/quantization); the
-built-in catalog; the model's name; a default guess. The catalog is tried before the name
+built-in catalog; the model's name. When none of them tells the size, that is an error naming the
+field to set (a guessed size would be a silent wrong budget). The catalog is tried before the name
 because a catalogued model's parameter count and native quantization (gpt-oss ships MXFP4)
 are facts, while a name only rounds the count ("gpt-oss-20b" is 20.9B).
 
@@ -37,8 +38,6 @@ from vram_operator.sizing.safetensors_header import (
 WeightsSource = Literal["config", "safetensors", "gguf", "name", "catalog", "default"]
 
 MIB = 1024 * 1024
-# Used only when nothing at all is known: a 7B model, the most common LLM class.
-DEFAULT_PARAMS_B = 7.0
 # Largest override we accept: 16 TiB of weights is beyond any server.
 MAX_WEIGHTS_MIB = 16 * 1024 * 1024
 
@@ -147,13 +146,12 @@ def resolve_weights(
             return steps.result(total=total, source="name", params_b=facts.params_b, quant=quant, architecture=None)
         steps.skip(f"no parameter count in the name {model_name!r}")
 
-    quant = requested_quant
-    total = weights_bytes_from_params(DEFAULT_PARAMS_B, dtype, quant)
-    steps.warn(
-        f"weights are a guess ({DEFAULT_PARAMS_B:g}B parameters): give weightsMiB, a config.json, or a known model name"
+    named = f"the model {model_name!r}" if model_name else "a model without a name"
+    raise SizingError(
+        f"nothing tells the size of {named}: no config.json, not in the catalog, no parameter count in the name "
+        "(like -7B); set model.weightsMiB, or give model.configMapRef (config.json)",
+        field="model.weightsMiB",
     )
-    steps.take(f"default guess: {DEFAULT_PARAMS_B:g}B parameters, {_precision(dtype, quant)}")
-    return steps.result(total=total, source="default", params_b=DEFAULT_PARAMS_B, quant=quant, architecture=None)
 
 
 class _Steps:

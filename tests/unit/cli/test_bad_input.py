@@ -116,7 +116,9 @@ def test_estimate_rejects_config_missing_fields(tmp_path: Path, capsys: pytest.C
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["--utilization", "1.5"], "gpuMemoryUtilization"),
+        (["--utilization", "1.5"], "--utilization"),
+        (["--utilization", "1.2"], "--utilization"),
+        (["--max-model-len", "40000"], "--max-model-len"),
         (["--gpu-memory-mib", "-1"], "--gpu-memory-mib"),
         (["--gpu-free-mib", "999999"], "--gpu-free-mib"),
         (["--quantization", "int3"], "quantization"),

@@ -61,3 +61,69 @@ def test_generic_budget_is_the_whole_footprint(capsys: pytest.CaptureFixture[str
     result = _estimate(capsys, "--engine", "generic", "--vram-budget", "650Mi", "--gpu-memory-mib", "4094")
     assert result["totalMiB"] == 650.0
     assert result["fits"] is True
+
+
+LLAMA_70B = str(CONFIGS / "meta-llama__Llama-3.3-70B-Instruct.json")
+H100 = "81559"
+
+
+def test_a_model_larger_than_the_gpu_gets_an_answer_with_what_would_fit(capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: exit 2, "utilization 1.38 must be in (0, 1]". 70B in FP8 at its 131072-token context needs ~110 GiB.
+    result = _estimate(capsys, "--config", LLAMA_70B, "--gpu-memory-mib", H100, "--tp", "1", "--quantization", "fp8")
+    assert set(result) >= CONTRACT_KEYS
+    assert result["fits"] is False
+    assert result["reason"] == "InsufficientMemory"
+    assert result["recommendedUtilization"] is None
+    required = float(str(result["requiredMiBPerGpu"]))
+    assert required > float(H100)
+    assert float(str(result["minUtilization"])) == pytest.approx(required / float(H100), abs=0.01)
+    assert f"needs {required:.0f} MiB per GPU" in str(result["message"])
+    tp = int(str(result["minTensorParallelSize"]))
+    length = int(str(result["maxFittingModelLen"]))
+    assert (tp, any(f"tensor parallel size {tp}" in line for line in result["suggestions"])) == (2, True)  # type: ignore[attr-defined]
+
+    # Each suggestion is right at its boundary: it fits (at vLLM's 0.9 or less), one step less does not.
+    common = ["--config", LLAMA_70B, "--gpu-memory-mib", H100, "--quantization", "fp8"]
+    split = _estimate(capsys, *common, "--tp", str(tp))
+    assert split["fits"] is True and float(str(split["recommendedUtilization"])) <= 0.9
+    shorter = _estimate(capsys, *common, "--max-model-len", str(length))
+    assert shorter["fits"] is True and float(str(shorter["minUtilization"])) <= 0.9
+    longer = _estimate(capsys, *common, "--max-model-len", str(length + 1))
+    assert float(str(longer["minUtilization"])) > 0.9
+
+
+def test_a_model_larger_than_the_gpu_in_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["estimate", "--config", LLAMA_70B, "--gpu-memory-mib", H100, "--quantization", "fp8"]) == 0
+    out = capsys.readouterr().out
+    assert "requiredMiBPerGpu" in out and "InsufficientMemory" in out
+    assert "fits with tensor parallel size 2" in out
+
+
+def test_a_quantization_that_fits_is_suggested(capsys: pytest.CaptureFixture[str]) -> None:
+    # 70B in bf16 (~131 GiB) at 4k: FP8 (~68 GiB) fits an H100 at 0.9, so FP8 is the quantization suggested.
+    common = ["--config", LLAMA_70B, "--gpu-memory-mib", H100, "--max-model-len", "4096"]
+    result = _estimate(capsys, *common)
+    assert (result["fits"], result["fittingQuantization"]) == (False, "fp8")
+    assert _estimate(capsys, *common, "--quantization", "fp8")["fits"] is True
+
+
+def test_an_engine_version_newer_than_the_model_knows_is_a_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["--config", str(CONFIGS / "Qwen__Qwen2.5-7B-Instruct.json"), "--gpu-memory-mib", "24564"]
+    result = _estimate(capsys, *common, "--engine-version", "9.9.9", "--max-model-len", "8192")
+    assert result["fits"] is True
+    assert any("9.9.9" in w and "assuming 0.21 behaviour" in w for w in result["warnings"])  # type: ignore[attr-defined]
+    assert _estimate(capsys, *common, "--engine-version", "0.21.3", "--max-model-len", "8192")["warnings"] == []
+
+
+def test_what_would_fit_respects_the_free_memory(capsys: pytest.CaptureFixture[str]) -> None:
+    # 0.91 of the H100 is needed at 8k, 60000 MiB (0.73) is free: vLLM's start-up check fails; TP 2 fits in 0.73.
+    result = _estimate(
+        capsys, "--config", LLAMA_70B, "--gpu-memory-mib", H100, "--gpu-free-mib", "60000", "--quantization", "fp8",
+        "--max-model-len", "8192",
+    )  # fmt: skip
+    assert (result["fits"], result["reason"]) == (False, "StartupFreeMemory")
+    message = str(result["message"])
+    assert message.startswith("does not fit the 60000 MiB free of one 81559 MiB GPU")
+    assert "Free memory on device" in message  # vLLM's own words stay
+    assert result["minTensorParallelSize"] == 2 and result["maxFittingModelLen"] is None
+    assert any("utilization <= 0.73" in line for line in result["suggestions"])  # type: ignore[attr-defined]

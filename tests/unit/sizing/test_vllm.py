@@ -35,6 +35,7 @@ from vram_operator.sizing.vllm import (
     profile,
     recommended_utilization,
     request_kv_bytes,
+    version_warnings,
     weights_per_rank,
 )
 
@@ -324,3 +325,46 @@ def test_memory_for_tokens_grows_by_kv_bytes_per_token(blocks: int, kv_dtype: st
     extra = memory_for_tokens(prof, base + tokens) - memory_for_tokens(prof, base)
     assert extra * MIB == pytest.approx(tokens * prof.kv_bytes_per_token)
     assert memory_for_tokens(prof, 0) == memory_for_tokens(prof, base)
+
+
+# --- the model's context and the engine versions this model knows ------------------------
+
+
+def test_max_model_len_beyond_the_context_is_a_spec_error_at_the_boundary() -> None:
+    arch = _arch()  # max_position_embeddings 131072, rope_type llama3 (no extra length)
+    assert arch.max_context == 131072
+    assert _profile(arch, max_model_len=131072).max_model_len == 131072
+    with pytest.raises(SizingError) as raised:
+        _profile(arch, max_model_len=131073)
+    assert raised.value.field == "maxModelLen"
+    assert "maxModelLen 131073 exceeds the model's context (131072)" in str(raised.value)
+    assert _profile(arch, max_model_len=262144, allow_long_max_model_len=True).max_model_len == 262144
+
+
+@pytest.mark.parametrize(
+    ("rope_scaling", "context"),
+    [
+        ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}, 131072),
+        ({"type": "linear", "factor": 2.0}, 65536),
+        ({"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192}, 32768),
+        ({"rope_type": "longrope", "factor": 4.0}, 32768),
+        (None, 32768),
+    ],
+)
+def test_rope_scaling_lengthens_the_context_as_vllm_derives_it(rope_scaling: Any, context: int) -> None:
+    arch = _arch("Qwen__Qwen2.5-7B-Instruct", rope_scaling=rope_scaling)
+    assert arch.max_context == context
+    _profile(arch, max_model_len=context)
+    with pytest.raises(SizingError):
+        _profile(arch, max_model_len=context + 1)
+
+
+@pytest.mark.parametrize(
+    ("version", "warns"), [("0.19.0", False), ("0.21.9", False), ("0.22.0", True), ("9.9.9", True)]
+)
+def test_versions_newer_than_the_model_knows_say_which_behaviour_is_assumed(version: str, warns: bool) -> None:
+    warnings = version_warnings(version)
+    assert bool(warnings) is warns
+    if warns:
+        assert version in warnings[0] and "assuming 0.21 behaviour" in warnings[0]
+    assert version_warnings(None) == ()

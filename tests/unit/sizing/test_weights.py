@@ -11,7 +11,7 @@ from weight_files import llama_like_tensors, write_gguf, write_safetensors
 from vram_operator.sizing.architecture import from_config
 from vram_operator.sizing.dtypes import weights_bytes_for_architecture, weights_bytes_from_params
 from vram_operator.sizing.errors import SizingError
-from vram_operator.sizing.weights import DEFAULT_PARAMS_B, MIB, resolve_weights
+from vram_operator.sizing.weights import MIB, resolve_weights
 
 CONFIGS = Path(__file__).resolve().parents[2] / "fixtures" / "model-configs"
 LLAMA_8B = from_config(json.loads((CONFIGS / "meta-llama__Llama-3.1-8B-Instruct.json").read_text()))
@@ -122,13 +122,14 @@ def test_unknown_gguf_type_in_a_name_is_a_warning_not_an_error() -> None:
     assert any("gguf-Q4_K_XL" in warning for warning in estimate.warnings)
 
 
-def test_default_guess_says_so() -> None:
-    for name in (None, "my-org/detector"):
-        estimate = resolve_weights(model_name=name, dtype="float16")
-        assert (estimate.source, estimate.params_b) == ("default", DEFAULT_PARAMS_B)
-        assert estimate.total_bytes == DEFAULT_PARAMS_B * 1e9 * 2
-        assert "guess" in estimate.warnings[0]
-        assert estimate.reasons[-1].startswith("used: default guess")
+@pytest.mark.parametrize("name", [None, "my-org/detector", "my-org/finetune-Q4_K_M.gguf"])
+def test_nothing_telling_the_size_is_an_error_naming_weights_mib(name: str | None) -> None:
+    # Before: a silent 7B guess. A name with a size, the catalog or a config.json still size it.
+    with pytest.raises(SizingError) as raised:
+        resolve_weights(model_name=name, dtype="float16")
+    assert raised.value.field == "model.weightsMiB"
+    assert "nothing tells the size" in str(raised.value)
+    assert resolve_weights(model_name="my-org/finetune-7B-Q4_K_M.gguf").source == "name"
 
 
 @pytest.mark.parametrize(("quantization", "dtype", "field"), [("int3", None, "quantization"), (None, "fp4", "dtype")])

@@ -1,0 +1,133 @@
+"""What sizing tells the operator, on the real control plane: no room is a reason to wait, never a failed spec;
+a spec vLLM refuses whatever the fleet (maxModelLen beyond the model's context, a model of unknown size) is a
+spec error naming its field; an engine version the memory model does not know is a warning in status."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from test_operator_flows import (
+    GROUP,
+    MARGIN_MIB,
+    VERSION,
+    Operator,
+    condition,
+    create,
+    eventually,
+    get,
+    gpu_fleet,  # noqa: F401 - the fixture the operator fixture needs
+    gpu_node_status,
+    phase_is,
+    publish,
+    start_operator,
+)
+
+from localcluster import FakeNode
+
+pytestmark = pytest.mark.integration
+
+SMALL_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"  # catalogued: sized without a config.json, context 32768
+# Left free on every GPU after the margin: under 1% of the smallest GPU, so the fit found no utilization.
+LEFT_MIB = 30
+
+
+def vllm(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceServer",
+        "metadata": {"name": name},
+        "spec": {"engine": "vllm", "image": "vllm/vllm-openai:v0.19.0", "model": {"name": SMALL_MODEL}, **spec},
+    }
+
+
+@pytest.fixture
+def operator(kubeconfig: Path, namespace: str, tmp_path: Path, gpu_fleet: list[FakeNode]) -> Iterator[Operator]:  # noqa: F811
+    yield from start_operator(kubeconfig, namespace, tmp_path)
+
+
+@pytest.fixture
+def full_fleet(
+    gpu_fleet: list[FakeNode],  # noqa: F811
+    custom_objects: client.CustomObjectsApi,
+) -> Iterator[list[FakeNode]]:
+    """Every GPU held by a foreign process but LEFT_MIB past the margin; the agents' plain reports after."""
+    for node in gpu_fleet:
+        held = {
+            index: [{"pid": 4000 + index, "name": "other-service", "usedMiB": gpu.memory_mib - MARGIN_MIB - LEFT_MIB}]
+            for index, gpu in enumerate(node.gpus)
+        }
+        publish(custom_objects, node, gpu_node_status(node, processes=held))
+    try:
+        yield gpu_fleet
+    finally:
+        for node in gpu_fleet:
+            publish(custom_objects, node, gpu_node_status(node))
+
+
+@pytest.fixture
+def operator_on_full_fleet(
+    kubeconfig: Path, namespace: str, tmp_path: Path, full_fleet: list[FakeNode]
+) -> Iterator[Operator]:
+    yield from start_operator(kubeconfig, namespace, tmp_path)
+
+
+def test_no_room_anywhere_is_pending_for_memory_not_a_failed_spec(
+    operator_on_full_fleet: Operator, namespace: str, custom_objects: client.CustomObjectsApi
+) -> None:
+    # Before: Failed, Estimated=False InvalidSpec "utilization 0.0 must be in (0, 1]", permanently.
+    create(custom_objects, namespace, vllm("auto", maxModelLen=4096))
+    decided = eventually(lambda: phase_is(custom_objects, namespace, "auto", "Pending", "Failed"), "decided")
+    assert decided["status"]["phase"] == "Pending", decided["status"]
+    placed = condition(decided, "Placed")
+    assert placed is not None and (placed["status"], placed["reason"]) == ("False", "InsufficientMemory")
+    assert "per GPU" in placed["message"] and f"the most free is {LEFT_MIB}MiB" in placed["message"]
+    estimated = condition(decided, "Estimated")
+    assert estimated is None or estimated["status"] == "True", estimated
+    assert operator_on_full_fleet.alive(), operator_on_full_fleet.logs()
+
+
+def test_max_model_len_beyond_the_models_context_is_a_spec_error(
+    operator: Operator, namespace: str, custom_objects: client.CustomObjectsApi, apps_v1: client.AppsV1Api
+) -> None:
+    # Before: sized as a 200k-token KV cache (placed, or InsufficientMemory): vLLM itself refuses to start.
+    create(custom_objects, namespace, vllm("too-long", maxModelLen=200_000))
+    failed = eventually(lambda: phase_is(custom_objects, namespace, "too-long", "Failed"), "too-long Failed")
+    estimated = condition(failed, "Estimated")
+    assert estimated is not None and estimated["status"] == "False"
+    assert "maxModelLen 200000 exceeds the model's context (32768)" in estimated["message"]
+    assert (failed["status"].get("placement"), apps_v1.list_namespaced_deployment(namespace).items) == (None, [])
+    assert operator.alive(), operator.logs()
+
+
+def test_a_gguf_of_unknown_size_is_a_spec_error_naming_weights_mib(
+    operator: Operator, namespace: str, custom_objects: client.CustomObjectsApi
+) -> None:
+    # Before: silently budgeted as a 7B model.
+    body = vllm("unsized")
+    body["spec"] |= {"engine": "llamacpp", "image": "ghcr.io/ggml-org/llama.cpp:server-cuda"}
+    body["spec"]["model"] = {"name": "my-org/finetune-Q4_K_M.gguf"}
+    create(custom_objects, namespace, body)
+    failed = eventually(lambda: phase_is(custom_objects, namespace, "unsized", "Failed"), "unsized Failed")
+    estimated = condition(failed, "Estimated")
+    assert estimated is not None and estimated["status"] == "False"
+    assert "model.weightsMiB" in estimated["message"]
+    assert operator.alive(), operator.logs()
+
+
+def test_an_engine_version_the_model_does_not_know_is_a_warning_in_status(
+    operator: Operator, namespace: str, custom_objects: client.CustomObjectsApi
+) -> None:
+    # Before: accepted silently, sized with whatever behaviour the newest facts give.
+    create(custom_objects, namespace, vllm("future", maxModelLen=4096, engineVersion="9.9.9"))
+    placed = eventually(lambda: phase_is(custom_objects, namespace, "future", "Placed", "Running"), "future placed")
+    warnings = placed["status"].get("warnings", [])
+    assert any("engineVersion 9.9.9" in w and "assuming 0.21 behaviour" in w for w in warnings), warnings
+    create(custom_objects, namespace, vllm("known", maxModelLen=4096, engineVersion="0.19.0"))
+    known = eventually(lambda: phase_is(custom_objects, namespace, "known", "Placed", "Running"), "known placed")
+    assert not any("engineVersion" in w for w in get(custom_objects, namespace, "known")["status"].get("warnings", []))
+    assert known["status"]["placement"]
+    assert operator.alive(), operator.logs()

@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from vram_operator.api import InferenceServer, PlacementStatus
 from vram_operator.api.inference_server import SERVER_NAME_MAX, SERVER_NAME_MESSAGE
 from vram_operator.api.owned_flags import OWNED_FLAGS, owned_flag_errors
-from vram_operator.api.quantity import BUDGET_RULE_MESSAGE
+from vram_operator.api.quantity import BUDGET_RULE_MESSAGE, QUANTITY_PATTERN
 from vram_operator.manifests import KINDS
 from vram_operator.render import RenderSettings, render
 
@@ -223,7 +223,7 @@ CEL_CASES = [
     ("GpuAssignment", {"strategy": "Manual", "assignments": [{"server": "a/b", "node": "n"}, {"server": "a/b",
                                                                                             "node": "m"}]},
      "Duplicate value"),
-    ("InferenceServer", {"engine": "generic", "image": "i", "vramBudget": "6.8GB"}, BUDGET_RULE_MESSAGE),
+    ("InferenceServer", {"engine": "generic", "image": "i", "vramBudget": "17Ti"}, BUDGET_RULE_MESSAGE),
     *[("InferenceServer", {"engine": owned.engine, "image": "i", "model": {"name": "m"}, "args": [owned.flags[0], "1"]},
        owned.message) for owned in OWNED_FLAGS],
 ]  # fmt: skip
@@ -401,19 +401,25 @@ def _admit_any(api: client.CustomObjectsApi, namespace: str, body: dict[str, Any
 def test_budget_boundaries_on_the_api_server_match_the_models(
     custom_objects: client.CustomObjectsApi, namespace: str
 ) -> None:
+    """Refused by the API server (naming the field) exactly when the models refuse it.
+
+    One gap, by design: a GpuAssignment's vramBudgetOverride string of the right shape but out of
+    range ("1023Ki", "17Ti") passes admission (CEL on each of 4096 list items of an int-or-string
+    is over the API server's cost budget) and is refused by the operator's validation.
+    """
     wrong = []
     for value in BUDGETS_ACCEPTED + BUDGETS_REFUSED:
         for field, body in _budget_objects(value):
             refusal = _admit_any(custom_objects, namespace, body)
-            model = KINDS[body["kind"]]
             try:
-                model.model_validate(body)
+                KINDS[body["kind"]].model_validate(body)
                 model_refuses = False
             except ValueError:
                 model_refuses = True
-            should_refuse = value in BUDGETS_REFUSED
-            named = refusal is None or (field in refusal and BUDGET_RULE_MESSAGE in refusal)
-            if (refusal is not None) != should_refuse or model_refuses != should_refuse or not named:
+            gap = field == "vramBudgetOverride" and isinstance(value, str) and re.fullmatch(QUANTITY_PATTERN, value)
+            api_should_refuse = value in BUDGETS_REFUSED and not gap
+            named = refusal is None or field in refusal
+            if (refusal is not None) != api_should_refuse or model_refuses != (value in BUDGETS_REFUSED) or not named:
                 wrong.append((field, value, refusal, model_refuses))
     assert not wrong
 

@@ -40,7 +40,7 @@ class ServerAssignment(ApiModel):
     vram_budget_override: int | str | None = Field(
         default=None,
         description="Budget to use instead of the estimate: a quantity from 1Mi to 16Ti (e.g. 650Mi) or bytes.",
-        json_schema_extra=budget_schema(),
+        json_schema_extra=budget_schema(bound_strings=False),
     )
 
     @field_validator("vram_budget_override")

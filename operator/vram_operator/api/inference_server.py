@@ -182,7 +182,7 @@ class InferenceServerSpec(ApiModel):
             "Whole-process VRAM footprint for generic servers, as nvidia-smi shows it: a quantity from 1Mi "
             "to 16Ti (e.g. 650Mi, 1.5Gi, 6.8G) or bytes."
         ),
-        json_schema_extra=budget_schema(),
+        json_schema_extra=budget_schema(bound_strings=True),
     )
     vram_budget_min: int | str | None = Field(
         default=None,
@@ -190,7 +190,7 @@ class InferenceServerSpec(ApiModel):
             "Smallest budget a generic server still works with (it reads VRAM_BUDGET_GB and adapts); "
             "lets the planner shrink it onto a smaller GPU, with a warning. A quantity like vramBudget."
         ),
-        json_schema_extra=budget_schema(),
+        json_schema_extra=budget_schema(bound_strings=True),
     )
     latency_critical: bool = Field(default=False, description="Prefer the fastest/largest GPU.")
     isolation: Literal["shared", "dedicated"] = Field(

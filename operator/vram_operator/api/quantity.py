@@ -22,10 +22,11 @@ MIN_MIB = 1
 MAX_MIB = 16 * 1024 * 1024
 MIN_QUANTITY, MAX_QUANTITY = "1Mi", "16Ti"
 
-# Kubernetes resource.Quantity: signed decimal number, then a binary-SI, decimal-SI or exponent
-# suffix. RE2 (CEL) and Python read it alike; ASCII digits only.
+# A positive Kubernetes resource.Quantity: an unsigned (or "+") decimal number with a non-zero
+# digit, then a binary-SI, decimal-SI or exponent suffix. The CRD's `pattern` and the parser below
+# read it alike (RE2 and Python; ASCII digits only).
 QUANTITY_PATTERN = (
-    r"^(?P<number>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
+    r"^(?P<number>\+?(?:[0-9]*[1-9][0-9]*(?:\.[0-9]*)?|[0-9]*\.[0-9]*[1-9][0-9]*))"
     r"(?:(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)|[eE](?P<exponent>[+-]?[0-9]+))?$"
 )
 _QUANTITY = re.compile(QUANTITY_PATTERN)
@@ -89,7 +90,9 @@ def _quantity_bytes(value: str | int | float) -> Decimal:
 def _parse_text(text: str) -> Decimal:
     match = _QUANTITY.fullmatch(text)
     if match is None:
-        raise ValueError(f"{text!r} is not a quantity (examples: 650Mi, 1.5Gi, 6.8G, 800M, 1500000000)")
+        if text.startswith("-"):
+            raise ValueError(f"must not be negative, got {text!r}")
+        raise ValueError(f"{text!r} is not a positive quantity (examples: 650Mi, 1.5Gi, 6.8G, 800M, 1500000000)")
     try:
         number = Decimal(match["number"])
         if match["suffix"] is not None:
@@ -104,13 +107,25 @@ def _parse_text(text: str) -> Decimal:
     return number
 
 
-def budget_schema() -> dict[str, Any]:
-    """json_schema_extra of an int-or-string budget field: the quantity rule, enforced by the API server."""
-    low, high = MIN_MIB * MIB, MAX_MIB * MIB
-    rule = (
-        f"type(self) == int ? (self >= {low} && self <= {high}) : "
-        f"(self.matches(r'{QUANTITY_PATTERN}') && isQuantity(self)"
-        f" && quantity(self).compareTo(quantity('{MIN_QUANTITY}')) >= 0"
-        f" && quantity(self).compareTo(quantity('{MAX_QUANTITY}')) <= 0)"
-    )
-    return {**INT_OR_STRING, "x-kubernetes-validations": [cel_rule(rule, BUDGET_RULE_MESSAGE)]}
+def budget_schema(*, bound_strings: bool) -> dict[str, Any]:
+    """json_schema_extra of an int-or-string budget field: the quantity rule, for the API server.
+
+    The pattern (syntax, positive) and the integer bounds cost nothing. The bounds of a string
+    need CEL, which the API server prices by the longest string the field could hold (an
+    int-or-string has no maxLength): affordable on a field of its own, not on each item of a
+    long list, where `bound_strings=False` leaves them to the operator's validation.
+    """
+    schema: dict[str, Any] = {
+        **INT_OR_STRING,
+        "pattern": QUANTITY_PATTERN,
+        "minimum": MIN_MIB * MIB,
+        "maximum": MAX_MIB * MIB,
+    }
+    if bound_strings:
+        rule = (
+            "type(self) == int || (isQuantity(self)"
+            f" && quantity(self).compareTo(quantity('{MIN_QUANTITY}')) >= 0"
+            f" && quantity(self).compareTo(quantity('{MAX_QUANTITY}')) <= 0)"
+        )
+        schema["x-kubernetes-validations"] = [cel_rule(rule, BUDGET_RULE_MESSAGE)]
+    return schema

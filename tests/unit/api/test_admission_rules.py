@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from kubernetes.utils import parse_quantity
 from pydantic import ValidationError
 
 from vram_operator.api import GpuAssignment, InferenceServer
 from vram_operator.api.inference_server import SERVER_NAME_MAX
+from vram_operator.api.quantity import QUANTITY_PATTERN
 
 MIB = 2**20
 ACCEPTED_BUDGETS: list[int | str] = [
@@ -115,3 +118,26 @@ def test_names_a_service_cannot_take_are_refused(name: str) -> None:
     with pytest.raises(ValidationError, match="DNS-1035 label") as error:
         InferenceServer.model_validate(_named(name))
     assert error.value.errors()[0]["loc"] == ("metadata",)
+
+
+quantity_text = st.from_regex(
+    r"[+-]?([0-9]{1,4}(\.[0-9]{0,3})?|\.[0-9]{1,3})(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]{1,2})?",
+    fullmatch=True,
+)
+
+
+@given(quantity_text)
+def test_the_crd_pattern_takes_exactly_the_positive_quantities(text: str) -> None:
+    """Kubernetes' own parser is the oracle: the CRD's pattern admits a quantity iff it is > 0."""
+    assert (re.fullmatch(QUANTITY_PATTERN, text) is not None) == (parse_quantity(text) > 0)
+
+
+@given(quantity_text)
+def test_the_models_take_exactly_the_quantities_from_1_mib_to_16_tib(text: str) -> None:
+    in_range = MIB <= parse_quantity(text) <= 16 * 2**40
+    try:
+        InferenceServer.model_validate(_generic(vramBudget=text))
+    except ValidationError:
+        assert not in_range
+    else:
+        assert in_range

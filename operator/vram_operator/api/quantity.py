@@ -1,9 +1,9 @@
-"""VRAM budgets as Kubernetes quantities: one rule for the API server (CEL) and for the operator.
+"""VRAM budgets as Kubernetes quantities: one rule for the API server and for the operator.
 
 A budget is a whole number of bytes or a Kubernetes quantity string ("650Mi", "1.5Gi", "6.8G",
 "1e9"), between 1 MiB and 16 TiB. The same pattern and bounds are enforced at admission by the
-CEL rule of ``budget_schema`` and offline by ``quantity_mib``, so a budget the API server takes
-is one the operator can use.
+schema of ``budget_schema`` and offline by ``quantity_mib``, so a budget the API server takes is
+one the operator can use (the one exception is documented on ``budget_schema``).
 """
 
 from __future__ import annotations

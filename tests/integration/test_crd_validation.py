@@ -21,7 +21,12 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from vram_operator.api import InferenceServer, PlacementStatus
+from vram_operator.api.inference_server import SERVER_NAME_MAX, SERVER_NAME_MESSAGE
+from vram_operator.api.owned_flags import OWNED_FLAGS, owned_flag_errors
+from vram_operator.api.quantity import BUDGET_RULE_MESSAGE, QUANTITY_PATTERN
 from vram_operator.manifests import KINDS
+from vram_operator.render import RenderSettings, render
 
 pytestmark = pytest.mark.integration
 
@@ -218,14 +223,24 @@ CEL_CASES = [
     ("GpuAssignment", {"strategy": "Manual", "assignments": [{"server": "a/b", "node": "n"}, {"server": "a/b",
                                                                                             "node": "m"}]},
      "Duplicate value"),
+    ("InferenceServer", {"engine": "generic", "image": "i", "vramBudget": "17Ti"}, BUDGET_RULE_MESSAGE),
+    *[("InferenceServer", {"engine": owned.engine, "image": "i", "model": {"name": "m"}, "args": [owned.flags[0], "1"]},
+       owned.message) for owned in OWNED_FLAGS],
 ]  # fmt: skip
 
 
+def _cel_messages(node: dict[str, Any]) -> Iterator[str]:
+    for rule in node.get("x-kubernetes-validations", []):
+        yield rule["message"]
+    for child in node.get("properties", {}).values():
+        yield from _cel_messages(child)
+    if "items" in node:
+        yield from _cel_messages(node["items"])
+
+
 def test_every_cel_rule_has_a_case() -> None:
-    messages = {rule["message"] for crd in CRDS
-                for rule in crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-                .get("x-kubernetes-validations", [])}  # fmt: skip
-    assert messages <= {message for _, _, message in CEL_CASES}
+    messages = {m for crd in CRDS for m in _cel_messages(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])}
+    assert messages <= {message for _, _, message in CEL_CASES} | {SERVER_NAME_MESSAGE}
 
 
 @pytest.mark.parametrize(("kind", "spec", "message"), CEL_CASES, ids=[m for _, _, m in CEL_CASES])
@@ -263,3 +278,178 @@ def test_examples_are_accepted(
         body["metadata"]["namespace"] = namespace
     created = _create(custom_objects, case, body, namespace, dry=True)
     assert created["metadata"]["name"] == document["metadata"]["name"]
+
+
+# ---- issue 9: what admission refuses is what the operator refuses, at the same boundaries ----
+
+
+def _server_body(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferenceServer", "metadata": {"name": name}, "spec": spec}
+
+
+def _admit(api: client.CustomObjectsApi, namespace: str, body: dict[str, Any]) -> str | None:
+    """None when the API server admits the object (dry run), else the body of its 422."""
+    try:
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers", body, dry_run="All")
+    except ApiException as error:
+        assert error.status == UNPROCESSABLE, error.body
+        return str(error.body)
+    return None
+
+
+def _spellings(flag: str, vllm: bool) -> list[str]:
+    if not flag.startswith("--"):
+        return [flag, f"{flag}=1"]
+    underscored = "--" + flag[2:].replace("-", "_")
+    forms = [flag, f"{flag}=1", underscored, f"{underscored}=0.5"]
+    if vllm:
+        forms += [flag[: max(3, len(flag) - 3)], f"{flag}.key", f"{flag[: max(3, len(flag) - 2)]}=1"]
+    return forms
+
+
+OWNED_SPELLINGS = [(owned.engine, arg, owned.message) for owned in OWNED_FLAGS for flag in owned.flags
+                   for arg in _spellings(flag, owned.engine == "vllm")]  # fmt: skip
+KEPT_ARGS = {
+    "vllm": ["--enable-prefix-caching", "--enforce-eager", "--trust-remote-code", "--max-loras", "--seed",
+             "--model-impl", "--compilation-config.level", "-O3", "--gpu-memory-utilizationx", "--config-format"],
+    "llamacpp": ["--jinja", "-fa", "-cb", "-mg", "--threads", "-cmoe", "--ctx-size-draft", "-cd", "--gpu-layers-draft"],
+}  # fmt: skip
+ENGINE_SPECS = {
+    "vllm": {"engine": "vllm", "image": "vllm/vllm-openai:v0.19.0", "model": {"name": "Qwen/Qwen2.5-7B-Instruct"}},
+    "llamacpp": {"engine": "llamacpp", "image": "llama:server", "model": {"path": "/models/m.gguf"}},
+}
+
+
+def test_admission_refuses_every_spelling_of_an_owned_flag_as_the_model_does(
+    custom_objects: client.CustomObjectsApi, namespace: str
+) -> None:
+    """Each spelling goes to the real API server; its verdict and message match the model's."""
+    corpus = OWNED_SPELLINGS + [(engine, arg, None) for engine, args in KEPT_ARGS.items() for arg in args]
+    wrong = []
+    for engine, arg, message in corpus:
+        spec = {**ENGINE_SPECS[engine], "args": ["--seed", "1", arg, "2"]}
+        refusal = _admit(custom_objects, namespace, _server_body("s", spec))
+        model_refusal = "; ".join(owned_flag_errors(engine, [arg])) or None
+        admitted_right = refusal is None if message is None else refusal is not None and message in refusal
+        model_right = (
+            model_refusal is None if message is None else model_refusal is not None and message in model_refusal
+        )
+        if not (admitted_right and model_right):
+            wrong.append((engine, arg, message, refusal, model_refusal))
+    assert not wrong
+    assert len(OWNED_SPELLINGS) > 100
+
+
+@pytest.mark.parametrize(
+    ("engine", "args", "field"),
+    [
+        ("vllm", ["--gpu_memory_utilization", "0.95"], "use spec.gpuMemoryUtilization"),
+        ("vllm", ["--gpu-memory-utilization=0.95"], "use spec.gpuMemoryUtilization"),
+        ("vllm", ["-tp", "2"], "use spec.tensorParallelSize"),
+        ("vllm", ["--max_model_len=32768"], "use spec.maxModelLen"),
+        ("vllm", ["--kv-cache-dtype", "fp8"], "use spec.kvCacheDtype"),
+        ("vllm", ["--kv-cache-memory-bytes", "8000000000"], "use spec.gpuMemoryUtilization"),
+        ("vllm", ["--max-num-seqs", "8"], "use spec.maxNumSeqs"),
+        ("llamacpp", ["--n_gpu_layers", "99"], "spec.maxModelLen"),
+        ("llamacpp", ["-c", "32768"], "use spec.maxModelLen"),
+        ("llamacpp", ["--parallel", "4"], "use spec.maxNumSeqs"),
+    ],
+)
+def test_owned_flag_refusal_names_the_spec_field(
+    custom_objects: client.CustomObjectsApi, namespace: str, engine: str, args: list[str], field: str
+) -> None:
+    refusal = _admit(custom_objects, namespace, _server_body("s", {**ENGINE_SPECS[engine], "args": args}))
+    assert refusal is not None and "spec.args must not set" in refusal and field in refusal, refusal
+
+
+def test_generic_servers_pass_any_args(custom_objects: client.CustomObjectsApi, namespace: str) -> None:
+    spec = {"engine": "generic", "image": "yolo:1", "vramBudget": "650Mi",
+            "args": ["--gpu-memory-utilization", "0.9", "-c", "x.yaml", "--port", "9000"]}  # fmt: skip
+    assert _admit(custom_objects, namespace, _server_body("yolo", spec)) is None
+
+
+MIB = 2**20
+BUDGETS_ACCEPTED: list[int | str] = ["1Mi", MIB, "650Mi", "1.5Gi", "6.8G", "800M", "1e9", "+.5Gi", 1_073_741_824,
+                                     "16Ti", 16 * 2**40]  # fmt: skip
+BUDGETS_REFUSED: list[int | str] = [0, "0", MIB - 1, "1048575", "1023Ki", "500m", "-5Gi", -1, "6.8GB", "650MB",
+                                    "banana", "", "Mi", " 650Mi", "6.8g", "17Ti", 16 * 2**40 + 1, "1e40"]  # fmt: skip
+
+
+def _budget_objects(value: int | str) -> list[tuple[str, dict[str, Any]]]:
+    generic = {"engine": "generic", "image": "yolo:1", "vramBudget": "650Mi"}
+    pin = {"server": "ai/yolo", "node": "n1", "vramBudgetOverride": value}
+    return [
+        ("vramBudget", _server_body("yolo", {**generic, "vramBudget": value})),
+        ("vramBudgetMin", _server_body("yolo", {**generic, "vramBudgetMin": value})),
+        ("vramBudgetOverride", {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuAssignment",
+                                "metadata": {"name": f"a-{uuid.uuid4().hex[:8]}"},
+                                "spec": {"strategy": "Manual", "assignments": [pin]}}),
+    ]  # fmt: skip
+
+
+def _admit_any(api: client.CustomObjectsApi, namespace: str, body: dict[str, Any]) -> str | None:
+    if body["kind"] == "InferenceServer":
+        return _admit(api, namespace, body)
+    try:
+        api.create_cluster_custom_object(GROUP, VERSION, "gpuassignments", body, dry_run="All")
+    except ApiException as error:
+        assert error.status == UNPROCESSABLE, error.body
+        return str(error.body)
+    return None
+
+
+def test_budget_boundaries_on_the_api_server_match_the_models(
+    custom_objects: client.CustomObjectsApi, namespace: str
+) -> None:
+    """Refused by the API server (naming the field) exactly when the models refuse it.
+
+    One gap, by design: a GpuAssignment's vramBudgetOverride string of the right shape but out of
+    range ("1023Ki", "17Ti") passes admission (CEL on each of 4096 list items of an int-or-string
+    is over the API server's cost budget) and is refused by the operator's validation.
+    """
+    wrong = []
+    for value in BUDGETS_ACCEPTED + BUDGETS_REFUSED:
+        for field, body in _budget_objects(value):
+            refusal = _admit_any(custom_objects, namespace, body)
+            try:
+                KINDS[body["kind"]].model_validate(body)
+                model_refuses = False
+            except ValueError:
+                model_refuses = True
+            gap = field == "vramBudgetOverride" and isinstance(value, str) and re.fullmatch(QUANTITY_PATTERN, value)
+            api_should_refuse = value in BUDGETS_REFUSED and not gap
+            named = refusal is None or field in refusal
+            if (refusal is not None) != api_should_refuse or model_refuses != (value in BUDGETS_REFUSED) or not named:
+                wrong.append((field, value, refusal, model_refuses))
+    assert not wrong
+
+
+@pytest.mark.parametrize("name", ["my.dotted.server", "7b-chat", "q" * (SERVER_NAME_MAX + 1)])
+def test_server_names_a_service_cannot_take_are_refused(
+    custom_objects: client.CustomObjectsApi, namespace: str, name: str
+) -> None:
+    spec = {"engine": "generic", "image": "yolo:1", "vramBudget": "650Mi"}
+    refusal = _admit(custom_objects, namespace, _server_body(name, spec))
+    assert refusal is not None and "DNS-1035 label" in refusal, refusal
+
+
+@pytest.mark.parametrize("name", ["a", "chat-2", "q" * SERVER_NAME_MAX])
+@pytest.mark.parametrize("pinning_mode", ["envvar", "dra"])
+def test_every_admitted_name_gives_children_the_api_server_takes(
+    custom_objects: client.CustomObjectsApi, dynamic_client: Any, namespace: str, name: str, pinning_mode: str
+) -> None:
+    spec = {"engine": "vllm", "image": "vllm/vllm-openai:v0.19.0", "model": {"name": "Qwen/Qwen2.5-7B-Instruct"}}
+    assert _admit(custom_objects, namespace, _server_body(name, spec)) is None
+    server = InferenceServer.model_validate(
+        {"metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4())}, "spec": spec}
+    )
+    placement = PlacementStatus.model_validate({
+        "node": "gpu-node.example.internal",  # a dotted node name, as on most clouds
+        "gpus": [{"index": 0, "uuid": "GPU-1a2b3c4d-0000-1111-2222-333344445555", "totalMiB": 24564}],
+        "budgetMiB": 9000,
+    })  # fmt: skip
+    rendered = render(server, placement, 0.4, RenderSettings(pinning_mode=pinning_mode))  # type: ignore[arg-type]
+    assert rendered.objects
+    for obj in rendered.objects:
+        resource = dynamic_client.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        resource.create(body=obj, namespace=namespace, dry_run="All")

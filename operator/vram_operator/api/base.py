@@ -122,6 +122,8 @@ class Resource(BaseModel):
     plural: ClassVar[str]
     short_names: ClassVar[tuple[str, ...]]
     namespaced: ClassVar[bool]
+    # CEL rules on the whole object (the only place metadata.name can be checked).
+    root_rules: ClassVar[tuple[dict[str, JsonValue], ...]] = ()
 
     api_version: str = Field(default=API_VERSION, alias="apiVersion")
     kind: str

@@ -122,7 +122,7 @@ def _schema_for(resource: type[Resource]) -> dict[str, Any]:
         schema = _Structural(model.model_json_schema(by_alias=True, mode="validation")).root
         schema["description"] = (model.__doc__ or "").strip()
         properties[name] = schema
-    return {
+    root: dict[str, Any] = {
         "type": "object",
         "description": (resource.__doc__ or "").strip(),
         "properties": {
@@ -134,6 +134,9 @@ def _schema_for(resource: type[Resource]) -> dict[str, Any]:
         },
         "required": ["spec"] if "spec" in resource.model_json_schema(by_alias=True).get("required", []) else [],
     }
+    if resource.root_rules:
+        root["x-kubernetes-validations"] = list(resource.root_rules)
+    return root
 
 
 def crd_for(resource: type[Resource]) -> dict[str, Any]:

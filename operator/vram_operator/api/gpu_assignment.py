@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from vram_operator.api.base import (
-    INT_OR_STRING,
     MESSAGE_MAX,
     NAME_MAX,
     ApiModel,
@@ -21,6 +20,7 @@ from vram_operator.api.base import (
     cel_rule,
     config_with_cel,
 )
+from vram_operator.api.quantity import budget_schema, quantity_mib
 
 Strategy = Literal["Manual", "VRAMBased", "LatencyOptimized", "IsolationFirst", "Balanced"]
 STRATEGIES: tuple[Strategy, ...] = ("Manual", "VRAMBased", "LatencyOptimized", "IsolationFirst", "Balanced")
@@ -39,9 +39,16 @@ class ServerAssignment(ApiModel):
     )
     vram_budget_override: int | str | None = Field(
         default=None,
-        description="Budget to use instead of the estimate (quantity).",
-        json_schema_extra=INT_OR_STRING,
+        description="Budget to use instead of the estimate: a quantity from 1Mi to 16Ti (e.g. 650Mi) or bytes.",
+        json_schema_extra=budget_schema(bound_strings=False),
     )
+
+    @field_validator("vram_budget_override")
+    @classmethod
+    def _override_is_quantity(cls, value: int | str | None) -> int | str | None:
+        if value is not None:
+            quantity_mib(value)
+        return value
 
 
 class GpuAssignmentSpec(ApiModel):

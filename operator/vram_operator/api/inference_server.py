@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, JsonValue, field_validator, model_validator
 
 from vram_operator.api.base import (
-    INT_OR_STRING,
     LIST_MAX,
     MESSAGE_MAX,
     NAME_MAX,
@@ -19,19 +18,27 @@ from vram_operator.api.base import (
     Condition,
     IntOrString,
     Message,
+    ObjectMeta,
     PassThrough,
     Resource,
     cel_rule,
     config_with_cel,
 )
+from vram_operator.api.owned_flags import owned_flag_cel_rules, owned_flag_errors
+from vram_operator.api.quantity import budget_schema, quantity_mib
 
 Engine = Literal["vllm", "llamacpp", "generic"]
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 Phase = Literal["Pending", "Placed", "Running", "Degraded", "Failed"]
 EstimateSource = Literal["config", "safetensors", "gguf", "name", "catalog", "default"]
 
-# A Kubernetes quantity (binary or decimal suffix), as accepted for vramBudget.
-QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|K|M|G|T)?$"
+# A server's name is its Service's name: a DNS-1035 label (a Deployment would take more).
+SERVER_NAME_MAX = 63
+SERVER_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+SERVER_NAME_MESSAGE = (
+    f"metadata.name must be a DNS-1035 label (at most {SERVER_NAME_MAX} lower-case letters, digits or '-', "
+    "starting with a letter, no dots): it also names the server's Service"
+)
 UTILIZATION_MIN = 0.05
 UTILIZATION_MAX = 0.99
 UTILIZATION_USUAL = (0.5, 0.95)
@@ -107,6 +114,7 @@ class InferenceServerSpec(ApiModel):
             "!has(self.gpuMemoryUtilization) || self.gpuMemoryUtilization == 0.0 || self.gpuMemoryUtilization >= 0.05",
             "gpuMemoryUtilization must be 0 (auto) or between 0.05 and 0.99",
         ),
+        *owned_flag_cel_rules(),
     )
 
     engine: Engine = Field(description="Inference engine: vllm, llamacpp or generic.")
@@ -116,7 +124,11 @@ class InferenceServerSpec(ApiModel):
     args: list[BoundedText] = Field(
         default_factory=list,
         max_length=LIST_MAX,
-        description="Extra engine arguments, appended after the ones the operator sets.",
+        description=(
+            "Extra engine arguments, appended after the ones the operator sets; flags the operator owns "
+            "(utilization, parallel sizes, max model len, KV cache, llama.cpp -ngl/-c/--parallel, ...) are "
+            "refused in every spelling, with the spec field to use instead."
+        ),
     )
     env: list[PassThrough] = Field(
         default_factory=list,
@@ -166,16 +178,19 @@ class InferenceServerSpec(ApiModel):
     )
     vram_budget: int | str | None = Field(
         default=None,
-        description="Whole-process VRAM footprint for generic servers (e.g. 650Mi), as nvidia-smi shows it.",
-        json_schema_extra=INT_OR_STRING,
+        description=(
+            "Whole-process VRAM footprint for generic servers, as nvidia-smi shows it: a quantity from 1Mi "
+            "to 16Ti (e.g. 650Mi, 1.5Gi, 6.8G) or bytes."
+        ),
+        json_schema_extra=budget_schema(bound_strings=True),
     )
     vram_budget_min: int | str | None = Field(
         default=None,
         description=(
             "Smallest budget a generic server still works with (it reads VRAM_BUDGET_GB and adapts); "
-            "lets the planner shrink it onto a smaller GPU, with a warning."
+            "lets the planner shrink it onto a smaller GPU, with a warning. A quantity like vramBudget."
         ),
-        json_schema_extra=INT_OR_STRING,
+        json_schema_extra=budget_schema(bound_strings=True),
     )
     latency_critical: bool = Field(default=False, description="Prefer the fastest/largest GPU.")
     isolation: Literal["shared", "dedicated"] = Field(
@@ -186,15 +201,9 @@ class InferenceServerSpec(ApiModel):
     @field_validator("vram_budget", "vram_budget_min")
     @classmethod
     def _budget_is_quantity(cls, value: int | str | None) -> int | str | None:
-        if value is None:
-            return None
-        if isinstance(value, int):
-            if value <= 0:
-                raise ValueError("must be positive")
-            return value
-        if not re.match(QUANTITY_PATTERN, value.strip()):
-            raise ValueError(f"{value!r} is not a quantity such as 650Mi or 1.5Gi")
-        return value.strip()
+        if value is not None:
+            quantity_mib(value)
+        return value
 
     @field_validator("gpu_memory_utilization")
     @classmethod
@@ -212,6 +221,9 @@ class InferenceServerSpec(ApiModel):
         pinned = self.placement.gpus if self.placement else []
         if pinned and len(pinned) != self.tensor_parallel_size:
             raise ValueError("placement.gpus must list exactly tensorParallelSize GPUs")
+        owned = owned_flag_errors(self.engine, self.args)
+        if owned:
+            raise ValueError("; ".join(owned))
         return self
 
 
@@ -307,9 +319,24 @@ class InferenceServer(Resource):
     short_names: ClassVar[tuple[str, ...]] = ("infs",)
     namespaced: ClassVar[bool] = True
 
+    root_rules: ClassVar[tuple[dict[str, JsonValue], ...]] = (
+        cel_rule(
+            f"size(self.metadata.name) <= {SERVER_NAME_MAX} && self.metadata.name.matches(r'{SERVER_NAME_PATTERN}')",
+            SERVER_NAME_MESSAGE,
+        ),
+    )
+
     kind: Literal["InferenceServer"] = "InferenceServer"
     spec: InferenceServerSpec
     status: InferenceServerStatus | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _name_is_a_service_name(cls, metadata: ObjectMeta) -> ObjectMeta:
+        name = metadata.name
+        if len(name) > SERVER_NAME_MAX or not re.fullmatch(SERVER_NAME_PATTERN, name):
+            raise ValueError(f"{name!r}: {SERVER_NAME_MESSAGE}")
+        return metadata
 
     @property
     def key(self) -> str:

@@ -177,7 +177,7 @@ def render_deployment(
             },
         },
     }
-    warnings = [*engine.warnings, *resource_warnings, *env_warnings]
+    warnings = [*resource_warnings, *env_warnings]
     if not server.metadata.uid:
         warnings.append("metadata.uid: absent, so the Deployment has no owner reference")
     return RenderedDeployment(deployment, tuple(warnings))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from vram_operator.api import InferenceServer, PlacementStatus
+from vram_operator.api.owned_flags import owned_flag_errors
 from vram_operator.render.errors import RenderError
 from vram_operator.render.settings import ProbeTimings, RenderSettings
 
@@ -18,24 +18,6 @@ VLLM_QUANTIZATION_FLAGS = frozenset({"fp8", "awq", "gptq", "mxfp4", "bitsandbyte
 # llama.cpp clamps the offloaded layer count to the model's, so this means "every layer".
 ALL_LAYERS = 999
 MIB_PER_GIB = 1024
-
-# Flags the operator sets from the spec and the placement; a copy in spec.args would silently
-# override them (both engines keep the last occurrence), so it is dropped with a warning.
-VLLM_OWNED_FLAGS: dict[str, str] = {
-    "--gpu-memory-utilization": "spec.gpuMemoryUtilization",
-    "--tensor-parallel-size": "spec.tensorParallelSize",
-    "-tp": "spec.tensorParallelSize",
-    "--port": "the operator's engine port",
-}
-LLAMACPP_OWNED_FLAGS: dict[str, str] = {
-    "--n-gpu-layers": "the operator's sizing",
-    "--gpu-layers": "the operator's sizing",
-    "-ngl": "the operator's sizing",
-    "--ctx-size": "the operator's sizing (spec.maxModelLen)",
-    "-c": "the operator's sizing (spec.maxModelLen)",
-    "--port": "the operator's engine port",
-    "--host": "the operator (0.0.0.0, so the Service reaches it)",
-}
 
 
 @dataclass(frozen=True)
@@ -56,7 +38,6 @@ class EngineContainer:
     env: tuple[dict[str, Any], ...]
     port: int
     probe_handler: dict[str, Any] | None  # httpGet / tcpSocket, or None for no probes
-    warnings: tuple[str, ...]
 
 
 def engine_port(server: InferenceServer, settings: RenderSettings) -> int:
@@ -70,25 +51,19 @@ def format_utilization(value: float) -> str:
     return f"{value:.4f}".rstrip("0").rstrip(".")
 
 
-def drop_owned_flags(args: Sequence[str], owned: dict[str, str]) -> tuple[list[str], list[str]]:
-    """spec.args without the flags the operator owns (as `--flag value` or `--flag=value`)."""
-    kept: list[str] = []
-    warnings: list[str] = []
-    skip_value = False
-    for arg in args:
-        if skip_value:
-            skip_value = False
-            continue
-        flag, has_inline_value, _ = arg.partition("=")
-        if flag in owned:
-            skip_value = not has_inline_value
-            warnings.append(f"spec.args: {flag} ignored; the value comes from {owned[flag]}")
-            continue
-        kept.append(arg)
-    return kept, warnings
+def user_args(server: InferenceServer) -> list[str]:
+    """spec.args, after checking again that none sets a flag the operator owns.
+
+    The API server and the model's validation refuse such a spec already; this keeps a spec that
+    skipped them (built in code, changed after validation) from rendering an owned flag twice.
+    """
+    owned = owned_flag_errors(server.spec.engine, server.spec.args)
+    if owned:
+        raise RenderError("; ".join(owned), field="spec.args")
+    return list(server.spec.args)
 
 
-def _vllm(server: InferenceServer, utilization: float | None, settings: RenderSettings) -> tuple[list[str], list[str]]:
+def _vllm(server: InferenceServer, utilization: float | None, settings: RenderSettings) -> list[str]:
     spec = server.spec
     model = spec.model
     if model is None or not (model.path or model.name):
@@ -119,13 +94,10 @@ def _vllm(server: InferenceServer, utilization: float | None, settings: RenderSe
     )
     args += [item for flag, value in optional if value is not None for item in (flag, str(value))]
     args += ["--port", str(settings.vllm_port)]
-    user_args, warnings = drop_owned_flags(spec.args, VLLM_OWNED_FLAGS)
-    return args + user_args, warnings
+    return args + user_args(server)
 
 
-def _llamacpp(
-    server: InferenceServer, launch: LlamaCppLaunch | None, settings: RenderSettings
-) -> tuple[list[str], list[str]]:
+def _llamacpp(server: InferenceServer, launch: LlamaCppLaunch | None, settings: RenderSettings) -> list[str]:
     spec = server.spec
     model = spec.model
     if model is None or not (model.path or model.name):
@@ -153,8 +125,7 @@ def _llamacpp(
     if spec.kv_cache_dtype != "auto":
         args += ["--cache-type-k", spec.kv_cache_dtype, "--cache-type-v", spec.kv_cache_dtype]
     args += ["--host", "0.0.0.0", "--port", str(settings.llamacpp_port)]
-    user_args, warnings = drop_owned_flags(spec.args, LLAMACPP_OWNED_FLAGS)
-    return args + user_args, warnings
+    return args + user_args(server)
 
 
 def budget_env(placement: PlacementStatus) -> tuple[dict[str, Any], ...]:
@@ -177,13 +148,13 @@ def engine_container(
     port = engine_port(server, settings)
     http_health: dict[str, Any] = {"httpGet": {"path": "/health", "port": "http"}}
     if engine == "vllm":
-        args, warnings = _vllm(server, utilization, settings)
-        return EngineContainer(settings.vllm_command, tuple(args), (), port, http_health, tuple(warnings))
+        args = _vllm(server, utilization, settings)
+        return EngineContainer(settings.vllm_command, tuple(args), (), port, http_health)
     if engine == "llamacpp":
-        args, warnings = _llamacpp(server, launch, settings)
-        return EngineContainer(settings.llamacpp_command, tuple(args), (), port, http_health, tuple(warnings))
+        args = _llamacpp(server, launch, settings)
+        return EngineContainer(settings.llamacpp_command, tuple(args), (), port, http_health)
     probe = {"tcpSocket": {"port": "http"}} if settings.generic_tcp_probe else None
-    return EngineContainer((), tuple(server.spec.args), budget_env(placement), port, probe, ())
+    return EngineContainer((), tuple(server.spec.args), budget_env(placement), port, probe)
 
 
 def _probe(handler: dict[str, Any], timings: ProbeTimings) -> dict[str, Any]:

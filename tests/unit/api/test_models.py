@@ -42,7 +42,7 @@ def test_generic_server_needs_only_engine_image_and_budget() -> None:
         ({"model": None}, "model is required"),
         ({"gpuMemoryUtilization": 1.5}, "less than or equal to 0.99"),
         ({"gpuMemoryUtilization": 0.01}, "0 (auto) or within 0.05-0.99"),
-        ({"engine": "generic", "vramBudget": "-5Gi"}, "not a quantity"),
+        ({"engine": "generic", "vramBudget": "-5Gi"}, "must not be negative"),
         ({"engine": "generic", "vramBudget": 0}, "must be positive"),
         ({"tensorParallelSize": 2, "placement": {"gpus": [0]}}, "exactly tensorParallelSize"),
         ({"isolation": "exclusive"}, "isolation"),

@@ -64,6 +64,26 @@ def _assert_one_line_error(code: int, err: str, *needles: str) -> None:
             ("server.yaml", "weightsMiB"),
         ),
         ("- just\n- a list\n", ("server.yaml", "mapping")),
+        (
+            "apiVersion: vram.dev/v1alpha1\nkind: InferenceServer\nmetadata: {name: a, namespace: x}\n"
+            "spec: {engine: vllm, image: i, model: {name: m}, args: [--gpu_memory_utilization, '0.95']}\n",
+            ("server.yaml", "spec.args", "--gpu_memory_utilization", "use spec.gpuMemoryUtilization"),
+        ),
+        (
+            "apiVersion: vram.dev/v1alpha1\nkind: InferenceServer\nmetadata: {name: a, namespace: x}\n"
+            "spec: {engine: llamacpp, image: i, model: {path: /m.gguf}, args: [--ctx_size, '32768']}\n",
+            ("server.yaml", "spec.args", "use spec.maxModelLen"),
+        ),
+        (
+            "apiVersion: vram.dev/v1alpha1\nkind: InferenceServer\nmetadata: {name: my.dotted.server, namespace: x}\n"
+            "spec: {engine: generic, image: i, vramBudget: 1Gi}\n",
+            ("server.yaml", "my.dotted.server", "DNS-1035"),
+        ),
+        (
+            "apiVersion: vram.dev/v1alpha1\nkind: InferenceServer\nmetadata: {name: a, namespace: x}\n"
+            "spec: {engine: generic, image: i, vramBudget: 6.8GB}\n",
+            ("server.yaml", "vramBudget", "6.8GB"),
+        ),
     ],
 )
 def test_plan_rejects_bad_manifests(

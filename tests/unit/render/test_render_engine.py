@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kube_schema import assert_valid
+from pydantic import ValidationError
 from render_builders import UUID_A, UUID_B, container, env_of, generic, llamacpp, placement, server, vllm
 
+from vram_operator.api.owned_flags import OWNED_FLAGS
 from vram_operator.render import LlamaCppLaunch, RenderError, RenderSettings, render_deployment
-from vram_operator.render.engine import LLAMACPP_OWNED_FLAGS, VLLM_OWNED_FLAGS, drop_owned_flags
 
 SETTINGS = RenderSettings()
 
@@ -66,19 +67,19 @@ def test_vllm_serves_a_mounted_path_under_the_model_name() -> None:
 
 
 @pytest.mark.parametrize(
-    "user_args",
+    ("spec", "user_args"),
     [
-        ["--gpu-memory-utilization", "0.9", "--enforce-eager"],
-        ["--gpu-memory-utilization=0.9", "--enforce-eager"],
+        (vllm(), ["--gpu_memory_utilization", "0.9", "--enforce-eager"]),
+        (vllm(), ["--enforce-eager", "--gpu-memory-utilization=0.9"]),
+        (llamacpp(), ["-ngl", "10"]),
     ],
 )
-def test_spec_utilization_wins_over_one_in_args(user_args: list[str]) -> None:
-    rendered = render_deployment(server(vllm(args=user_args)), placement(), 0.37, SETTINGS)
-    args = container(rendered.deployment)["args"]
-    assert flag_value(args, "--gpu-memory-utilization") == "0.37"
-    assert "0.9" not in args and "--gpu-memory-utilization=0.9" not in args
-    assert args[-1] == "--enforce-eager"
-    assert any("--gpu-memory-utilization ignored" in warning for warning in rendered.warnings)
+def test_an_owned_flag_that_skipped_validation_is_never_rendered(spec: dict[str, Any], user_args: list[str]) -> None:
+    built = server(spec)
+    built.spec.args = user_args  # as code could, after validation
+    with pytest.raises(RenderError, match="must not set") as raised:
+        render_deployment(built, placement(), 0.37, SETTINGS)
+    assert raised.value.field == "spec.args"
 
 
 @pytest.mark.parametrize("utilization", [None, 0.0, 1.2])
@@ -112,11 +113,10 @@ def test_llamacpp_uses_the_sizing_result() -> None:
 
 
 def test_llamacpp_without_sizing_offloads_everything_at_the_spec_context() -> None:
-    args = rendered_container(llamacpp(maxModelLen=4096, maxNumSeqs=4, args=["-ngl", "10"]), None)["args"]
+    args = rendered_container(llamacpp(maxModelLen=4096, maxNumSeqs=4), None)["args"]
     assert flag_value(args, "--n-gpu-layers") == "999"
     assert flag_value(args, "-c") == "4096"
     assert flag_value(args, "--parallel") == "4"
-    assert "-ngl" not in args
 
 
 def test_llamacpp_downloads_by_name_and_quant_tag_without_a_path() -> None:
@@ -154,26 +154,50 @@ def test_llm_engines_are_probed_on_health_with_a_long_startup(spec: dict[str, An
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 30 * 60
 
 
-owned_flag = st.sampled_from(sorted(VLLM_OWNED_FLAGS | LLAMACPP_OWNED_FLAGS))
-plain_arg = st.from_regex(r"--?[a-z][a-z-]{0,12}(=[a-z0-9]{1,4})?|[a-z0-9.]{1,6}", fullmatch=True).filter(
-    lambda arg: arg.partition("=")[0] not in VLLM_OWNED_FLAGS | LLAMACPP_OWNED_FLAGS
+def _canonical(arg: str) -> str:
+    """The long option a vLLM / llama.cpp argument sets when it is spelled in full."""
+    name = arg.partition("=")[0]
+    return name.replace("_", "-") if name.startswith("--") else name
+
+
+owned_spelling = st.sampled_from([flag for owned in OWNED_FLAGS for flag in owned.flags]).flatmap(
+    lambda flag: st.sampled_from([flag, f"{flag}=1", flag.replace("-", "_").replace("__", "--", 1)])
 )
+plain_arg = st.from_regex(r"--?[a-z][a-z-]{0,12}(=[a-z0-9]{1,4})?|[a-z0-9.]{1,6}", fullmatch=True)
 
 
-@given(
-    st.lists(
-        st.one_of(
-            plain_arg.map(lambda arg: [arg]),
-            st.tuples(owned_flag, st.from_regex(r"[0-9.]{1,4}", fullmatch=True)).map(list),
-            owned_flag.map(lambda flag: [f"{flag}=1"]),
+@given(st.sampled_from([vllm(), llamacpp()]), st.lists(owned_spelling | plain_arg, max_size=8))
+def test_validated_args_never_repeat_a_flag_the_operator_sets(spec: dict[str, Any], user_args: list[str]) -> None:
+    try:
+        built = server({**spec, "args": user_args})
+    except ValidationError:
+        return
+    launch = LlamaCppLaunch(n_gpu_layers=20, context_length=4096, parallel=2)
+    args = container(render_deployment(built, placement(), 0.5, SETTINGS, launch=launch).deployment)["args"]
+    ours = {_canonical(arg) for arg in args[: len(args) - len(user_args)] if arg.startswith("-")}
+    assert args[len(args) - len(user_args) :] == user_args
+    owned_by_engine = {flag for owned in OWNED_FLAGS if owned.engine == spec["engine"] for flag in owned.flags}
+    assert ours <= owned_by_engine
+    assert not {_canonical(arg) for arg in user_args} & owned_by_engine
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        vllm(
+            tensorParallelSize=2,
+            maxModelLen=8192,
+            maxNumSeqs=64,
+            maxNumBatchedTokens=4096,
+            kvCacheDtype="fp8",
+            model={"name": "Qwen/Qwen2.5-7B-Instruct", "path": "/m", "dtype": "bfloat16", "quantization": "awq"},
         ),
-        max_size=8,
-    )
+        llamacpp(kvCacheDtype="q8_0"),
+        llamacpp(model={"name": "unsloth/Qwen3-GGUF", "quantization": "gguf-Q4_K_M"}),
+    ],
 )
-def test_dropping_owned_flags_keeps_every_other_argument_in_order(groups: list[list[str]]) -> None:
-    owned = {**VLLM_OWNED_FLAGS, **LLAMACPP_OWNED_FLAGS}
-    args = [arg for group in groups for arg in group]
-    kept, warnings = drop_owned_flags(args, owned)
-    expected = [group[0] for group in groups if group[0].partition("=")[0] not in owned]
-    assert kept == expected
-    assert len(warnings) == len(groups) - len(expected)
+def test_every_flag_the_renderer_sets_is_owned(spec: dict[str, Any]) -> None:
+    launch = LlamaCppLaunch(n_gpu_layers=20, context_length=4096, parallel=2)
+    args = rendered_container(spec, launch=launch)["args"]
+    owned_by_engine = {flag for owned in OWNED_FLAGS if owned.engine == spec["engine"] for flag in owned.flags}
+    assert {arg for arg in args if arg.startswith("-")} <= owned_by_engine

@@ -28,7 +28,7 @@ from vram_operator.placement.utilization import (
     auto_utilization,
     manual_utilization,
 )
-from vram_operator.render import LlamaCppLaunch
+from vram_operator.render import LlamaCppLaunch, PlacedReplica
 from vram_operator.sizing.errors import SizingError
 from vram_operator.sizing.generic import parse_quantity_mib
 from vram_operator.sizing.server import (
@@ -107,6 +107,15 @@ class FleetDecision:
         """The decision of one replica of a server: its own placement, utilization and fit."""
         decision = self.servers[server]
         return next((r for r in decision.replicas if r.replica == replica), decision)
+
+
+def placed_replicas(decision: ServerDecision) -> list[PlacedReplica]:
+    """What render needs of each placed replica: its placement, utilization and llama.cpp launch."""
+    return [
+        PlacedReplica(r.replica, r.placement, r.gpu_memory_utilization, r.llamacpp_launch)
+        for r in decision.replicas
+        if r.placement is not None
+    ]
 
 
 def config_for(server: InferenceServer, config_maps: ConfigMaps) -> dict[str, object] | None:

@@ -136,6 +136,7 @@ def plan(
             best = searched
     if best is not first:
         best.polish()
+    best.spread_out()
     return best.result()
 
 
@@ -318,6 +319,37 @@ class _Planner:
             del self.decisions[demand.key]
             placed = self._place_free(demand, shrink=False)
             assert placed  # its old GPU has room again
+
+    def spread_out(self) -> None:
+        """Replicas left nearer their siblings than needed (placed before a later pass freed room apart)
+        move to a GPU further apart where one has room; each move goes strictly further apart, so it ends."""
+        moved = True
+        while moved:
+            moved = False
+            for decision in sorted(self.decisions.values(), key=lambda d: self._order_key(d.demand)):
+                demand = decision.demand
+                tenant = self.fleet.tenants[demand.key]
+                if self.replica_counts.get(demand.server, 1) < 2 or not tenant.movable:
+                    continue
+                tiers = self._spread(demand)
+                own = {self.fleet.by_uuid[u].position for u in tenant.uuids}
+                apart = next(i for i, hidden in enumerate(tiers) if not own & hidden)
+                if apart == 0:
+                    continue  # as far apart as it gets
+                self.fleet.remove(demand.key)
+                del self.decisions[demand.key]
+                if self._place_apart(demand, tiers[:apart]):
+                    moved = True
+                else:
+                    self.fleet.place(tenant)
+                    self.decisions[demand.key] = decision
+
+    def _place_apart(self, demand: ServerDemand, tiers: list[frozenset[int]]) -> bool:
+        for hidden in tiers:
+            with self.fleet.hidden(hidden):
+                if self._place_open(demand, shrink=False):
+                    return True
+        return False
 
     def _repair(self, pending: list[ServerDemand]) -> list[ServerDemand]:
         for _ in range(REPAIR_ROUNDS):

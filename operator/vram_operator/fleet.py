@@ -270,6 +270,9 @@ def _with_replicas(replicas: list[ServerDecision], left: list[Unplaced], wanted:
         fit_message=first.fit_message if misfit is None else _replica_text(misfit, misfit.fit_message),
         replicas=tuple(replicas),
         replicas_wanted=wanted,
+        # Partly placed: why the others wait (the server is placed; the rest is retried).
+        unplaced_reason=left[0].reason if left else None,
+        unplaced_message=left[0].message if left else None,
     )
 
 

@@ -48,7 +48,9 @@ class Outcome:
     @property
     def replicas_missing(self) -> int:
         """Replicas the spec asks for that are not placed (0 when unplaced as a whole: Placed is False)."""
-        return max(0, self.replicas_wanted - len(self.replicas)) if self.placement is not None else 0
+        if self.placement is None:
+            return 0
+        return max(0, self.replicas_wanted - max(1, len(self.replicas)))  # `placement` alone is replica 0
 
 
 def replica_statuses(outcome: Outcome) -> list[ReplicaPlacementStatus]:
@@ -135,7 +137,7 @@ def decided_status(
             )
         elif outcome.replicas_missing:
             # Placed (what fits runs), and the missing replicas are retried like an unplaced server.
-            placed = len(outcome.replicas)
+            placed = outcome.replicas_wanted - outcome.replicas_missing
             conditions = set_condition(
                 conditions,
                 "Placed",

@@ -60,8 +60,10 @@ def pins_for(
     """Where the server must go: a GpuAssignment's rollout, else where its status says it is
     (its reservation stands: a restart or a spec-only change never moves it), else free."""
     assigned = notes.assigned_placement(server.metadata.annotations)
-    if assigned is not None:
-        return [ManualAssignment(server.key, assigned.node, assigned.gpus, assigned.budget_mib)]
+    if assigned is not None:  # a GpuAssignment places replica 0; the other replicas stay where they are
+        kept = [] if replace or current is None else replica_pins(server, current)
+        others = [pin for pin in kept if pin.server != server.key]
+        return [ManualAssignment(server.key, assigned.node, assigned.gpus, assigned.budget_mib), *others]
     placement = current.placement if current else None
     if replace or placement is None or not placement.gpus or server.spec.placement is not None:
         return []

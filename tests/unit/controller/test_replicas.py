@@ -17,6 +17,7 @@ from vram_operator.api.inference_server import (
     PlacementStatus,
     ReplicaPlacementStatus,
 )
+from vram_operator.controller import annotations as notes
 from vram_operator.controller.book import ReservationBook
 from vram_operator.controller.conditions import condition_status
 from vram_operator.controller.decision import Inputs, decide
@@ -182,3 +183,15 @@ def test_sum_of_replica_budgets_per_gpu_never_exceeds_capacity_over_many_decisio
     assert sum(len(s.status.placed_replicas()) for s in reserved if s.status) > 4
     for uuid, mib in per_gpu.items():
         assert mib + MARGIN <= totals[uuid]
+
+
+def test_a_gpu_assignment_moves_replica_zero_and_the_others_stay() -> None:
+    assigned = notes.AssignedPlacement("fleet", 2, "h100-0", ("G9",), 5000.0)
+    server = generic("det", "1000Mi", 2)
+    server = server.model_copy(
+        update={"metadata": server.metadata.model_copy(update={"annotations": {notes.ASSIGNED: assigned.encode()}})}
+    )
+    status = placed(server, on("G0"), on("G1", replica=1)).status
+    pins = pins_for(server, status, replace=False)
+    assert [(p.server, p.gpus) for p in pins] == [("ns/det", ("G9",)), ("ns/det[1]", ("G1",))]
+    assert [p.server for p in pins_for(server, status, replace=True)] == ["ns/det"]

@@ -69,6 +69,14 @@ def test_each_replica_runs_on_its_own_gpu_with_its_own_budget(
 ) -> None:
     create(custom_objects, namespace, generic("det", "20Gi", replicas=3))
 
+    def three_pods() -> list[Any] | None:
+        pods = core_v1.list_namespaced_pod(namespace, label_selector=f"{SERVER_LABEL}=det").items
+        return pods if len(pods) == 3 and all(p.spec.node_name for p in pods) else None
+
+    pods = eventually(three_pods, "three pods of det bound to nodes")
+    pinned = sorted(env(p.spec)["NVIDIA_VISIBLE_DEVICES"] for p in pods)
+    assert len(set(pinned)) == 3, f"each replica's pod pinned to a GPU of its own, got {pinned}"
+
     def running_with_three() -> dict[str, Any] | None:
         obj = get(custom_objects, namespace, "det")
         ready = (obj.get("status") or {}).get("phase") == "Running"
@@ -94,7 +102,6 @@ def test_each_replica_runs_on_its_own_gpu_with_its_own_budget(
         assert env(pod_spec)["NVIDIA_VISIBLE_DEVICES"] == placements[replica]["gpus"][0]["uuid"]
         assert pinned_node(pod_spec) == placements[replica]["node"]
     pods = core_v1.list_namespaced_pod(namespace, label_selector=f"{SERVER_LABEL}=det").items
-    assert len(pods) == 3
     assert {env(p.spec)["NVIDIA_VISIBLE_DEVICES"] for p in pods} == gpus
     assert {p.spec.node_name for p in pods} == {p["node"] for p in placements.values()}
 
@@ -118,6 +125,7 @@ def test_replicas_share_a_gpu_only_when_every_budget_fits(
     namespace: str,
     custom_objects: client.CustomObjectsApi,
     apps_v1: client.AppsV1Api,
+    core_v1: client.CoreV1Api,
     gpu_fleet: list[FakeNode],
     budget_mib: int,
     placed: int,
@@ -127,6 +135,15 @@ def test_replicas_share_a_gpu_only_when_every_budget_fits(
     body = generic("pair", f"{budget_mib}Mi", replicas=2)
     body["spec"]["placement"] = {"node": "workstation", "gpus": [0]}
     create(custom_objects, namespace, body)
+    expected = ["pair", "pair-replica-1"][:placed]
+    eventually(lambda: sorted(deployments_of(apps_v1, namespace, "pair")) == expected, f"Deployments {expected}")
+
+    # Each placed replica runs one pod; a replica whose budget does not fit runs none.
+    def pods() -> list[Any] | None:
+        items = core_v1.list_namespaced_pod(namespace, label_selector=f"{SERVER_LABEL}=pair").items
+        return items if len(items) >= placed else None
+
+    assert len(eventually(pods, f"{placed} pods of pair")) == placed
     obj = eventually(
         lambda: (o := get(custom_objects, namespace, "pair")) and condition(o, "Placed") and o, "a decision"
     )
@@ -141,6 +158,4 @@ def test_replicas_share_a_gpu_only_when_every_budget_fits(
     else:
         assert placed_condition["reason"] == "PartiallyPlaced"
         assert placed_condition["message"].startswith("1/2 replicas placed; the others: InsufficientMemory")
-    expected = ["pair", "pair-replica-1"][:placed]
-    eventually(lambda: sorted(deployments_of(apps_v1, namespace, "pair")) == expected, f"Deployments {expected}")
     assert operator.alive(), operator.logs()

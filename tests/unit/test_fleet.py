@@ -178,3 +178,9 @@ def test_partial_placement_places_what_fits_and_says_which_replicas_wait() -> No
     assert any("replicas 0, 1 share GPU GPU-a-0" in w for w in det.warnings)
     reserved = next(g.reserved_mib for g in decision.plan.gpus if g.uuid == "GPU-a-0")
     assert reserved == 20000
+
+
+def test_every_replica_reserves_its_own_budget_on_its_own_gpu() -> None:
+    nodes = [node(name, ("NVIDIA RTX A5500", 24564, 0)) for name in ("a", "b", "c")]
+    decision = decide([server("det", engine="generic", vramBudget="8000Mi", replicas=3)], nodes)
+    assert {g.uuid: g.reserved_mib for g in decision.plan.gpus} == {"GPU-a-0": 8000, "GPU-b-0": 8000, "GPU-c-0": 8000}

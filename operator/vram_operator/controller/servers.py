@@ -109,6 +109,14 @@ def decision_event(before: PlacementStatus | None, outcome: Outcome) -> tuple[st
     where = f"{after.node} GPU {','.join(str(g.index) for g in after.gpus)} ({after.budget_mib:.0f}MiB per GPU)"
     if before is not None and before.gpus and not same_placement(before, after):
         return "Normal", "Rebalanced", f"moved from {before.node} to {where}"
+    if outcome.replicas_missing:
+        placed = outcome.replicas_wanted - outcome.replicas_missing
+        return (
+            "Warning",
+            "PartiallyPlaced",
+            f"{placed}/{outcome.replicas_wanted} replicas placed, replica 0 on {where}; the others wait: "
+            f"{outcome.unplaced_reason}: {outcome.unplaced_message}",
+        )
     return "Normal", "Placed", where
 
 

@@ -29,7 +29,7 @@ from vram_operator.controller.server_status import (
     observed_status,
     replica_statuses,
 )
-from vram_operator.controller.servers import pins_for, replicas_missing
+from vram_operator.controller.servers import decision_event, pins_for, replicas_missing
 from vram_operator.render import PlacedReplica
 
 T0 = "2026-01-01T00:00:00Z"
@@ -195,3 +195,13 @@ def test_a_gpu_assignment_moves_replica_zero_and_the_others_stay() -> None:
     pins = pins_for(server, status, replace=False)
     assert [(p.server, p.gpus) for p in pins] == [("ns/det", ("G9",)), ("ns/det[1]", ("G1",))]
     assert [p.server for p in pins_for(server, status, replace=True)] == ["ns/det"]
+
+
+def test_a_partial_placement_is_a_warning_event_with_the_reason() -> None:
+    server = generic("det", "10000Mi", replicas=3)
+    outcome = decide([server], Inputs(nodes=[gpu_node("a", 1)], reserved=[], margin_mib=MARGIN)).outcomes["ns/det"]
+    kind, reason, message = decision_event(None, outcome)
+    assert (kind, reason) == ("Warning", "PartiallyPlaced")
+    assert message.startswith("2/3 replicas placed, replica 0 on a GPU 0") and "InsufficientMemory" in message
+    whole = decide([generic("one", "10000Mi", 2)], Inputs(nodes=[gpu_node("a", 1)], reserved=[], margin_mib=MARGIN))
+    assert decision_event(None, whole.outcomes["ns/one"])[:2] == ("Normal", "Placed")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from vram_operator.api import GpuAssignment, GpuNode, InferenceServer
-from vram_operator.api.inference_server import EstimateStatus, PlacedGpu, PlacementStatus
+from vram_operator.api.inference_server import EstimateStatus, PlacedGpu, PlacementStatus, ReplicaPlacementStatus
 from vram_operator.placement.demand import ManualAssignment, ServerDemand
 from vram_operator.placement.errors import PlacementError
 from vram_operator.placement.inventory import Inventory, OwnerOf, default_owner_of
@@ -28,7 +28,7 @@ from vram_operator.placement.utilization import (
     auto_utilization,
     manual_utilization,
 )
-from vram_operator.render import LlamaCppLaunch
+from vram_operator.render import LlamaCppLaunch, PlacedReplica
 from vram_operator.sizing.errors import SizingError
 from vram_operator.sizing.generic import parse_quantity_mib
 from vram_operator.sizing.server import (
@@ -71,6 +71,23 @@ class ServerDecision:
     fit: GpuFit | None = None
     utilization_tier: Tier | None = None
     utilization_explanation: tuple[str, ...] = ()
+    # With replicas, each is a placement of its own. A server's decision describes replica 0 (and
+    # carries the warnings of all); `replicas` holds every placed replica's own decision, replica 0
+    # first (empty when none is placed); `replicas_wanted` is how many the spec asks for.
+    replica: int = 0
+    replicas: tuple[ServerDecision, ...] = ()
+    replicas_wanted: int = 1
+
+    @property
+    def replica_placements(self) -> list[ReplicaPlacementStatus]:
+        """status.replicaPlacements: where each placed replica runs, with its own utilization."""
+        return [
+            ReplicaPlacementStatus(
+                **r.placement.model_dump(), replica=r.replica, gpu_memory_utilization=r.gpu_memory_utilization
+            )
+            for r in self.replicas
+            if r.placement is not None
+        ]
 
     @property
     def llamacpp_launch(self) -> LlamaCppLaunch | None:
@@ -88,6 +105,20 @@ class FleetDecision:
     plan: Plan
     servers: dict[str, ServerDecision] = field(default_factory=dict)
     inventory: Inventory = field(default_factory=Inventory)
+
+    def replica_decision(self, server: str, replica: int) -> ServerDecision:
+        """The decision of one replica of a server: its own placement, utilization and fit."""
+        decision = self.servers[server]
+        return next((r for r in decision.replicas if r.replica == replica), decision)
+
+
+def placed_replicas(decision: ServerDecision) -> list[PlacedReplica]:
+    """What render needs of each placed replica: its placement, utilization and llama.cpp launch."""
+    return [
+        PlacedReplica(r.replica, r.placement, r.gpu_memory_utilization, r.llamacpp_launch)
+        for r in decision.replicas
+        if r.placement is not None
+    ]
 
 
 def config_for(server: InferenceServer, config_maps: ConfigMaps) -> dict[str, object] | None:
@@ -128,6 +159,12 @@ def demand_for(server: InferenceServer, sizing: ServerSizing) -> ServerDemand:
         fixed_utilization=sizing.fixed_utilization,
         notes=sizing.warnings,
     )
+
+
+def replica_demands(server: InferenceServer, sizing: ServerSizing) -> list[ServerDemand]:
+    """One demand per replica: each is placed on its own (spec.replicas 0 still holds one placement)."""
+    first = demand_for(server, sizing)
+    return [first] + [dataclasses.replace(first, replica=i) for i in range(1, max(1, server.spec.replicas))]
 
 
 def manual_assignments(assignment: GpuAssignment) -> tuple[ManualAssignment, ...]:
@@ -173,12 +210,12 @@ def decide(
     for server in servers:
         try:
             sizing = size_server(server.spec, config_for(server, config_maps or {}), gpu_total_mib=reference_mib)
-            demand = demand_for(server, sizing)
+            demands_of_server = replica_demands(server, sizing)
         except (SizingError, PlacementError) as error:
             decisions[server.key] = ServerDecision(server=server.key, sizing_error=str(error), sizing_field=error.field)
             continue
         sizings[server.key] = sizing
-        demands.append(demand)
+        demands.extend(demands_of_server)
 
     result = plan(
         inventory,
@@ -189,31 +226,90 @@ def decide(
         manual=manual,
     )
     by_key = {server.key: server for server in servers}
+    placed: dict[str, list[ServerDecision]] = {}
     for placement in result.placements:
-        decision = _placed(by_key[placement.server], sizings[placement.server], placement, result)
+        server = by_key[placement.server]
+        decision = _placed(server, sizings[server.key], placement, result)
         if decision.placement is None:
             # The engine cannot start on the GPU the planner chose: not a placement.
             result = _withdrawn(result, placement, decision)
-        decisions[placement.server] = decision
-    for unplaced in result.unplaced:
-        if unplaced.server in decisions:
             continue
-        sizing = sizings[unplaced.server]
-        best = _best_gpu_fit(by_key[unplaced.server], sizing, result, inventory)
-        decisions[unplaced.server] = ServerDecision(
-            server=unplaced.server,
-            estimate=best.estimate
-            if best
-            else EstimateStatus(total_mib=round(sizing.preferred_mib, 1), source=sizing.source),
-            gpu_memory_utilization=best.utilization if best else None,
-            fit_reason=best.reason if best else "",
-            fit_message=best.message if best else "",
-            unplaced_reason=unplaced.reason,
-            unplaced_message=unplaced.message,
-            warnings=sizing.warnings,
-            reasons=sizing.reasons,
-        )
+        placed.setdefault(server.key, []).append(decision)
+    unplaced: dict[str, list[Unplaced]] = {}
+    for item in result.unplaced:
+        unplaced.setdefault(item.server, []).append(item)
+    for key, sizing in sizings.items():
+        server = by_key[key]
+        on_gpus = sorted(placed.get(key, []), key=lambda d: d.replica)
+        left = sorted(unplaced.get(key, []), key=lambda u: u.replica)
+        wanted = len(on_gpus) + len(left)
+        if on_gpus:
+            decisions[key] = _with_replicas(on_gpus, left, wanted)
+        else:
+            decisions[key] = dataclasses.replace(
+                _unplaced(server, sizing, left[0], result, inventory), replicas_wanted=wanted
+            )
     return FleetDecision(plan=result, servers=decisions, inventory=inventory)
+
+
+def _with_replicas(replicas: list[ServerDecision], left: list[Unplaced], wanted: int) -> ServerDecision:
+    """The server's decision from its placed replicas (replica 0's, with every replica's warnings, and
+    not fitting if one of them does not): partial placement says which replicas are left, and why."""
+    first = replicas[0]
+    warnings = [w for r in replicas for w in r.warnings]
+    if left:
+        missing = ", ".join(str(u.replica) for u in left)
+        warnings.append(
+            f"{len(replicas)}/{wanted} replicas placed; replica {missing} not: {left[0].reason}: {left[0].message}"
+        )
+    for uuid in dict.fromkeys(u for r in replicas for u in _uuids(r)):
+        sharing = [r.replica for r in replicas if uuid in _uuids(r)]
+        if len(sharing) > 1:
+            warnings.append(
+                f"replicas {', '.join(map(str, sharing))} share GPU {uuid}, each with its own budget: "
+                "one GPU failure stops them all"
+            )
+    misfit = next((r for r in replicas if not r.fits), None)
+    return dataclasses.replace(
+        first,
+        warnings=tuple(dict.fromkeys(warnings)),
+        fits=misfit is None,
+        fit_reason=first.fit_reason if misfit is None else misfit.fit_reason,
+        fit_message=first.fit_message if misfit is None else _replica_text(misfit, misfit.fit_message),
+        replicas=tuple(replicas),
+        replicas_wanted=wanted,
+        # Partly placed: why the others wait (the server is placed; the rest is retried).
+        unplaced_reason=left[0].reason if left else None,
+        unplaced_message=left[0].message if left else None,
+    )
+
+
+def _uuids(decision: ServerDecision) -> list[str]:
+    return [g.uuid for g in decision.placement.gpus] if decision.placement else []
+
+
+def _replica_text(decision: ServerDecision, text: str) -> str:
+    return text if decision.replica == 0 or not text else f"replica {decision.replica}: {text}"
+
+
+def _unplaced(
+    server: InferenceServer, sizing: ServerSizing, unplaced: Unplaced, result: Plan, inventory: Inventory
+) -> ServerDecision:
+    """A server none of whose replicas is placed: the reason, and what vLLM would do at best."""
+    best = _best_gpu_fit(server, sizing, result, inventory)
+    return ServerDecision(
+        server=unplaced.server,
+        estimate=best.estimate
+        if best
+        else EstimateStatus(total_mib=round(sizing.preferred_mib, 1), source=sizing.source),
+        gpu_memory_utilization=best.utilization if best else None,
+        fit_reason=best.reason if best else "",
+        fit_message=best.message if best else "",
+        unplaced_reason=unplaced.reason,
+        unplaced_message=unplaced.message,
+        warnings=sizing.warnings,
+        reasons=sizing.reasons,
+    )
 
 
 def _best_gpu_fit(server: InferenceServer, sizing: ServerSizing, result: Plan, inventory: Inventory) -> GpuFit | None:
@@ -241,16 +337,18 @@ def _withdrawn(result: Plan, placement: Placement, decision: ServerDecision) -> 
             gpu,
             reserved_mib=gpu.reserved_mib - placement.budget_mib,
             free_after_mib=gpu.free_after_mib + placement.budget_mib,
-            servers=tuple(s for s in gpu.servers if s != placement.server),
+            servers=tuple(s for s in gpu.servers if s != placement.key),
         )
         if gpu.uuid in held
         else gpu
         for gpu in result.gpus
     )
-    unplaced = Unplaced(placement.server, decision.unplaced_reason or "", decision.unplaced_message or "")
+    unplaced = Unplaced(
+        placement.server, decision.unplaced_reason or "", decision.unplaced_message or "", replica=placement.replica
+    )
     return dataclasses.replace(
         result,
-        placements=tuple(p for p in result.placements if p.server != placement.server),
+        placements=tuple(p for p in result.placements if p.key != placement.key),
         unplaced=(*result.unplaced, unplaced),
         gpus=gpus,
     )
@@ -301,6 +399,7 @@ def _placed(server: InferenceServer, sizing: ServerSizing, placement: Placement,
         warnings = (*warnings, fit.message)
     return ServerDecision(
         server=placement.server,
+        replica=placement.replica,
         estimate=fit.estimate,
         placement=status,
         gpu_memory_utilization=fit.utilization,

@@ -28,6 +28,7 @@ from vram_operator.commands.plan import plan_document
 from vram_operator.commands.plan import print_table as print_plan_table
 from vram_operator.controller.gpu_view import reserved_by
 from vram_operator.fleet import FleetDecision, decide
+from vram_operator.placement.demand import replica_key
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
 from vram_operator.render.metadata import SERVER_LABEL
 
@@ -152,14 +153,17 @@ def _where(node: str | None, indices: Iterable[int]) -> str:
 
 def moves(servers: Sequence[InferenceServer], decision: FleetDecision) -> list[Move]:
     """Servers the plan would move (or place, or leave unplaced) compared with their status."""
-    planned = {p.server: _where(p.node, p.gpu_indices) for p in decision.plan.placements}
+    planned = {p.key: _where(p.node, p.gpu_indices) for p in decision.plan.placements}
     changed: list[Move] = []
     for server in sorted(servers, key=lambda s: s.key):
-        placement = server.status.placement if server.status else None
-        now = _where(placement.node, (g.index for g in placement.gpus)) if placement else "-"
-        then = planned.get(server.key, "-")
-        if now != then:
-            changed.append(Move(server.key, now, then))
+        placed = {p.replica: p for p in (server.status.placed_replicas() if server.status else [])}
+        for replica in range(max(server.spec.replicas, len(placed), 1)):  # each replica is a placement
+            key = replica_key(server.key, replica)
+            where = placed.get(replica)
+            now = _where(where.node, (g.index for g in where.gpus)) if where else "-"
+            then = planned.get(key, "-")
+            if now != then:
+                changed.append(Move(key, now, then))
     return changed
 
 
@@ -209,6 +213,20 @@ def explain(server: InferenceServer) -> RenderableType:
         ]
     else:
         parts.append(Text("Not placed."))
+    replicas = status.placed_replicas()
+    if len(replicas) > 1 or server.spec.replicas > 1:
+        parts.append(Text(f"Replicas placed: {len(replicas)}/{max(1, server.spec.replicas)}"))
+        for placed in replicas:
+            gpus = ",".join(str(g.index) for g in placed.gpus)
+            utilization = (
+                "" if placed.gpu_memory_utilization is None else f", utilization {placed.gpu_memory_utilization:.2f}"
+            )
+            parts.append(
+                Text(
+                    f"  replica {placed.replica}: {placed.node} GPU {gpus}; "
+                    f"budget {mib_text(placed.budget_mib)}{utilization}"
+                )
+            )
     if status.gpu_memory_utilization is not None:
         parts.append(Text(f"gpu-memory-utilization {status.gpu_memory_utilization:.2f} ({status.utilization_mode})"))
     if status.memory is not None and status.memory.display:

@@ -279,3 +279,41 @@ def test_a_gguf_without_a_size_is_a_spec_error_naming_weights_mib() -> None:
     assert "nothing tells the size" in (decision.sizing_error or "")
     sized = server("llm", engine="llamacpp", model={"name": "org/finetune-Q4_K_M.gguf", "weightsMiB": 4700})
     assert decide([sized], fleet).servers["ai/llm"].placement is not None
+
+
+def test_each_replica_is_fitted_to_its_own_gpu() -> None:
+    nodes = [node("a", ("NVIDIA RTX A5500", 24564, 0)), node("b", ("NVIDIA L40S", 46068, 0))]
+    decision = decide([qwen("llm", replicas=2)], nodes, config_maps=CONFIG_MAPS)
+    llm = decision.servers["ai/llm"]
+    assert llm.replicas_wanted == 2 and [r.replica for r in llm.replicas] == [0, 1]
+    statuses = llm.replica_placements
+    assert {s.node for s in statuses} == {"a", "b"}  # one replica per GPU, each with its own budget
+    for status in statuses:
+        total = status.gpus[0].total_mib
+        assert status.gpu_memory_utilization is not None
+        # Rounded down: vLLM never takes more than the replica's own reservation on its own GPU.
+        assert status.gpu_memory_utilization * total <= status.budget_mib + 1e-6
+    by_node = {s.node: s.gpu_memory_utilization for s in statuses}
+    assert by_node["a"] != by_node["b"]
+    assert llm.placement == decision.replica_decision("ai/llm", 0).placement
+
+
+def test_partial_placement_places_what_fits_and_says_which_replicas_wait() -> None:
+    decision = decide(
+        [server("det", engine="generic", vramBudget="10000Mi", replicas=3)],
+        [node("a", ("NVIDIA RTX A5500", 24564, 0))],
+    )
+    det = decision.servers["ai/det"]
+    assert det.placement is not None
+    assert [r.replica for r in det.replicas] == [0, 1] and det.replicas_wanted == 3
+    assert det.unplaced_reason == "InsufficientMemory"
+    assert any(w.startswith("2/3 replicas placed; replica 2 not: InsufficientMemory") for w in det.warnings)
+    assert any("replicas 0, 1 share GPU GPU-a-0" in w for w in det.warnings)
+    reserved = next(g.reserved_mib for g in decision.plan.gpus if g.uuid == "GPU-a-0")
+    assert reserved == 20000
+
+
+def test_every_replica_reserves_its_own_budget_on_its_own_gpu() -> None:
+    nodes = [node(name, ("NVIDIA RTX A5500", 24564, 0)) for name in ("a", "b", "c")]
+    decision = decide([server("det", engine="generic", vramBudget="8000Mi", replicas=3)], nodes)
+    assert {g.uuid: g.reserved_mib for g in decision.plan.gpus} == {"GPU-a-0": 8000, "GPU-b-0": 8000, "GPU-c-0": 8000}

@@ -120,7 +120,15 @@ class InferenceServerSpec(ApiModel):
     engine: Engine = Field(description="Inference engine: vllm, llamacpp or generic.")
     model: ModelSpec | None = Field(default=None, description="The model (required for vllm and llamacpp).")
     image: str = Field(min_length=1, max_length=TEXT_MAX, description="Container image.")
-    replicas: int = Field(default=1, ge=0, le=64, description="Pod replicas; each gets the same GPUs.")
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description=(
+            "Replicas; each is a placement of its own (its own GPU(s), budget and pinning), spread over "
+            "GPUs, then nodes. 0 keeps one placement reserved and runs no pod."
+        ),
+    )
     args: list[BoundedText] = Field(
         default_factory=list,
         max_length=LIST_MAX,
@@ -263,6 +271,15 @@ class PlacementStatus(ApiModel):
     reason: str = Field(default="", max_length=MESSAGE_MAX, description="Why here, and why not elsewhere.")
 
 
+class ReplicaPlacementStatus(PlacementStatus):
+    """Where one replica runs: its own GPU(s), budget and utilization."""
+
+    replica: int = Field(ge=0, le=63, description="Replica index (0 is also status.placement).")
+    gpu_memory_utilization: float | None = Field(
+        default=None, ge=0, le=1, description="This replica's vLLM --gpu-memory-utilization."
+    )
+
+
 class MeasuredGpuMemory(ApiModel):
     """Measured memory of this server on one GPU."""
 
@@ -296,7 +313,12 @@ class InferenceServerStatus(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     estimate: EstimateStatus | None = Field(default=None, description="VRAM the server needs.")
-    placement: PlacementStatus | None = Field(default=None, description="Where it runs.")
+    placement: PlacementStatus | None = Field(default=None, description="Where it runs (replica 0).")
+    replica_placements: list[ReplicaPlacementStatus] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Where every placed replica runs, replica 0 first; each holds its own budget.",
+    )
     gpu_memory_utilization: float | None = Field(
         default=None, ge=0, le=1, description="Effective vLLM --gpu-memory-utilization."
     )
@@ -309,6 +331,19 @@ class InferenceServerStatus(ApiModel):
     )
     memory: MeasuredMemory | None = Field(default=None, description="Measured memory.")
     warnings: list[Message] = Field(default_factory=list, max_length=64, description="Things the user should know.")
+
+    def placed_replicas(self) -> list[ReplicaPlacementStatus]:
+        """Every replica's placement (each holds a reservation): replicaPlacements, or for a status
+        written before replicas had placements of their own, `placement` as replica 0."""
+        if self.replica_placements:
+            return list(self.replica_placements)
+        if self.placement is None:
+            return []
+        return [
+            ReplicaPlacementStatus(
+                **self.placement.model_dump(), replica=0, gpu_memory_utilization=self.gpu_memory_utilization
+            )
+        ]
 
 
 class InferenceServer(Resource):

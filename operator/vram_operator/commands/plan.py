@@ -105,7 +105,7 @@ def plan_document(decision: FleetDecision) -> dict[str, Any]:
         if server.fit_message:
             entry["engine"] = {"reason": server.fit_reason, "message": server.fit_message}
     for entry in document["placements"]:
-        server = decision.servers[entry["server"]]
+        server = decision.replica_decision(entry["server"], entry["replica"])
         entry["gpuMemoryUtilization"] = server.gpu_memory_utilization
         entry["warnings"] = list(server.warnings)
         if server.estimate is not None:
@@ -124,10 +124,10 @@ def print_table(decision: FleetDecision) -> None:
     for column in ("SERVER", "NODE", "GPU", "BUDGET", "UTIL", "WARNINGS"):
         placed.add_column(column, overflow="fold")
     for placement in plan.placements:
-        server = decision.servers[placement.server]
+        server = decision.replica_decision(placement.server, placement.replica)
         util = server.gpu_memory_utilization
         placed.add_row(
-            placement.server,
+            placement.key,
             placement.node,
             ",".join(str(i) for i in placement.gpu_indices),
             mib_text(placement.budget_mib),
@@ -141,7 +141,7 @@ def print_table(decision: FleetDecision) -> None:
             unplaced.add_column(column, overflow="fold")
         for item in plan.unplaced:
             engine = decision.servers[item.server].fit_message
-            unplaced.add_row(item.server, item.reason, f"{item.message}\n{engine}" if engine else item.message)
+            unplaced.add_row(item.key, item.reason, f"{item.message}\n{engine}" if engine else item.message)
         out.print(unplaced)
     gpus = Table(title="GPUs after the plan")
     for column in ("NODE", "GPU", "NAME", "TOTAL", "FOREIGN", "RESERVED", "FREE AFTER", "SERVERS"):
@@ -165,6 +165,6 @@ def print_table(decision: FleetDecision) -> None:
             out.print(f"  - {warning}")
     out.print("[bold]Why[/bold]")
     for placement in plan.placements:
-        out.print(f"  {placement.server}: {placement.explanation}")
-        for line in decision.servers[placement.server].utilization_explanation:
+        out.print(f"  {placement.key}: {placement.explanation}")
+        for line in decision.replica_decision(placement.server, placement.replica).utilization_explanation:
             out.print(f"      utilization: {line}")

@@ -10,6 +10,7 @@ import yaml
 from vram_operator.api.gpu_assignment import STRATEGIES
 from vram_operator.commands.plan import decide_from_manifests
 from vram_operator.errors import InputError
+from vram_operator.fleet import placed_replicas
 from vram_operator.manifests import load
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
 from vram_operator.render import PINNING_MODES, RenderError, RenderSettings, render
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"# {server.key}: not placed ({choice.unplaced_reason}): {choice.unplaced_message}", file=sys.stderr)
             continue
         try:
-            rendered = render(server, choice.placement, choice.gpu_memory_utilization, settings, choice.llamacpp_launch)
+            rendered = render(server, placed_replicas(choice), settings)
         except RenderError as error:
             raise InputError(str(error), source=manifests.source_of("InferenceServer", server.key)) from None
         for warning in rendered.warnings:

@@ -227,9 +227,9 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
             free = free_after_reservations(nodes, servers, settings.margin_mib)
             for key in pending:  # a server stopped for the rollout no longer holds its memory
                 server = by_key[key]
-                placement = server.status.placement if server.status else None
-                if placement and server.metadata.annotations.get(notes.STOPPED) == "true":
-                    for gpu in placement.gpus:
+                stopped = server.metadata.annotations.get(notes.STOPPED) == "true"
+                for placement in server.status.placed_replicas() if server.status and stopped else []:
+                    for gpu in placement.gpus:  # every replica of it is stopped
                         free[gpu.uuid] = free.get(gpu.uuid, 0.0) + placement.budget_mib
             wave = safe_waves(moves_for(pending, plan, by_key), free)[0]
             for key in wave.stop:

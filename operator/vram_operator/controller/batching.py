@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from vram_operator.api.inference_server import InferenceServer, InferenceServerStatus
 from vram_operator.controller.book import ReservationBook
 from vram_operator.controller.decision import Decided, Inputs, decide
-from vram_operator.controller.server_status import Outcome
+from vram_operator.controller.server_status import Outcome, replica_statuses
 from vram_operator.placement.demand import ManualAssignment
 from vram_operator.render import LlamaCppLaunch
 
@@ -76,7 +76,8 @@ class DecisionBatcher:
             decided = _one_by_one(requests, inputs)  # one server's error must not fail its batch
         self.runs += 1
         for key in latest:
-            self.book.hold(key, decided.outcomes[key].placement)
+            outcome = decided.outcomes[key]
+            self.book.hold(key, outcome.placement, replica_statuses(outcome))
         for request in batch:
             key = request.server.key
             if not request.result.done():
@@ -96,6 +97,8 @@ def _one_by_one(requests: list[Request], inputs: Inputs) -> Decided:
             launches[key] = decided.launches[key]
         placement = outcomes[key].placement
         if placement is not None:
-            held = (request.server.status or InferenceServerStatus()).model_copy(update={"placement": placement})
+            held = (request.server.status or InferenceServerStatus()).model_copy(
+                update={"placement": placement, "replica_placements": replica_statuses(outcomes[key])}
+            )
             reserved.append(request.server.model_copy(update={"status": held}))
     return Decided(outcomes, launches, ())

@@ -10,9 +10,14 @@ statuses) is the whole truth: nothing lost, nothing counted twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
-from vram_operator.api.inference_server import InferenceServer, InferenceServerStatus, PlacementStatus
+from vram_operator.api.inference_server import (
+    InferenceServer,
+    InferenceServerStatus,
+    PlacementStatus,
+    ReplicaPlacementStatus,
+)
 from vram_operator.controller.assignment import same_placement
 
 
@@ -21,14 +26,21 @@ class ReservationBook:
         self.lock = asyncio.Lock()
         # server key -> its decided placement (None: decided to hold nothing, e.g. unplaced/deleted)
         self._pending: dict[str, PlacementStatus | None] = {}
+        # server key -> every replica's decided placement (each holds a budget of its own)
+        self._replicas: dict[str, list[ReplicaPlacementStatus]] = {}
 
-    def hold(self, key: str, placement: PlacementStatus | None) -> None:
-        """Record a decision before its status patch is written."""
+    def hold(
+        self, key: str, placement: PlacementStatus | None, replicas: Sequence[ReplicaPlacementStatus] = ()
+    ) -> None:
+        """Record a decision before its status patch is written: `placement` (replica 0) and, with
+        replicas, every replica's placement."""
         self._pending[key] = placement
+        self._replicas[key] = list(replicas)
 
     def drop(self, key: str) -> None:
         """Forget a decision (its patch failed, or the index now shows it)."""
         self._pending.pop(key, None)
+        self._replicas.pop(key, None)
 
     @property
     def pending(self) -> Mapping[str, PlacementStatus | None]:
@@ -54,12 +66,25 @@ class ReservationBook:
             current = stored.status.placement if stored.status else None
             if key in self._pending:
                 decided = self._pending[key]
-                if same_placement(decided, current):
+                replicas = self._replicas.get(key, [])
+                if same_placement(decided, current) and _same_replicas(replicas, stored.status):
                     self.drop(key)
                 else:
-                    status = (stored.status or InferenceServerStatus()).model_copy(update={"placement": decided})
+                    status = (stored.status or InferenceServerStatus()).model_copy(
+                        update={"placement": decided, "replica_placements": replicas}
+                    )
                     server = stored.model_copy(update={"status": status})
                     current = decided
             if key not in excluded and current is not None and current.gpus:
                 result.append(server)
         return result
+
+
+def _same_replicas(decided: list[ReplicaPlacementStatus], status: InferenceServerStatus | None) -> bool:
+    """Whether the stored status shows the decided replicas (a decision without them: nothing to compare)."""
+    if not decided:
+        return True
+    stored = status.replica_placements if status else []
+    return len(stored) == len(decided) and all(
+        a.replica == b.replica and same_placement(a, b) for a, b in zip(decided, stored, strict=True)
+    )

@@ -68,6 +68,8 @@ def outcome_of(decision: fleet.ServerDecision, *, no_gpus_anywhere: bool) -> Out
         unplaced_message=message,
         predicted_fit_reason=decision.fit_reason if decision.placement is not None else "",
         predicted_fit_message=decision.fit_message,
+        replicas=tuple(fleet.placed_replicas(decision)),
+        replicas_wanted=decision.replicas_wanted,
     )
 
 

@@ -55,14 +55,12 @@ def foreign_mib(gpu: GpuDeviceStatus) -> float:
 
 
 def reserved_by(servers: Iterable[InferenceServer]) -> dict[str, float]:
-    """MiB reserved per GPU UUID by the servers' placements."""
+    """MiB reserved per GPU UUID by the servers' placements: every replica's budget counts."""
     reserved: dict[str, float] = {}
     for server in servers:
-        placement = server.status.placement if server.status else None
-        if placement is None:
-            continue
-        for gpu in placement.gpus:
-            reserved[gpu.uuid] = reserved.get(gpu.uuid, 0.0) + placement.budget_mib
+        for placement in server.status.placed_replicas() if server.status else []:
+            for gpu in placement.gpus:
+                reserved[gpu.uuid] = reserved.get(gpu.uuid, 0.0) + placement.budget_mib
     return reserved
 
 

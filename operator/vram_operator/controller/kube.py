@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from kubernetes import client, dynamic
 from kubernetes.client.exceptions import ApiException
 
 from vram_operator.api.base import GROUP, VERSION
+from vram_operator.render.metadata import REPLICA_LABEL, SERVER_LABEL
 
 FIELD_MANAGER = "vram-operator"
 LOG_TAIL_LINES = 60
@@ -43,6 +44,19 @@ class Kube:
         except ApiException as error:
             if error.status != 404:
                 raise
+
+    def delete_stale_replicas(self, namespace: str, server: str, rendered: Collection[str]) -> list[str]:
+        """Delete the Deployments of a server's replicas (i >= 1) that are no longer rendered (the server
+        was scaled down, or fewer replicas are placed); returns their names."""
+        found = self.dynamic.get(
+            self._resource("apps/v1", "Deployment"),
+            namespace=namespace,
+            label_selector=f"{SERVER_LABEL}={server},{REPLICA_LABEL}",
+        )
+        stale = sorted(item.metadata.name for item in found.items if item.metadata.name not in rendered)
+        for name in stale:
+            self.delete_child("apps/v1", "Deployment", namespace, name)
+        return stale
 
     def patch_server_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "inferenceservers", name, patch)

@@ -3,7 +3,7 @@
 vram_operator_reconcile_total{kind,outcome}            reconciles by resource kind and outcome
 vram_operator_reconcile_seconds{kind}                  reconcile latency (histogram)
 vram_operator_placements_total{strategy,outcome}       placement decisions (placed, unplaced, failed)
-vram_operator_server_reserved_mib{namespace,server}    VRAM reserved per GPU for a server
+vram_operator_server_reserved_mib{namespace,server}    VRAM reserved per GPU for a server, summed over its replicas
 vram_operator_server_measured_mib{namespace,server}    VRAM measured for a server (sum over its GPUs)
 vram_operator_gpu_reserved_mib{node,gpu}               VRAM reserved on a GPU by all servers
 vram_operator_gpu_measured_mib{node,gpu}               VRAM our servers' processes use on a GPU
@@ -43,7 +43,7 @@ class Metrics:
         )
         self.server_reserved = Gauge(
             "vram_operator_server_reserved_mib",
-            "VRAM reserved per GPU for a server.",
+            "VRAM reserved per GPU for a server, summed over its replicas.",
             ["namespace", "server"],
             registry=r,
         )

@@ -17,8 +17,10 @@ from vram_operator.api.inference_server import (
     MeasuredMemory,
     Phase,
     PlacementStatus,
+    ReplicaPlacementStatus,
 )
 from vram_operator.controller.conditions import condition_status, set_condition
+from vram_operator.render import PlacedReplica
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,29 @@ class Outcome:
     # What the engine is predicted to do where it is placed (sizing.vllm.fit's reason; "Fits" or "").
     predicted_fit_reason: str = ""
     predicted_fit_message: str = ""
+    # Every placed replica (replica 0 first; its placement is `placement`) and how many the spec asks for.
+    replicas: tuple[PlacedReplica, ...] = ()
+    replicas_wanted: int = 1
+
+    @property
+    def replicas_missing(self) -> int:
+        """Replicas the spec asks for that are not placed (0 when unplaced as a whole: Placed is False)."""
+        if self.placement is None:
+            return 0
+        return max(0, self.replicas_wanted - max(1, len(self.replicas)))  # `placement` alone is replica 0
+
+
+def replica_statuses(outcome: Outcome) -> list[ReplicaPlacementStatus]:
+    """status.replicaPlacements of a decision: replica 0 as `placement` shows it, then the others."""
+    statuses = []
+    for placed in outcome.replicas:
+        where = outcome.placement if placed.replica == 0 and outcome.placement is not None else placed.placement
+        statuses.append(
+            ReplicaPlacementStatus(
+                **where.model_dump(), replica=placed.replica, gpu_memory_utilization=placed.utilization
+            )
+        )
+    return statuses
 
 
 @dataclass(frozen=True)
@@ -110,6 +135,19 @@ def decided_status(
                 generation=generation,
                 now=now,
             )
+        elif outcome.replicas_missing:
+            # Placed (what fits runs), and the missing replicas are retried like an unplaced server.
+            placed = outcome.replicas_wanted - outcome.replicas_missing
+            conditions = set_condition(
+                conditions,
+                "Placed",
+                True,
+                "PartiallyPlaced",
+                f"{placed}/{outcome.replicas_wanted} replicas placed; the others: {outcome.unplaced_reason}: "
+                f"{outcome.unplaced_message}",
+                generation=generation,
+                now=now,
+            )
         else:
             conditions = set_condition(
                 conditions,
@@ -139,6 +177,7 @@ def decided_status(
             "observed_generation": generation,
             "estimate": outcome.estimate,
             "placement": placement,
+            "replica_placements": replica_statuses(outcome) if placement is not None else [],
             "gpu_memory_utilization": outcome.utilization,
             "utilization_mode": outcome.utilization_mode,
             "utilization_tier": outcome.utilization_tier,
@@ -164,7 +203,7 @@ def observed_status(
         generation=generation,
         now=now,
     )
-    budget = previous.placement.budget_mib if previous.placement else 0.0
+    budgets = budgets_per_gpu(previous)
     memory = observation.memory
     predicted_failure = any(
         c.type == "MemoryFits" and c.status == "False" and c.reason not in MEASURED_REASONS for c in conditions
@@ -180,11 +219,12 @@ def observed_status(
             now=now,
         )
     elif memory is not None:
-        over = [gpu for gpu in memory.per_gpu if budget and gpu.used_mib > budget]
+        over = [gpu for gpu in memory.per_gpu if budgets.get(gpu.uuid) and gpu.used_mib > budgets[gpu.uuid]]
+        worst = max(over, key=lambda g: g.used_mib - budgets[g.uuid]) if over else None
         message = (
-            f"measured {max(g.used_mib for g in over):.0f}MiB above the {budget:.0f}MiB budget"
-            if over
-            else f"measured within the {budget:.0f}MiB budget per GPU"
+            f"measured {worst.used_mib:.0f}MiB above the {budgets[worst.uuid]:.0f}MiB budget"
+            if worst is not None
+            else f"measured within the {max(budgets.values(), default=0.0):.0f}MiB budget per GPU"
         )
         conditions = set_condition(
             conditions,
@@ -206,6 +246,15 @@ def observed_status(
         now=now,
     )
     return previous.model_copy(update={"conditions": conditions, "phase": phase_of(conditions), "memory": memory})
+
+
+def budgets_per_gpu(status: InferenceServerStatus) -> dict[str, float]:
+    """MiB the server reserves on each of its GPUs: the budgets of the replicas placed there, summed."""
+    budgets: dict[str, float] = {}
+    for placement in status.placed_replicas():
+        for gpu in placement.gpus:
+            budgets[gpu.uuid] = budgets.get(gpu.uuid, 0.0) + placement.budget_mib
+    return budgets
 
 
 def status_patch(status: InferenceServerStatus) -> dict[str, object]:

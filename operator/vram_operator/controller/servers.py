@@ -45,7 +45,7 @@ from vram_operator.controller.server_status import (
     observed_status,
     status_patch,
 )
-from vram_operator.placement.demand import ManualAssignment
+from vram_operator.placement.demand import ManualAssignment, replica_key
 from vram_operator.render import RenderError, render
 from vram_operator.render.metadata import SERVER_LABEL
 
@@ -60,15 +60,28 @@ def pins_for(
     """Where the server must go: a GpuAssignment's rollout, else where its status says it is
     (its reservation stands: a restart or a spec-only change never moves it), else free."""
     assigned = notes.assigned_placement(server.metadata.annotations)
-    if assigned is not None:
-        return [ManualAssignment(server.key, assigned.node, assigned.gpus, assigned.budget_mib)]
+    if assigned is not None:  # a GpuAssignment places replica 0; the other replicas stay where they are
+        kept = [] if replace or current is None else replica_pins(server, current)
+        others = [pin for pin in kept if pin.server != server.key]
+        return [ManualAssignment(server.key, assigned.node, assigned.gpus, assigned.budget_mib), *others]
     placement = current.placement if current else None
     if replace or placement is None or not placement.gpus or server.spec.placement is not None:
         return []
     override = notes.utilization_override(server.metadata.annotations)
     if override is not None and current is not None and current.gpu_memory_utilization != override:
         return []  # a corrected utilization changes the budget: decide afresh
-    return [ManualAssignment(server.key, placement.node, tuple(g.uuid for g in placement.gpus))]
+    return replica_pins(server, current) if current is not None else []
+
+
+def replica_pins(server: InferenceServer, current: InferenceServerStatus) -> list[ManualAssignment]:
+    """Each placed replica the spec still asks for stays where its status says it is (a replica
+    scaled away holds nothing; one not yet placed is placed freely)."""
+    wanted = max(1, server.spec.replicas)
+    return [
+        ManualAssignment(replica_key(server.key, placed.replica), placed.node, tuple(g.uuid for g in placed.gpus))
+        for placed in current.placed_replicas()
+        if placed.replica < wanted and placed.gpus
+    ]
 
 
 def with_overrides(server: InferenceServer) -> InferenceServer:
@@ -96,6 +109,14 @@ def decision_event(before: PlacementStatus | None, outcome: Outcome) -> tuple[st
     where = f"{after.node} GPU {','.join(str(g.index) for g in after.gpus)} ({after.budget_mib:.0f}MiB per GPU)"
     if before is not None and before.gpus and not same_placement(before, after):
         return "Normal", "Rebalanced", f"moved from {before.node} to {where}"
+    if outcome.replicas_missing:
+        placed = outcome.replicas_wanted - outcome.replicas_missing
+        return (
+            "Warning",
+            "PartiallyPlaced",
+            f"{placed}/{outcome.replicas_wanted} replicas placed, replica 0 on {where}; the others wait: "
+            f"{outcome.unplaced_reason}: {outcome.unplaced_message}",
+        )
     return "Normal", "Placed", where
 
 
@@ -167,12 +188,12 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
             )
 
         pins = pins_for(server, current, replace=replace)
-        outcome, launch = await rt.batcher.decide(sized, pins, config_maps, inputs_for)
+        outcome, _ = await rt.batcher.decide(sized, pins, config_maps, inputs_for)
         placement = _with_assignment(outcome.placement, server)
         objects: list[dict[str, Any]] = []
         if placement is not None:
             try:  # rendering is pure: a spec it rejects fails before anything is written
-                rendered = render(for_render(server), placement, outcome.utilization, settings.render, launch)
+                rendered = render(for_render(server), outcome.replicas, settings.render)
                 objects = rendered.objects
             except RenderError as error:
                 outcome = Outcome(estimate_error=str(error), estimate_error_reason="RenderFailed")
@@ -188,6 +209,8 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
             raise
         for obj in objects:
             await asyncio.to_thread(rt.kube.apply, obj)
+        if objects:
+            await prune_replicas(server, objects)
         before = current.placement if current else None
         if not (outcome.placement is not None and same_placement(before, outcome.placement)):
             kind, reason, message = decision_event(before, outcome)
@@ -198,9 +221,15 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
         rt.metrics.reconcile_seconds.labels("InferenceServer").observe(time.perf_counter() - started)
         if outcome.placement is not None:
             rt.metrics.server_reserved.labels(server.metadata.namespace or "default", server.metadata.name).set(
-                outcome.placement.budget_mib
+                sum(r.placement.budget_mib for r in outcome.replicas) or outcome.placement.budget_mib
             )
         return outcome
+
+    async def prune_replicas(server: InferenceServer, objects: list[dict[str, Any]]) -> None:
+        """Replicas no longer rendered lose their Deployments (scaled down, or fewer placed)."""
+        names = {obj["metadata"]["name"] for obj in objects if obj["kind"] == "Deployment"}
+        namespace = server.metadata.namespace or "default"
+        await asyncio.to_thread(rt.kube.delete_stale_replicas, namespace, server.metadata.name, names)
 
     @kopf.on.resume(*SERVERS, id="reconcile", registry=registry)
     @kopf.on.create(*SERVERS, id="reconcile", registry=registry)
@@ -263,7 +292,10 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
                     outcome = await reconcile(body, server, indexes["inference_servers"], nodes, replace=False)
                     rt.record_unplaced(key, moment, outcome.placement is not None)
                 return
-            lost = lost_gpus(placement, nodes)
+            if replicas_missing(server, current) and rt.retry_due(key, time.monotonic()):
+                await retry_missing_replicas(body, server, indexes, nodes)
+                return
+            lost = [uuid for placed in current.placed_replicas() for uuid in lost_gpus(placed, nodes)]
             if lost:
                 message = f"GPU {', '.join(lost)} on {placement.node} is unhealthy or gone: re-placing"
                 kopf.event(body, type="Warning", reason="GpuLost", message=message)
@@ -274,6 +306,14 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
             await observe(
                 body, server, current, placement, servers=indexes["inference_servers"], nodes=nodes, pods=pods
             )
+
+    async def retry_missing_replicas(
+        body: kopf.Body, server: InferenceServer, indexes: Mapping[str, Any], nodes: list[GpuNode]
+    ) -> None:
+        """A partly placed server: its placed replicas stay (pinned by status), the others try again."""
+        moment = time.monotonic()
+        outcome = await reconcile(body, server, indexes["inference_servers"], nodes, replace=False)
+        rt.record_unplaced(server.key, moment, outcome.placement is not None and not outcome.replicas_missing)
 
     async def check_servers(indexes: Mapping[str, Any]) -> None:
         limit = asyncio.Semaphore(CHECK_CONCURRENCY)
@@ -302,7 +342,7 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
         pods: list[PodFacts],
     ) -> None:
         ready, ready_message = readiness(pods, server.spec.replicas)
-        uuids = [gpu.uuid for gpu in placement.gpus]
+        uuids = list(dict.fromkeys(gpu.uuid for placed in current.placed_replicas() for gpu in placed.gpus))
         memory = measure_server({pod.uid for pod in pods}, uuids, [n.status for n in nodes if n.status])
         failure, crashed = await detect_failure(pods)
         reason = failure.kind.value if failure else None
@@ -414,6 +454,11 @@ def record_gpu_gauges(rt: Runtime, standing: list[InferenceServer], nodes: list[
             measured = sum(p.used_mib or 0.0 for p in gpu.processes if p.pod_uid)
             rt.metrics.gpu_reserved.labels(node.metadata.name, gpu.uuid).set(reserved.get(gpu.uuid, 0.0))
             rt.metrics.gpu_measured.labels(node.metadata.name, gpu.uuid).set(measured)
+
+
+def replicas_missing(server: InferenceServer, status: InferenceServerStatus) -> bool:
+    """Fewer replicas placed than the spec asks for (partial placement: the rest is retried)."""
+    return len(status.placed_replicas()) < max(1, server.spec.replicas)
 
 
 def _with_assignment(placement: PlacementStatus | None, server: InferenceServer) -> PlacementStatus | None:

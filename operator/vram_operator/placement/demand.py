@@ -9,9 +9,17 @@ from vram_operator.placement.errors import PlacementError
 GpuRef = str | int  # a GPU index on the pinned node, or a GPU UUID
 
 
+def replica_key(server: str, replica: int) -> str:
+    """The planner's name of one replica of a server: the server itself for replica 0, else "ns/name[i]"."""
+    return server if replica == 0 else f"{server}[{replica}]"
+
+
 @dataclass(frozen=True)
 class ServerDemand:
-    """One server to place. Budgets are per GPU (per tensor-parallel rank), in MiB.
+    """One server (one replica of it) to place. Budgets are per GPU (per tensor-parallel rank), in MiB.
+
+    Each replica of a server is a demand of its own (`replica` > 0 for all but the first), with its
+    own GPU(s) and budget; the planner keeps replicas of one server apart where it can.
 
     `min_mib` is the floor the budget may shrink to on a GPU too small for `preferred_mib` (equal to
     it when the engine cannot shrink, e.g. generic). `fixed_utilization` (manual vLLM utilization)
@@ -31,6 +39,7 @@ class ServerDemand:
     fixed_utilization: float | None = None
     budget_override_mib: float | None = None
     notes: tuple[str, ...] = ()
+    replica: int = 0
 
     def __post_init__(self) -> None:
         where = f"server {self.server}"
@@ -61,6 +70,13 @@ class ServerDemand:
             )
         if self.budget_override_mib is not None and not self.budget_override_mib > 0:
             raise PlacementError(f"{where}: budget_override_mib must be positive", field="budget_override_mib")
+        if self.replica < 0:
+            raise PlacementError(f"{where}: replica must be >= 0, got {self.replica}", field="replica")
+
+    @property
+    def key(self) -> str:
+        """Unique within a plan: the server for replica 0, "ns/name[i]" for replica i."""
+        return replica_key(self.server, self.replica)
 
     @property
     def shrinkable(self) -> bool:
@@ -82,7 +98,10 @@ class ServerDemand:
 
 @dataclass(frozen=True)
 class ManualAssignment:
-    """A GpuAssignment's manual entry: this server goes to these GPUs (with an optional budget)."""
+    """A GpuAssignment's manual entry: this server goes to these GPUs (with an optional budget).
+
+    `server` names a demand by its key: "ns/name" pins replica 0, "ns/name[i]" replica i.
+    """
 
     server: str
     node: str

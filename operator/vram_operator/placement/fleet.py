@@ -9,7 +9,8 @@ is its first acceptable entry and a search looks at one entry per bucket instead
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from vram_operator.placement.first_fit import NONE, FirstFitIndex
@@ -25,9 +26,12 @@ Scorer = Callable[["GpuState", float], Score]
 
 @dataclass(frozen=True)
 class Tenant:
-    """A server occupying GPUs: its budget per GPU and the traits strategies look at."""
+    """A server replica occupying GPUs: its budget per GPU and the traits strategies look at.
 
-    server: str
+    `key` is the replica's key ("ns/name", "ns/name[1]", ...), unique within the run.
+    """
+
+    key: str
     uuids: tuple[str, ...]
     budget_mib: float
     llm: bool = False
@@ -77,24 +81,23 @@ class Fleet:
         self.tenants: dict[str, Tenant] = {}
         self.orphans: list[str] = []
         self._open: dict[str, list[GpuState]] = {}
+        self._hidden: frozenset[int] = frozenset()
         # First-fit indexes (any open GPU, vacant open GPUs) are kept only for the packing pass.
         self.first_fit = FirstFitIndex(len(self.gpus)) if packing else None
         self.first_fit_vacant = FirstFitIndex(len(self.gpus)) if packing else None
         for gpu in self.gpus:
             self._file(gpu)
         for reservation in ledger.reservations:
-            if reservation.server in replanned:
+            if reservation.key in replanned:
                 continue
             missing = [u for u in reservation.gpu_uuids if u not in self.by_uuid]
             if missing:
                 self.orphans.append(
-                    f"{reservation.server}: reserved GPU(s) {', '.join(missing)} not in the inventory; ignored"
+                    f"{reservation.key}: reserved GPU(s) {', '.join(missing)} not in the inventory; ignored"
                 )
                 continue
             self.place(
-                Tenant(
-                    reservation.server, reservation.gpu_uuids, reservation.budget_mib, dedicated=reservation.dedicated
-                )
+                Tenant(reservation.key, reservation.gpu_uuids, reservation.budget_mib, dedicated=reservation.dedicated)
             )
 
     # --- bookkeeping -------------------------------------------------------------------------
@@ -106,7 +109,7 @@ class Fleet:
         gpu.key = gpu.entry = None
 
     def _file(self, gpu: GpuState) -> None:
-        is_open = gpu.slot.usable and not gpu.dedicated
+        is_open = gpu.slot.usable and not gpu.dedicated and gpu.position not in self._hidden
         if self.first_fit is not None and self.first_fit_vacant is not None:
             self.first_fit.set(gpu.position, gpu.free if is_open else NONE)
             self.first_fit_vacant.set(gpu.position, gpu.free if is_open and gpu.vacant else NONE)
@@ -118,29 +121,46 @@ class Fleet:
         insort(self.buckets.setdefault(gpu.key, []), gpu.entry)
 
     def place(self, tenant: Tenant) -> None:
-        self.tenants[tenant.server] = tenant
+        self.tenants[tenant.key] = tenant
         for uuid in tenant.uuids:
             gpu = self.by_uuid[uuid]
             self._unfile(gpu)
-            gpu.tenants[tenant.server] = tenant
+            gpu.tenants[tenant.key] = tenant
             gpu.reserved += tenant.budget_mib
             gpu.llm += tenant.llm
             gpu.critical += tenant.critical
             gpu.dedicated += tenant.dedicated
             self._file(gpu)
 
-    def remove(self, server: str) -> Tenant:
-        tenant = self.tenants.pop(server)
+    def remove(self, key: str) -> Tenant:
+        tenant = self.tenants.pop(key)
         for uuid in tenant.uuids:
             gpu = self.by_uuid[uuid]
             self._unfile(gpu)
-            del gpu.tenants[server]
+            del gpu.tenants[key]
             gpu.reserved -= tenant.budget_mib
             gpu.llm -= tenant.llm
             gpu.critical -= tenant.critical
             gpu.dedicated -= tenant.dedicated
             self._file(gpu)
         return tenant
+
+    @contextmanager
+    def hidden(self, positions: frozenset[int]) -> Iterator[None]:
+        """While inside, the GPUs at `positions` take no new tenant (every search passes them over)."""
+        self._hidden = positions
+        self._refile(positions)
+        try:
+            yield
+        finally:
+            self._hidden = frozenset()
+            self._refile(positions)
+
+    def _refile(self, positions: frozenset[int]) -> None:
+        for position in positions:
+            gpu = self.gpus[position]
+            self._unfile(gpu)
+            self._file(gpu)
 
     # --- searches ----------------------------------------------------------------------------
     def best_single(

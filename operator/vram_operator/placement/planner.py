@@ -12,6 +12,10 @@ When something stays unplaced, plain packing passes (first-fit decreasing always
 perturbed orders on small problems) run through the same steps; the plan placing the most VRAM wins
 and its servers then move, one by one, to the GPU the strategy prefers among those with room.
 Invariant (all but Manual): on every GPU, reservations + foreign + margin <= total.
+Each replica of a server is a demand of its own (key "ns/name[i]"): wherever a pass places freely, a
+replica first passes over the nodes, then the GPUs, of its placed siblings; it shares one only when
+nothing else has room, and then with its own budget counted. In the plan a server's placed replicas
+are numbered 0..k-1, so replica 0 is placed whenever any is.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from vram_operator.placement.demand import GpuRef, ManualAssignment, ServerDemand
+from vram_operator.placement.demand import GpuRef, ManualAssignment, ServerDemand, replica_key
 from vram_operator.placement.errors import PlacementError
 from vram_operator.placement.exchange import best_fill
 from vram_operator.placement.explain import Choice, GpuView
@@ -87,9 +91,9 @@ def plan(
         raise PlacementError(f"margin must be >= 0 MiB, got {margin_mib}", field="margin_mib")
     by_server: dict[str, ServerDemand] = {}
     for demand in demands:
-        if demand.server in by_server:
-            raise PlacementError(f"server {demand.server} is listed twice", field="server")
-        by_server[demand.server] = demand
+        if demand.key in by_server:
+            raise PlacementError(f"server {demand.key} is listed twice", field="server")
+        by_server[demand.key] = demand
 
     def planner_for(packing: Packing | None) -> _Planner:
         return _Planner(
@@ -132,6 +136,7 @@ def plan(
             best = searched
     if best is not first:
         best.polish()
+    best.spread_out()
     return best.result()
 
 
@@ -148,13 +153,13 @@ class Packing:
     noise_seed: int | None = None
 
     def key(self, demand: ServerDemand) -> tuple[object, ...]:
-        jitter = 1.0 if self.noise_seed is None else _jitter(self.noise_seed, demand.server)
+        jitter = 1.0 if self.noise_seed is None else _jitter(self.noise_seed, demand.key)
         size = demand.preferred_mib * demand.tensor_parallel * jitter
         if self.order == "size":
-            return (not demand.pinned, -size, demand.server)
+            return (not demand.pinned, -size, demand.key)
         if self.order == "per_gpu":
-            return (not demand.pinned, -demand.preferred_mib * jitter, -demand.tensor_parallel, demand.server)
-        return (not demand.pinned, -demand.tensor_parallel, -demand.preferred_mib * jitter, demand.server)
+            return (not demand.pinned, -demand.preferred_mib * jitter, -demand.tensor_parallel, demand.key)
+        return (not demand.pinned, -demand.tensor_parallel, -demand.preferred_mib * jitter, demand.key)
 
 
 def _most_free(demand: ServerDemand, gpu: GpuState, need: float) -> Score:
@@ -213,6 +218,9 @@ class _Planner:
         self.leftover: list[ServerDemand] = []  # unplaced after every pass; reasons are given in result()
         self.visits = 0
         self.demands = self._with_manual(demands, manual)
+        self.replica_counts: dict[str, int] = {}
+        for demand in demands.values():
+            self.replica_counts[demand.server] = max(self.replica_counts.get(demand.server, 0), demand.replica + 1)
 
     def _with_manual(
         self, demands: dict[str, ServerDemand], manual: Sequence[ManualAssignment]
@@ -231,7 +239,9 @@ class _Planner:
                     budget_override_mib=assignment.budget_override_mib or demand.budget_override_mib,
                 )
             except PlacementError as error:
-                self.unplaced[demand.server] = Unplaced(demand.server, "InvalidAssignment", str(error))
+                self.unplaced[demand.key] = Unplaced(
+                    demand.server, "InvalidAssignment", str(error), replica=demand.replica
+                )
                 del out[assignment.server]
         return out
 
@@ -248,7 +258,9 @@ class _Planner:
                 try:
                     self._place_pinned(demand)
                 except _PinError as failure:
-                    self.unplaced[demand.server] = Unplaced(demand.server, failure.reason, failure.message)
+                    self.unplaced[demand.key] = Unplaced(
+                        demand.server, failure.reason, failure.message, replica=demand.replica
+                    )
             elif not self._place_free(demand, shrink=False):
                 pending.append(demand)
         pending = self._repair(pending)
@@ -267,22 +279,24 @@ class _Planner:
                 try:
                     self._place_pinned(demand)
                 except _PinError as failure:
-                    self.unplaced[demand.server] = Unplaced(demand.server, failure.reason, failure.message)
+                    self.unplaced[demand.key] = Unplaced(
+                        demand.server, failure.reason, failure.message, replica=demand.replica
+                    )
             elif demand.fixed_utilization is not None:
                 if not self._place_free(demand, shrink=False):
                     self.leftover.append(demand)
             else:
                 searchable.append(demand)
         bins = [Bin(g.slot.node, g.free, vacant=g.vacant, open=g.key is not None) for g in self.fleet.gpus]
-        items = [Item(d.server, d.preferred_mib, d.tensor_parallel, d.dedicated) for d in searchable]
+        items = [Item(d.key, d.preferred_mib, d.tensor_parallel, d.dedicated) for d in searchable]
         found = pack(bins, items, beat=beat - self.placed_mib, steps=SEARCH_STEPS) or {}
         why = "exact search: part of the set of servers that places the most VRAM"
         for demand in searchable:
-            if demand.server in found:
-                group = [self.fleet.gpus[p] for p in found[demand.server]]
+            if demand.key in found:
+                group = [self.fleet.gpus[p] for p in found[demand.key]]
                 self._commit(demand, group, demand.preferred_mib, runners_up=[], too_small=[], why=why)
         self.leftover += [
-            d for d in searchable if d.server not in found and not (d.shrinkable and self._place_free(d, shrink=True))
+            d for d in searchable if d.key not in found and not (d.shrinkable and self._place_free(d, shrink=True))
         ]
 
     @property
@@ -299,12 +313,43 @@ class _Planner:
         where it was, so what is placed never drops)."""
         self.packing = None
         for demand in sorted((d.demand for d in self.decisions.values()), key=self._order_key):
-            if not self.fleet.tenants[demand.server].movable:
+            if not self.fleet.tenants[demand.key].movable:
                 continue
-            self.fleet.remove(demand.server)
-            del self.decisions[demand.server]
+            self.fleet.remove(demand.key)
+            del self.decisions[demand.key]
             placed = self._place_free(demand, shrink=False)
             assert placed  # its old GPU has room again
+
+    def spread_out(self) -> None:
+        """Replicas left nearer their siblings than needed (placed before a later pass freed room apart)
+        move to a GPU further apart where one has room; each move goes strictly further apart, so it ends."""
+        moved = True
+        while moved:
+            moved = False
+            for decision in sorted(self.decisions.values(), key=lambda d: self._order_key(d.demand)):
+                demand = decision.demand
+                tenant = self.fleet.tenants[demand.key]
+                if self.replica_counts.get(demand.server, 1) < 2 or not tenant.movable:
+                    continue
+                tiers = self._spread(demand)
+                own = {self.fleet.by_uuid[u].position for u in tenant.uuids}
+                apart = next(i for i, hidden in enumerate(tiers) if not own & hidden)
+                if apart == 0:
+                    continue  # as far apart as it gets
+                self.fleet.remove(demand.key)
+                del self.decisions[demand.key]
+                if self._place_apart(demand, tiers[:apart]):
+                    moved = True
+                else:
+                    self.fleet.place(tenant)
+                    self.decisions[demand.key] = decision
+
+    def _place_apart(self, demand: ServerDemand, tiers: list[frozenset[int]]) -> bool:
+        for hidden in tiers:
+            with self.fleet.hidden(hidden):
+                if self._place_open(demand, shrink=False):
+                    return True
+        return False
 
     def _repair(self, pending: list[ServerDemand]) -> list[ServerDemand]:
         for _ in range(REPAIR_ROUNDS):
@@ -338,7 +383,31 @@ class _Planner:
             return float(math.floor(free + _EPS))
         return None
 
+    def _spread(self, demand: ServerDemand) -> list[frozenset[int]]:
+        """The GPUs (positions) a replica passes over, tried in turn, to keep off its placed siblings:
+        their nodes, then their GPUs, then none; so replicas share a GPU only where nothing else has
+        room, and then each with its own budget (the sibling's reservation is counted like any other)."""
+        held = [
+            self.fleet.tenants[key]
+            for i in range(self.replica_counts.get(demand.server, 1))
+            if i != demand.replica and (key := replica_key(demand.server, i)) in self.fleet.tenants
+        ]
+        if not held:
+            return [frozenset()]
+        on_gpus = frozenset(self.fleet.by_uuid[u].position for tenant in held for u in tenant.uuids)
+        nodes = {self.fleet.gpus[p].slot.node for p in on_gpus}
+        on_nodes = frozenset(g.position for node in nodes for g in self.fleet.by_node[node])
+        return [on_nodes, on_gpus, frozenset()] if on_nodes != on_gpus else [on_gpus, frozenset()]
+
     def _place_free(self, demand: ServerDemand, *, shrink: bool, rank: Ranking | None = None) -> bool:
+        """Place where the strategy prefers, a replica away from its siblings where it can (see _spread)."""
+        for hidden in self._spread(demand):
+            with self.fleet.hidden(hidden):
+                if self._place_open(demand, shrink=shrink, rank=rank):
+                    return True
+        return False
+
+    def _place_open(self, demand: ServerDemand, *, shrink: bool, rank: Ranking | None = None) -> bool:
         """Place by the strategy's ranking (or `rank`); in a packing pass, by the pass's fit rule."""
         if rank is None and self.packing is not None and not shrink and demand.fixed_utilization is None:
             return self._place_packed(demand, self.packing.fit)
@@ -471,7 +540,11 @@ class _Planner:
         why = "pinned"
         if not group:
             assert demand.pin_node is not None  # pinned with no GPUs means pinned to a node
-            groups = self._groups(demand, [demand.pin_node], shrink=True)
+            for hidden in self._spread(demand):
+                with self.fleet.hidden(hidden):
+                    groups = self._groups(demand, [demand.pin_node], shrink=True)
+                if groups:
+                    break
             if groups:
                 _, best, on_node = groups[0]
                 self._commit(
@@ -502,7 +575,7 @@ class _Planner:
                 )
             budget = need
             warnings.append(
-                f"{demand.server}: budget {need:.0f}MiB over-commits {tight.slot.label} by {need - tight.free:.0f}MiB "
+                f"{demand.key}: budget {need:.0f}MiB over-commits {tight.slot.label} by {need - tight.free:.0f}MiB "
                 f"(free {tight.free:.0f}MiB); allowed because the assignment is Manual"
             )
         self._commit(demand, group, budget, runners_up=[], too_small=[], why=why, warnings=warnings)
@@ -528,7 +601,7 @@ class _Planner:
         for gpus in self.fleet.by_node.values():
             if not pending or self.visits > REPAIR_GPU_VISITS:
                 break
-            cleared = {t.server: t for g in gpus for t in g.tenants.values() if t.movable}
+            cleared = {t.key: t for g in gpus for t in g.tenants.values() if t.movable}
             if not cleared:
                 continue
             before = self.placed_mib
@@ -540,11 +613,11 @@ class _Planner:
                 self.visits += len(candidates) * len(gpus)
                 placed = [d for d in sorted(candidates, key=order.key) if self._place_best_fit(d)]
                 if self.placed_mib > before + _EPS:
-                    pending = [d for d in candidates if d.server not in self.decisions]
+                    pending = [d for d in candidates if d.key not in self.decisions]
                     break
                 for demand in placed:
-                    self.fleet.remove(demand.server)
-                    del self.decisions[demand.server]
+                    self.fleet.remove(demand.key)
+                    del self.decisions[demand.key]
             else:
                 for server, tenant in cleared.items():
                     self.fleet.place(tenant)
@@ -576,7 +649,7 @@ class _Planner:
                 self.visits += 1
                 if gpu.key is None:
                     continue
-                tradable.sort(key=lambda d: (d.preferred_mib, d.server))
+                tradable.sort(key=lambda d: (d.preferred_mib, d.key))
                 sizes = [d.preferred_mib for d in tradable]
                 out, into = self._best_trade(gpu, sizes)
                 if not into:
@@ -585,9 +658,9 @@ class _Planner:
                 incoming = [tradable[i] for i in into]
                 tradable = [d for i, d in enumerate(tradable) if i not in into]
                 for tenant in out:
-                    self.fleet.remove(tenant.server)
-                    tradable.append(self.decisions.pop(tenant.server).demand)
-                traded = ", ".join(t.server for t in out)
+                    self.fleet.remove(tenant.key)
+                    tradable.append(self.decisions.pop(tenant.key).demand)
+                traded = ", ".join(t.key for t in out)
                 for demand in incoming:
                     why = f"exchange: fills this GPU better than {traded}" if traded else "exchange: fills this GPU"
                     self._commit(demand, [gpu], demand.preferred_mib, runners_up=[], too_small=[], why=why)
@@ -660,7 +733,7 @@ class _Planner:
         self, gpu: GpuState, need: float, *, vacant: bool, keep: frozenset[int], journal: Journal, evict: bool
     ) -> bool:
         """Move tenants off `gpu` until `need` fits (all of them when `vacant`); False when it cannot."""
-        movable = sorted((t for t in gpu.tenants.values() if t.movable), key=lambda t: (t.budget_mib, t.server))
+        movable = sorted((t for t in gpu.tenants.values() if t.movable), key=lambda t: (t.budget_mib, t.key))
         if vacant or gpu.dedicated:  # a dedicated tenant is alone: it goes, and the GPU is vacant
             chosen = movable
         else:
@@ -678,7 +751,7 @@ class _Planner:
                 else:
                     return False
         for tenant in chosen:
-            self.fleet.remove(tenant.server)
+            self.fleet.remove(tenant.key)
             target = self._relocation(tenant, keep | {gpu.position})
             if target is None:
                 journal.append((tenant, None))
@@ -724,7 +797,7 @@ class _Planner:
     def _rollback(self, journal: Journal) -> None:
         for old, new in reversed(journal):
             if new is not None:
-                self.fleet.remove(new.server)
+                self.fleet.remove(new.key)
             self.fleet.place(old)
 
     def _where(self, uuids: tuple[str, ...]) -> str:
@@ -738,15 +811,15 @@ class _Planner:
         for old, new in journal:
             source = self._where(old.uuids)
             if new is None:
-                notes.append(f"displaced {old.server} ({old.budget_mib:.0f}MiB) from {source}")
-                self.evicted.append(self.decisions.pop(old.server).demand)
+                notes.append(f"displaced {old.key} ({old.budget_mib:.0f}MiB) from {source}")
+                self.evicted.append(self.decisions.pop(old.key).demand)
                 continue
             target = self._where(new.uuids)
-            notes.append(f"moved {old.server} from {source} to {target}")
-            moved = self.decisions[old.server]
+            notes.append(f"moved {old.key} from {source} to {target}")
+            moved = self.decisions[old.key]
             moved.explanation = (
                 f"{self.strategy.name}: moved to {target} (tightest GPU that holds its {new.budget_mib:.0f}MiB) "
-                f"to make room for {demand.server} on {source}."
+                f"to make room for {demand.key} on {source}."
             )
         why = "repair made room: " + "; ".join(notes) if notes else "repair"
         self._commit(demand, group, need, runners_up=[], too_small=[], why=why)
@@ -780,13 +853,13 @@ class _Planner:
         shrunk = budget < asked - _EPS
         if shrunk:
             notes.append(
-                f"{demand.server}: budget {asked:.0f}MiB exceeds {tight.slot.label} free {tight.free:.0f}MiB; "
+                f"{demand.key}: budget {asked:.0f}MiB exceeds {tight.slot.label} free {tight.free:.0f}MiB; "
                 f"shrunk to {budget:.0f}MiB"
             )
         movable = not demand.pinned and demand.fixed_utilization is None
         self.fleet.place(
             Tenant(
-                demand.server,
+                demand.key,
                 tuple(g.slot.uuid for g in group),
                 budget,
                 llm=demand.is_llm,
@@ -795,7 +868,7 @@ class _Planner:
                 movable=movable and budget >= asked - _EPS,
             )
         )
-        self.decisions[demand.server] = _Decision(demand, explanation, notes, shrunk)
+        self.decisions[demand.key] = _Decision(demand, explanation, notes, shrunk)
 
     # --- reasons ---------------------------------------------------------------------------------
     def _floor_text(self, demand: ServerDemand) -> str:
@@ -841,20 +914,38 @@ class _Planner:
         )
 
     # --- result ----------------------------------------------------------------------------------
+    def _replica_numbers(self) -> dict[str, int]:
+        """Per replica key, its number in the plan: a server's placed replicas are 0..k-1 (in their
+        original order), its unplaced ones follow; so replica 0 is placed whenever any replica is."""
+        by_server: dict[str, list[ServerDemand]] = {}
+        for demand in self.demands.values():
+            by_server.setdefault(demand.server, []).append(demand)
+        number: dict[str, int] = {}
+        for replicas in by_server.values():
+            ordered = sorted(replicas, key=lambda d: (d.key not in self.decisions, d.replica))
+            number.update((d.key, i) for i, d in enumerate(ordered))
+        return number
+
     def result(self) -> Plan:
         for demand in self.leftover:
             reason, message = self._diagnose(demand)
-            self.unplaced[demand.server] = Unplaced(demand.server, reason, message)
+            self.unplaced[demand.key] = Unplaced(demand.server, reason, message, replica=demand.replica)
+        number = self._replica_numbers()
+        self.unplaced = {
+            replica_key(u.server, number.get(k, u.replica)): replace(u, replica=number.get(k, u.replica))
+            for k, u in self.unplaced.items()
+        }
         placements = []
         all_warnings = list(self.warnings)
-        for server in sorted(self.decisions):
-            decision = self.decisions[server]
-            tenant = self.fleet.tenants[server]
+        for key in sorted(self.decisions):
+            decision = self.decisions[key]
+            tenant = self.fleet.tenants[key]
             gpus = [self.fleet.by_uuid[u] for u in tenant.uuids]
             all_warnings += decision.warnings
             placements.append(
                 Placement(
-                    server=server,
+                    server=decision.demand.server,
+                    replica=number[key],
                     node=gpus[0].slot.node,
                     gpu_uuids=tenant.uuids,
                     gpu_indices=tuple(g.slot.index for g in gpus),
@@ -886,7 +977,11 @@ class _Planner:
                     foreign_mib=slot.foreign_mib,
                     margin_mib=self.margin,
                     free_after_mib=gpu.free,
-                    servers=tuple(sorted(gpu.tenants)),
+                    servers=tuple(
+                        sorted(
+                            replica_key(self.demands[k].server, number[k]) if k in number else k for k in gpu.tenants
+                        )
+                    ),
                 )
             )
         return Plan(

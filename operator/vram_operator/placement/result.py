@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from vram_operator.placement.demand import replica_key
 from vram_operator.placement.ledger import Ledger, Reservation
 
 
@@ -19,7 +20,8 @@ def mib(value: float) -> int | float:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where one server goes: `budget_mib` on each GPU of `gpu_uuids` (one per tensor-parallel rank)."""
+    """Where one server (one replica of it) goes: `budget_mib` on each GPU of `gpu_uuids` (one per
+    tensor-parallel rank)."""
 
     server: str
     node: str
@@ -30,10 +32,16 @@ class Placement:
     warnings: tuple[str, ...] = ()
     explanation: str = ""
     dedicated: bool = False
+    replica: int = 0
+
+    @property
+    def key(self) -> str:
+        return replica_key(self.server, self.replica)
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
             "server": self.server,
+            "replica": self.replica,
             "node": self.node,
             "gpus": list(self.gpu_uuids),
             "gpuIndices": list(self.gpu_indices),
@@ -51,9 +59,14 @@ class Unplaced:
     server: str
     reason: str
     message: str
+    replica: int = 0
+
+    @property
+    def key(self) -> str:
+        return replica_key(self.server, self.replica)
 
     def to_json_dict(self) -> dict[str, Any]:
-        return {"server": self.server, "reason": self.reason, "message": self.message}
+        return {"server": self.server, "replica": self.replica, "reason": self.reason, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -97,8 +110,9 @@ class Plan:
     gpus: tuple[GpuSummary, ...]
     margin_mib: float
 
-    def placement_of(self, server: str) -> Placement | None:
-        return next((p for p in self.placements if p.server == server), None)
+    def placement_of(self, key: str) -> Placement | None:
+        """The placement of a server's replica 0 ("ns/name") or of replica i ("ns/name[i]")."""
+        return next((p for p in self.placements if p.key == key), None)
 
     @property
     def placed_mib(self) -> float:
@@ -107,9 +121,11 @@ class Plan:
 
     def apply_to(self, ledger: Ledger) -> Ledger:
         """`ledger` with this plan's placements recorded (replacing those servers' old reservations)."""
-        replaced = {p.server for p in self.placements}
-        kept = tuple(r for r in ledger.reservations if r.server not in replaced)
-        new = tuple(Reservation(p.server, p.node, p.gpu_uuids, p.budget_mib, p.dedicated) for p in self.placements)
+        replaced = {p.key for p in self.placements}
+        kept = tuple(r for r in ledger.reservations if r.key not in replaced)
+        new = tuple(
+            Reservation(p.server, p.node, p.gpu_uuids, p.budget_mib, p.dedicated, p.replica) for p in self.placements
+        )
         return Ledger(kept + new)
 
     def to_json_dict(self) -> dict[str, Any]:

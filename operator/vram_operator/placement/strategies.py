@@ -37,7 +37,7 @@ class Strategy:
     def order_key(self, demand: ServerDemand) -> tuple[int, int, int, float, str]:
         # Pins have no choice and dedicated servers need a vacant GPU: both go before the rest.
         size = demand.preferred_mib * demand.tensor_parallel
-        return (not demand.pinned, self.priority(demand), not demand.dedicated, -size, demand.server)
+        return (not demand.pinned, self.priority(demand), not demand.dedicated, -size, demand.key)
 
     def score(self, demand: ServerDemand, gpu: GpuState, need: float) -> Score:
         if demand.dedicated:

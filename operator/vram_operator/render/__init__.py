@@ -4,7 +4,7 @@ from vram_operator.render.deployment import PLACEMENT_HASH_ANNOTATION, RenderedD
 from vram_operator.render.engine import LlamaCppLaunch
 from vram_operator.render.errors import RenderError
 from vram_operator.render.pinning import claim_name, render_resource_claims
-from vram_operator.render.server import Rendered, render
+from vram_operator.render.server import PlacedReplica, Rendered, render
 from vram_operator.render.service import render_service
 from vram_operator.render.settings import PINNING_MODES, PinningMode, ProbeTimings, RenderSettings
 
@@ -13,6 +13,7 @@ __all__ = [
     "PLACEMENT_HASH_ANNOTATION",
     "LlamaCppLaunch",
     "PinningMode",
+    "PlacedReplica",
     "ProbeTimings",
     "RenderError",
     "RenderSettings",

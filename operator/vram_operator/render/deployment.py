@@ -9,7 +9,13 @@ from typing import Any, NamedTuple
 from vram_operator.api import InferenceServer, PlacementStatus
 from vram_operator.render.engine import EngineContainer, LlamaCppLaunch, engine_container, probes
 from vram_operator.render.errors import RenderError
-from vram_operator.render.metadata import object_metadata, selector_labels, server_labels
+from vram_operator.render.metadata import (
+    deployment_name,
+    object_metadata,
+    replica_labels,
+    selector_labels,
+    server_labels,
+)
 from vram_operator.render.pinning import DEVICE_PLUGIN_RESOURCE, PodPinning, pod_pinning
 from vram_operator.render.settings import RenderSettings
 
@@ -115,11 +121,14 @@ def render_deployment(
     utilization: float | None,
     settings: RenderSettings,
     launch: LlamaCppLaunch | None = None,
+    *,
+    replica: int = 0,
 ) -> RenderedDeployment:
-    """The apps/v1 Deployment running the server on its placement.
+    """The apps/v1 Deployment running one replica of the server on that replica's placement.
 
-    `utilization` is the effective vLLM --gpu-memory-utilization (ignored by other engines);
-    `launch` carries llama.cpp's layer count and context from sizing.
+    Each replica has a Deployment of its own with one pod (none while spec.replicas is 0), pinned to
+    its own GPU(s). `utilization` is the replica's vLLM --gpu-memory-utilization (ignored by other
+    engines); `launch` carries llama.cpp's layer count and context from sizing.
     """
     check_placement(server, placement)
     engine = engine_container(server, placement, utilization, settings, launch)
@@ -160,19 +169,25 @@ def render_deployment(
         GPUS_ANNOTATION: ",".join(gpu.uuid for gpu in placement.gpus),
         BUDGET_ANNOTATION: str(int(placement.budget_mib)),
     }
+    metadata = object_metadata(server, settings)
+    metadata["name"] = deployment_name(server, replica)
+    metadata["labels"] = {**metadata["labels"], **replica_labels(replica)}
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": object_metadata(server, settings),
+        "metadata": metadata,
         "spec": {
-            "replicas": server.spec.replicas,
-            "selector": {"matchLabels": selector_labels(server)},
+            "replicas": min(server.spec.replicas, 1),
+            "selector": {"matchLabels": {**selector_labels(server), **replica_labels(replica)}},
             # Recreate, never RollingUpdate: a rolling update starts the new pod while the old one
             # still holds its VRAM, so on a GPU sized for one copy the new pod fails its memory
             # check (or starves a neighbour). The old pod must release the GPU first.
             "strategy": {"type": "Recreate"},
             "template": {
-                "metadata": {"labels": server_labels(server, settings), "annotations": annotations},
+                "metadata": {
+                    "labels": {**server_labels(server, settings), **replica_labels(replica)},
+                    "annotations": annotations,
+                },
                 "spec": pod_spec,
             },
         },

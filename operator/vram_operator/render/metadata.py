@@ -9,6 +9,8 @@ from vram_operator.render.settings import RenderSettings
 
 MANAGED_BY = "vram-operator"
 SERVER_LABEL = "vram.dev/server"
+# On the Deployment and pods of replica i >= 1 (replica 0 keeps the objects a one-replica server has).
+REPLICA_LABEL = "vram.dev/replica"
 APP_NAME = "inference-server"
 
 
@@ -17,8 +19,19 @@ def namespace_of(server: InferenceServer) -> str:
 
 
 def selector_labels(server: InferenceServer) -> dict[str, str]:
-    """The labels a Deployment selects its pods by; they must never change for a server."""
+    """The labels the Service (every replica) and replica 0's Deployment select pods by; they must never
+    change for a server (a Deployment's selector is immutable)."""
     return {SERVER_LABEL: server.metadata.name}
+
+
+def replica_labels(replica: int) -> dict[str, str]:
+    """What tells replica i's pods apart (none for replica 0, whose objects predate replicas)."""
+    return {REPLICA_LABEL: str(replica)} if replica else {}
+
+
+def deployment_name(server: InferenceServer, replica: int) -> str:
+    """Replica 0's Deployment is named after the server; replica i's `<server>-replica-<i>`."""
+    return server.metadata.name if replica == 0 else f"{server.metadata.name}-replica-{replica}"
 
 
 def server_labels(server: InferenceServer, settings: RenderSettings) -> dict[str, str]:

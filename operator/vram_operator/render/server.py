@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from vram_operator.api import InferenceServer, PlacementStatus
 from vram_operator.render.deployment import render_deployment
 from vram_operator.render.engine import LlamaCppLaunch
+from vram_operator.render.errors import RenderError
 from vram_operator.render.metadata import namespace_of
 from vram_operator.render.pinning import render_resource_claims
 from vram_operator.render.service import render_service
@@ -15,32 +17,51 @@ from vram_operator.render.settings import RenderSettings
 
 
 @dataclass(frozen=True)
-class Rendered:
-    """The objects of one server and the warnings rendering them produced."""
+class PlacedReplica:
+    """One replica of a server where it was placed, and how its engine starts there."""
 
-    deployment: dict[str, Any]
+    replica: int
+    placement: PlacementStatus
+    utilization: float | None = None
+    launch: LlamaCppLaunch | None = None
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The objects of one server (a Deployment per replica) and the warnings rendering them produced."""
+
+    deployments: tuple[dict[str, Any], ...]
     service: dict[str, Any]
     resource_claims: tuple[dict[str, Any], ...]
     warnings: tuple[str, ...]
 
     @property
+    def deployment(self) -> dict[str, Any]:
+        """Replica 0's Deployment (named after the server)."""
+        return self.deployments[0]
+
+    @property
     def objects(self) -> list[dict[str, Any]]:
         """In apply order: the claims exist before the pods that reference them."""
-        return [*self.resource_claims, self.deployment, self.service]
+        return [*self.resource_claims, *self.deployments, self.service]
 
 
-def render(
-    server: InferenceServer,
-    placement: PlacementStatus,
-    utilization: float | None,
-    settings: RenderSettings,
-    launch: LlamaCppLaunch | None = None,
-) -> Rendered:
-    """Deployment, Service and (dra mode) ResourceClaims of a server on its placement."""
-    deployment = render_deployment(server, placement, utilization, settings, launch)
+def render(server: InferenceServer, replicas: Sequence[PlacedReplica], settings: RenderSettings) -> Rendered:
+    """Deployments (one per replica), Service and (dra mode) ResourceClaims of a server on its placements."""
+    if not replicas:
+        raise RenderError("no placed replica to render", field="status.replicaPlacements")
+    deployments = [
+        render_deployment(server, r.placement, r.utilization, settings, r.launch, replica=r.replica)
+        for r in sorted(replicas, key=lambda r: r.replica)
+    ]
+    claims = {
+        claim["metadata"]["name"]: claim
+        for r in replicas
+        for claim in render_resource_claims(r.placement, settings, namespace_of(server))
+    }
     return Rendered(
-        deployment=deployment.deployment,
+        deployments=tuple(d.deployment for d in deployments),
         service=render_service(server, settings),
-        resource_claims=tuple(render_resource_claims(placement, settings, namespace_of(server))),
-        warnings=deployment.warnings,
+        resource_claims=tuple(claims.values()),
+        warnings=tuple(dict.fromkeys(w for d in deployments for w in d.warnings)),
     )

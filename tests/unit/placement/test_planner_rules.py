@@ -254,7 +254,7 @@ def test_json_contract() -> None:
         "gpuMemoryUtilization",
         "warnings",
     }
-    assert set(document["unplaced"][0]) == {"server", "reason", "message"}
+    assert set(document["unplaced"][0]) == {"server", "replica", "reason", "message"}
     assert set(document["gpus"][0]) >= {
         "node",
         "uuid",

@@ -9,7 +9,7 @@ import pytest
 from kube_schema import assert_valid, validation_errors
 from render_builders import UUID_A, UUID_B, generic, llamacpp, placement, server, vllm
 
-from vram_operator.render import PINNING_MODES, PinningMode, RenderSettings, render
+from vram_operator.render import PINNING_MODES, PinningMode, PlacedReplica, RenderSettings, render
 
 SPECS = {
     "vllm-tp2": vllm(tensorParallelSize=2, resources={"limits": {"memory": "32Gi"}}),
@@ -23,13 +23,13 @@ SPECS = {
 def test_every_rendered_object_is_valid(mode: PinningMode, name: str) -> None:
     spec = SPECS[name]
     uuids = (UUID_A, UUID_B)[: spec.get("tensorParallelSize", 1)]
-    rendered = render(server(spec), placement(*uuids), 0.6, RenderSettings(pinning_mode=mode))
+    rendered = render(server(spec), [PlacedReplica(0, placement(*uuids), 0.6)], RenderSettings(pinning_mode=mode))
     for obj in rendered.objects:
         assert_valid(obj)
 
 
 def _deployment() -> dict[str, Any]:
-    return render(server(vllm()), placement(), 0.5, RenderSettings()).deployment
+    return render(server(vllm()), [PlacedReplica(0, placement(), 0.5)], RenderSettings()).deployment
 
 
 def test_validator_rejects_a_misspelled_field() -> None:

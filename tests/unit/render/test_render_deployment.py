@@ -50,7 +50,7 @@ def test_identity_labels_owner_and_strategy() -> None:
     assert meta["labels"]["vram.dev/server"] == "chat"
     spec = deployment["spec"]
     assert spec["strategy"] == {"type": "Recreate"}
-    assert spec["replicas"] == 2
+    assert spec["replicas"] == 1  # one Deployment per replica, one pod each
     selected = spec["selector"]["matchLabels"]
     assert selected.items() <= spec["template"]["metadata"]["labels"].items()
 

@@ -9,14 +9,14 @@ from hypothesis import strategies as st
 from kube_schema import assert_valid
 from render_builders import UUID_A, UUID_B, container, env_of, generic, placement, server, vllm
 
-from vram_operator.render import RenderSettings, claim_name, render, render_resource_claims
+from vram_operator.render import PlacedReplica, RenderSettings, claim_name, render, render_resource_claims
 
 DRA = RenderSettings(pinning_mode="dra")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 def test_dra_pod_references_one_claim_per_gpu_instead_of_the_env_var() -> None:
-    rendered = render(server(vllm(tensorParallelSize=2)), placement(UUID_A, UUID_B), 0.8, DRA)
+    rendered = render(server(vllm(tensorParallelSize=2)), [PlacedReplica(0, placement(UUID_A, UUID_B), 0.8)], DRA)
     pod = rendered.deployment["spec"]["template"]["spec"]
     assert_valid(rendered.deployment)
     assert "NVIDIA_VISIBLE_DEVICES" not in env_of(rendered.deployment)
@@ -47,8 +47,8 @@ def test_resource_claim_selects_exactly_the_placed_gpu() -> None:
 
 
 def test_servers_on_one_gpu_share_one_claim() -> None:
-    llm = render(server(vllm(), name="llm"), placement(UUID_A, budget_mib=18000), 0.7, DRA)
-    yolo = render(server(generic(), name="yolo"), placement(UUID_A, budget_mib=650), None, DRA)
+    llm = render(server(vllm(), name="llm"), [PlacedReplica(0, placement(UUID_A, budget_mib=18000), 0.7)], DRA)
+    yolo = render(server(generic(), name="yolo"), [PlacedReplica(0, placement(UUID_A, budget_mib=650), None)], DRA)
     assert llm.resource_claims == yolo.resource_claims
     refs = [
         rendered.deployment["spec"]["template"]["spec"]["resourceClaims"][0]["resourceClaimName"]
@@ -58,7 +58,7 @@ def test_servers_on_one_gpu_share_one_claim() -> None:
 
 
 def test_envvar_mode_renders_no_claims() -> None:
-    rendered = render(server(vllm()), placement(), 0.5, RenderSettings())
+    rendered = render(server(vllm()), [PlacedReplica(0, placement(), 0.5)], RenderSettings())
     assert rendered.resource_claims == ()
     assert render_resource_claims(placement(), RenderSettings(), "ai") == []
 

@@ -9,7 +9,7 @@ from kube_schema import assert_valid
 
 from vram_operator.api import PlacementStatus
 from vram_operator.manifests import load
-from vram_operator.render import PINNING_MODES, PinningMode, RenderSettings, render
+from vram_operator.render import PINNING_MODES, PinningMode, PlacedReplica, RenderSettings, render
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 FOLDERS = sorted(path for path in EXAMPLES.iterdir() if path.is_dir())
@@ -33,6 +33,6 @@ def test_example_servers_render_valid_objects(folder: Path, mode: PinningMode) -
                 "budgetMiB": gpus[0].memory_total_mib / 2,
             }
         )
-        rendered = render(server, placement, 0.5, settings)
+        rendered = render(server, [PlacedReplica(0, placement, 0.5)], settings)
         for obj in rendered.objects:
             assert_valid(obj)

@@ -8,12 +8,12 @@ import pytest
 from kube_schema import assert_valid
 from render_builders import generic, llamacpp, placement, server, vllm
 
-from vram_operator.render import RenderSettings, render
+from vram_operator.render import PlacedReplica, RenderSettings, render
 
 
 @pytest.mark.parametrize(("spec", "port"), [(vllm(), 8000), (llamacpp(), 8080), (generic(), 8080)])
 def test_service_targets_the_engine_port_of_the_servers_pods(spec: dict[str, Any], port: int) -> None:
-    rendered = render(server(spec), placement(), 0.5, RenderSettings())
+    rendered = render(server(spec), [PlacedReplica(0, placement(), 0.5)], RenderSettings())
     service = rendered.service
     assert_valid(service)
     assert service["metadata"]["name"] == "chat"

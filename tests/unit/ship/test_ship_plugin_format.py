@@ -246,3 +246,16 @@ def test_plan_refuses_the_manual_strategy(capsys: pytest.CaptureFixture[str]) ->
     with pytest.raises(SystemExit):
         build_parser().parse_args(["plan", "--strategy", "Manual"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_moves_and_explain_show_each_replica() -> None:
+    node = gpu_node("ws", [gpu(0, "GPU-a", 24564, 0, []), gpu(1, "GPU-b", 24564, 0, [])])
+    status = placed("ws", "GPU-a", 0, 1024)
+    status["replicaPlacements"] = [{**status["placement"], "replica": 0}]
+    det = server("det", vramBudget="1Gi", replicas=2, status=status)
+    changed = {m.server: m for m in moves([det], decide([det], [node]))}
+    assert "ai/det" not in changed  # replica 0 is planned where it runs
+    assert changed["ai/det[1]"].now == "-" and changed["ai/det[1]"].planned == "ws:1"
+    text = text_of(explain(det))
+    assert "Replicas placed: 1/2" in text and "replica 0: ws GPU 0" in text
+    assert reserved_by([det]) == {"GPU-a": 1024}

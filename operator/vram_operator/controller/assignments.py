@@ -32,7 +32,7 @@ from vram_operator.controller.decision import Inputs, decide
 from vram_operator.controller.gpu_view import free_after_reservations, stale_nodes
 from vram_operator.controller.rollout_order import Move, safe_waves
 from vram_operator.controller.runtime import Runtime, first_error, now, plain, rfc3339, values
-from vram_operator.controller.servers import nodes_of
+from vram_operator.controller.server_reconciler import nodes_of
 from vram_operator.errors import InputError
 from vram_operator.fleet import manual_assignments
 from vram_operator.placement.demand import ManualAssignment

@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--heartbeat-stale-seconds", type=float, default=120.0, help="agent silence before no new placements"
     )
+    parser.add_argument(
+        "--gpu-node-grace-seconds", type=float, default=60.0, help="a missing GpuNode's GPUs are lost after this"
+    )
     parser.add_argument("--check-interval", type=float, default=10.0, help="seconds between runtime checks per server")
     parser.add_argument("--max-corrections", type=int, default=3, help="memory-failure corrections per server")
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
@@ -57,6 +60,7 @@ def settings_from(args: argparse.Namespace) -> ControllerSettings:
         ("--margin-mib", args.margin_mib),
         ("--check-interval", args.check_interval - 0.1),
         ("--heartbeat-stale-seconds", args.heartbeat_stale_seconds),
+        ("--gpu-node-grace-seconds", args.gpu_node_grace_seconds),
         ("--max-corrections", args.max_corrections),
     ):
         if value < 0:
@@ -66,6 +70,7 @@ def settings_from(args: argparse.Namespace) -> ControllerSettings:
         strategy=args.strategy,
         margin_mib=args.margin_mib,
         heartbeat_stale=timedelta(seconds=args.heartbeat_stale_seconds),
+        gpu_node_grace=timedelta(seconds=args.gpu_node_grace_seconds),
         check_interval=args.check_interval,
         max_corrections=args.max_corrections,
         render=RenderSettings(pinning_mode=args.pinning_mode),

@@ -16,6 +16,7 @@ from kubernetes import client, config
 from vram_operator.controller import assignments, logs, servers
 from vram_operator.controller.kube import Kube
 from vram_operator.controller.metrics import Metrics
+from vram_operator.controller.registry import REGISTRY
 from vram_operator.controller.runtime import Runtime
 from vram_operator.controller.settings import ControllerSettings
 from vram_operator.errors import InputError
@@ -91,24 +92,28 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+@kopf.on.startup(registry=REGISTRY)
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # API writes run in threads (the kubernetes client is synchronous): allow enough of them.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=API_THREADS))
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=KOPF_PREFIX)
+    settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"
+    settings.posting.level = logging.WARNING  # events are posted explicitly, not from log lines
+    settings.watching.server_timeout = 300
+    # No worker limit: kopf holds handlers until every index is filled, and limited workers
+    # waiting for that would block the indexing of the rest (a deadlock at scale).
+
+
+@kopf.on.login(registry=REGISTRY)
+def login(*, memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    return connection_info(memo["api"])
+
+
 def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
-    registry = kopf.OperatorRegistry()
-    servers.register(registry, rt)
-    assignments.register(registry, rt)
-
-    @kopf.on.startup(registry=registry)
-    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # API writes run in threads (the kubernetes client is synchronous): allow enough of them.
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=API_THREADS))
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=KOPF_PREFIX)
-        settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"
-        settings.posting.level = logging.WARNING  # events are posted explicitly, not from log lines
-        settings.watching.server_timeout = 300
-        # No worker limit: kopf holds handlers until every index is filled, and limited workers
-        # waiting for that would block the indexing of the rest (a deadlock at scale).
-
-    return registry
+    """The registry with every handler: the module-level ones, and the GpuAssignment ones."""
+    assignments.register(REGISTRY, rt)
+    return REGISTRY
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,15 +127,12 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     rt = Runtime(settings=settings, kube=Kube(api), metrics=metrics)
-    registry = build_registry(rt)
-
-    @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return connection_info(api)
-
+    memo = servers.memo_for(rt)
+    memo["api"] = api
     asyncio.run(
         kopf.operator(
-            registry=registry,
+            registry=build_registry(rt),
+            memo=memo,
             standalone=args.standalone or not args.peering,
             peering_name=args.peering,
             priority=args.priority,

@@ -71,6 +71,16 @@ class Runtime:
                 for check in self.checks:
                     await check(self.indexes)
 
+    def forget(self, key: str) -> None:
+        """A server was deleted: forget what this process keeps about it; its memory is free now,
+        so unplaced servers may fit."""
+        self.written.pop(key, None)
+        self.refused.pop(key, None)
+        self.retry_unplaced.clear()
+        self.server_locks.pop(key, None)
+        namespace, _, name = key.partition("/")
+        self.metrics.forget_server(namespace or "default", name)
+
     def note_capacity(self, node: str, capacity: dict[str, float]) -> None:
         """Record a node's capacity; when it grew, unplaced servers are tried again at the next check."""
         if capacity_grew(self.capacity.get(node, {}), capacity):

@@ -234,13 +234,15 @@ class ServerReconciler:
 
     # --- the runtime check ---------------------------------------------------------------------
 
-    def note_missing_nodes(self, nodes: Sequence[GpuNode], moment: datetime) -> None:
+    def note_missing_nodes(
+        self, servers: Sequence[InferenceServer], nodes: Sequence[GpuNode], moment: datetime
+    ) -> None:
         """Remember when each GpuNode that servers stand on went missing (forget the ones back)."""
         present = {node.metadata.name for node in nodes}
         for name in [n for n in self.rt.missing_since if n in present]:
             del self.rt.missing_since[name]
-        for server in values(self.rt.indexes.get("inference_servers", {})):
-            placement = server.status.placement if server is not None and server.status else None
+        for server in servers:
+            placement = server.status.placement if server.status else None
             if placement is not None and placement.node not in present:
                 self.rt.missing_since.setdefault(placement.node, moment)
 
@@ -289,8 +291,8 @@ class ServerReconciler:
                     log.exception("check of %s failed", server.key)
 
         nodes = nodes_of(indexes["gpu_nodes"])
-        self.note_missing_nodes(nodes, now())
         indexed = [s for s in values(indexes["inference_servers"]) if s is not None]
+        self.note_missing_nodes(indexed, nodes, now())
         await asyncio.gather(*(one(s) for s in indexed))
         record_gpu_gauges(self.rt, self.rt.book.standing(indexed), nodes)
 

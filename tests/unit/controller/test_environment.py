@@ -30,6 +30,10 @@ from vram_operator.controller.server_status import (
     with_refused_child,
 )
 from vram_operator.placement.inventory import Inventory
+from vram_operator.placement.utilization import AUTO_MAX, GpuRoom, Tier, auto_utilization
+from vram_operator.sizing import vllm as vllm_sizing
+from vram_operator.sizing.architecture import from_config
+from vram_operator.sizing.dtypes import weights_bytes_for_architecture
 from vram_operator.sizing.errors import SizingError
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -328,3 +332,20 @@ def test_a_startup_failure_without_numbers_is_still_recognised() -> None:
     failure = classify(line)
     assert failure is not None and failure.kind is FailureKind.STARTUP_FREE_MEMORY
     assert (failure.free_mib, failure.total_mib) == (None, None)
+
+
+# --- the 0.95 auto cap ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tier", ["conservative", "standard", "aggressive"])
+def test_auto_utilization_never_passes_the_cap_however_much_is_free(tier: Tier) -> None:
+    arch = from_config(LLAMA_CONFIG)
+    settings = vllm_sizing.VllmSettings(max_model_len=8192)
+    weights = weights_bytes_for_architecture(arch, settings.dtype, None)
+    profile = vllm_sizing.profile(arch, vllm_sizing.weights_per_rank(weights, arch, 1), settings, 81559)
+    room = GpuRoom(label="H100", total_mib=81559, foreign_mib=0, reserved_by_others_mib=0, margin_mib=0)
+    choice = auto_utilization(profile, room, tier=tier, target_kv_tokens=10**9)  # wants every MiB
+    assert choice.fits
+    assert choice.utilization <= AUTO_MAX
+    if tier == "aggressive":
+        assert choice.utilization == AUTO_MAX

@@ -13,11 +13,14 @@ from typing import Any
 import kopf
 from kubernetes import client, config
 
-from vram_operator.controller import assignments, logs, servers
+from vram_operator.controller import logs
+from vram_operator.controller.assignments import AssignmentReconciler
 from vram_operator.controller.kube import Kube
 from vram_operator.controller.metrics import Metrics
 from vram_operator.controller.registry import REGISTRY
 from vram_operator.controller.runtime import Runtime
+from vram_operator.controller.server_reconciler import ServerReconciler
+from vram_operator.controller.servers import post_event
 from vram_operator.controller.settings import ControllerSettings
 from vram_operator.errors import InputError
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
@@ -110,10 +113,12 @@ def login(*, memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
     return connection_info(memo["api"])
 
 
-def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
-    """The registry with every handler: the module-level ones, and the GpuAssignment ones."""
-    assignments.register(REGISTRY, rt)
-    return REGISTRY
+def memo_for(rt: Runtime, api: client.ApiClient) -> kopf.Memo:
+    """What every handler shares: the runtime, the reconcilers (their checks run in its loop), the client."""
+    servers = ServerReconciler(rt, post_event)
+    gpu_assignments = AssignmentReconciler(rt)
+    rt.checks.extend([servers.check_servers, gpu_assignments.check])
+    return kopf.Memo(rt=rt, servers=servers, assignments=gpu_assignments, api=api)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,12 +132,10 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     rt = Runtime(settings=settings, kube=Kube(api), metrics=metrics)
-    memo = servers.memo_for(rt)
-    memo["api"] = api
     asyncio.run(
         kopf.operator(
-            registry=build_registry(rt),
-            memo=memo,
+            registry=REGISTRY,
+            memo=memo_for(rt, api),
             standalone=args.standalone or not args.peering,
             peering_name=args.peering,
             priority=args.priority,

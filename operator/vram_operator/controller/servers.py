@@ -36,13 +36,6 @@ def body_of(server: InferenceServer) -> kopf.Body:
     return kopf.Body(cast(kopf.RawBody, {"apiVersion": server.api_version, "kind": server.kind, "metadata": meta}))
 
 
-def memo_for(rt: Runtime) -> kopf.Memo:
-    """The operator's memo: the runtime, and the reconciler whose checks it runs."""
-    servers = ServerReconciler(rt, post_event)
-    rt.checks.append(servers.check_servers)
-    return kopf.Memo(rt=rt, servers=servers)
-
-
 def _rt(memo: kopf.Memo) -> Runtime:
     return cast(Runtime, memo["rt"])
 

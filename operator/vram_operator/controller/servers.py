@@ -125,7 +125,10 @@ def referenced(*, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -
 
 
 @kopf.on.event("", "v1", "configmaps", id="referenced_config_map", when=referenced, registry=REGISTRY)
-async def config_map_changed(*, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """A ConfigMap a server names appeared or changed: reconcile those servers."""
+async def config_map_changed(*, type: str | None, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """A ConfigMap a server names appeared or changed: reconcile those servers. A deletion is left
+    to the next reconcile: a running server keeps the reservation it was sized for."""
+    if type == "DELETED":
+        return
     rt = _rt(memo)
     await _servers(memo).reconcile_referencing((namespace or "default", name), rt.indexes["inference_servers"])

@@ -12,6 +12,7 @@ import pytest
 from kubernetes import client
 from test_operator_flows import (  # the operator's fixtures and helpers
     GROUP,
+    MARGIN_MIB,
     VERSION,
     Operator,
     condition,
@@ -100,7 +101,7 @@ def test_full_fleet_is_pending_and_places_itself_when_room_appears(
             if (node.name, i) != ("workstation", 0)
         }
         publish(custom_objects, node, gpu_node_status(node, processes=processes))
-    filler = generic("filler", f"{workstation.gpus[0].memory_mib - 100}Mi")
+    filler = generic("filler", f"{workstation.gpus[0].memory_mib - MARGIN_MIB - 100}Mi")  # 100 MiB left
     filler["spec"]["placement"] = {"node": "workstation", "gpus": [0]}
     create(custom_objects, namespace, filler)
     eventually(lambda: phase_is(custom_objects, namespace, "filler", "Placed", "Running"), "filler placed")

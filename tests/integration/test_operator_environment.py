@@ -121,6 +121,18 @@ def test_full_fleet_is_pending_and_places_itself_when_room_appears(
     assert moved["status"]["placement"]["gpus"][0]["uuid"] == fake_gpu_uuid("workstation", 0)
     assert time.monotonic() - started < 30
 
+    create(custom_objects, namespace, generic("big", "30Gi"))  # only an H100 could hold it, and they are full
+    eventually(lambda: phase_is(custom_objects, namespace, "big", "Pending"), "big Pending")
+    never_failed(custom_objects, namespace, "big", 3)
+    h100 = next(n for n in restore_fleet if n.name.startswith("h100"))
+    started = time.monotonic()
+    publish(custom_objects, h100, gpu_node_status(h100))  # its foreign use is gone: a GpuNode gains memory
+    grown = eventually(
+        lambda: phase_is(custom_objects, namespace, "big", "Placed", "Running"), "big placed by itself", timeout=30
+    )
+    assert grown["status"]["placement"]["node"] == h100.name
+    assert time.monotonic() - started < 30
+
 
 def test_gpu_reporting_no_memory_moves_its_server_and_fails_nothing(
     operator: Operator,  # noqa: F811

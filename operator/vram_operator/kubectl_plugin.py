@@ -26,7 +26,7 @@ from vram_operator.api.gpu_node import GpuDeviceStatus, GpuProcess
 from vram_operator.commands.output import console, mib_text, print_json
 from vram_operator.commands.plan import plan_document
 from vram_operator.commands.plan import print_table as print_plan_table
-from vram_operator.controller.gpu_view import reserved_by
+from vram_operator.controller.gpu_view import foreign_mib, reserved_by
 from vram_operator.fleet import FleetDecision, decide
 from vram_operator.placement.demand import replica_key
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
@@ -81,8 +81,16 @@ def _percent(used: float, total: float) -> str:
     return f"{100.0 * used / total:.1f}%" if total > 0 else "-"
 
 
-def _gpu_state(gpu: GpuDeviceStatus) -> Text:
-    return Text("ok", style="green") if gpu.healthy else Text("LOST", style="bold red")
+def _gpu_state(gpu: GpuDeviceStatus, reserved_mib: float) -> Text:
+    """LOST; FULL (nothing free: a server restarting there fails); OVERCOMMITTED (reservations and
+    foreign use exceed the memory: a restart may fail); else ok."""
+    if not gpu.healthy or gpu.memory_total_mib <= 0:
+        return Text("LOST", style="bold red")
+    if gpu.memory_free_mib <= 0 or gpu.memory_used_mib >= gpu.memory_total_mib:
+        return Text("FULL", style="bold red")
+    if reserved_mib + foreign_mib(gpu) + gpu.memory_reserved_mib > gpu.memory_total_mib:
+        return Text("OVERCOMMITTED", style="yellow")
+    return Text("ok", style="green")
 
 
 def top_table(
@@ -121,7 +129,7 @@ def top_table(
                 f"{mib_text(gpu.memory_used_mib)} / {mib_text(gpu.memory_total_mib)}",
                 _percent(gpu.memory_used_mib, gpu.memory_total_mib),
                 mib_text(reserved.get(gpu.uuid, 0.0)),
-                _gpu_state(gpu),
+                _gpu_state(gpu, reserved.get(gpu.uuid, 0.0)),
                 "",
                 "",
                 "",

@@ -300,10 +300,13 @@ def test_bad_specs_become_conditions_not_crashes(
             "spec": {"engine": "vllm", "image": "vllm/vllm-openai", "model": {"configMapRef": {"name": ref}}},
         }
         create(custom_objects, namespace, body)
-    for name in ("missing-cm", "broken-cm"):
-        failed = eventually(lambda n=name: phase_is(custom_objects, namespace, n, "Failed"), f"{name} Failed")
-        estimated = condition(failed, "Estimated")
-        assert estimated is not None and estimated["status"] == "False" and estimated["message"]
+    failed = eventually(lambda: phase_is(custom_objects, namespace, "broken-cm", "Failed"), "broken-cm Failed")
+    estimated = condition(failed, "Estimated")
+    assert estimated is not None and estimated["status"] == "False" and estimated["message"]
+    # A ConfigMap that does not exist yet is waited for, not a failure.
+    waiting = eventually(lambda: phase_is(custom_objects, namespace, "missing-cm", "Pending"), "missing-cm Pending")
+    placed = condition(waiting, "Placed")
+    assert placed is not None and (placed["status"], placed["reason"]) == ("False", "ConfigMapNotFound")
     assert apps_v1.list_namespaced_deployment(namespace).items == []
     # Still healthy: a good server next to the bad ones is placed.
     create(custom_objects, namespace, generic("fine", "1Gi"))

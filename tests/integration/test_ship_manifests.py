@@ -38,6 +38,8 @@ OPERATOR_MAY = [("vram.dev", "inferenceservers", "", verb, None) for verb in ("g
     ("", "pods", "", "watch", None),
     ("", "pods", "log", "get", "ml"),
     ("", "configmaps", "", "get", "ml"),
+    ("", "configmaps", "", "list", None),  # watched: a ConfigMap a server names re-reconciles it
+    ("", "configmaps", "", "watch", None),
     ("", "namespaces", "", "list", None),
 ]
 OPERATOR_MUST_NOT = [

@@ -1,8 +1,17 @@
 """The operator: kopf handlers over the pure core (sizing, placement, render).
 
-Handlers are thin: they read (kopf indexes of GpuNodes and InferenceServers, a few API reads),
-call pure functions (fleet.decide, the status builders and policies in this package) and write
-(owned Deployments, ResourceClaims, status patches, Events).
+Handlers are thin and module-level (servers.py, assignments.py; state in kopf's memo): they read
+(kopf indexes of GpuNodes and InferenceServers, a few API reads) and call a reconciler
+(ServerReconciler, AssignmentReconciler) that works over the KubePort, calls the planner through
+one door (decision.decide) and pure policies (gpu_health, room, failures, the status builders),
+and writes (owned Deployments, ResourceClaims, status patches, Events).
+
+Failures: a kopf permanent error only for a spec that can never work. Everything the environment
+causes is a status with a reason, looked at again when its inputs change and on a backoff: no room
+(Pending, retried when a server goes or shrinks or a GpuNode gains memory), a GPU lost or reported
+oddly (its servers re-placed), a missing GpuNode (unknown for --gpu-node-grace-seconds, then lost),
+a missing ConfigMap (Pending; ConfigMaps that servers name are watched), a child the API server
+refuses (Degraded ChildRejected), foreign memory that grows (MemoryFits False ForeignMemoryGrew).
 
 Running it:
 - One active replica. Either run two or more replicas with kopf peering

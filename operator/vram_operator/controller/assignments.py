@@ -30,9 +30,10 @@ from vram_operator.controller.assignment import plan_at_revision, plan_entry, re
 from vram_operator.controller.conditions import set_condition
 from vram_operator.controller.decision import Inputs, decide
 from vram_operator.controller.gpu_view import free_after_reservations, stale_nodes
+from vram_operator.controller.registry import REGISTRY
 from vram_operator.controller.rollout_order import Move, safe_waves
 from vram_operator.controller.runtime import Runtime, first_error, now, plain, rfc3339, values
-from vram_operator.controller.servers import nodes_of
+from vram_operator.controller.server_reconciler import nodes_of
 from vram_operator.errors import InputError
 from vram_operator.fleet import manual_assignments
 from vram_operator.placement.demand import ManualAssignment
@@ -85,28 +86,28 @@ def arrived(server: InferenceServer | None, entry: PlanEntry) -> bool:
     )
 
 
-def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
-    settings = rt.settings
+class AssignmentReconciler:
+    """Plan, roll out and roll back GpuAssignments; the rollout advances from the check loop."""
 
-    # The last status written per assignment: newer than the index until the watch event arrives.
-    written: dict[str, GpuAssignmentStatus] = {}
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        # The last status written per assignment: newer than the index until the watch event arrives.
+        self.written: dict[str, GpuAssignmentStatus] = {}
 
-    async def write(name: str, status: GpuAssignmentStatus) -> None:
-        await asyncio.to_thread(rt.kube.patch_assignment_status, name, {"status": status.wire()})
-        written[name] = status
+    async def write(self, name: str, status: GpuAssignmentStatus) -> None:
+        await asyncio.to_thread(self.rt.kube.patch_assignment_status, name, {"status": status.wire()})
+        self.written[name] = status
 
-    @kopf.on.resume(*ASSIGNMENTS, id="reconcile", registry=registry)
-    @kopf.on.create(*ASSIGNMENTS, id="reconcile", registry=registry)
-    @kopf.on.update(*ASSIGNMENTS, id="reconcile", registry=registry)
-    async def reconcile_assignment(*, body: kopf.Body, name: str, **kwargs: Any) -> None:
-        rt.remember_indexes(kwargs)
+    async def reconcile(self, body: kopf.Body, name: str, kwargs: Mapping[str, Any]) -> None:
+        """Plan (Preview), record a revision and start its rollout (Apply), or roll back."""
+        rt, settings = self.rt, self.rt.settings
         started = time.perf_counter()
         generation = body.get("metadata", {}).get("generation")
         moment = rfc3339(now())
         try:
             assignment = GpuAssignment.model_validate(plain(body))
         except ValidationError as error:
-            await fail(body, name, GpuAssignmentStatus(), first_error(error), generation=generation, moment=moment)
+            await self.fail(body, name, GpuAssignmentStatus(), first_error(error), generation=generation, moment=moment)
             return
         status = assignment.status or GpuAssignmentStatus()
         spec = assignment.spec
@@ -117,7 +118,7 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
             try:
                 applied = plan_at_revision(status.history, spec.rollback_to_revision)
             except InputError as error:
-                await fail(body, name, status, str(error), generation=generation, moment=moment)
+                await self.fail(body, name, status, str(error), generation=generation, moment=moment)
                 return
             wanted = {e.server for e in applied.plan}
             selected = [s for s in servers if s.key in wanted]
@@ -187,23 +188,31 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
             kopf.event(body, type="Normal", reason="Applied", message=f"revision {revision}, {len(pending)} to move")
         new_status = status.model_copy(update=update)
         if new_status != status:
-            await write(name, new_status)
+            await self.write(name, new_status)
         rt.metrics.reconciles.labels("GpuAssignment", "applied" if applying else "planned").inc()
         rt.metrics.reconcile_seconds.labels("GpuAssignment").observe(time.perf_counter() - started)
         if applying:
-            await advance(body, name, new_status, servers, nodes)
+            await self.advance(body, name, new_status, servers, nodes)
 
     async def fail(
-        body: kopf.Body, name: str, status: GpuAssignmentStatus, message: str, *, generation: int | None, moment: str
+        self,
+        body: kopf.Body,
+        name: str,
+        status: GpuAssignmentStatus,
+        message: str,
+        *,
+        generation: int | None,
+        moment: str,
     ) -> None:
         conditions = set_condition(
             status.conditions, "Planned", False, "InvalidSpec", message, generation=generation, now=moment
         )
-        await write(name, status.model_copy(update={"conditions": conditions, "observed_generation": generation}))
+        await self.write(name, status.model_copy(update={"conditions": conditions, "observed_generation": generation}))
         kopf.event(body, type="Warning", reason="InvalidSpec", message=message)
         raise kopf.PermanentError(message)
 
     async def advance(
+        self,
         body: kopf.Body,
         name: str,
         status: GpuAssignmentStatus,
@@ -211,6 +220,7 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
         nodes: Sequence[GpuNode],
     ) -> None:
         """Mark arrived servers healthy; when the wave in flight is done, start the next one."""
+        settings = self.rt.settings
         rollout = status.rollout
         if (
             rollout is None
@@ -233,13 +243,13 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
                         free[gpu.uuid] = free.get(gpu.uuid, 0.0) + placement.budget_mib
             wave = safe_waves(moves_for(pending, plan, by_key), free)[0]
             for key in wave.stop:
-                await annotate(by_key[key], {notes.STOPPED: "true"})
+                await self.annotate(by_key[key], {notes.STOPPED: "true"})
             for key in wave.start:
                 entry = plan[key]
                 pin = notes.AssignedPlacement(
                     name, status.applied_revision or 0, entry.node or "", tuple(entry.gpus), entry.budget_mib
                 )
-                await annotate(by_key[key], {notes.ASSIGNED: pin.encode(), notes.STOPPED: None})
+                await self.annotate(by_key[key], {notes.ASSIGNED: pin.encode(), notes.STOPPED: None})
             pending = [k for k in pending if k not in wave.start]
             in_flight = list(wave.start)
             if wave.start:
@@ -257,31 +267,38 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
                 generation=status.observed_generation,
                 now=rfc3339(now()),
             )
-            await write(name, status.model_copy(update={"rollout": new_rollout, "conditions": conditions}))
+            await self.write(name, status.model_copy(update={"rollout": new_rollout, "conditions": conditions}))
 
-    async def annotate(server: InferenceServer, update: dict[str, str | None]) -> None:
+    async def annotate(self, server: InferenceServer, update: dict[str, str | None]) -> None:
         namespace = server.metadata.namespace or "default"
-        await asyncio.to_thread(rt.kube.annotate_server, namespace, server.metadata.name, update)
+        await asyncio.to_thread(self.rt.kube.annotate_server, namespace, server.metadata.name, update)
 
-    @kopf.index(*ASSIGNMENTS, id="gpu_assignments", registry=registry)
-    def gpu_assignments(*, name: str, body: kopf.Body, **_: Any) -> dict[str, tuple[GpuAssignment, kopf.Body]]:
-        try:
-            return {name: (GpuAssignment.model_validate(plain(body)), kopf.Body(cast(kopf.RawBody, plain(body))))}
-        except ValidationError:
-            return {}
-
-    async def check_assignments(indexes: Mapping[str, Any]) -> None:
+    async def check(self, indexes: Mapping[str, Any]) -> None:
         servers = [s for s in values(indexes["inference_servers"]) if s is not None]
         nodes = nodes_of(indexes["gpu_nodes"])
         for name, store in list(indexes["gpu_assignments"].items()):
             for assignment, body in list(store):
-                mine = written.get(name)
+                mine = self.written.get(name)
                 status = mine if mine and mine.observed_generation == assignment.metadata.generation else None
                 status = status or assignment.status
                 if status is not None:
                     try:
-                        await advance(body, name, status, servers, nodes)
+                        await self.advance(body, name, status, servers, nodes)
                     except Exception:  # retried at the next check
                         log.exception("rollout of GpuAssignment %s failed", name)
 
-    rt.checks.append(check_assignments)
+
+@kopf.index(*ASSIGNMENTS, id="gpu_assignments", registry=REGISTRY)
+def gpu_assignments(*, name: str, body: kopf.Body, **_: Any) -> dict[str, tuple[GpuAssignment, kopf.Body]]:
+    try:
+        return {name: (GpuAssignment.model_validate(plain(body)), kopf.Body(cast(kopf.RawBody, plain(body))))}
+    except ValidationError:
+        return {}
+
+
+@kopf.on.resume(*ASSIGNMENTS, id="reconcile", registry=REGISTRY)
+@kopf.on.create(*ASSIGNMENTS, id="reconcile", registry=REGISTRY)
+@kopf.on.update(*ASSIGNMENTS, id="reconcile", registry=REGISTRY)
+async def reconcile_assignment(*, body: kopf.Body, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    cast(Runtime, memo["rt"]).remember_indexes(kwargs)
+    await cast(AssignmentReconciler, memo["assignments"]).reconcile(body, name, kwargs)

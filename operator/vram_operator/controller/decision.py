@@ -1,4 +1,10 @@
-"""The call into the fleet facade, turned into what the handlers write and render."""
+"""The one door into the planner: the call into the fleet facade, turned into what the handlers
+write and render.
+
+What the environment causes (no room, odd agent data, a missing ConfigMap, a planning run that
+fails on what the fleet looks like now) becomes an unplaced outcome with a reason, re-evaluated
+later; only what the spec causes becomes an estimate error.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from dataclasses import dataclass, field
 from vram_operator import fleet
 from vram_operator.api.gpu_node import GpuNode
 from vram_operator.api.inference_server import InferenceServer
+from vram_operator.controller.gpu_health import usable_agent_data
 from vram_operator.controller.server_status import Outcome
 from vram_operator.placement.demand import ManualAssignment
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
@@ -46,9 +53,22 @@ def no_gpus(inputs: Inputs) -> bool:
     )
 
 
+CONFIG_MAP_FIELD = "model.configMapRef"
+
+
+def sizing_failure(error: str, field: str | None) -> Outcome:
+    """A server that could not be sized: a missing ConfigMap is waited for (Pending), a ConfigMap
+    with bad content is reported until it changes, anything else is the spec's own error."""
+    if field is not None and field.startswith(CONFIG_MAP_FIELD):
+        if error.endswith("not found"):
+            return Outcome(unplaced_reason="ConfigMapNotFound", unplaced_message=f"{error}: waiting for it")
+        return Outcome(estimate_error=error, estimate_error_reason="ConfigMapInvalid")
+    return Outcome(estimate_error=error, estimate_error_reason="EstimateFailed")
+
+
 def outcome_of(decision: fleet.ServerDecision, *, no_gpus_anywhere: bool) -> Outcome:
     if decision.sizing_error is not None:
-        return Outcome(estimate_error=decision.sizing_error, estimate_error_reason="EstimateFailed")
+        return sizing_failure(decision.sizing_error, decision.sizing_field)
     reason = decision.unplaced_reason or "Unschedulable"
     message = decision.unplaced_message or ""
     if decision.placement is None and no_gpus_anywhere:
@@ -74,11 +94,17 @@ def outcome_of(decision: fleet.ServerDecision, *, no_gpus_anywhere: bool) -> Out
 
 
 def decide(servers: Sequence[InferenceServer], inputs: Inputs, manual: Sequence[ManualAssignment] = ()) -> Decided:
-    """Decide `servers` against the standing reservations; bad specs become estimate errors."""
+    """Decide `servers` against the standing reservations; bad specs become estimate errors.
+
+    GPUs whose agent data the planner cannot use are left out first (see gpu_health). A planning
+    run that fails as a whole depends on the fleet as it is now: every server in it stays unplaced
+    with reason PlanningFailed and is tried again later.
+    """
+    nodes, _ = usable_agent_data(inputs.nodes)
     try:
         result = fleet.decide(
             servers,
-            inputs.nodes,
+            nodes,
             strategy=inputs.strategy,
             margin_mib=inputs.margin_mib,
             reserved=inputs.reserved,
@@ -87,7 +113,10 @@ def decide(servers: Sequence[InferenceServer], inputs: Inputs, manual: Sequence[
             manual=manual,
         )
     except ValueError as error:  # sizing, placement and input errors all derive from ValueError
-        return Decided({s.key: Outcome(estimate_error=str(error)) for s in servers}, {}, (), run_error=str(error))
+        failed = Outcome(
+            unplaced_reason="PlanningFailed", unplaced_message=f"{error} (tried again when the fleet changes)"
+        )
+        return Decided({s.key: failed for s in servers}, {}, (), run_error=str(error))
     empty = no_gpus(inputs)
     outcomes = {key: outcome_of(d, no_gpus_anywhere=empty) for key, d in result.servers.items()}
     launches = {

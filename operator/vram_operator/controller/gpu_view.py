@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from vram_operator.api.gpu_node import GpuDeviceStatus, GpuNode
-from vram_operator.api.inference_server import InferenceServer, PlacementStatus
+from vram_operator.api.inference_server import InferenceServer
 
 
 def parse_time(value: str) -> datetime | None:
@@ -31,22 +31,6 @@ def find_gpu(nodes: Iterable[GpuNode], node: str, uuid: str) -> GpuDeviceStatus 
         if candidate.metadata.name == node and candidate.status:
             return next((gpu for gpu in candidate.status.gpus if gpu.uuid == uuid), None)
     return None
-
-
-def lost_gpus(placement: PlacementStatus, nodes: Sequence[GpuNode]) -> list[str]:
-    """UUIDs of the placement's GPUs that are reported unhealthy or no longer reported at all.
-
-    A node whose GpuNode has no status yet tells nothing (agent starting): its GPUs are not lost.
-    """
-    node = next((n for n in nodes if n.metadata.name == placement.node), None)
-    if node is not None and node.status is None:
-        return []
-    lost = []
-    for gpu in placement.gpus:
-        found = find_gpu(nodes, placement.node, gpu.uuid)
-        if found is None or not found.healthy:
-            lost.append(gpu.uuid)
-    return lost
 
 
 def foreign_mib(gpu: GpuDeviceStatus) -> float:

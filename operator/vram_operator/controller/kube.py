@@ -1,9 +1,11 @@
-"""The few API calls the handlers make (kubernetes client, run in threads by the handlers)."""
+"""The few API calls the operator makes: the `KubePort` the reconcilers use, and `Kube`, its
+implementation over the kubernetes client (synchronous: the reconcilers run it in threads)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes import client, dynamic
 from kubernetes.client.exceptions import ApiException
@@ -14,6 +16,48 @@ from vram_operator.render.metadata import REPLICA_LABEL, SERVER_LABEL
 FIELD_MANAGER = "vram-operator"
 LOG_TAIL_LINES = 60
 LOG_LIMIT_BYTES = 16384
+
+
+# API answers that no retry can change: the object itself is refused.
+REFUSED_STATUSES = frozenset({400, 422})
+
+
+class ChildRefusedError(Exception):
+    """The API server refused a child object (400 BadRequest, 422 Invalid): retrying cannot help."""
+
+    def __init__(self, kind: str, name: str, status: int, message: str) -> None:
+        super().__init__(f"{kind} {name} refused ({status}): {message}")
+        self.kind, self.name, self.status, self.message = kind, name, status, message
+
+
+class KubePort(Protocol):
+    """What the reconcilers need from the cluster (a fake in tests/unit/controller)."""
+
+    def apply(self, obj: dict[str, Any]) -> None: ...
+
+    def delete_stale_replicas(self, namespace: str, server: str, rendered: Collection[str]) -> list[str]: ...
+
+    def patch_server_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None: ...
+
+    def annotate_server(self, namespace: str, name: str, annotations: Mapping[str, str | None]) -> None: ...
+
+    def patch_assignment_status(self, name: str, patch: dict[str, Any]) -> None: ...
+
+    def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
+
+    def namespace_labels(self) -> dict[str, dict[str, str]]: ...
+
+    def log_tail(self, namespace: str, pod: str, container: str) -> str: ...
+
+
+def api_message(error: ApiException) -> str:
+    """The API server's own message from an error body (a Status object), else the HTTP reason."""
+    try:
+        body = json.loads(error.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or error.reason or f"HTTP {error.status}")
 
 
 class Kube:
@@ -27,16 +71,23 @@ class Kube:
         return self.dynamic.resources.get(api_version=api_version, kind=kind)
 
     def apply(self, obj: dict[str, Any]) -> None:
-        """Server-side apply one child object (forced: the operator owns these fields)."""
+        """Server-side apply one child object (forced: the operator owns these fields).
+
+        Raises ChildRefusedError when the API server refuses the object itself."""
         meta = obj["metadata"]
-        self.dynamic.server_side_apply(
-            self._resource(obj["apiVersion"], obj["kind"]),
-            body=obj,
-            name=meta["name"],
-            namespace=meta["namespace"],
-            field_manager=FIELD_MANAGER,
-            force_conflicts=True,
-        )
+        try:
+            self.dynamic.server_side_apply(
+                self._resource(obj["apiVersion"], obj["kind"]),
+                body=obj,
+                name=meta["name"],
+                namespace=meta["namespace"],
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+            )
+        except ApiException as error:
+            if error.status in REFUSED_STATUSES:
+                raise ChildRefusedError(obj["kind"], meta["name"], error.status, api_message(error)) from None
+            raise
 
     def delete_child(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:

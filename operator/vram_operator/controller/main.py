@@ -13,10 +13,14 @@ from typing import Any
 import kopf
 from kubernetes import client, config
 
-from vram_operator.controller import assignments, logs, servers
+from vram_operator.controller import logs
+from vram_operator.controller.assignments import AssignmentReconciler
 from vram_operator.controller.kube import Kube
 from vram_operator.controller.metrics import Metrics
+from vram_operator.controller.registry import REGISTRY
 from vram_operator.controller.runtime import Runtime
+from vram_operator.controller.server_reconciler import ServerReconciler
+from vram_operator.controller.servers import post_event
 from vram_operator.controller.settings import ControllerSettings
 from vram_operator.errors import InputError
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
@@ -41,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--heartbeat-stale-seconds", type=float, default=120.0, help="agent silence before no new placements"
     )
+    parser.add_argument(
+        "--gpu-node-grace-seconds", type=float, default=60.0, help="a missing GpuNode's GPUs are lost after this"
+    )
     parser.add_argument("--check-interval", type=float, default=10.0, help="seconds between runtime checks per server")
     parser.add_argument("--max-corrections", type=int, default=3, help="memory-failure corrections per server")
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
@@ -57,6 +64,7 @@ def settings_from(args: argparse.Namespace) -> ControllerSettings:
         ("--margin-mib", args.margin_mib),
         ("--check-interval", args.check_interval - 0.1),
         ("--heartbeat-stale-seconds", args.heartbeat_stale_seconds),
+        ("--gpu-node-grace-seconds", args.gpu_node_grace_seconds),
         ("--max-corrections", args.max_corrections),
     ):
         if value < 0:
@@ -66,6 +74,7 @@ def settings_from(args: argparse.Namespace) -> ControllerSettings:
         strategy=args.strategy,
         margin_mib=args.margin_mib,
         heartbeat_stale=timedelta(seconds=args.heartbeat_stale_seconds),
+        gpu_node_grace=timedelta(seconds=args.gpu_node_grace_seconds),
         check_interval=args.check_interval,
         max_corrections=args.max_corrections,
         render=RenderSettings(pinning_mode=args.pinning_mode),
@@ -86,24 +95,30 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
-def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
-    registry = kopf.OperatorRegistry()
-    servers.register(registry, rt)
-    assignments.register(registry, rt)
+@kopf.on.startup(registry=REGISTRY)
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # API writes run in threads (the kubernetes client is synchronous): allow enough of them.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=API_THREADS))
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=KOPF_PREFIX)
+    settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"
+    settings.posting.level = logging.WARNING  # events are posted explicitly, not from log lines
+    settings.watching.server_timeout = 300
+    # No worker limit: kopf holds handlers until every index is filled, and limited workers
+    # waiting for that would block the indexing of the rest (a deadlock at scale).
 
-    @kopf.on.startup(registry=registry)
-    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # API writes run in threads (the kubernetes client is synchronous): allow enough of them.
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=API_THREADS))
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=KOPF_PREFIX)
-        settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"
-        settings.posting.level = logging.WARNING  # events are posted explicitly, not from log lines
-        settings.watching.server_timeout = 300
-        # No worker limit: kopf holds handlers until every index is filled, and limited workers
-        # waiting for that would block the indexing of the rest (a deadlock at scale).
 
-    return registry
+@kopf.on.login(registry=REGISTRY)
+def login(*, memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    return connection_info(memo["api"])
+
+
+def memo_for(rt: Runtime, api: client.ApiClient) -> kopf.Memo:
+    """What every handler shares: the runtime, the reconcilers (their checks run in its loop), the client."""
+    servers = ServerReconciler(rt, post_event)
+    gpu_assignments = AssignmentReconciler(rt)
+    rt.checks.extend([servers.check_servers, gpu_assignments.check])
+    return kopf.Memo(rt=rt, servers=servers, assignments=gpu_assignments, api=api)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,15 +132,10 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     rt = Runtime(settings=settings, kube=Kube(api), metrics=metrics)
-    registry = build_registry(rt)
-
-    @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return connection_info(api)
-
     asyncio.run(
         kopf.operator(
-            registry=registry,
+            registry=REGISTRY,
+            memo=memo_for(rt, api),
             standalone=args.standalone or not args.peering,
             peering_name=args.peering,
             priority=args.priority,

@@ -15,7 +15,8 @@ from vram_operator.api.gpu_node import GpuNode
 from vram_operator.api.inference_server import InferenceServer, InferenceServerStatus
 from vram_operator.controller.batching import DecisionBatcher
 from vram_operator.controller.book import ReservationBook
-from vram_operator.controller.kube import Kube
+from vram_operator.controller.gpu_health import capacity_grew
+from vram_operator.controller.kube import KubePort
 from vram_operator.controller.metrics import Metrics
 from vram_operator.controller.settings import ControllerSettings
 
@@ -27,7 +28,7 @@ INDEX_NAMES = ("inference_servers", "gpu_nodes", "server_pods", "gpu_assignments
 @dataclass
 class Runtime:
     settings: ControllerSettings
-    kube: Kube
+    kube: KubePort
     metrics: Metrics
     book: ReservationBook = field(default_factory=ReservationBook)
     batcher: DecisionBatcher = field(init=False)
@@ -38,6 +39,12 @@ class Runtime:
     # Unplaced servers retry with exponential backoff (attempts, monotonic time of the next try);
     # cleared when capacity frees (a server is deleted), so a full fleet is not re-planned every tick.
     retry_unplaced: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # When each missing GpuNode was first seen missing (unknown for a grace period, then lost).
+    missing_since: dict[str, datetime] = field(default_factory=dict)
+    # Per node, per GPU UUID: the MiB it could hold at its last report (to notice capacity appear).
+    capacity: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Per server key: the child the API server refused, and its message (Degraded ChildRejected).
+    refused: dict[str, str] = field(default_factory=dict)
     # kopf's indexes (live objects), captured from the first handler call, for the periodic checks.
     indexes: dict[str, Any] = field(default_factory=dict)
     # Periodic checks (servers, assignments), run one after the other every check interval.
@@ -63,6 +70,22 @@ class Runtime:
             if len(self.indexes) == len(INDEX_NAMES):
                 for check in self.checks:
                     await check(self.indexes)
+
+    def forget(self, key: str) -> None:
+        """A server was deleted: forget what this process keeps about it; its memory is free now,
+        so unplaced servers may fit."""
+        self.written.pop(key, None)
+        self.refused.pop(key, None)
+        self.retry_unplaced.clear()
+        self.server_locks.pop(key, None)
+        namespace, _, name = key.partition("/")
+        self.metrics.forget_server(namespace or "default", name)
+
+    def note_capacity(self, node: str, capacity: dict[str, float]) -> None:
+        """Record a node's capacity; when it grew, unplaced servers are tried again at the next check."""
+        if capacity_grew(self.capacity.get(node, {}), capacity):
+            self.retry_unplaced.clear()
+        self.capacity[node] = capacity
 
     def retry_due(self, key: str, moment: float) -> bool:
         attempts_and_time = self.retry_unplaced.get(key)

@@ -28,7 +28,7 @@ class Outcome:
     """What reconcile decided for one server (the parts of the fleet decision the status shows)."""
 
     estimate: EstimateStatus | None = None
-    estimate_error: str | None = None  # why the server could not be sized (bad spec)
+    estimate_error: str | None = None  # why the server could not be sized (bad spec or ConfigMap)
     estimate_error_reason: str = "InvalidSpec"
     placement: PlacementStatus | None = None
     utilization: float | None = None
@@ -51,6 +51,11 @@ class Outcome:
         if self.placement is None:
             return 0
         return max(0, self.replicas_wanted - max(1, len(self.replicas)))  # `placement` alone is replica 0
+
+    @property
+    def spec_error(self) -> bool:
+        """Only a change of the spec can fix this outcome (a ConfigMap's content is fixed in the ConfigMap)."""
+        return self.estimate_error is not None and self.estimate_error_reason != "ConfigMapInvalid"
 
 
 def replica_statuses(outcome: Outcome) -> list[ReplicaPlacementStatus]:
@@ -76,11 +81,13 @@ class Observation:
     memory_unknown_reason: str = "NoAgentData"
     failure_reason: str | None = None  # CamelCase, e.g. NoCacheBlocks (the reasons sizing.vllm.fit predicts)
     failure_message: str = ""
+    # The GPU no longer holds what the server needs to start (foreign use grew): a message, or None.
+    room_message: str | None = None
     extra_warnings: tuple[str, ...] = field(default_factory=tuple)
 
 
 # MemoryFits reasons that come from measurement (the others are predictions from sizing).
-MEASURED_REASONS = frozenset({"MeasuredAboveBudget", "WithinBudget"})
+MEASURED_REASONS = frozenset({"MeasuredAboveBudget", "WithinBudget", "ForeignMemoryGrew"})
 
 
 def gpu_summary(placement: PlacementStatus) -> str:
@@ -121,10 +128,21 @@ def decided_status(
             conditions, "Placed", False, "NotEstimated", "the server could not be sized", generation=generation, now=now
         )
     else:
-        source = outcome.estimate.source if outcome.estimate else "unknown"
-        conditions = set_condition(
-            conditions, "Estimated", True, "Estimated", f"sized from {source}", generation=generation, now=now
-        )
+        if outcome.estimate is None and outcome.placement is None:  # not sized yet (e.g. its ConfigMap is missing)
+            conditions = set_condition(
+                conditions,
+                "Estimated",
+                None,
+                outcome.unplaced_reason,
+                outcome.unplaced_message,
+                generation=generation,
+                now=now,
+            )
+        else:
+            source = outcome.estimate.source if outcome.estimate else "unknown"
+            conditions = set_condition(
+                conditions, "Estimated", True, "Estimated", f"sized from {source}", generation=generation, now=now
+            )
         if outcome.placement is None:
             conditions = set_condition(
                 conditions,
@@ -208,30 +226,47 @@ def observed_status(
     predicted_failure = any(
         c.type == "MemoryFits" and c.status == "False" and c.reason not in MEASURED_REASONS for c in conditions
     )
-    if memory is None and not predicted_failure:  # a predicted failure stands until something is measured
+    over = (
+        [gpu for gpu in memory.per_gpu if budgets.get(gpu.uuid) and gpu.used_mib > budgets[gpu.uuid]] if memory else []
+    )
+    if over:
+        worst = max(over, key=lambda g: g.used_mib - budgets[g.uuid])
+        conditions = set_condition(
+            conditions,
+            "MemoryFits",
+            False,
+            "MeasuredAboveBudget",
+            f"measured {worst.used_mib:.0f}MiB above the {budgets[worst.uuid]:.0f}MiB budget",
+            generation=generation,
+            now=now,
+        )
+    elif observation.room_message is not None:
+        conditions = set_condition(
+            conditions,
+            "MemoryFits",
+            False,
+            "ForeignMemoryGrew",
+            observation.room_message,
+            generation=generation,
+            now=now,
+        )
+    elif memory is not None:
+        conditions = set_condition(
+            conditions,
+            "MemoryFits",
+            True,
+            "WithinBudget",
+            f"measured within the {max(budgets.values(), default=0.0):.0f}MiB budget per GPU",
+            generation=generation,
+            now=now,
+        )
+    elif not predicted_failure:  # a predicted failure stands until something is measured
         conditions = set_condition(
             conditions,
             "MemoryFits",
             None,
             observation.memory_unknown_reason,
             "no agent data for this server's processes",
-            generation=generation,
-            now=now,
-        )
-    elif memory is not None:
-        over = [gpu for gpu in memory.per_gpu if budgets.get(gpu.uuid) and gpu.used_mib > budgets[gpu.uuid]]
-        worst = max(over, key=lambda g: g.used_mib - budgets[g.uuid]) if over else None
-        message = (
-            f"measured {worst.used_mib:.0f}MiB above the {budgets[worst.uuid]:.0f}MiB budget"
-            if worst is not None
-            else f"measured within the {max(budgets.values(), default=0.0):.0f}MiB budget per GPU"
-        )
-        conditions = set_condition(
-            conditions,
-            "MemoryFits",
-            not over,
-            "MeasuredAboveBudget" if over else "WithinBudget",
-            message,
             generation=generation,
             now=now,
         )
@@ -255,6 +290,29 @@ def budgets_per_gpu(status: InferenceServerStatus) -> dict[str, float]:
         for gpu in placement.gpus:
             budgets[gpu.uuid] = budgets.get(gpu.uuid, 0.0) + placement.budget_mib
     return budgets
+
+
+CHILD_REJECTED = "ChildRejected"
+
+
+def with_refused_child(
+    status: InferenceServerStatus, refused: str | None, *, generation: int | None, now: str
+) -> InferenceServerStatus:
+    """Degraded=True ChildRejected with the API server's message while a child is refused; cleared
+    (Healthy) once every child was applied."""
+    reason = next((c.reason for c in status.conditions if c.type == "Degraded"), None)
+    if refused is None and reason != CHILD_REJECTED:
+        return status
+    conditions = set_condition(
+        status.conditions,
+        "Degraded",
+        refused is not None,
+        CHILD_REJECTED if refused is not None else "Healthy",
+        refused or "",
+        generation=generation,
+        now=now,
+    )
+    return status.model_copy(update={"conditions": conditions, "phase": phase_of(conditions)})
 
 
 def status_patch(status: InferenceServerStatus) -> dict[str, object]:

@@ -15,6 +15,8 @@ class ControllerSettings:
     strategy: str = "VRAMBased"  # for servers no GpuAssignment manages
     margin_mib: float = float(DEFAULT_MARGIN_MIB)
     heartbeat_stale: timedelta = timedelta(seconds=120)
+    # A GpuNode missing for less than this is unknown (its agent may be re-creating it), not lost.
+    gpu_node_grace: timedelta = timedelta(seconds=60)
     check_interval: float = 10.0  # seconds between runtime checks of a server
     max_corrections: int = 3
     render: RenderSettings = field(default_factory=RenderSettings)

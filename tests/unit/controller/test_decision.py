@@ -17,7 +17,7 @@ from vram_operator.api.inference_server import (
 from vram_operator.controller import annotations as notes
 from vram_operator.controller.book import ReservationBook
 from vram_operator.controller.decision import Inputs, decide, no_gpus
-from vram_operator.controller.servers import decision_event, for_render, pins_for, with_overrides
+from vram_operator.controller.server_reconciler import decision_event, for_render, pins_for, with_overrides
 
 MARGIN = 256.0
 
@@ -60,16 +60,6 @@ def test_generic_server_is_placed_and_reports_no_gpus_when_there_are_none() -> N
     assert decide([server], sick).outcomes["ns/yolo"].unplaced_reason == "NoGpus"
 
 
-def test_missing_config_map_is_an_estimate_error_not_an_exception() -> None:
-    server = InferenceServer(
-        metadata=ObjectMeta(name="llm", namespace="ns"),
-        spec=InferenceServerSpec(engine="vllm", image="vllm", model=ModelSpec(config_map_ref={"name": "cfg"})),
-    )
-    outcome = decide([server], Inputs(nodes=[gpu_node("ws", 1)], reserved=[])).outcomes["ns/llm"]
-    assert outcome.estimate_error is not None and "cfg" in outcome.estimate_error
-    assert outcome.placement is None
-
-
 def placement(uuid: str) -> PlacementStatus:
     return PlacementStatus(node="ws", gpus=[PlacedGpu(index=0, uuid=uuid)], budget_mib=1000)
 
@@ -101,7 +91,11 @@ def test_overrides_and_stop_for_render() -> None:
 def test_decision_events() -> None:
     from vram_operator.controller.server_status import Outcome
 
-    assert decision_event(None, Outcome(estimate_error="bad"))[:2] == ("Warning", "EstimateFailed")
+    failed = Outcome(estimate_error="bad", estimate_error_reason="EstimateFailed")
+    assert decision_event(None, failed)[:2] == ("Warning", "EstimateFailed")
+    assert decision_event(None, Outcome(estimate_error="bad", estimate_error_reason="ConfigMapInvalid"))[1] == (
+        "ConfigMapInvalid"
+    )
     assert decision_event(None, Outcome(unplaced_reason="InsufficientMemory"))[1] == "InsufficientMemory"
     assert decision_event(None, Outcome(placement=placement("G0")))[1] == "Placed"
     assert decision_event(placement("G1"), Outcome(placement=placement("G0")))[1] == "Rebalanced"

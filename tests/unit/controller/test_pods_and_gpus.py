@@ -12,7 +12,7 @@ from vram_operator.api.inference_server import (
     PlacementStatus,
 )
 from vram_operator.controller import annotations as notes
-from vram_operator.controller.gpu_view import free_after_reservations, headroom_mib, lost_gpus, stale_nodes
+from vram_operator.controller.gpu_view import free_after_reservations, headroom_mib, stale_nodes
 from vram_operator.controller.pods import pod_facts, readiness
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -46,17 +46,6 @@ def placed(node_name: str, uuid: str, budget: float) -> InferenceServer:
 def test_stale_and_silent_agents_take_no_placements() -> None:
     nodes = [node("fresh"), node("old", heartbeat="2026-01-01T11:00:00Z"), node("never", heartbeat=None)]
     assert stale_nodes(nodes, NOW, timedelta(seconds=120)) == {"old", "never"}
-
-
-def test_lost_gpus_are_unhealthy_or_gone_but_not_unknown() -> None:
-    placement = PlacementStatus(node="n", gpus=[PlacedGpu(index=0, uuid="n-g0")])
-    assert lost_gpus(placement, [node("n")]) == []
-    assert lost_gpus(placement, [node("n", healthy=False)]) == ["n-g0"]
-    gone = PlacementStatus(node="n", gpus=[PlacedGpu(index=1, uuid="n-g1")])
-    assert lost_gpus(gone, [node("n")]) == ["n-g1"]
-    assert lost_gpus(placement, []) == ["n-g0"]
-    starting = GpuNode(metadata=ObjectMeta(name="n"))
-    assert lost_gpus(placement, [starting]) == []
 
 
 def test_headroom_and_free_count_reservations_and_foreign_use() -> None:

@@ -22,6 +22,7 @@ from vram_operator.controller.book import ReservationBook
 from vram_operator.controller.conditions import condition_status
 from vram_operator.controller.decision import Inputs, decide
 from vram_operator.controller.gpu_view import reserved_by
+from vram_operator.controller.server_reconciler import decision_event, pins_for, replicas_missing
 from vram_operator.controller.server_status import (
     Observation,
     Outcome,
@@ -29,7 +30,6 @@ from vram_operator.controller.server_status import (
     observed_status,
     replica_statuses,
 )
-from vram_operator.controller.servers import decision_event, pins_for, replicas_missing
 from vram_operator.render import PlacedReplica
 
 T0 = "2026-01-01T00:00:00Z"

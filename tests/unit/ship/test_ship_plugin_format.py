@@ -133,6 +133,23 @@ def test_lost_gpu_is_flagged() -> None:
     assert "LOST" in text_of(top_table([lost], [], {}))
 
 
+def state_of(used: float, foreign: float, reserved: float) -> str:
+    """The STATE column of one 8192 MiB GPU with `foreign` MiB of Xorg and `reserved` MiB for a server."""
+    processes = [{"pid": 9, "usedMiB": foreign, "name": "Xorg"}] if foreign else []
+    node = gpu_node("n", [gpu(0, "GPU-s", 8192, used, processes)])
+    servers = [server("chat", status=placed("n", "GPU-s", 0, reserved))] if reserved else []
+    text = text_of(top_table([node], servers, {}))
+    return next(word for word in ("LOST", "FULL", "OVERCOMMITTED", "ok") if f" {word} " in text)
+
+
+def test_top_does_not_say_ok_when_foreign_use_fills_the_gpu() -> None:
+    """Issue 9 defect 10: a foreign process grew until the GPU was full."""
+    assert state_of(used=8192, foreign=8192, reserved=4096) == "FULL"
+    assert state_of(used=8192, foreign=4096, reserved=4096) == "FULL"
+    assert state_of(used=4097, foreign=4097, reserved=4096) == "OVERCOMMITTED"  # a restart of chat would fail
+    assert state_of(used=4096, foreign=4096, reserved=4096) == "ok"  # exactly full on paper still fits
+
+
 @given(st.lists(st.tuples(st.sampled_from(["GPU-a", "GPU-b", "GPU-c"]), st.floats(0, 80000)), max_size=12))
 def test_reservations_add_up_per_gpu(entries: list[tuple[str, float]]) -> None:
     servers = [server(f"s{i}", status=placed("n", uuid, 0, budget)) for i, (uuid, budget) in enumerate(entries)]

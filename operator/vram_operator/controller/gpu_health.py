@@ -1,0 +1,137 @@
+"""Pure decisions about the GPUs a server stands on, from what the agents report (clock injected).
+
+Odd agent data is an environmental condition, never a reason to fail: a GPU reported with no
+memory (NVML lost it) or under a UUID another GPU already has is unusable, and says why. A GpuNode
+that is missing is "unknown" for a grace period (its agent may be re-creating it), then "lost".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from vram_operator.api.gpu_node import GpuDeviceStatus, GpuNode
+from vram_operator.api.inference_server import PlacementStatus
+from vram_operator.controller.gpu_view import foreign_mib
+
+
+@dataclass(frozen=True)
+class UnusableGpu:
+    """A GPU the agent reports in a way placement cannot use, and why."""
+
+    node: str
+    uuid: str
+    message: str
+
+
+def unusable_reason(gpu: GpuDeviceStatus) -> str | None:
+    """Why a reported GPU cannot hold anything, or None when it can."""
+    if not gpu.healthy:
+        return "reported unhealthy by its agent"
+    if gpu.memory_total_mib <= 0:
+        return f"reports {gpu.memory_total_mib:g}MiB of memory (NVML lost it)"
+    return None
+
+
+def usable_agent_data(nodes: Sequence[GpuNode]) -> tuple[list[GpuNode], list[UnusableGpu]]:
+    """The GpuNodes as the planner may see them: GPUs with no memory and repeated UUIDs left out.
+
+    The planner rejects such inventories as a whole; here each odd GPU is one unusable GPU with a
+    reason, and the rest of the fleet stays plannable. Nodes are read in name order, so the first
+    node reporting a UUID keeps it.
+    """
+    seen: dict[str, str] = {}
+    unusable: list[UnusableGpu] = []
+    cleaned: list[GpuNode] = []
+    for node in sorted(nodes, key=lambda n: n.metadata.name):
+        status = node.status
+        if status is None:
+            cleaned.append(node)
+            continue
+        name = node.metadata.name
+        kept: list[GpuDeviceStatus] = []
+        for gpu in status.gpus:
+            if gpu.uuid in seen:
+                unusable.append(UnusableGpu(name, gpu.uuid, f"UUID also reported by node {seen[gpu.uuid]}"))
+            elif gpu.memory_total_mib <= 0:
+                unusable.append(UnusableGpu(name, gpu.uuid, unusable_reason(gpu) or ""))
+            else:
+                seen[gpu.uuid] = name
+                kept.append(gpu)
+        if len(kept) == len(status.gpus):
+            cleaned.append(node)
+        else:
+            cleaned.append(node.model_copy(update={"status": status.model_copy(update={"gpus": kept})}))
+    return cleaned, unusable
+
+
+@dataclass(frozen=True)
+class PlacementHealth:
+    """healthy: leave it; unknown: wait (no re-placement yet); lost: re-place off `lost`."""
+
+    state: Literal["healthy", "unknown", "lost"]
+    lost: tuple[str, ...] = ()
+    message: str = ""
+
+
+def placement_health(
+    placement: PlacementStatus,
+    nodes: Sequence[GpuNode],
+    *,
+    missing_since: datetime | None,
+    now: datetime,
+    grace: timedelta,
+) -> PlacementHealth:
+    """Whether the GPUs of a placement still hold it.
+
+    `missing_since` is when the placement's GpuNode was first seen missing (None: not missing, or
+    not noticed before now). A node whose GpuNode has no status yet tells nothing (agent starting).
+    """
+    node = next((n for n in nodes if n.metadata.name == placement.node), None)
+    uuids = tuple(gpu.uuid for gpu in placement.gpus)
+    if node is None:
+        gone_for = now - (missing_since or now)
+        if gone_for < grace:
+            message = (
+                f"GpuNode {placement.node} missing for {gone_for.total_seconds():.0f}s "
+                f"(lost after {grace.total_seconds():.0f}s)"
+            )
+            return PlacementHealth("unknown", message=message)
+        return PlacementHealth(
+            "lost", uuids, f"GpuNode {placement.node} missing for {gone_for.total_seconds():.0f}s: re-placing"
+        )
+    if node.status is None:
+        return PlacementHealth("healthy")
+    reported = {gpu.uuid: gpu for gpu in node.status.gpus}
+    reasons: dict[str, str] = {}
+    for uuid in uuids:
+        gpu = reported.get(uuid)
+        reason = "no longer reported by its agent" if gpu is None else unusable_reason(gpu)
+        if reason is not None:
+            reasons[uuid] = reason
+    if not reasons:
+        return PlacementHealth("healthy")
+    detail = "; ".join(f"GPU {uuid} {reason}" for uuid, reason in reasons.items())
+    return PlacementHealth("lost", tuple(reasons), f"{detail} on {placement.node}: re-placing")
+
+
+# Capacity that grows by less than this is noise in the agent's numbers, not room for a server.
+CAPACITY_STEP_MIB = 256.0
+
+
+def capacity_of(node: GpuNode) -> dict[str, float]:
+    """Per usable GPU of a node: the MiB nothing foreign holds (total - driver-reserved - foreign)."""
+    if node.status is None or node.spec.cordoned:
+        return {}
+    return {
+        gpu.uuid: gpu.memory_total_mib - gpu.memory_reserved_mib - foreign_mib(gpu)
+        for gpu in node.status.gpus
+        if unusable_reason(gpu) is None
+    }
+
+
+def capacity_grew(before: Mapping[str, float], after: Mapping[str, float]) -> bool:
+    """A GPU appeared or healed, or one gained at least CAPACITY_STEP_MIB."""
+    return any(uuid not in before or mib >= before[uuid] + CAPACITY_STEP_MIB for uuid, mib in after.items())

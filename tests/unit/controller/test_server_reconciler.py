@@ -1,0 +1,230 @@
+"""ServerReconciler over a fake Kube port: the reconcile and runtime-check branches without a cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fake_kube import FakeKube
+
+from vram_operator.api.base import ObjectMeta
+from vram_operator.api.gpu_node import GpuDeviceStatus, GpuNode, GpuNodeStatus, GpuProcess
+from vram_operator.api.inference_server import InferenceServer, InferenceServerSpec, InferenceServerStatus
+from vram_operator.controller.metrics import Metrics
+from vram_operator.controller.runtime import Runtime, now, rfc3339
+from vram_operator.controller.server_reconciler import ServerReconciler
+from vram_operator.controller.settings import ControllerSettings
+
+Event = tuple[str, str, str, str]  # (server key, type, reason, message)
+
+
+def gpu_node(name: str, *totals: float, foreign: float = 0.0) -> GpuNode:
+    gpus = [
+        GpuDeviceStatus(
+            index=i,
+            uuid=f"GPU-{name}-{i}",
+            name="NVIDIA RTX A5500",
+            memory_total_mib=total,
+            memory_used_mib=foreign,
+            memory_free_mib=max(total - foreign, 0),
+            processes=[GpuProcess(pid=9, used_mib=foreign, name="Xorg")] if foreign else [],
+        )
+        for i, total in enumerate(totals)
+    ]
+    return GpuNode(metadata=ObjectMeta(name=name), status=GpuNodeStatus(gpus=gpus, last_heartbeat=rfc3339(now())))
+
+
+class Harness:
+    def __init__(self, *nodes: GpuNode, grace: float = 60.0) -> None:
+        self.kube = FakeKube()
+        settings = ControllerSettings(margin_mib=256, gpu_node_grace=timedelta(seconds=grace))
+        self.rt = Runtime(settings=settings, kube=self.kube, metrics=Metrics())
+        self.events: list[Event] = []
+        self.reconciler = ServerReconciler(self.rt, lambda s, t, r, m: self.events.append((s.key, t, r, m)))
+        self.servers: dict[str, InferenceServer] = {}
+        self.nodes = list(nodes)
+
+    def add(self, server: InferenceServer) -> InferenceServer:
+        self.servers[server.key] = server
+        return server
+
+    def stored(self, key: str) -> InferenceServer:
+        """The server as the index would show it after our status writes."""
+        server = self.servers[key]
+        written = self.rt.written.get(key)
+        return server.model_copy(update={"status": written[1]}) if written else server
+
+    def indexes(self) -> dict[str, Any]:
+        return {
+            "gpu_nodes": {n.metadata.name: [n] for n in self.nodes},
+            "inference_servers": {k: [self.stored(k)] for k in self.servers},
+            "server_pods": {},
+        }
+
+    def reconcile(self, key: str) -> Any:
+        index = self.indexes()
+        return asyncio.run(
+            self.reconciler.reconcile(self.stored(key), index["inference_servers"], self.nodes, replace=False)
+        )
+
+    def check(self) -> None:
+        asyncio.run(self.reconciler.check_servers(self.indexes()))
+
+    def status(self, key: str) -> InferenceServerStatus:
+        return self.rt.written[key][1]
+
+    def condition(self, key: str, type_: str) -> tuple[str, str, str]:
+        found = next(c for c in self.status(key).conditions if c.type == type_)
+        return found.status, found.reason, found.message
+
+    def reasons(self) -> list[str]:
+        return [reason for _, _, reason, _ in self.events]
+
+
+def generic(name: str, budget: str = "4Gi") -> InferenceServer:
+    return InferenceServer(
+        metadata=ObjectMeta(name=name, namespace="ns", generation=1, uid=f"uid-{name}"),
+        spec=InferenceServerSpec(engine="generic", image="img", vram_budget=budget),
+    )
+
+
+def test_a_refused_child_is_reported_once_and_cleared_when_accepted() -> None:
+    h = Harness(gpu_node("ws", 24564))
+    h.kube.refuse_kinds["Service"] = 'Service "a.b" is invalid: metadata.name: must be a DNS-1035 label'
+    h.add(generic("a"))
+    outcome = h.reconcile("ns/a")  # no exception: nothing for kopf to retry every 60 s
+    assert outcome.placement is not None
+    assert ("Deployment", "a") in h.kube.applied
+    status, reason, message = h.condition("ns/a", "Degraded")
+    assert (status, reason, h.status("ns/a").phase) == ("True", "ChildRejected", "Degraded")
+    assert "DNS-1035" in message and "Service a refused (422)" in message
+    assert h.reasons().count("ChildRejected") == 1
+    h.reconcile("ns/a")  # still refused: no second Event
+    assert h.reasons().count("ChildRejected") == 1
+    del h.kube.refuse_kinds["Service"]
+    h.reconcile("ns/a")
+    assert h.condition("ns/a", "Degraded")[:2] == ("False", "Healthy")
+    assert ("Service", "a") in h.kube.applied
+
+
+def test_a_server_waits_for_room_and_is_placed_once_a_server_is_deleted() -> None:
+    h = Harness(gpu_node("ws", 8192))
+    h.add(generic("filler", "7Gi"))
+    assert h.reconcile("ns/filler").placement is not None
+    h.add(generic("late", "4Gi"))
+    late = h.reconcile("ns/late")
+    assert late.placement is None and not late.spec_error
+    assert h.status("ns/late").phase == "Pending"
+    assert h.condition("ns/late", "Placed")[:2] == ("False", "InsufficientMemory")
+    h.rt.record_unplaced("ns/late", 0.0, placed=False)
+    del h.servers["ns/filler"]
+    h.rt.forget("ns/filler")  # what the delete handler does: retry unplaced servers now
+    h.check()
+    assert h.status("ns/late").phase == "Placed"
+
+
+def test_a_missing_gpu_node_waits_out_its_grace_then_the_server_moves() -> None:
+    ws, other = gpu_node("ws", 24564), gpu_node("other", 24564)
+    h = Harness(ws, other)
+    h.add(generic("a"))
+    first = h.reconcile("ns/a").placement
+    assert first is not None
+    writes = h.kube.status_writes
+    h.nodes = [n for n in h.nodes if n.metadata.name != first.node]  # the agent deletes its GpuNode
+    h.check()
+    assert "GpuLost" not in h.reasons() and h.kube.status_writes == writes  # unknown, not lost
+    h.nodes = [ws, other]  # re-created a second later
+    h.check()
+    assert h.status("ns/a").placement == first and first.node not in h.rt.missing_since
+    h.nodes = [n for n in h.nodes if n.metadata.name != first.node]
+    h.check()
+    h.rt.missing_since[first.node] -= timedelta(seconds=60)  # the grace period has passed
+    h.check()
+    assert "GpuLost" in h.reasons()
+    moved = h.status("ns/a").placement
+    assert moved is not None and moved.node != first.node
+
+
+def test_a_gpu_that_reports_no_memory_moves_its_server_and_nothing_fails() -> None:
+    h = Harness(gpu_node("ws", 24564, 24564))
+    h.add(generic("a"))
+    first = h.reconcile("ns/a").placement
+    assert first is not None
+    lost = first.gpus[0]
+    h.nodes = [gpu_node("ws", *(0 if i == lost.index else 24564 for i in range(2)))]
+    h.check()
+    gpu_lost = [m for _, _, r, m in h.events if r == "GpuLost"]
+    assert gpu_lost and "0MiB" in gpu_lost[0]
+    moved = h.status("ns/a").placement
+    assert moved is not None and moved.gpus[0].uuid != lost.uuid
+    assert h.status("ns/a").phase != "Failed"
+
+
+def test_foreign_growth_warns_before_a_restart_fails() -> None:
+    h = Harness(gpu_node("ws", 8192))
+    h.add(generic("a", "4Gi"))
+    assert h.reconcile("ns/a").placement is not None
+    h.check()
+    assert h.condition("ns/a", "MemoryFits")[0] == "Unknown"
+    h.nodes = [gpu_node("ws", 8192, foreign=4096)]  # exactly the room left: still fits
+    h.check()
+    assert h.condition("ns/a", "MemoryFits")[0] == "Unknown"
+    h.nodes = [gpu_node("ws", 8192, foreign=4097)]
+    h.check()
+    status, reason, message = h.condition("ns/a", "MemoryFits")
+    assert (status, reason) == ("False", "ForeignMemoryGrew")
+    assert "4095MiB free" in message and "4096MiB needed" in message
+    assert h.reasons().count("ForeignMemoryGrew") == 1
+    h.check()
+    assert h.reasons().count("ForeignMemoryGrew") == 1  # one Event per transition
+
+
+def test_a_config_map_that_appears_places_the_servers_naming_it() -> None:
+    h = Harness(gpu_node("ws", 24564))
+    h.add(
+        InferenceServer(
+            metadata=ObjectMeta(name="llm", namespace="ns", generation=1, uid="u"),
+            spec=InferenceServerSpec.model_validate(
+                {
+                    "engine": "vllm",
+                    "image": "vllm",
+                    "model": {"name": "Qwen/Qwen2.5-0.5B-Instruct", "configMapRef": {"name": "cfg"}},
+                    "maxModelLen": 4096,
+                }
+            ),
+        )
+    )
+    outcome = h.reconcile("ns/llm")
+    assert (outcome.unplaced_reason, outcome.spec_error, h.status("ns/llm").phase) == (
+        "ConfigMapNotFound",
+        False,
+        "Pending",
+    )
+    config = {
+        "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        "hidden_size": 896,
+        "intermediate_size": 4864,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 14,
+        "num_key_value_heads": 2,
+        "vocab_size": 151936,
+        "max_position_embeddings": 32768,
+        "torch_dtype": "bfloat16",
+    }
+    h.kube.config_maps[("ns", "cfg")] = {"config.json": json.dumps(config)}
+    h.rt.indexes.update(h.indexes())
+    asyncio.run(h.reconciler.reconcile_referencing(("ns", "cfg"), h.indexes()["inference_servers"]))
+    assert h.status("ns/llm").placement is not None
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "Service"])
+def test_every_refused_child_kind_is_named(kind: str) -> None:
+    h = Harness(gpu_node("ws", 24564))
+    h.kube.refuse_kinds[kind] = "invalid"
+    h.add(generic("a"))
+    h.reconcile("ns/a")
+    assert f"{kind} a refused" in h.condition("ns/a", "Degraded")[2]

@@ -273,7 +273,7 @@ class ServerReconciler:
                 outcome = await self.reconcile(
                     server, servers, nodes_of(self.rt.indexes.get("gpu_nodes", {})), replace=False
                 )
-                self.rt.record_unplaced(server.key, time.monotonic(), outcome.placement is not None)
+                self.rt.record_unplaced(server.key, time.monotonic(), outcome.fully_placed)
 
     # --- the runtime check ---------------------------------------------------------------------
 
@@ -303,13 +303,13 @@ class ServerReconciler:
                 moment = time.monotonic()
                 if rt.retry_due(key, moment):  # capacity may have freed
                     outcome = await self.reconcile(server, indexes["inference_servers"], nodes, replace=False)
-                    rt.record_unplaced(key, moment, outcome.placement is not None)
+                    rt.record_unplaced(key, moment, outcome.fully_placed)
                 return
             if replicas_missing(server, current) and rt.retry_due(key, time.monotonic()):
                 # A partly placed server: its placed replicas stay (pinned by status), the others try again.
                 moment = time.monotonic()
                 outcome = await self.reconcile(server, indexes["inference_servers"], nodes, replace=False)
-                rt.record_unplaced(key, moment, outcome.placement is not None and not outcome.replicas_missing)
+                rt.record_unplaced(key, moment, outcome.fully_placed)
                 return
             healths = {
                 placed.replica: placement_health(

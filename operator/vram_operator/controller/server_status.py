@@ -53,6 +53,11 @@ class Outcome:
         return max(0, self.replicas_wanted - max(1, len(self.replicas)))  # `placement` alone is replica 0
 
     @property
+    def fully_placed(self) -> bool:
+        """Every replica the spec asks for is placed (else the server is retried on a backoff)."""
+        return self.placement is not None and not self.replicas_missing
+
+    @property
     def spec_error(self) -> bool:
         """Only a change of the spec can fix this outcome (a ConfigMap's content is fixed in the ConfigMap)."""
         return self.estimate_error is not None and self.estimate_error_reason != "ConfigMapInvalid"

@@ -87,7 +87,7 @@ async def reconcile_server(
             return
         nodes = nodes_of(kwargs["gpu_nodes"])
         outcome = await _servers(memo).reconcile(server, kwargs["inference_servers"], nodes, replace=False)
-        rt.record_unplaced(key, time.monotonic(), outcome.placement is not None)
+        rt.record_unplaced(key, time.monotonic(), outcome.fully_placed)
     if outcome.spec_error and outcome.estimate_error is not None:
         # Retrying cannot fix a spec: stop here until the spec changes (no retry storm).
         raise kopf.PermanentError(outcome.estimate_error)

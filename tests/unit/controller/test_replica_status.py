@@ -205,3 +205,19 @@ def test_a_partial_placement_is_a_warning_event_with_the_reason() -> None:
     assert message.startswith("2/3 replicas placed, replica 0 on a GPU 0") and "InsufficientMemory" in message
     whole = decide([generic("one", "10000Mi", 2)], Inputs(nodes=[gpu_node("a", 1)], reserved=[], margin_mib=MARGIN))
     assert decision_event(None, whole.outcomes["ns/one"])[:2] == ("Normal", "Placed")
+
+
+def test_a_lost_gpu_moves_only_the_replicas_on_it() -> None:
+    server = generic("det", "1000Mi", 3)
+    status = placed(
+        server, on("GPU-n-0"), on("GPU-m-0", replica=1, node="m"), on("GPU-n-2", replica=2, node="n")
+    ).status
+    assert status is not None
+    pins = pins_for(server, status, replace=False, moving=frozenset({1}))
+    assert [(p.server, p.gpus) for p in pins] == [("ns/det", ("GPU-n-0",)), ("ns/det[2]", ("GPU-n-2",))]
+    # Node m is gone: replica 1 is placed afresh (on the free GPU), the others stay where they run.
+    inputs = Inputs(nodes=[gpu_node("n", 3)], reserved=[], margin_mib=MARGIN)
+    decided = decide([server], inputs, pins).outcomes["ns/det"]
+    where = {r.replica: tuple(g.uuid for g in r.placement.gpus) for r in decided.replicas}
+    assert where == {0: ("GPU-n-0",), 1: ("GPU-n-1",), 2: ("GPU-n-2",)}
+    assert decided.fully_placed

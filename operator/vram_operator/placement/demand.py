@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from vram_operator.placement.errors import PlacementError
 
 GpuRef = str | int  # a GPU index on the pinned node, or a GPU UUID
+
+
+@dataclass(frozen=True)
+class GpuOffer:
+    """A GPU as an engine would find it at start-up (for a group: its smallest GPU, the least free)."""
+
+    label: str
+    name: str
+    total_mib: float
+    foreign_mib: float
+    reserved_by_others_mib: float
+    free_at_start_mib: float
+
+
+# Why the engine would fail with this budget (MiB per GPU) on this GPU, or None when it starts and serves.
+EngineCheck = Callable[[float, GpuOffer], str | None]
 
 
 @dataclass(frozen=True)
@@ -31,6 +48,8 @@ class ServerDemand:
     fixed_utilization: float | None = None
     budget_override_mib: float | None = None
     notes: tuple[str, ...] = ()
+    # The engine's own fit: a GPU where it refuses is never chosen (None: the budget alone decides).
+    engine_check: EngineCheck | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         where = f"server {self.server}"

@@ -1,4 +1,8 @@
-"""The fleet as placement sees it: one GpuSlot per GPU, with memory that is not ours (foreign)."""
+"""The fleet as placement sees it: one GpuSlot per GPU, with memory that is not ours (foreign).
+
+A GPU in MIG mode is not a slot: each of its MIG devices is one (own UUID, own memory), so a server
+is never placed on a GPU and on a slice of it.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ class GpuSlot:
     bandwidth_estimated: bool = False
     compute_capability: str | None = None
     foreign_detail: tuple[str, ...] = ()
+    mig: bool = False  # a MIG device; its index is its parent GPU's
 
     @property
     def usable(self) -> bool:
@@ -81,7 +86,7 @@ class Inventory:
     _by_node: dict[str, tuple[GpuSlot, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        ordered = tuple(sorted(self.slots, key=lambda s: (s.node, s.index)))
+        ordered = tuple(sorted(self.slots, key=lambda s: (s.node, s.index, s.uuid)))
         by_uuid: dict[str, GpuSlot] = {}
         by_node: dict[str, list[GpuSlot]] = {}
         for slot in ordered:
@@ -128,7 +133,10 @@ class Inventory:
                 continue
             name = node.metadata.name
             schedulable = not node.spec.cordoned and name not in stale_nodes
+            mig_parents = {gpu.parent_uuid for gpu in node.status.gpus if gpu.mig}
             for gpu in node.status.gpus:
+                if gpu.mig_enabled or gpu.uuid in mig_parents:
+                    continue  # its MIG devices are the slots
                 detail: list[str] = []
                 foreign = 0.0
                 for process in gpu.processes:
@@ -157,6 +165,7 @@ class Inventory:
                         bandwidth_estimated=bandwidth.estimated,
                         compute_capability=gpu.compute_capability,
                         foreign_detail=tuple(detail),
+                        mig=gpu.mig,
                     )
                 )
         return cls(tuple(slots))

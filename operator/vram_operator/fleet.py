@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,8 +18,9 @@ from vram_operator.api import GpuAssignment, GpuNode, InferenceServer
 from vram_operator.api.inference_server import EstimateStatus, PlacedGpu, PlacementStatus
 from vram_operator.placement.demand import GpuOffer, ManualAssignment, ServerDemand
 from vram_operator.placement.errors import PlacementError
-from vram_operator.placement.inventory import Inventory, OwnerOf, default_owner_of
+from vram_operator.placement.inventory import Inventory
 from vram_operator.placement.ledger import Ledger
+from vram_operator.placement.ownership import ProcessOwners
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB, plan
 from vram_operator.placement.result import Placement, Plan
 from vram_operator.placement.utilization import (
@@ -165,12 +166,16 @@ def decide(
     config_maps: ConfigMaps | None = None,
     stale_nodes: frozenset[str] = frozenset(),
     manual: Sequence[ManualAssignment] = (),
-    owner_of: OwnerOf | None = None,
+    pod_uids: Mapping[str, Collection[str]] | None = None,
 ) -> FleetDecision:
-    """Size and place `servers`; the placements of `reserved` servers (not re-planned) stand."""
+    """Size and place `servers`; the placements of `reserved` servers (not re-planned) stand.
+
+    `pod_uids` ("namespace/name" -> the UIDs of that server's pods) decides which GPU processes are
+    ours; without it (offline, hand-written GpuNodes) a pod named after a server is (ownership.py).
+    """
     deciding = {server.key for server in servers}
     standing = [server for server in reserved if server.key not in deciding]
-    owners = owner_of or default_owner_of([*deciding, *(s.key for s in standing)])
+    owners = ProcessOwners.of([*deciding, *(s.key for s in standing)], pod_uids)
     inventory = Inventory.from_gpu_nodes(nodes, owners, stale_nodes)
     usable = [slot.total_mib for slot in inventory.slots if slot.usable]
     reference_mib = max(usable) if usable else REFERENCE_GPU_MIB

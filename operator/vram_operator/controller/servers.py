@@ -26,7 +26,14 @@ from vram_operator.controller.assignment import same_placement
 from vram_operator.controller.conditions import condition_status
 from vram_operator.controller.decision import Inputs
 from vram_operator.controller.failures import Failure, classify, correct
-from vram_operator.controller.gpu_view import headroom_mib, lost_gpus, reserved_by, stale_nodes
+from vram_operator.controller.gpu_view import (
+    headroom_mib,
+    lost_gpus,
+    pod_uids_of,
+    process_owners,
+    reserved_by,
+    stale_nodes,
+)
 from vram_operator.controller.measure import estimate_error, measure_server, memory_changed
 from vram_operator.controller.pods import PodFacts, pod_facts, readiness
 from vram_operator.controller.runtime import (
@@ -164,6 +171,7 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
                 stale_nodes=stale_nodes(latest_nodes, moment, settings.heartbeat_stale),
                 strategy=settings.strategy,
                 margin_mib=settings.margin_mib,
+                pod_uids=pod_uids_of(rt.indexes.get("server_pods")),  # which GPU processes are ours
             )
 
         pins = pins_for(server, current, replace=replace)
@@ -366,7 +374,13 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
             max_attempts=settings.max_corrections,
             utilization=current.gpu_memory_utilization or 0.0,
             total_mib=first.total_mib,
-            headroom_mib=headroom_mib(first.uuid, placement.node, nodes, others),
+            headroom_mib=headroom_mib(
+                first.uuid,
+                placement.node,
+                nodes,
+                others,
+                process_owners(values(servers), rt.indexes.get("server_pods")),
+            ),
             margin_mib=settings.margin_mib,
         )
         rt.metrics.corrections.labels(failure.kind.value, fix.action).inc()

@@ -8,7 +8,8 @@ from placement_helpers import generic, llm
 
 from vram_operator.api.base import ObjectMeta
 from vram_operator.api.gpu_node import GpuDeviceStatus, GpuNode, GpuNodeStatus
-from vram_operator.placement.inventory import Inventory, default_owner_of
+from vram_operator.placement.inventory import Inventory
+from vram_operator.placement.ownership import ProcessOwners
 from vram_operator.placement.planner import plan
 
 A100_MIB = 81920
@@ -58,7 +59,7 @@ def _a100(
 
 
 def _inventory(*nodes: GpuNode) -> Inventory:
-    return Inventory.from_gpu_nodes(nodes, default_owner_of([]))
+    return Inventory.from_gpu_nodes(nodes, ProcessOwners())
 
 
 def test_a_gpu_in_mig_mode_is_not_a_slot_its_mig_devices_are() -> None:

@@ -135,7 +135,8 @@ def demand_for(server: InferenceServer, sizing: ServerSizing, margin_mib: float 
         pin_gpus=tuple(pin.gpus) if pin else (),
         fixed_utilization=sizing.fixed_utilization,
         notes=sizing.warnings,
-        engine_check=engine_check,
+        # A generic server's fit is its budget, which the planner already checks.
+        engine_check=engine_check if sizing.engine != "generic" else None,
     )
 
 

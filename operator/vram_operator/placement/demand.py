@@ -12,14 +12,18 @@ GpuRef = str | int  # a GPU index on the pinned node, or a GPU UUID
 
 @dataclass(frozen=True)
 class GpuOffer:
-    """A GPU as an engine would find it at start-up (for a group: its smallest GPU, the least free)."""
+    """A GPU as an engine would find it at start-up (for a group: its smallest GPU, the least free).
 
-    label: str
+    Two GPUs alike in these figures get the same answer (the planner leaves `label` empty so that an
+    engine check can be cached across them).
+    """
+
     name: str
     total_mib: float
     foreign_mib: float
     reserved_by_others_mib: float
     free_at_start_mib: float
+    label: str = ""
 
 
 # Why the engine would fail with this budget (MiB per GPU) on this GPU, or None when it starts and serves.

@@ -778,7 +778,6 @@ class _Planner:
             return None
         smallest = min(group, key=lambda g: (g.slot.total_mib, g.slot.index))
         offer = GpuOffer(
-            label=smallest.slot.label,
             name=smallest.slot.name,
             total_mib=smallest.slot.total_mib,
             foreign_mib=smallest.slot.foreign_mib,
@@ -931,7 +930,11 @@ class _Planner:
         ]
         if not roomy:
             return None
-        refusals = [(g, self._refusal(demand, [g], demand.budget_on((g.slot.total_mib,)))) for g in roomy]
+        # One look per product and size (the roomiest of each): alike GPUs get the same answer.
+        kinds: dict[tuple[str, float], GpuState] = {}
+        for gpu in sorted(roomy, key=lambda g: (-g.free, g.slot.node, g.slot.index)):
+            kinds.setdefault((gpu.slot.name, gpu.slot.total_mib), gpu)
+        refusals = [(g, self._refusal(demand, [g], demand.budget_on((g.slot.total_mib,)))) for g in kinds.values()]
         if any(why is None for _, why in refusals):
             return None
         gpu, why = max(refusals, key=lambda item: (item[0].slot.total_mib, item[0].free, item[0].slot.node))

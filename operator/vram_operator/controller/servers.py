@@ -421,11 +421,12 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
 
 
 def record_gpu_gauges(rt: Runtime, standing: list[InferenceServer], nodes: list[GpuNode]) -> None:
-    """Reserved vs measured MiB per GPU: reservations from the book, use of pods' processes from the agents."""
+    """Reserved vs measured MiB per GPU: reservations from the book, use of our servers' processes from the agents."""
     reserved = reserved_by(standing)
+    owners = process_owners(standing, rt.indexes.get("server_pods"))
     for node in nodes:
         for gpu in node.status.gpus if node.status else []:
-            measured = sum(p.used_mib or 0.0 for p in gpu.processes if p.pod_uid)
+            measured = sum(p.used_mib or 0.0 for p in gpu.processes if owners.owner_of(p) is not None)
             rt.metrics.gpu_reserved.labels(node.metadata.name, gpu.uuid).set(reserved.get(gpu.uuid, 0.0))
             rt.metrics.gpu_measured.labels(node.metadata.name, gpu.uuid).set(measured)
 

@@ -118,7 +118,7 @@ def demand_for(server: InferenceServer, sizing: ServerSizing, margin_mib: float 
     def engine_check(budget_mib: float, gpu: GpuOffer) -> str | None:
         try:
             fit, _ = engine_fit(server, sizing, budget_mib, gpu, margin_mib)
-        except SizingError as error:
+        except ValueError as error:  # sizing and placement errors: the engine cannot be fitted there
             return str(error)
         return None if fit.fits else fit.message or fit.reason
 

@@ -517,6 +517,7 @@ class _Planner:
                 )
         budget = self._budget(demand, group, shrink=True)
         warnings: list[str] = []
+        overcommit = budget is None
         if budget is None:
             need = demand.budget_on(tuple(g.slot.total_mib for g in group))
             tight = min(group, key=lambda g: g.free)
@@ -531,7 +532,9 @@ class _Planner:
                 f"{demand.server}: budget {need:.0f}MiB over-commits {tight.slot.label} by {need - tight.free:.0f}MiB "
                 f"(free {tight.free:.0f}MiB); allowed because the assignment is Manual"
             )
-        refusal = self._refusal(demand, group, budget)
+        # A Manual over-commit is allowed (with a warning): only what the engine cannot do on these GPUs
+        # even with the co-tenants gone refuses it.
+        refusal = self._refusal(demand, group, budget, alone=overcommit)
         if refusal is not None:
             raise _PinError(
                 "InsufficientMemory", f"the engine would fail on pinned {self._where_group(group)}: {refusal}"
@@ -772,20 +775,22 @@ class _Planner:
     def _where_group(self, group: Group) -> str:
         return self._where(tuple(g.slot.uuid for g in group))
 
-    def _refusal(self, demand: ServerDemand, group: Group, budget: float) -> str | None:
-        """Why the engine of `demand` would fail with `budget` on `group` as it stands now, or None."""
+    def _refusal(self, demand: ServerDemand, group: Group, budget: float, *, alone: bool = False) -> str | None:
+        """Why the engine of `demand` would fail with `budget` on `group` as it stands now (with `alone`: with
+        no other server there), or None."""
         if demand.engine_check is None:
             return None
         smallest = min(group, key=lambda g: (g.slot.total_mib, g.slot.index))
+
+        def others_on(gpu: GpuState) -> float:
+            return 0.0 if alone else gpu.reserved - self._own_budget(demand, gpu)
+
         offer = GpuOffer(
             name=smallest.slot.name,
             total_mib=smallest.slot.total_mib,
             foreign_mib=smallest.slot.foreign_mib,
-            reserved_by_others_mib=smallest.reserved - self._own_budget(demand, smallest),
-            free_at_start_mib=max(
-                0.0,
-                min(g.slot.total_mib - g.slot.foreign_mib - g.reserved + self._own_budget(demand, g) for g in group),
-            ),
+            reserved_by_others_mib=others_on(smallest),
+            free_at_start_mib=max(0.0, min(g.slot.total_mib - g.slot.foreign_mib - others_on(g) for g in group)),
         )
         return demand.engine_check(budget, offer)
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from placement_helpers import fleet, generic, llm
 
 from vram_operator.placement.demand import GpuOffer, ServerDemand
+from vram_operator.placement.ledger import Ledger, Reservation
 from vram_operator.placement.planner import plan
 from vram_operator.placement.strategies import STRATEGY_NAMES
 
@@ -110,3 +111,22 @@ def test_no_placement_lands_where_the_engine_refuses(
     totals = {slot.uuid: slot.total_mib for slot in inventory.slots}
     for placement in result.placements:
         assert min(totals[u] for u in placement.gpu_uuids) >= minimum_of[placement.server], placement
+
+
+def test_a_manual_overcommit_is_judged_by_what_the_engine_needs_alone() -> None:
+    """Manual pins may over-commit (warned); the engine refuses only what it cannot do with the GPU to itself."""
+    seen: list[GpuOffer] = []
+
+    def start_up_check(budget_mib: float, gpu: GpuOffer) -> str | None:
+        seen.append(gpu)
+        return None if gpu.free_at_start_mib >= budget_mib else "Free memory on device is less than desired"
+
+    one = fleet(("n", [("NVIDIA L4", 23034, 0)]))
+    held = Ledger((Reservation("ai/other", "n", ("GPU-n-0",), 20_000),))
+    demand = dataclasses.replace(generic("ai/pinned", 10_000, pin_node="n", pin_gpus=(0,)), engine_check=start_up_check)
+    manual = plan(one, [demand], "Manual", ledger=held)
+    assert [p.server for p in manual.placements] == ["ai/pinned"]
+    assert any("allowed because the assignment is Manual" in w for w in manual.warnings)
+    assert seen[-1].free_at_start_mib == 23034 and seen[-1].reserved_by_others_mib == 0
+    strict = plan(one, [demand], "VRAMBased", ledger=held)
+    assert [u.reason for u in strict.unplaced] == ["InsufficientMemory"]

@@ -7,20 +7,22 @@ The one entry point of the pure core that the CLI (`plan`) and the operator shar
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from vram_operator.api import GpuAssignment, GpuNode, InferenceServer
 from vram_operator.api.inference_server import EstimateStatus, PlacedGpu, PlacementStatus, ReplicaPlacementStatus
-from vram_operator.placement.demand import ManualAssignment, ServerDemand
+from vram_operator.placement.demand import GpuOffer, ManualAssignment, ServerDemand
 from vram_operator.placement.errors import PlacementError
-from vram_operator.placement.inventory import Inventory, OwnerOf, default_owner_of
+from vram_operator.placement.inventory import Inventory
 from vram_operator.placement.ledger import Ledger
+from vram_operator.placement.ownership import ProcessOwners
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB, plan
-from vram_operator.placement.result import GpuSummary, Placement, Plan, Unplaced
+from vram_operator.placement.result import Placement, Plan, Unplaced
 from vram_operator.placement.utilization import (
     GpuRoom,
     Tier,
@@ -142,9 +144,18 @@ def config_for(server: InferenceServer, config_maps: ConfigMaps) -> dict[str, ob
     return parsed
 
 
-def demand_for(server: InferenceServer, sizing: ServerSizing) -> ServerDemand:
+def demand_for(server: InferenceServer, sizing: ServerSizing, margin_mib: float = DEFAULT_MARGIN_MIB) -> ServerDemand:
     spec = server.spec
     pin = spec.placement
+
+    @functools.lru_cache(maxsize=4096)
+    def engine_check(budget_mib: float, gpu: GpuOffer) -> str | None:
+        try:
+            fit, _ = engine_fit(server, sizing, budget_mib, gpu, margin_mib)
+        except ValueError as error:  # sizing and placement errors: the engine cannot be fitted there
+            return str(error)
+        return None if fit.fits else fit.message or fit.reason
+
     return ServerDemand(
         server=server.key,
         engine=spec.engine,
@@ -158,12 +169,16 @@ def demand_for(server: InferenceServer, sizing: ServerSizing) -> ServerDemand:
         pin_gpus=tuple(pin.gpus) if pin else (),
         fixed_utilization=sizing.fixed_utilization,
         notes=sizing.warnings,
+        # A generic server's fit is its budget, which the planner already checks.
+        engine_check=engine_check if sizing.engine != "generic" else None,
     )
 
 
-def replica_demands(server: InferenceServer, sizing: ServerSizing) -> list[ServerDemand]:
+def replica_demands(
+    server: InferenceServer, sizing: ServerSizing, margin_mib: float = DEFAULT_MARGIN_MIB
+) -> list[ServerDemand]:
     """One demand per replica: each is placed on its own (spec.replicas 0 still holds one placement)."""
-    first = demand_for(server, sizing)
+    first = demand_for(server, sizing, margin_mib)
     return [first] + [dataclasses.replace(first, replica=i) for i in range(1, max(1, server.spec.replicas))]
 
 
@@ -194,12 +209,16 @@ def decide(
     config_maps: ConfigMaps | None = None,
     stale_nodes: frozenset[str] = frozenset(),
     manual: Sequence[ManualAssignment] = (),
-    owner_of: OwnerOf | None = None,
+    pod_uids: Mapping[str, Collection[str]] | None = None,
 ) -> FleetDecision:
-    """Size and place `servers`; the placements of `reserved` servers (not re-planned) stand."""
+    """Size and place `servers`; the placements of `reserved` servers (not re-planned) stand.
+
+    `pod_uids` ("namespace/name" -> the UIDs of that server's pods) decides which GPU processes are
+    ours; without it (offline, hand-written GpuNodes) a pod named after a server is (ownership.py).
+    """
     deciding = {server.key for server in servers}
     standing = [server for server in reserved if server.key not in deciding]
-    owners = owner_of or default_owner_of([*deciding, *(s.key for s in standing)])
+    owners = ProcessOwners.of([*deciding, *(s.key for s in standing)], pod_uids)
     inventory = Inventory.from_gpu_nodes(nodes, owners, stale_nodes)
     usable = [slot.total_mib for slot in inventory.slots if slot.usable]
     reference_mib = max(usable) if usable else REFERENCE_GPU_MIB
@@ -210,7 +229,7 @@ def decide(
     for server in servers:
         try:
             sizing = size_server(server.spec, config_for(server, config_maps or {}), gpu_total_mib=reference_mib)
-            demands_of_server = replica_demands(server, sizing)
+            demands_of_server = replica_demands(server, sizing, margin_mib)
         except (SizingError, PlacementError) as error:
             decisions[server.key] = ServerDecision(server=server.key, sizing_error=str(error), sizing_field=error.field)
             continue
@@ -358,22 +377,22 @@ def _placed(server: InferenceServer, sizing: ServerSizing, placement: Placement,
     summaries = {summary.uuid: summary for summary in result.gpus}
     gpus = [summaries[uuid] for uuid in placement.gpu_uuids]
     smallest = min(gpus, key=lambda g: g.total_mib)
-    # What vLLM's start-up check will see: the GPU without this server's own reservation.
-    free_at_start = min(g.total_mib - g.foreign_mib - (g.reserved_mib - placement.budget_mib) for g in gpus)
-    choice = _utilization_choice(server, sizing, placement, smallest, result.margin_mib)
-    fit: GpuFit = fit_on_gpu(
-        sizing,
-        server.spec,
-        placement.budget_mib,
-        smallest.total_mib,
-        gpu_free_mib=free_at_start,
-        gpu_name=smallest.name,
-        utilization=choice.utilization if choice else None,
+    offer = GpuOffer(
+        label=f"{smallest.node} GPU {smallest.index} {smallest.name} {smallest.total_mib:.0f}MiB",
+        name=smallest.name,
+        total_mib=smallest.total_mib,
+        foreign_mib=smallest.foreign_mib,
+        reserved_by_others_mib=smallest.reserved_mib - placement.budget_mib,
+        # What vLLM's start-up check will see: the GPU without this server's own reservation.
+        free_at_start_mib=min(g.total_mib - g.foreign_mib - (g.reserved_mib - placement.budget_mib) for g in gpus),
     )
+    fit, choice = engine_fit(server, sizing, placement.budget_mib, offer, result.margin_mib)
     if sizing.engine == "vllm" and fit.utilization is None:
+        # The planner checks the engine before it chooses a GPU; this is the last guard.
         where = f"{placement.node} GPU {smallest.index} ({smallest.name}, {smallest.total_mib:.0f}MiB)"
         return ServerDecision(
             server=placement.server,
+            replica=placement.replica,
             estimate=fit.estimate,
             fit_reason=fit.reason,
             fit_message=fit.message,
@@ -385,7 +404,7 @@ def _placed(server: InferenceServer, sizing: ServerSizing, placement: Placement,
         )
     status = PlacementStatus(
         node=placement.node,
-        gpus=[PlacedGpu(index=g.index, uuid=g.uuid, name=g.name, total_mib=g.total_mib) for g in gpus],
+        gpus=[PlacedGpu(index=g.index, uuid=g.uuid, name=g.name, total_mib=g.total_mib, mig=g.mig) for g in gpus],
         gpu_summary=",".join(str(g.index) for g in gpus),
         budget_mib=round(placement.budget_mib, 1),
         strategy=result.strategy,
@@ -416,26 +435,43 @@ def _placed(server: InferenceServer, sizing: ServerSizing, placement: Placement,
     )
 
 
+def engine_fit(
+    server: InferenceServer, sizing: ServerSizing, budget_mib: float, gpu: GpuOffer, margin_mib: float
+) -> tuple[GpuFit, UtilizationChoice | None]:
+    """What the engine does with `budget_mib` on `gpu`: the one fit check, for the planner and the decision."""
+    choice = _utilization_choice(server, sizing, budget_mib, gpu, margin_mib)
+    fit = fit_on_gpu(
+        sizing,
+        server.spec,
+        budget_mib,
+        gpu.total_mib,
+        gpu_free_mib=min(max(gpu.free_at_start_mib, 0.0), gpu.total_mib),
+        gpu_name=gpu.name,
+        utilization=choice.utilization if choice else None,
+    )
+    return fit, choice
+
+
 def _utilization_choice(
-    server: InferenceServer, sizing: ServerSizing, placement: Placement, gpu: GpuSummary, margin_mib: float
+    server: InferenceServer, sizing: ServerSizing, budget_mib: float, gpu: GpuOffer, margin_mib: float
 ) -> UtilizationChoice | None:
     """vLLM's utilization on its (smallest) GPU, explained: auto within the budget, or the manual value checked."""
     profile = vllm_profile_on_gpu(sizing, server.spec, gpu.total_mib, gpu.name)
     if profile is None:
         return None
     room = GpuRoom(
-        label=f"{gpu.node} GPU {gpu.index} {gpu.name} {gpu.total_mib:.0f}MiB",
+        label=gpu.label,
         total_mib=gpu.total_mib,
         foreign_mib=gpu.foreign_mib,
-        reserved_by_others_mib=gpu.reserved_mib - placement.budget_mib,
+        reserved_by_others_mib=gpu.reserved_by_others_mib,
         margin_mib=margin_mib,
     )
     if sizing.fixed_utilization is not None:
         return manual_utilization(profile, room, sizing.fixed_utilization)
     choice = auto_utilization(profile, room, target_kv_tokens=sizing.target_kv_tokens)
     # The ledger holds the planner's budget: never let vLLM take more than that.
-    within_budget = math.floor(placement.budget_mib / gpu.total_mib * 100 + 1e-9) / 100
+    within_budget = math.floor(budget_mib / gpu.total_mib * 100 + 1e-9) / 100
     if choice.utilization > within_budget >= choice.min_utilization:
-        note = f"capped at {within_budget:.2f} by the {placement.budget_mib:.0f}MiB budget reserved for it"
+        note = f"capped at {within_budget:.2f} by the {budget_mib:.0f}MiB budget reserved for it"
         return dataclasses.replace(choice, utilization=within_budget, explanation=(*choice.explanation, note))
     return choice

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,13 +26,12 @@ from vram_operator.api.gpu_node import GpuDeviceStatus, GpuProcess
 from vram_operator.commands.output import console, mib_text, print_json
 from vram_operator.commands.plan import plan_document
 from vram_operator.commands.plan import print_table as print_plan_table
-from vram_operator.controller.gpu_view import foreign_mib, reserved_by
+from vram_operator.controller.gpu_view import reserved_by
 from vram_operator.fleet import FleetDecision, decide
 from vram_operator.placement.demand import replica_key
+from vram_operator.placement.ownership import ProcessOwners, not_ours
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
 from vram_operator.render.metadata import SERVER_LABEL
-
-PodKey = tuple[str, str]  # (namespace, pod name)
 
 
 class PluginError(Exception):
@@ -53,22 +52,17 @@ class Owner:
         return {"server": f"infs {self.name}", "pod": f"pod {self.name}", "foreign": f"foreign: {self.name}"}[self.kind]
 
 
-def owner_of(process: GpuProcess, pod_labels: Mapping[PodKey, Mapping[str, str]], servers: Iterable[str]) -> Owner:
-    """The InferenceServer from the pod's vram.dev/server label, else from the pod name (a server's
-    pods are named "<server>-..."), else the pod; a process of no pod is foreign, named by process."""
-    if not process.pod_name:
-        if process.pod_uid:
-            return Owner("pod", f"uid {process.pod_uid}")
-        return Owner("foreign", process.name or f"pid {process.pid}")
-    namespace = process.pod_namespace or "default"
-    label = pod_labels.get((namespace, process.pod_name), {}).get(SERVER_LABEL)
-    if label:
-        return Owner("server", f"{namespace}/{label}")
-    prefixes = sorted((key for key in servers if key.startswith(f"{namespace}/")), key=len, reverse=True)
-    for key in prefixes:
-        if process.pod_name.startswith(key.partition("/")[2] + "-"):
-            return Owner("server", key)
-    return Owner("pod", f"{namespace}/{process.pod_name}")
+def owner_of(process: GpuProcess, owners: ProcessOwners) -> Owner:
+    """The InferenceServer by the one ownership rule (its pods' UIDs; placement/ownership.py), else the
+    pod; a process of no pod is foreign, named by process."""
+    server = owners.owner_of(process)
+    if server is not None:
+        return Owner("server", server)
+    if process.pod_name:
+        return Owner("pod", f"{process.pod_namespace or 'default'}/{process.pod_name}")
+    if process.pod_uid:
+        return Owner("pod", f"uid {process.pod_uid}")
+    return Owner("foreign", process.name or f"pid {process.pid}")
 
 
 # --- pure: top --------------------------------------------------------------------------------
@@ -81,14 +75,14 @@ def _percent(used: float, total: float) -> str:
     return f"{100.0 * used / total:.1f}%" if total > 0 else "-"
 
 
-def _gpu_state(gpu: GpuDeviceStatus, reserved_mib: float) -> Text:
+def _gpu_state(gpu: GpuDeviceStatus, reserved_mib: float, owners: ProcessOwners) -> Text:
     """LOST; FULL (nothing free: a server restarting there fails); OVERCOMMITTED (reservations and
     foreign use exceed the memory: a restart may fail); else ok."""
     if not gpu.healthy or gpu.memory_total_mib <= 0:
         return Text("LOST", style="bold red")
     if gpu.memory_free_mib <= 0 or gpu.memory_used_mib >= gpu.memory_total_mib:
         return Text("FULL", style="bold red")
-    if reserved_mib + foreign_mib(gpu) + gpu.memory_reserved_mib > gpu.memory_total_mib:
+    if reserved_mib + not_ours(gpu, owners).mib > gpu.memory_total_mib:
         return Text("OVERCOMMITTED", style="yellow")
     return Text("ok", style="green")
 
@@ -96,12 +90,12 @@ def _gpu_state(gpu: GpuDeviceStatus, reserved_mib: float) -> Text:
 def top_table(
     nodes: Sequence[GpuNode],
     servers: Sequence[InferenceServer],
-    pod_labels: Mapping[PodKey, Mapping[str, str]],
+    pod_uids: Mapping[str, Collection[str]],
 ) -> Table:
     """nvidia-smi for the cluster: one row per GPU (used / total, reserved by the operator), then one
     row per process with its owner."""
     reserved = reserved_by(servers)
-    server_keys = [server.key for server in servers]
+    owners = ProcessOwners.of((server.key for server in servers), pod_uids)
     table = Table(title="GPU memory (from GpuNode status)", show_lines=False)
     for column, justify in (
         ("NODE", "left"),
@@ -129,13 +123,13 @@ def top_table(
                 f"{mib_text(gpu.memory_used_mib)} / {mib_text(gpu.memory_total_mib)}",
                 _percent(gpu.memory_used_mib, gpu.memory_total_mib),
                 mib_text(reserved.get(gpu.uuid, 0.0)),
-                _gpu_state(gpu, reserved.get(gpu.uuid, 0.0)),
+                _gpu_state(gpu, reserved.get(gpu.uuid, 0.0), owners),
                 "",
                 "",
                 "",
             )
             for process in sorted(gpu.processes, key=lambda p: -(p.used_mib or 0.0)):
-                owner = owner_of(process, pod_labels, server_keys)
+                owner = owner_of(process, owners)
                 style = "yellow" if owner.kind == "foreign" else ""
                 table.add_row(*GPU_BLANK, str(process.pid), Text(owner.text(), style=style), mib_text(process.used_mib))
             if gpu.unattributed_mib > 0:
@@ -302,11 +296,17 @@ def fetch_gpu_nodes(api: Any) -> list[GpuNode]:
     return [GpuNode.model_validate(item) for item in listed.get("items", [])]
 
 
-def fetch_server_pod_labels(api: Any) -> dict[PodKey, dict[str, str]]:
+def fetch_server_pod_uids(api: Any) -> dict[str, set[str]]:
+    """Per server ("namespace/name"), the UIDs of the pods carrying its vram.dev/server label."""
     from kubernetes import client
 
     pods: list[Any] = client.CoreV1Api(api).list_pod_for_all_namespaces(label_selector=SERVER_LABEL).items
-    return {(p.metadata.namespace, p.metadata.name): dict(p.metadata.labels or {}) for p in pods}
+    uids: dict[str, set[str]] = {}
+    for pod in pods:
+        server = (pod.metadata.labels or {}).get(SERVER_LABEL)
+        if server and pod.metadata.uid:
+            uids.setdefault(f"{pod.metadata.namespace}/{server}", set()).add(pod.metadata.uid)
+    return uids
 
 
 def fetch_config_maps(api: Any, servers: Iterable[InferenceServer]) -> dict[tuple[str, str], dict[str, str]]:
@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _top(api: Any) -> int:
     servers = fetch_servers(api)
-    console().print(top_table(fetch_gpu_nodes(api), servers, fetch_server_pod_labels(api)))
+    console().print(top_table(fetch_gpu_nodes(api), servers, fetch_server_pod_uids(api)))
     return 0
 
 
@@ -385,7 +385,12 @@ def _plan(api: Any, args: argparse.Namespace) -> int:
     if not nodes:
         raise PluginError("no GpuNode in the cluster: is the vram-operator agent running on the GPU nodes?")
     decision = decide(
-        servers, nodes, strategy=args.strategy, margin_mib=args.margin_mib, config_maps=fetch_config_maps(api, servers)
+        servers,
+        nodes,
+        strategy=args.strategy,
+        margin_mib=args.margin_mib,
+        config_maps=fetch_config_maps(api, servers),
+        pod_uids=fetch_server_pod_uids(api),
     )
     changed = moves(servers, decision)
     if args.output == "json":

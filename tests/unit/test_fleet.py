@@ -65,7 +65,7 @@ def test_auto_utilization_stays_within_the_reserved_budget() -> None:
     assert llm.estimate is not None and llm.estimate.kv_cache_tokens >= 8192
 
 
-def test_manual_utilization_below_the_kv_floor_is_predicted_to_fail() -> None:
+def test_manual_utilization_below_the_kv_floor_is_not_placed_and_says_what_the_engine_would_do() -> None:
     decision = decide(
         [qwen("llm", gpuMemoryUtilization=0.40, model={"name": "q", "configMapRef": {"name": "qwen"}})],
         [node("n", ("NVIDIA GeForce RTX 3060", 12288, 0))],
@@ -73,7 +73,9 @@ def test_manual_utilization_below_the_kv_floor_is_predicted_to_fail() -> None:
         strategy="VRAMBased",
     )
     llm = decision.servers["ai/llm"]
-    assert llm.utilization_mode == "manual"
+    assert llm.placement is None  # a placement whose fit check fails is not a placement
+    assert llm.unplaced_reason == "InsufficientMemory"
+    assert "No available memory for the cache blocks" in (llm.unplaced_message or "")
     assert llm.gpu_memory_utilization == 0.40
     assert not llm.fits
     assert llm.fit_reason in {"NoCacheBlocks", "MaxModelLenTooLarge"}
@@ -193,7 +195,7 @@ def test_a_manual_pin_on_a_gpu_smaller_than_the_model_is_no_placement() -> None:
     )
     big = decision.servers["ai/big"]
     assert (big.sizing_error, big.placement, big.unplaced_reason) == (None, None, "InsufficientMemory")
-    assert "cannot start on n GPU 0" in (big.unplaced_message or "")
+    assert "n GPU 0" in (big.unplaced_message or "") and "vLLM needs" in (big.unplaced_message or "")
     assert "vLLM needs 15800 MiB per GPU" in (big.unplaced_message or "")
     assert decision.plan.placements == ()
     assert [u.server for u in decision.plan.unplaced] == ["ai/big"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from functools import partial
@@ -105,10 +106,12 @@ class NvmlBackend:
             uuid = _text(nv.nvmlDeviceGetUUID(handle))
             self._uuids[index] = uuid
             name = _text(nv.nvmlDeviceGetName(handle))
-            migs = self._read_mig_devices(handle, index, uuid)
+            mig_enabled = self._mig_enabled(handle)
+            migs = self._read_mig_devices(handle, index, uuid) if mig_enabled else []
             # With MIG on, processes are listed on the MIG devices; the parent lists none so that
-            # nothing is counted twice.
-            return [self._read_device(handle, index, uuid, name, with_processes=not migs), *migs]
+            # nothing is counted twice, and it is marked so that placement uses its MIG devices instead.
+            parent = self._read_device(handle, index, uuid, name, with_processes=not mig_enabled)
+            return [dataclasses.replace(parent, mig_enabled=mig_enabled), *migs]
         except nv.NVMLError as error:
             # GPU_IS_LOST and friends: this GPU is reported unhealthy, the others still are read.
             log.warning("GPU %d (%s): %s", index, uuid, error)
@@ -173,11 +176,14 @@ class NvmlBackend:
             return None
         return raw / MIB
 
-    def _read_mig_devices(self, handle: Any, index: int, uuid: str) -> list[GpuSample]:
+    def _mig_enabled(self, handle: Any) -> bool:
+        """MIG mode is on (the current mode, the first of NVML's (current, pending) pair)."""
         nv = self._nvml
         mode = self._optional(lambda: nv.nvmlDeviceGetMigMode(handle))
-        if not mode or mode[0] != getattr(nv, "NVML_DEVICE_MIG_ENABLE", 1):
-            return []
+        return mode is not None and len(mode) > 0 and mode[0] == getattr(nv, "NVML_DEVICE_MIG_ENABLE", 1)
+
+    def _read_mig_devices(self, handle: Any, index: int, uuid: str) -> list[GpuSample]:
+        nv = self._nvml
         devices: list[GpuSample] = []
         for slot in range(int(nv.nvmlDeviceGetMaxMigDeviceCount(handle))):
             try:

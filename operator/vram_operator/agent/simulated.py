@@ -16,6 +16,10 @@ Profile (camelCase keys; every field but gpus[].name/memoryTotalMiB is optional)
           - {pid: 4242, usedMiB: 6134, pod: default/llama, container: vllm}   # podUID optional
           - {pid: 1800, usedMiB: 350, name: Xorg}                             # foreign process
           - {pid: 77, name: python}                                           # memory unknown
+      - name: NVIDIA A100-SXM4-80GB      # in MIG mode: its MIG devices take the processes
+        memoryTotalMiB: 81920
+        migDevices:
+          - {name: NVIDIA A100-SXM4-80GB MIG 3g.40gb, memoryTotalMiB: 40192, processes: []}
 """
 
 from __future__ import annotations
@@ -54,6 +58,14 @@ class SimulatedProcess(_Model):
     name: str | None = None
 
 
+class SimulatedMigDevice(_Model):
+    name: str
+    memory_total_mib: float = Field(gt=0)
+    uuid: str | None = None
+    foreign_mib: float = Field(default=0, ge=0)
+    processes: list[SimulatedProcess] = Field(default_factory=list)
+
+
 class SimulatedGpu(_Model):
     name: str
     memory_total_mib: float = Field(gt=0)
@@ -63,6 +75,9 @@ class SimulatedGpu(_Model):
     healthy: bool = True
     foreign_mib: float = Field(default=0, ge=0)
     processes: list[SimulatedProcess] = Field(default_factory=list)
+    mig_devices: list[SimulatedMigDevice] | None = Field(
+        default=None, max_length=7, description="MIG mode on, with these devices (an empty list: none yet)."
+    )
 
 
 class SimulatedProfile(_Model):
@@ -90,6 +105,11 @@ def default_uuid(node_name: str, index: int) -> str:
     return f"GPU-{uuidlib.uuid5(uuidlib.NAMESPACE_URL, f'vram-operator/{node_name}/{index}')}"
 
 
+def default_mig_uuid(node_name: str, index: int, slot: int) -> str:
+    """A stable, node-unique MIG device UUID for profiles that do not give one."""
+    return f"MIG-{uuidlib.uuid5(uuidlib.NAMESPACE_URL, f'vram-operator/{node_name}/{index}/mig/{slot}')}"
+
+
 def _process(process: SimulatedProcess) -> ProcessSample:
     namespace, _, pod_name = process.pod.partition("/") if process.pod else (None, "", None)
     owner = KnownOwner(
@@ -102,6 +122,32 @@ def _process(process: SimulatedProcess) -> ProcessSample:
     return ProcessSample(pid=process.pid, used_mib=process.used_mib, owner=owner)
 
 
+def _sample(
+    index: int,
+    uuid: str,
+    device: SimulatedGpu | SimulatedMigDevice,
+    *,
+    parent: str | None = None,
+    compute_capability: str | None = None,
+) -> GpuSample:
+    """A whole GPU (parent None) or a MIG device of `parent`, with its processes."""
+    reserved = device.memory_reserved_mib if isinstance(device, SimulatedGpu) else 0.0
+    used = min(device.foreign_mib + sum(p.used_mib or 0 for p in device.processes), device.memory_total_mib)
+    return GpuSample(
+        index=index,
+        uuid=uuid,
+        name=device.name,
+        total_mib=device.memory_total_mib,
+        used_mib=used,
+        free_mib=max(device.memory_total_mib - used - reserved, 0.0),
+        reserved_mib=reserved,
+        compute_capability=compute_capability,
+        mig=parent is not None,
+        parent_uuid=parent,
+        processes=tuple(_process(p) for p in device.processes),
+    )
+
+
 def profile_snapshot(profile: SimulatedProfile, node_name: str) -> NodeSnapshot:
     """What NVML would report for this profile (pure)."""
     gpus = []
@@ -110,21 +156,27 @@ def profile_snapshot(profile: SimulatedProfile, node_name: str) -> NodeSnapshot:
         if not gpu.healthy:
             gpus.append(GpuSample(index=index, uuid=uuid, name=gpu.name, healthy=False, problem="GPU is lost"))
             continue
-        processes = tuple(_process(p) for p in gpu.processes)
-        used = min(gpu.foreign_mib + sum(p.used_mib or 0 for p in gpu.processes), gpu.memory_total_mib)
-        gpus.append(
-            GpuSample(
-                index=index,
-                uuid=uuid,
-                name=gpu.name,
-                total_mib=gpu.memory_total_mib,
-                used_mib=used,
-                free_mib=max(gpu.memory_total_mib - used - gpu.memory_reserved_mib, 0.0),
-                reserved_mib=gpu.memory_reserved_mib,
-                compute_capability=gpu.compute_capability,
-                processes=processes,
-            )
+        migs = [
+            _sample(index, mig.uuid or default_mig_uuid(node_name, index, slot), mig, parent=uuid)
+            for slot, mig in enumerate(gpu.mig_devices or ())
+        ]
+        if gpu.mig_devices is None:
+            gpus.append(_sample(index, uuid, gpu, compute_capability=gpu.compute_capability))
+            continue
+        # In MIG mode the devices hold the processes; the GPU itself lists none (as NVML reports it).
+        used = min(gpu.foreign_mib + sum(m.used_mib for m in migs), gpu.memory_total_mib)
+        parent = GpuSample(
+            index=index,
+            uuid=uuid,
+            name=gpu.name,
+            total_mib=gpu.memory_total_mib,
+            used_mib=used,
+            free_mib=max(gpu.memory_total_mib - used - gpu.memory_reserved_mib, 0.0),
+            reserved_mib=gpu.memory_reserved_mib,
+            compute_capability=gpu.compute_capability,
+            mig_enabled=True,
         )
+        gpus += [parent, *migs]
     return NodeSnapshot(backend="simulated", gpus=tuple(gpus), driver_version=profile.driver_version)
 
 

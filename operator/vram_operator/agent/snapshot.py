@@ -42,6 +42,7 @@ class GpuSample:
     compute_capability: str | None = None
     healthy: bool = True
     problem: str | None = None
+    mig_enabled: bool = False  # a physical GPU in MIG mode (its MIG devices are listed after it)
     mig: bool = False
     parent_uuid: str | None = None
     processes: tuple[ProcessSample, ...] = ()

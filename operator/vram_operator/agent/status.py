@@ -37,6 +37,7 @@ def _device(gpu: GpuSample, processes: list[GpuProcess], children_used_mib: floa
         memory_reserved_mib=_mib(gpu.reserved_mib),
         compute_capability=gpu.compute_capability,
         healthy=gpu.healthy,
+        mig_enabled=gpu.mig_enabled,
         mig=gpu.mig,
         parent_uuid=gpu.parent_uuid,
         processes=processes,

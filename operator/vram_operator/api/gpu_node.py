@@ -35,6 +35,9 @@ class GpuDeviceStatus(ApiModel):
     memory_reserved_mib: float = Field(default=0, ge=0, description="Driver/firmware reserved memory.")
     compute_capability: str | None = Field(default=None, max_length=16, description="E.g. 8.6.")
     healthy: bool = Field(default=True, description="False when the GPU is lost or in error.")
+    mig_enabled: bool = Field(
+        default=False, description="True for a physical GPU in MIG mode: its MIG devices, not it, take placements."
+    )
     mig: bool = Field(default=False, description="True for a MIG device.")
     parent_uuid: str | None = Field(default=None, max_length=128, description="Parent GPU of a MIG device.")
     processes: list[GpuProcess] = Field(default_factory=list, max_length=1024, description="Processes.")

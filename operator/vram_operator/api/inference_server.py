@@ -257,6 +257,7 @@ class PlacedGpu(ApiModel):
     uuid: str = Field(max_length=128, description="GPU UUID.")
     name: str = Field(default="", max_length=128, description="GPU product name.")
     total_mib: float = Field(default=0, ge=0, description="GPU memory in MiB.")
+    mig: bool = Field(default=False, description="A MIG device (uuid MIG-...); index is its parent GPU's.")
 
 
 class PlacementStatus(ApiModel):

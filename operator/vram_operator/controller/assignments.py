@@ -29,7 +29,7 @@ from vram_operator.controller import annotations as notes
 from vram_operator.controller.assignment import plan_at_revision, plan_entry, record_revision, select_servers
 from vram_operator.controller.conditions import set_condition
 from vram_operator.controller.decision import Inputs, decide
-from vram_operator.controller.gpu_view import free_after_reservations, stale_nodes
+from vram_operator.controller.gpu_view import free_after_reservations, pod_uids_of, process_owners, stale_nodes
 from vram_operator.controller.registry import REGISTRY
 from vram_operator.controller.rollout_order import Move, safe_waves
 from vram_operator.controller.runtime import Runtime, first_error, now, plain, rfc3339, values
@@ -137,6 +137,7 @@ class AssignmentReconciler:
                 stale_nodes=stale_nodes(nodes, now(), settings.heartbeat_stale),
                 strategy=strategy,
                 margin_mib=settings.margin_mib,
+                pod_uids=pod_uids_of(rt.indexes.get("server_pods")),
             )
             decided = decide(selected, inputs, pins)
         entries = []
@@ -234,7 +235,8 @@ class AssignmentReconciler:
         in_flight = [k for k in rollout.restarted if k not in healthy]
         pending = [k for k in rollout.pending if k in by_key]
         if not in_flight and pending:
-            free = free_after_reservations(nodes, servers, settings.margin_mib)
+            owners = process_owners(servers, self.rt.indexes.get("server_pods"))
+            free = free_after_reservations(nodes, servers, settings.margin_mib, owners)
             for key in pending:  # a server stopped for the rollout no longer holds its memory
                 server = by_key[key]
                 stopped = server.metadata.annotations.get(notes.STOPPED) == "true"

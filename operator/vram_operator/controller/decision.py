@@ -8,7 +8,7 @@ later; only what the spec causes becomes an estimate error.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from vram_operator import fleet
@@ -31,6 +31,8 @@ class Inputs:
     config_maps: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
     strategy: str = "VRAMBased"
     margin_mib: float = float(DEFAULT_MARGIN_MIB)
+    # "namespace/name" -> UIDs of the server's pods: which GPU processes are ours (None: not known yet).
+    pod_uids: Mapping[str, Collection[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ def decide(servers: Sequence[InferenceServer], inputs: Inputs, manual: Sequence[
             config_maps=inputs.config_maps,
             stale_nodes=inputs.stale_nodes,
             manual=manual,
+            pod_uids=inputs.pod_uids,
         )
     except ValueError as error:  # sizing, placement and input errors all derive from ValueError
         failed = Outcome(

@@ -14,7 +14,7 @@ from typing import Literal
 
 from vram_operator.api.gpu_node import GpuDeviceStatus, GpuNode
 from vram_operator.api.inference_server import PlacementStatus
-from vram_operator.controller.gpu_view import foreign_mib
+from vram_operator.placement.ownership import ProcessOwners, not_ours
 
 
 @dataclass(frozen=True)
@@ -121,12 +121,13 @@ def placement_health(
 CAPACITY_STEP_MIB = 256.0
 
 
-def capacity_of(node: GpuNode) -> dict[str, float]:
-    """Per usable GPU of a node: the MiB nothing foreign holds (total - driver-reserved - foreign)."""
+def capacity_of(node: GpuNode, owners: ProcessOwners) -> dict[str, float]:
+    """Per usable GPU of a node: the MiB nothing foreign holds (total - memory not ours, as the planner
+    counts it)."""
     if node.status is None or node.spec.cordoned:
         return {}
     return {
-        gpu.uuid: gpu.memory_total_mib - gpu.memory_reserved_mib - foreign_mib(gpu)
+        gpu.uuid: gpu.memory_total_mib - not_ours(gpu, owners).mib
         for gpu in node.status.gpus
         if unusable_reason(gpu) is None
     }

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from vram_operator.api.gpu_node import GpuDeviceStatus, GpuNode
 from vram_operator.api.inference_server import InferenceServer
+from vram_operator.controller.pods import PodFacts
+from vram_operator.placement.ownership import ProcessOwners, not_ours
 
 
 def parse_time(value: str) -> datetime | None:
@@ -33,9 +35,18 @@ def find_gpu(nodes: Iterable[GpuNode], node: str, uuid: str) -> GpuDeviceStatus 
     return None
 
 
-def foreign_mib(gpu: GpuDeviceStatus) -> float:
-    """Memory of processes that belong to no pod (desktop, other services) and unattributed use."""
-    return sum(p.used_mib or 0.0 for p in gpu.processes if not p.pod_uid) + gpu.unattributed_mib
+def pod_uids_of(server_pods: Mapping[str, Iterable[PodFacts]] | None) -> dict[str, frozenset[str]] | None:
+    """Per server ("namespace/name"), the UIDs of its pods, from the operator's pod index; None before it is known."""
+    if server_pods is None:
+        return None
+    return {key: frozenset(pod.uid for pod in pods if pod.uid) for key, pods in server_pods.items()}
+
+
+def process_owners(
+    servers: Iterable[InferenceServer], server_pods: Mapping[str, Iterable[PodFacts]] | None
+) -> ProcessOwners:
+    """Who owns GPU processes, by the one rule (placement/ownership.py), from the operator's indexes."""
+    return ProcessOwners.of((server.key for server in servers), pod_uids_of(server_pods))
 
 
 def reserved_by(servers: Iterable[InferenceServer]) -> dict[str, float]:
@@ -48,21 +59,27 @@ def reserved_by(servers: Iterable[InferenceServer]) -> dict[str, float]:
     return reserved
 
 
-def headroom_mib(uuid: str, node: str, nodes: Sequence[GpuNode], others: Iterable[InferenceServer]) -> float:
-    """What one server may use on a GPU: total - other servers' reservations - foreign use."""
+def headroom_mib(
+    uuid: str, node: str, nodes: Sequence[GpuNode], others: Iterable[InferenceServer], owners: ProcessOwners
+) -> float:
+    """What one server may use on a GPU: total - other servers' reservations - memory not ours.
+
+    Memory not ours is counted as the planner counts it, so this minus the margin is the planner's free
+    capacity for the server there.
+    """
     gpu = find_gpu(nodes, node, uuid)
     if gpu is None:
         return 0.0
-    return max(0.0, gpu.memory_total_mib - reserved_by(others).get(uuid, 0.0) - foreign_mib(gpu))
+    return max(0.0, gpu.memory_total_mib - reserved_by(others).get(uuid, 0.0) - not_ours(gpu, owners).mib)
 
 
 def free_after_reservations(
-    nodes: Sequence[GpuNode], servers: Iterable[InferenceServer], margin_mib: float
+    nodes: Sequence[GpuNode], servers: Iterable[InferenceServer], margin_mib: float, owners: ProcessOwners
 ) -> dict[str, float]:
-    """Per GPU UUID: total - reservations - foreign use - margin (for the rollout order)."""
+    """Per GPU UUID: total - reservations - memory not ours - margin (for the rollout order)."""
     reserved = reserved_by(servers)
     return {
-        gpu.uuid: gpu.memory_total_mib - reserved.get(gpu.uuid, 0.0) - foreign_mib(gpu) - margin_mib
+        gpu.uuid: gpu.memory_total_mib - reserved.get(gpu.uuid, 0.0) - not_ours(gpu, owners).mib - margin_mib
         for node in nodes
         for gpu in (node.status.gpus if node.status else [])
     }

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from vram_operator.api.gpu_node import GpuNode
 from vram_operator.api.inference_server import PlacementStatus
-from vram_operator.controller.gpu_view import find_gpu, foreign_mib
+from vram_operator.controller.gpu_view import find_gpu
+from vram_operator.placement.ownership import ProcessOwners, not_ours
 
 REASON = "ForeignMemoryGrew"
 
@@ -45,15 +46,17 @@ def room_shortfall(
     utilization: float | None,
     nodes: Sequence[GpuNode],
     reserved_by_others: Mapping[str, float],
+    owners: ProcessOwners,
 ) -> Shortfall | None:
-    """The first GPU of the placement whose free memory (total - driver-reserved - foreign - other
-    servers' reservations) is below what the server needs to start: utilization x total for vLLM,
-    its budget otherwise. None when every GPU still holds it (or nothing is reported)."""
+    """The first GPU of the placement whose free memory (total - memory not ours - other servers'
+    reservations; not ours by the one ownership rule, as the planner counts it) is below what the
+    server needs to start: utilization x total for vLLM, its budget otherwise. None when every GPU
+    still holds it (or nothing is reported)."""
     for placed in placement.gpus:
         gpu = find_gpu(nodes, placement.node, placed.uuid)
         if gpu is None or gpu.memory_total_mib <= 0:
             continue  # no report: a lost GPU is the health check's business
-        foreign = foreign_mib(gpu) + gpu.memory_reserved_mib
+        foreign = not_ours(gpu, owners).mib
         free = gpu.memory_total_mib - foreign - reserved_by_others.get(gpu.uuid, 0.0)
         if utilization is not None:
             if startup_check_passes(free, utilization, gpu.memory_total_mib):

@@ -29,7 +29,7 @@ from vram_operator.controller.conditions import condition_status
 from vram_operator.controller.decision import Inputs
 from vram_operator.controller.failures import Failure, classify, correct
 from vram_operator.controller.gpu_health import placement_health
-from vram_operator.controller.gpu_view import headroom_mib, reserved_by, stale_nodes
+from vram_operator.controller.gpu_view import headroom_mib, pod_uids_of, process_owners, reserved_by, stale_nodes
 from vram_operator.controller.kube import ChildRefusedError
 from vram_operator.controller.measure import estimate_error, measure_server, memory_changed
 from vram_operator.controller.pods import PodFacts, readiness
@@ -192,6 +192,7 @@ class ServerReconciler:
                 stale_nodes=stale_nodes(latest_nodes, moment, settings.heartbeat_stale),
                 strategy=settings.strategy,
                 margin_mib=settings.margin_mib,
+                pod_uids=pod_uids_of(rt.indexes.get("server_pods")),  # which GPU processes are ours
             )
 
         pins = pins_for(server, current, replace=replace, moving=moving)
@@ -379,11 +380,12 @@ class ServerReconciler:
             reason, message = CHILD_REJECTED, refused
         others = rt.book.standing(values(servers), exclude=server.key)
         reserved = reserved_by(others)
+        owners = process_owners(values(servers), rt.indexes.get("server_pods"))
         shortfall = next(
             (
                 short
                 for placed in current.placed_replicas()
-                if (short := room_shortfall(placed, placed.gpu_memory_utilization, nodes, reserved)) is not None
+                if (short := room_shortfall(placed, placed.gpu_memory_utilization, nodes, reserved, owners)) is not None
             ),
             None,
         )
@@ -447,7 +449,13 @@ class ServerReconciler:
             max_attempts=settings.max_corrections,
             utilization=current.gpu_memory_utilization or 0.0,
             total_mib=first.total_mib,
-            headroom_mib=headroom_mib(first.uuid, placement.node, nodes, others),
+            headroom_mib=headroom_mib(
+                first.uuid,
+                placement.node,
+                nodes,
+                others,
+                process_owners(values(servers), rt.indexes.get("server_pods")),
+            ),
             margin_mib=settings.margin_mib,
         )
         rt.metrics.corrections.labels(failure.kind.value, fix.action).inc()
@@ -488,11 +496,12 @@ class ServerReconciler:
 
 
 def record_gpu_gauges(rt: Runtime, standing: list[InferenceServer], nodes: list[GpuNode]) -> None:
-    """Reserved vs measured MiB per GPU: reservations from the book, use of pods' processes from the agents."""
+    """Reserved vs measured MiB per GPU: reservations from the book, use of our servers' processes from the agents."""
     reserved = reserved_by(standing)
+    owners = process_owners(standing, rt.indexes.get("server_pods"))
     for node in nodes:
         for gpu in node.status.gpus if node.status else []:
-            measured = sum(p.used_mib or 0.0 for p in gpu.processes if p.pod_uid)
+            measured = sum(p.used_mib or 0.0 for p in gpu.processes if owners.owner_of(p) is not None)
             rt.metrics.gpu_reserved.labels(node.metadata.name, gpu.uuid).set(reserved.get(gpu.uuid, 0.0))
             rt.metrics.gpu_measured.labels(node.metadata.name, gpu.uuid).set(measured)
 

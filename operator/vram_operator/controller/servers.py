@@ -20,6 +20,7 @@ from vram_operator.api.base import GROUP, VERSION
 from vram_operator.api.gpu_node import GpuNode
 from vram_operator.api.inference_server import InferenceServer, InferenceServerStatus
 from vram_operator.controller.gpu_health import capacity_of
+from vram_operator.controller.gpu_view import process_owners
 from vram_operator.controller.pods import PodFacts, pod_facts
 from vram_operator.controller.registry import REGISTRY
 from vram_operator.controller.runtime import Runtime, first_error, now, parse_node, parse_server, rfc3339, values
@@ -61,7 +62,9 @@ def gpu_nodes(*, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[
     node = parse_node(body)
     if node is None:
         return {}
-    _rt(memo).note_capacity(name, capacity_of(node))  # capacity that appears retries unplaced servers
+    rt = _rt(memo)
+    owners = process_owners(values(rt.indexes.get("inference_servers", {})), rt.indexes.get("server_pods"))
+    rt.note_capacity(name, capacity_of(node, owners))  # capacity that appears retries unplaced servers
     return {name: node}
 
 

@@ -2,8 +2,9 @@
 
 from vram_operator.placement.demand import ManualAssignment, ServerDemand
 from vram_operator.placement.errors import PlacementError
-from vram_operator.placement.inventory import GpuSlot, Inventory, default_owner_of
+from vram_operator.placement.inventory import GpuSlot, Inventory
 from vram_operator.placement.ledger import Ledger, Reservation
+from vram_operator.placement.ownership import ProcessOwners, not_ours
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB, plan
 from vram_operator.placement.result import GpuSummary, Placement, Plan, Unplaced
 from vram_operator.placement.strategies import STRATEGY_NAMES, strategy_named
@@ -21,13 +22,14 @@ __all__ = [
     "Placement",
     "PlacementError",
     "Plan",
+    "ProcessOwners",
     "Reservation",
     "ServerDemand",
     "Unplaced",
     "UtilizationChoice",
     "auto_utilization",
-    "default_owner_of",
     "manual_utilization",
+    "not_ours",
     "plan",
     "strategy_named",
 ]

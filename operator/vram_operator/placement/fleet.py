@@ -164,11 +164,18 @@ class Fleet:
 
     # --- searches ----------------------------------------------------------------------------
     def best_single(
-        self, need_on: Callable[[float], float], score: Scorer, *, vacant_only: bool = False
+        self,
+        need_on: Callable[[float], float],
+        score: Scorer,
+        *,
+        vacant_only: bool = False,
+        admits: Callable[[GpuState], bool] | None = None,
     ) -> tuple[GpuState | None, list[GpuState], list[GpuState]]:
         """The best-scored open GPU with room for need_on(total); runners-up (best first); bucket tops too small.
 
         A bucket's first entry is its best candidate; its second is kept only as a runner-up to explain.
+        With `admits`, a bucket whose best candidate it refuses (the engine would fail there) counts as
+        too small: the others in it have the same total and less free memory.
         """
         tops: list[tuple[Score, GpuState]] = []
         seconds: list[tuple[Score, GpuState]] = []
@@ -181,6 +188,9 @@ class Fleet:
                 too_small.append(self.gpus[bucket[0][3]])
                 continue
             gpu = self.gpus[bucket[0][3]]
+            if admits is not None and not admits(gpu):
+                too_small.append(gpu)
+                continue
             tops.append((score(gpu, need), gpu))
             if len(bucket) > 1 and -bucket[1][0] >= need:
                 second = self.gpus[bucket[1][3]]

@@ -1,16 +1,18 @@
-"""The fleet as placement sees it: one GpuSlot per GPU, with memory that is not ours (foreign)."""
+"""The fleet as placement sees it: one GpuSlot per GPU, with memory that is not ours (foreign).
+
+A GPU in MIG mode is not a slot: each of its MIG devices is one (own UUID, own memory), so a server
+is never placed on a GPU and on a slice of it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from vram_operator.api.gpu_node import GpuNode, GpuProcess
+from vram_operator.api.gpu_node import GpuNode
 from vram_operator.placement.bandwidth import bandwidth_of
 from vram_operator.placement.errors import PlacementError
-
-# owner_of(node name, process) -> the "namespace/name" of the server owning the process, or None.
-OwnerOf = Callable[[str, GpuProcess], str | None]
+from vram_operator.placement.ownership import ProcessOwners, not_ours
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class GpuSlot:
     bandwidth_estimated: bool = False
     compute_capability: str | None = None
     foreign_detail: tuple[str, ...] = ()
+    mig: bool = False  # a MIG device; its index is its parent GPU's
 
     @property
     def usable(self) -> bool:
@@ -81,7 +84,7 @@ class Inventory:
     _by_node: dict[str, tuple[GpuSlot, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        ordered = tuple(sorted(self.slots, key=lambda s: (s.node, s.index)))
+        ordered = tuple(sorted(self.slots, key=lambda s: (s.node, s.index, s.uuid)))
         by_uuid: dict[str, GpuSlot] = {}
         by_node: dict[str, list[GpuSlot]] = {}
         for slot in ordered:
@@ -113,12 +116,13 @@ class Inventory:
     def from_gpu_nodes(
         cls,
         nodes: Iterable[GpuNode],
-        owner_of: OwnerOf,
+        owners: ProcessOwners,
         stale_nodes: frozenset[str] = frozenset(),
     ) -> Inventory:
         """Build the inventory from GpuNode statuses.
 
-        A process whose owner is unknown is foreign; so is unattributed and driver-reserved memory.
+        Memory that is not ours (ownership.not_ours: processes of no server, unattributed and
+        driver-reserved memory) is foreign.
         GPUs of cordoned nodes and of nodes in `stale_nodes` (agent heartbeat too old: the caller
         decides) are unschedulable.
         """
@@ -128,20 +132,11 @@ class Inventory:
                 continue
             name = node.metadata.name
             schedulable = not node.spec.cordoned and name not in stale_nodes
+            mig_parents = {gpu.parent_uuid for gpu in node.status.gpus if gpu.mig}
             for gpu in node.status.gpus:
-                detail: list[str] = []
-                foreign = 0.0
-                for process in gpu.processes:
-                    if process.used_mib and owner_of(name, process) is None:
-                        foreign += process.used_mib
-                        who = process.name or (
-                            f"{process.pod_namespace}/{process.pod_name}" if process.pod_name else ""
-                        )
-                        detail.append(f"{who or 'pid ' + str(process.pid)} {process.used_mib:.0f}MiB")
-                for what, mib in (("unattributed", gpu.unattributed_mib), ("driver reserved", gpu.memory_reserved_mib)):
-                    if mib > 0:
-                        foreign += mib
-                        detail.append(f"{what} {mib:.0f}MiB")
+                if gpu.mig_enabled or gpu.uuid in mig_parents:
+                    continue  # its MIG devices are the slots
+                foreign = not_ours(gpu, owners)
                 bandwidth = bandwidth_of(gpu.name, gpu.memory_total_mib)
                 slots.append(
                     GpuSlot(
@@ -150,36 +145,14 @@ class Inventory:
                         uuid=gpu.uuid,
                         name=gpu.name,
                         total_mib=gpu.memory_total_mib,
-                        foreign_mib=foreign,
+                        foreign_mib=foreign.mib,
                         healthy=gpu.healthy,
                         schedulable=schedulable,
                         bandwidth_gbps=bandwidth.gbps,
                         bandwidth_estimated=bandwidth.estimated,
                         compute_capability=gpu.compute_capability,
-                        foreign_detail=tuple(detail),
+                        foreign_detail=foreign.detail,
+                        mig=gpu.mig,
                     )
                 )
         return cls(tuple(slots))
-
-
-def default_owner_of(server_keys: Iterable[str]) -> OwnerOf:
-    """Owner by pod: same namespace and a pod name starting with "<server name>-" (longest name wins).
-
-    This is how the offline CLI attributes processes, where there are no pod labels to read.
-    """
-    names_by_namespace: dict[str, list[str]] = {}
-    for key in server_keys:
-        namespace, _, name = key.partition("/")
-        names_by_namespace.setdefault(namespace, []).append(name)
-    for names in names_by_namespace.values():
-        names.sort(key=lambda n: (-len(n), n))
-
-    def owner_of(_node: str, process: GpuProcess) -> str | None:
-        if not process.pod_namespace or not process.pod_name:
-            return None
-        for name in names_by_namespace.get(process.pod_namespace, ()):
-            if process.pod_name.startswith(name + "-"):
-                return f"{process.pod_namespace}/{name}"
-        return None
-
-    return owner_of

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from vram_operator.placement.demand import GpuRef, ManualAssignment, ServerDemand, replica_key
+from vram_operator.placement.demand import GpuOffer, GpuRef, ManualAssignment, ServerDemand, replica_key
 from vram_operator.placement.errors import PlacementError
 from vram_operator.placement.exchange import best_fill
 from vram_operator.placement.explain import Choice, GpuView
@@ -52,6 +52,8 @@ REPAIR_ROUNDS = 3
 REPAIR_GPU_VISITS = 60_000
 # Tensor-parallel search builds exact GPU groups on this many best-looking nodes only.
 GROUP_NODES = 8
+# Why a tensor-parallel server never goes onto MIG devices.
+MIG_TENSOR_PARALLEL = "tensor parallel across MIG devices is not supported (vLLM/NCCL cannot use them as one group)"
 _EPS = 1e-6
 
 Group = list[GpuState]
@@ -287,14 +289,17 @@ class _Planner:
                     self.leftover.append(demand)
             else:
                 searchable.append(demand)
-        bins = [Bin(g.slot.node, g.free, vacant=g.vacant, open=g.key is not None) for g in self.fleet.gpus]
+        bins = [Bin(_group_key(g), g.free, vacant=g.vacant, open=g.key is not None) for g in self.fleet.gpus]
         items = [Item(d.key, d.preferred_mib, d.tensor_parallel, d.dedicated) for d in searchable]
         found = pack(bins, items, beat=beat - self.placed_mib, steps=SEARCH_STEPS) or {}
         why = "exact search: part of the set of servers that places the most VRAM"
         for demand in searchable:
             if demand.key in found:
                 group = [self.fleet.gpus[p] for p in found[demand.key]]
-                self._commit(demand, group, demand.preferred_mib, runners_up=[], too_small=[], why=why)
+                if self._refusal(demand, group, demand.preferred_mib) is None:
+                    self._commit(demand, group, demand.preferred_mib, runners_up=[], too_small=[], why=why)
+                else:
+                    del found[demand.key]
         self.leftover += [
             d for d in searchable if d.key not in found and not (d.shrinkable and self._place_free(d, shrink=True))
         ]
@@ -315,10 +320,11 @@ class _Planner:
         for demand in sorted((d.demand for d in self.decisions.values()), key=self._order_key):
             if not self.fleet.tenants[demand.key].movable:
                 continue
-            self.fleet.remove(demand.key)
-            del self.decisions[demand.key]
-            placed = self._place_free(demand, shrink=False)
-            assert placed  # its old GPU has room again
+            tenant = self.fleet.remove(demand.key)
+            decision = self.decisions.pop(demand.key)
+            if not self._place_free(demand, shrink=False):  # its old GPU has room again, but others moved
+                self.fleet.place(tenant)
+                self.decisions[demand.key] = decision
 
     def spread_out(self) -> None:
         """Replicas left nearer their siblings than needed (placed before a later pass freed room apart)
@@ -420,7 +426,13 @@ class _Planner:
             def score(gpu: GpuState, need: float) -> Score:
                 return ranking(demand, gpu, need)
 
-            gpu, runners_up, too_small = self.fleet.best_single(need_on, score, vacant_only=demand.dedicated)
+            def admits(gpu: GpuState) -> bool:
+                budget = self._budget(demand, [gpu], shrink=shrink)
+                return budget is not None and self._refusal(demand, [gpu], budget) is None
+
+            gpu, runners_up, too_small = self.fleet.best_single(
+                need_on, score, vacant_only=demand.dedicated, admits=admits if demand.engine_check else None
+            )
             if gpu is None:
                 return False
             budget = self._budget(demand, [gpu], shrink=shrink)
@@ -452,15 +464,20 @@ class _Planner:
                 fitting = [
                     g.slot.uuid
                     for g in gpus
-                    if g.key is not None and (g.vacant or not demand.dedicated) and g.free >= need - _EPS
+                    if g.key is not None
+                    and not g.slot.mig
+                    and (g.vacant or not demand.dedicated)
+                    and g.free >= need - _EPS
                 ]
                 if len(fitting) >= size:
                     group = tuple(fitting[:size])
                     break
         if group is None:
             return False
-        why = f"{fit} fit in the packing pass"
-        self._commit(demand, [self.fleet.by_uuid[u] for u in group], need, runners_up=[], too_small=[], why=why)
+        gpus = [self.fleet.by_uuid[u] for u in group]
+        if self._refusal(demand, gpus, need) is not None:
+            return False
+        self._commit(demand, gpus, need, runners_up=[], too_small=[], why=f"{fit} fit in the packing pass")
         return True
 
     def _groups(
@@ -479,7 +496,7 @@ class _Planner:
         same_need = floor if floor is not None else (demand.preferred_mib if demand.fixed_utilization is None else None)
         shortlist: list[tuple[Score, str]] = []
         for node in nodes:
-            open_gpus = self.fleet.open_gpus(node)
+            open_gpus = _groupable(self.fleet.open_gpus(node), size)
             if len(open_gpus) < size:
                 continue
             pivot = open_gpus[size - 1]
@@ -490,7 +507,7 @@ class _Planner:
         for _, node in heapq.nsmallest(GROUP_NODES, shortlist):
             fitting = [
                 g
-                for g in self.fleet.open_gpus(node)
+                for g in _groupable(self.fleet.open_gpus(node), size)
                 if (g.vacant or not demand.dedicated)
                 and g.free >= (same_need if same_need is not None else demand.budget_on((g.slot.total_mib,))) - _EPS
             ]
@@ -499,7 +516,7 @@ class _Planner:
             fitting.sort(key=lambda g: score(demand, g, demand.preferred_mib))
             group = sorted(fitting[:size], key=lambda g: g.slot.index)
             budget = self._budget(demand, group, shrink=shrink)
-            if budget is None:
+            if budget is None or self._refusal(demand, group, budget) is not None:
                 continue
             worst = max(score(demand, g, budget) for g in group)
             out.append((worst, group, budget))
@@ -525,13 +542,22 @@ class _Planner:
             raise _PinError(
                 "TensorParallelSpansNodes", "pinned GPUs are on different nodes; tensor parallel needs one node"
             )
+        if len(group) > 1 and any(g.slot.mig for g in group):
+            raise _PinError("TensorParallelOnMig", f"pinned GPUs include MIG devices; {MIG_TENSOR_PARALLEL}")
         return group
 
     def _find_gpu(self, node: str | None, ref: GpuRef) -> GpuState | None:
         if isinstance(ref, int) or ref.isdigit():
             if node is None:
                 raise _PinError("PinnedGpuNotFound", f"pinned GPU index {ref} needs a node")
-            return next((g for g in self.fleet.by_node[node] if g.slot.index == int(ref)), None)
+            found = [g for g in self.fleet.by_node[node] if g.slot.index == int(ref)]
+            if len(found) > 1:
+                raise _PinError(
+                    "PinnedGpuNotFound",
+                    f"GPU index {ref} on {node} is in MIG mode; pin one of its MIG devices by UUID "
+                    f"({', '.join(g.slot.uuid for g in found)})",
+                )
+            return found[0] if found else None
         gpu = self.fleet.by_uuid.get(ref)
         return gpu if gpu is not None and node in (None, gpu.slot.node) else None
 
@@ -564,6 +590,7 @@ class _Planner:
                 )
         budget = self._budget(demand, group, shrink=True)
         warnings: list[str] = []
+        overcommit = budget is None
         if budget is None:
             need = demand.budget_on(tuple(g.slot.total_mib for g in group))
             tight = min(group, key=lambda g: g.free)
@@ -578,13 +605,20 @@ class _Planner:
                 f"{demand.key}: budget {need:.0f}MiB over-commits {tight.slot.label} by {need - tight.free:.0f}MiB "
                 f"(free {tight.free:.0f}MiB); allowed because the assignment is Manual"
             )
+        # A Manual over-commit is allowed (with a warning): only what the engine cannot do on these GPUs
+        # even with the co-tenants gone refuses it.
+        refusal = self._refusal(demand, group, budget, alone=overcommit)
+        if refusal is not None:
+            raise _PinError(
+                "InsufficientMemory", f"the engine would fail on pinned {self._where_group(group)}: {refusal}"
+            )
         self._commit(demand, group, budget, runners_up=[], too_small=[], why=why, warnings=warnings)
 
     def _fallback_on_node(self, demand: ServerDemand) -> Group:
         """Nothing fits on the pinned node: its most-free GPUs, so the pin fails (or Manual over-commits) there."""
         assert demand.pin_node is not None
         usable = sorted(
-            (g for g in self.fleet.by_node[demand.pin_node] if g.slot.usable),
+            (g for g in _groupable(self.fleet.by_node[demand.pin_node], demand.tensor_parallel) if g.slot.usable),
             key=lambda g: (-g.free, g.slot.index),
         )
         if len(usable) < demand.tensor_parallel:
@@ -632,6 +666,8 @@ class _Planner:
         if group is None:
             return False
         gpus = [self.fleet.by_uuid[u] for u in group]
+        if self._refusal(demand, gpus, need) is not None:
+            return False
         self._commit(demand, gpus, need, runners_up=[], too_small=[], why="best fit when re-packing a node")
         return True
 
@@ -662,6 +698,9 @@ class _Planner:
                     tradable.append(self.decisions.pop(tenant.key).demand)
                 traded = ", ".join(t.key for t in out)
                 for demand in incoming:
+                    if self._refusal(demand, [gpu], demand.preferred_mib) is not None:
+                        tradable.append(demand)
+                        continue
                     why = f"exchange: fills this GPU better than {traded}" if traded else "exchange: fills this GPU"
                     self._commit(demand, [gpu], demand.preferred_mib, runners_up=[], too_small=[], why=why)
                 tradable = [d for d in tradable if not self._place_free(d, shrink=False)]
@@ -705,7 +744,7 @@ class _Planner:
         candidates: list[tuple[float, str, int, Group]] = []
         for node, gpus in self.fleet.by_node.items():
             self.visits += len(gpus)
-            roomy = [g for g in gpus if self._room_possible(g, demand, need)]
+            roomy = [g for g in _groupable(gpus, size) if self._room_possible(g, demand, need)]
             if len(roomy) < size:
                 continue
             roomy.sort(key=lambda g: (need - g.free, g.slot.index))
@@ -723,7 +762,7 @@ class _Planner:
             ):
                 displaced = [old for old, new in journal if new is None]
                 gain = need * size - sum(t.budget_mib * len(t.uuids) for t in displaced)
-                if not displaced or gain > _EPS:
+                if (not displaced or gain > _EPS) and self._refusal(demand, group, need) is None:
                     self._commit_repair(demand, group, need, journal)
                     return True
             self._rollback(journal)
@@ -765,7 +804,12 @@ class _Planner:
 
     def _relocation(self, tenant: Tenant, keep: frozenset[int]) -> tuple[str, ...] | None:
         """Where a displaced tenant fits best (least free memory left), avoiding the GPUs in `keep`."""
-        return self._best_fit_group(tenant.budget_mib, len(tenant.uuids), dedicated=tenant.dedicated, keep=keep)
+        target = self._best_fit_group(tenant.budget_mib, len(tenant.uuids), dedicated=tenant.dedicated, keep=keep)
+        demand = self.demands.get(tenant.key)
+        if target is None or demand is None:
+            return target
+        gpus = [self.fleet.by_uuid[u] for u in target]
+        return target if self._refusal(demand, gpus, tenant.budget_mib) is None else None
 
     def _best_fit_group(
         self, need: float, size: int, *, dedicated: bool, keep: frozenset[int]
@@ -782,6 +826,7 @@ class _Planner:
                     g
                     for g in gpus
                     if g.key is not None
+                    and not g.slot.mig
                     and g.position not in keep
                     and g.free >= need - _EPS
                     and (g.vacant or not dedicated)
@@ -799,6 +844,33 @@ class _Planner:
             if new is not None:
                 self.fleet.remove(new.key)
             self.fleet.place(old)
+
+    def _where_group(self, group: Group) -> str:
+        return self._where(tuple(g.slot.uuid for g in group))
+
+    def _refusal(self, demand: ServerDemand, group: Group, budget: float, *, alone: bool = False) -> str | None:
+        """Why the engine of `demand` would fail with `budget` on `group` as it stands now (with `alone`: with
+        no other server there), or None."""
+        if demand.engine_check is None:
+            return None
+        smallest = min(group, key=lambda g: (g.slot.total_mib, g.slot.index))
+
+        def others_on(gpu: GpuState) -> float:
+            return 0.0 if alone else gpu.reserved - self._own_budget(demand, gpu)
+
+        offer = GpuOffer(
+            name=smallest.slot.name,
+            total_mib=smallest.slot.total_mib,
+            foreign_mib=smallest.slot.foreign_mib,
+            reserved_by_others_mib=others_on(smallest),
+            free_at_start_mib=max(0.0, min(g.slot.total_mib - g.slot.foreign_mib - others_on(g) for g in group)),
+        )
+        return demand.engine_check(budget, offer)
+
+    @staticmethod
+    def _own_budget(demand: ServerDemand, gpu: GpuState) -> float:
+        tenant = gpu.tenants.get(demand.key)
+        return tenant.budget_mib if tenant is not None else 0.0
 
     def _where(self, uuids: tuple[str, ...]) -> str:
         gpus = [self.fleet.by_uuid[u].slot for u in uuids]
@@ -882,14 +954,26 @@ class _Planner:
         need = demand.budget_on((max(g.slot.total_mib for g in usable),))
         floor = demand.min_mib if demand.shrinkable else need
         per_node: dict[str, list[GpuState]] = {}
-        for gpu in usable:
+        for gpu in _groupable(usable, size):
             per_node.setdefault(gpu.slot.node, []).append(gpu)
-        widest = max(per_node.items(), key=lambda kv: (len(kv[1]), kv[0]))
+        widest = max(per_node.items(), key=lambda kv: (len(kv[1]), kv[0]), default=("-", []))
+        with_mig: dict[str, int] = {}
+        for gpu in usable:
+            with_mig[gpu.slot.node] = with_mig.get(gpu.slot.node, 0) + 1
+        if size > len(widest[1]) and max(with_mig.values()) >= size:
+            return (
+                "TensorParallelOnMig",
+                f"needs {size} GPUs on one node; the most any node has usable outside MIG is {len(widest[1])} "
+                f"({widest[0]}); {MIG_TENSOR_PARALLEL}",
+            )
         if size > len(widest[1]):
             return (
                 "TensorParallelTooLarge",
                 f"needs {size} GPUs on one node; the most any node has usable is {len(widest[1])} ({widest[0]})",
             )
+        refused = self._engine_diagnosis(demand, usable)
+        if refused is not None:
+            return "InsufficientMemory", refused
         if demand.dedicated and any(g.capacity >= floor for g in usable if not g.dedicated):
             return (
                 "DedicatedUnavailable",
@@ -911,6 +995,30 @@ class _Planner:
             "InsufficientMemory",
             f"needs {size} GPUs on one node with {need:.0f}MiB each{self._floor_text(demand)}; the best node, {node}, "
             f"has {', '.join(f'{f:.0f}' for f in frees)}MiB free",
+        )
+
+    def _engine_diagnosis(self, demand: ServerDemand, usable: Sequence[GpuState]) -> str | None:
+        """When GPUs have room for the budget but the engine would fail on each: what it says on the largest."""
+        if demand.engine_check is None or demand.tensor_parallel != 1:
+            return None
+        roomy = [
+            g
+            for g in usable
+            if g.free >= demand.budget_on((g.slot.total_mib,)) - _EPS and (g.vacant or not demand.dedicated)
+        ]
+        if not roomy:
+            return None
+        # One look per product and size (the roomiest of each): alike GPUs get the same answer.
+        kinds: dict[tuple[str, float], GpuState] = {}
+        for gpu in sorted(roomy, key=lambda g: (-g.free, g.slot.node, g.slot.index)):
+            kinds.setdefault((gpu.slot.name, gpu.slot.total_mib), gpu)
+        refusals = [(g, self._refusal(demand, [g], demand.budget_on((g.slot.total_mib,)))) for g in kinds.values()]
+        if any(why is None for _, why in refusals):
+            return None
+        gpu, why = max(refusals, key=lambda item: (item[0].slot.total_mib, item[0].free, item[0].slot.node))
+        return (
+            f"{len(roomy)} GPU(s) have room for its budget but the engine would fail on each; "
+            f"on the largest, {gpu.slot.label}: {why}"
         )
 
     # --- result ----------------------------------------------------------------------------------
@@ -982,6 +1090,7 @@ class _Planner:
                             replica_key(self.demands[k].server, number[k]) if k in number else k for k in gpu.tenants
                         )
                     ),
+                    mig=slot.mig,
                 )
             )
         return Plan(
@@ -992,6 +1101,16 @@ class _Planner:
             gpus=tuple(summaries),
             margin_mib=self.margin,
         )
+
+
+def _groupable(gpus: Iterable[GpuState], size: int) -> list[GpuState]:
+    """The GPUs a group of `size` may use: any for one GPU; no MIG device for tensor parallel."""
+    return [g for g in gpus if size == 1 or not g.slot.mig]
+
+
+def _group_key(gpu: GpuState) -> str:
+    """What a tensor-parallel group must share: the node; a MIG device is a group of its own."""
+    return f"{gpu.slot.node}\0{gpu.slot.uuid}" if gpu.slot.mig else gpu.slot.node
 
 
 def _utilization(demand: ServerDemand, gpus: Sequence[GpuState], budget: float) -> float | None:

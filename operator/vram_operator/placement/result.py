@@ -83,6 +83,7 @@ class GpuSummary:
     margin_mib: float
     free_after_mib: float
     servers: tuple[str, ...]
+    mig: bool = False  # a MIG device (its index is its parent GPU's)
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +97,7 @@ class GpuSummary:
             "marginMiB": mib(self.margin_mib),
             "freeAfterMiB": mib(self.free_after_mib),
             "servers": list(self.servers),
+            "mig": self.mig,
         }
 
 

@@ -2,8 +2,9 @@
 
 envvar: the pod is bound to the node and the NVIDIA container runtime exposes the GPUs listed in
 NVIDIA_VISIBLE_DEVICES. No nvidia.com/gpu request: the device plugin would pick GPUs itself.
-dra: one ResourceClaim per physical GPU, selected by UUID; every pod placed on that GPU references
-the same claim, which is what lets several servers share one card.
+dra: one ResourceClaim per physical GPU (or MIG device, under the driver's MIG device class),
+selected by UUID; every pod placed on that GPU references the same claim, which is what lets
+several servers share one card.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def render_resource_claims(
                         {
                             "name": "gpu",
                             "exactly": {
-                                "deviceClassName": settings.device_class,
+                                "deviceClassName": settings.mig_device_class if gpu.mig else settings.device_class,
                                 "allocationMode": "ExactCount",
                                 "count": 1,
                                 "selectors": [{"cel": {"expression": uuid_selector(gpu.uuid, settings)}}],

@@ -33,6 +33,8 @@ class RenderSettings:
     runtime_class_name: str = "nvidia"
     # dra mode: the DeviceClass the NVIDIA DRA driver installs for whole GPUs.
     device_class: str = "gpu.nvidia.com"
+    # dra mode: the DeviceClass the NVIDIA DRA driver installs for MIG devices.
+    mig_device_class: str = "mig.nvidia.com"
     # The attribute domain the NVIDIA DRA driver publishes its device attributes under.
     device_attribute_domain: str = "gpu.nvidia.com"
     image_pull_policy: ImagePullPolicy = "IfNotPresent"

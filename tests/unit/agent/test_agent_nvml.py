@@ -134,6 +134,7 @@ def test_mig_devices_are_listed_with_their_parent_and_carry_the_processes() -> N
         ("MIG-one", True, "GPU-a100", 0),
         ("MIG-two", True, "GPU-a100", 0),
     ]
+    assert [g.mig_enabled for g in gpus] == [True, False, False]  # the parent is marked, not a slot
     assert gpus[0].processes == ()  # listed on the MIG device, not twice
     assert [(p.pid, p.used_mib) for p in gpus[1].processes] == [(7, 4800)]
     assert gpus[1].total_mib == 19968
@@ -154,3 +155,15 @@ def test_a_failing_driver_version_query_is_an_error_not_a_failed_read() -> None:
     snapshot = NvmlBackend(nvml).snapshot()
     assert (snapshot.available, snapshot.driver_version, len(snapshot.gpus)) == (True, None, 2)
     assert snapshot.errors == ("driver version: Unknown Error",)
+
+
+def test_mig_mode_with_no_instances_still_marks_the_parent_and_lists_no_processes() -> None:
+    parent = FakeDevice(uuid="GPU-a100", name="NVIDIA A100-SXM4-80GB", total=81920 * MIB, compute=[(9, 100 * MIB)])
+    parent.mig = [None, None]  # MIG on, no instance configured yet: nothing can be placed there
+    gpus = NvmlBackend(FakeNvml([parent])).snapshot().gpus
+    assert [(g.uuid, g.mig_enabled, g.processes) for g in gpus] == [("GPU-a100", True, ())]
+
+
+def test_a_gpu_without_mig_is_not_marked() -> None:
+    gpus = NvmlBackend(FakeNvml([FakeDevice(uuid="GPU-plain")])).snapshot().gpus
+    assert [(g.uuid, g.mig_enabled, g.mig) for g in gpus] == [("GPU-plain", False, False)]

@@ -116,3 +116,28 @@ def test_bad_profiles_name_the_field(text: str, field: str) -> None:
 def test_a_missing_profile_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(AgentConfigError, match="cannot read"):
         SimulatedBackend(tmp_path / "absent.yaml", "node-1")
+
+
+MIG_PROFILE = """
+gpus:
+  - name: NVIDIA A100-SXM4-80GB
+    memoryTotalMiB: 81920
+    migDevices:
+      - name: NVIDIA A100-SXM4-80GB MIG 3g.40gb
+        memoryTotalMiB: 40192
+        processes: [{pid: 7, usedMiB: 30000, pod: ml/llama-0}]
+      - {name: NVIDIA A100-SXM4-80GB MIG 3g.40gb, memoryTotalMiB: 40192, uuid: MIG-fixed}
+"""
+
+
+def test_a_gpu_in_mig_mode_lists_its_devices_which_hold_the_processes(tmp_path: Path) -> None:
+    path = tmp_path / "profile.yaml"
+    write(path, MIG_PROFILE, 0)
+    parent, first, second = SimulatedBackend(path, "a100-node").snapshot().gpus
+    assert (parent.mig_enabled, parent.mig, parent.processes, parent.used_mib) == (True, False, (), 30000)
+    assert (first.mig, first.parent_uuid, first.total_mib, first.used_mib) == (True, parent.uuid, 40192, 30000)
+    assert first.uuid.startswith("MIG-") and first.uuid != parent.uuid
+    assert [p.pid for p in first.processes] == [7]
+    assert (second.uuid, second.index, second.mig_enabled) == ("MIG-fixed", 0, False)
+    again = SimulatedBackend(path, "a100-node").snapshot().gpus
+    assert again[1].uuid == first.uuid  # stable across reads

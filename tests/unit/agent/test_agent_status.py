@@ -86,7 +86,7 @@ def test_unattributed_is_never_negative_and_completes_the_processes(used: float,
 
 
 def test_mig_parent_counts_its_mig_devices_and_node_totals_count_physical_gpus_only() -> None:
-    parent = gpu(uuid="GPU-a100", total_mib=40960.0, used_mib=5100.0, free_mib=35860.0, processes=())
+    parent = gpu(uuid="GPU-a100", mig_enabled=True, total_mib=40960.0, used_mib=5100.0, free_mib=35860.0, processes=())
     mig = gpu(
         uuid="MIG-one",
         mig=True,
@@ -98,6 +98,10 @@ def test_mig_parent_counts_its_mig_devices_and_node_totals_count_physical_gpus_o
     )
     status = build_status(NodeSnapshot("nvml", (parent, mig)), IDENTITIES, PODS, now=NOW, agent_version="0")
 
+    assert [(g.mig_enabled, g.mig, g.parent_uuid) for g in status.gpus] == [
+        (True, False, None),
+        (False, True, "GPU-a100"),
+    ]
     assert status.gpus[0].unattributed_mib == 100
     assert status.gpus[1].unattributed_mib == 200
     assert (status.gpu_count, status.memory_total_mib, status.memory_free_mib) == (1, 40960, 35860)

@@ -30,6 +30,7 @@ from vram_operator.controller.server_status import (
     with_refused_child,
 )
 from vram_operator.placement.inventory import Inventory
+from vram_operator.placement.ownership import ProcessOwners
 from vram_operator.placement.utilization import AUTO_MAX, GpuRoom, Tier, auto_utilization
 from vram_operator.sizing import vllm as vllm_sizing
 from vram_operator.sizing.architecture import from_config
@@ -279,7 +280,7 @@ def test_vllm_startup_check_boundary() -> None:
 def test_foreign_growth_is_a_shortfall_at_the_startup_check_boundary(foreign: float, fits: bool) -> None:
     """8192 MiB GPU, another server reserves 1000, this one starts at 0.5 (4096 MiB)."""
     nodes = [node("ws", gpu("GPU-ws-0", 8192, foreign=foreign))]
-    shortfall = room_shortfall(placed_on("ws", "GPU-ws-0"), 0.5, nodes, {"GPU-ws-0": 1000.0})
+    shortfall = room_shortfall(placed_on("ws", "GPU-ws-0"), 0.5, nodes, {"GPU-ws-0": 1000.0}, ProcessOwners())
     assert (shortfall is None) is fits
     if shortfall is not None:
         assert (shortfall.needed_mib, shortfall.free_mib) == (4096, 4095)
@@ -288,9 +289,11 @@ def test_foreign_growth_is_a_shortfall_at_the_startup_check_boundary(foreign: fl
 
 def test_a_server_without_utilization_needs_its_budget() -> None:
     nodes = [node("ws", gpu("GPU-ws-0", 8192, foreign=4096))]
-    assert room_shortfall(placed_on("ws", "GPU-ws-0"), None, nodes, {}) is None  # 4096 free == 4096 budget
+    assert (
+        room_shortfall(placed_on("ws", "GPU-ws-0"), None, nodes, {}, ProcessOwners()) is None
+    )  # 4096 free == 4096 budget
     grown = [node("ws", gpu("GPU-ws-0", 8192, foreign=4097))]
-    assert room_shortfall(placed_on("ws", "GPU-ws-0"), None, grown, {}) is not None
+    assert room_shortfall(placed_on("ws", "GPU-ws-0"), None, grown, {}, ProcessOwners()) is not None
 
 
 def test_foreign_growth_sets_memory_fits_false_and_clears_when_it_shrinks() -> None:

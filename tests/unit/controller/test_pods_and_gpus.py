@@ -14,6 +14,7 @@ from vram_operator.api.inference_server import (
 from vram_operator.controller import annotations as notes
 from vram_operator.controller.gpu_view import free_after_reservations, headroom_mib, stale_nodes
 from vram_operator.controller.pods import pod_facts, readiness
+from vram_operator.placement.ownership import ProcessOwners
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -29,6 +30,7 @@ def node(name: str, *, heartbeat: str | None = "2026-01-01T11:59:30Z", healthy: 
             healthy=healthy,
             processes=[GpuProcess(pid=10, used_mib=1000, name="Xorg"), GpuProcess(pid=11, used_mib=400, pod_uid="p")],
             unattributed_mib=100,
+            memory_reserved_mib=200,
         )
     ]
     return GpuNode(metadata=ObjectMeta(name=name), status=GpuNodeStatus(gpus=gpus, last_heartbeat=heartbeat))
@@ -48,13 +50,20 @@ def test_stale_and_silent_agents_take_no_placements() -> None:
     assert stale_nodes(nodes, NOW, timedelta(seconds=120)) == {"old", "never"}
 
 
-def test_headroom_and_free_count_reservations_and_foreign_use() -> None:
+def test_headroom_and_free_count_reservations_and_memory_not_ours() -> None:
     nodes = [node("n")]
     others = [placed("n", "n-g0", 8000)]
-    # 24564 total - 8000 reserved - 1000 Xorg - 100 unattributed (pod processes are reserved, not foreign)
-    assert headroom_mib("n-g0", "n", nodes, others) == 24564 - 8000 - 1100
-    assert free_after_reservations(nodes, others, 256) == {"n-g0": 24564 - 8000 - 1100 - 256}
-    assert headroom_mib("missing", "n", nodes, others) == 0
+    owners = ProcessOwners.of(["ns/s8000"], {"ns/s8000": {"p"}})
+    # 24564 total - 8000 reserved - 1000 Xorg - 100 unattributed - 200 driver reserved; the server's own
+    # pod (UID p) is inside its reservation, not foreign.
+    assert headroom_mib("n-g0", "n", nodes, others, owners) == 24564 - 8000 - 1300
+    assert free_after_reservations(nodes, others, 256, owners) == {"n-g0": 24564 - 8000 - 1300 - 256}
+    assert headroom_mib("missing", "n", nodes, others, owners) == 0
+
+
+def test_a_pod_uid_of_no_server_is_not_ours_in_the_headroom() -> None:
+    owners = ProcessOwners.of(["ns/s8000"], {"ns/s8000": {"another-pod"}})
+    assert headroom_mib("n-g0", "n", [node("n")], [placed("n", "n-g0", 8000)], owners) == 24564 - 8000 - 1700
 
 
 POD = {

@@ -8,7 +8,8 @@ from vram_operator.api.base import ObjectMeta
 from vram_operator.api.gpu_node import GpuDeviceStatus, GpuNode, GpuNodeSpec, GpuNodeStatus, GpuProcess
 from vram_operator.placement.bandwidth import bandwidth_of
 from vram_operator.placement.errors import PlacementError
-from vram_operator.placement.inventory import Inventory, default_owner_of, make_slot
+from vram_operator.placement.inventory import Inventory, make_slot
+from vram_operator.placement.ownership import ProcessOwners
 
 
 def _node(name: str, gpus: list[GpuDeviceStatus], *, cordoned: bool = False) -> GpuNode:
@@ -33,7 +34,7 @@ def test_foreign_counts_unowned_processes_unattributed_and_driver_reserved() -> 
     desktop = GpuProcess(pid=2, used_mib=1200, name="Xorg")
     other_pod = GpuProcess(pid=3, used_mib=800, pod_namespace="ai", pod_name="other-0")
     gpu = _gpu(0, [ours, desktop, other_pod], unattributed_mib=150, memory_reserved_mib=300)
-    inventory = Inventory.from_gpu_nodes([_node("n1", [gpu])], default_owner_of(["ai/chat"]))
+    inventory = Inventory.from_gpu_nodes([_node("n1", [gpu])], ProcessOwners.of(["ai/chat"]))
     slot = inventory.slots[0]
     assert slot.foreign_mib == 1200 + 800 + 150 + 300
     assert any("Xorg" in d for d in slot.foreign_detail)
@@ -46,7 +47,7 @@ def test_cordoned_and_stale_nodes_are_unschedulable_and_unhealthy_gpus_unusable(
         _node("b", [_gpu(1, [])]),
         _node("c", [_gpu(2, [], healthy=False)]),
     ]
-    inventory = Inventory.from_gpu_nodes(nodes, default_owner_of([]), stale_nodes=frozenset({"b"}))
+    inventory = Inventory.from_gpu_nodes(nodes, ProcessOwners(), stale_nodes=frozenset({"b"}))
     by_node = {s.node: s for s in inventory.slots}
     assert not by_node["a"].schedulable
     assert not by_node["b"].schedulable
@@ -54,12 +55,12 @@ def test_cordoned_and_stale_nodes_are_unschedulable_and_unhealthy_gpus_unusable(
     assert not any(s.usable for s in inventory.slots)
 
 
-def test_owner_prefers_the_longest_matching_server_name() -> None:
-    owner = default_owner_of(["ai/chat", "ai/chat-small", "web/chat"])
-    assert owner("n", GpuProcess(pid=1, pod_namespace="ai", pod_name="chat-small-5f-x")) == "ai/chat-small"
-    assert owner("n", GpuProcess(pid=1, pod_namespace="ai", pod_name="chat-5f-x")) == "ai/chat"
-    assert owner("n", GpuProcess(pid=1, pod_namespace="ai", pod_name="chatter-0")) is None
-    assert owner("n", GpuProcess(pid=1, name="python")) is None
+def test_without_pod_uids_the_owner_is_the_longest_matching_server_name() -> None:
+    owner = ProcessOwners.of(["ai/chat", "ai/chat-small", "web/chat"]).owner_of
+    assert owner(GpuProcess(pid=1, pod_namespace="ai", pod_name="chat-small-5f-x")) == "ai/chat-small"
+    assert owner(GpuProcess(pid=1, pod_namespace="ai", pod_name="chat-5f-x")) == "ai/chat"
+    assert owner(GpuProcess(pid=1, pod_namespace="ai", pod_name="chatter-0")) is None
+    assert owner(GpuProcess(pid=1, name="python")) is None
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from kube_schema import assert_valid
 from render_builders import UUID_A, UUID_B, container, env_of, generic, placement, server, vllm
 
+from vram_operator.api import PlacementStatus
 from vram_operator.render import PlacedReplica, RenderSettings, claim_name, render, render_resource_claims
 
 DRA = RenderSettings(pinning_mode="dra")
@@ -44,6 +45,26 @@ def test_resource_claim_selects_exactly_the_placed_gpu() -> None:
         "selectors": [{"cel": {"expression": f'device.attributes["gpu.nvidia.com"].uuid == "{UUID_A}"'}}],
     }
     assert claim["metadata"]["annotations"] == {"vram.dev/node": "workstation", "vram.dev/gpu-uuid": UUID_A}
+
+
+def test_a_mig_device_is_claimed_under_the_mig_device_class_by_its_own_uuid() -> None:
+    mig_uuid = "MIG-4f1c2a9e-0d3b-5a6c-8e7f-1a2b3c4d5e6f"
+    on_mig = PlacementStatus.model_validate(
+        {
+            "node": "a100",
+            "gpus": [{"index": 0, "uuid": mig_uuid, "name": "NVIDIA A100 MIG 3g.40gb", "totalMiB": 40192, "mig": True}],
+            "budgetMiB": 30000,
+        }
+    )
+    (claim,) = render_resource_claims(on_mig, DRA, "ai")
+    assert_valid(claim)
+    (request,) = claim["spec"]["devices"]["requests"]
+    assert request["exactly"]["deviceClassName"] == "mig.nvidia.com"
+    assert request["exactly"]["selectors"] == [
+        {"cel": {"expression": f'device.attributes["gpu.nvidia.com"].uuid == "{mig_uuid}"'}}
+    ]
+    (whole,) = render_resource_claims(placement(UUID_A), DRA, "ai")  # a whole GPU keeps the GPU class
+    assert whole["spec"]["devices"]["requests"][0]["exactly"]["deviceClassName"] == "gpu.nvidia.com"
 
 
 def test_servers_on_one_gpu_share_one_claim() -> None:

@@ -28,6 +28,7 @@ from vram_operator.kubectl_plugin import (
     split_server,
     top_table,
 )
+from vram_operator.placement.ownership import ProcessOwners
 
 
 def text_of(renderable: RenderableType) -> str:
@@ -95,24 +96,25 @@ WORKSTATION = gpu_node(
 )
 
 
-def test_owner_prefers_the_pod_label_then_the_pod_name_then_the_pod() -> None:
-    labels = {("ai", "chat-7d9f-x2x"): {"vram.dev/server": "chat"}}
-    servers = ["ai/chat", "ai/yolo", "ai/yolo-big"]
-    by_label = GpuProcess(pid=1, pod_namespace="ai", pod_name="chat-7d9f-x2x", pod_uid="u")
-    by_name = GpuProcess(pid=2, pod_namespace="ai", pod_name="yolo-big-5c-abc", pod_uid="u")
-    other = GpuProcess(pid=3, pod_namespace="web", pod_name="chat-1", pod_uid="u")
+def test_owner_is_the_server_whose_pods_have_the_uid_else_the_pod() -> None:
+    owners = ProcessOwners.of(["ai/chat", "ai/yolo", "ai/yolo-big"], {"ai/chat": {"u-chat"}, "ai/yolo-big": {"u-big"}})
+    by_uid = GpuProcess(pid=1, pod_namespace="ai", pod_name="chat-7d9f-x2x", pod_uid="u-chat")
+    by_other_uid = GpuProcess(pid=2, pod_namespace="ai", pod_name="yolo-big-5c-abc", pod_uid="u-big")
+    lookalike = GpuProcess(pid=3, pod_namespace="ai", pod_name="chat-impostor-1", pod_uid="u-else")
+    no_uid = GpuProcess(pid=6, pod_namespace="ai", pod_name="yolo-big-5c-abc")  # hand-written: name rule
     foreign = GpuProcess(pid=4, name="Xorg")
     unnamed = GpuProcess(pid=5)
-    assert owner_of(by_label, labels, servers) == Owner("server", "ai/chat")
-    assert owner_of(by_name, labels, servers) == Owner("server", "ai/yolo-big")  # longest name wins
-    assert owner_of(other, labels, servers) == Owner("pod", "web/chat-1")  # same name, other namespace
-    assert owner_of(foreign, labels, servers).text() == "foreign: Xorg"
-    assert owner_of(unnamed, labels, servers).text() == "foreign: pid 5"
+    assert owner_of(by_uid, owners) == Owner("server", "ai/chat")
+    assert owner_of(by_other_uid, owners) == Owner("server", "ai/yolo-big")
+    assert owner_of(lookalike, owners) == Owner("pod", "ai/chat-impostor-1")  # the name alone proves nothing
+    assert owner_of(no_uid, owners) == Owner("server", "ai/yolo-big")  # longest name wins
+    assert owner_of(foreign, owners).text() == "foreign: Xorg"
+    assert owner_of(unnamed, owners).text() == "foreign: pid 5"
 
 
 def test_top_shows_every_gpu_and_process_with_owners_and_reservations() -> None:
     servers = [server("chat", status=placed("workstation", "GPU-a", 0, 8000)), server("yolo")]
-    text = text_of(top_table([WORKSTATION], servers, {("ai", "chat-7d9f-x2x"): {"vram.dev/server": "chat"}}))
+    text = text_of(top_table([WORKSTATION], servers, {"ai/chat": {"u1"}, "ai/yolo": {"u2"}}))
     assert "7,200MiB / 24,564MiB" in text
     assert "29.3%" in text  # 7200 / 24564
     assert "8,000MiB" in text  # reserved by chat

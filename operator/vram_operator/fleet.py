@@ -16,6 +16,7 @@ from typing import Literal
 
 from vram_operator.api import GpuAssignment, GpuNode, InferenceServer
 from vram_operator.api.inference_server import EstimateStatus, PlacedGpu, PlacementStatus, ReplicaPlacementStatus
+from vram_operator.placement.agent_data import usable_agent_data
 from vram_operator.placement.demand import GpuOffer, ManualAssignment, ServerDemand
 from vram_operator.placement.errors import PlacementError
 from vram_operator.placement.inventory import Inventory
@@ -219,7 +220,8 @@ def decide(
     deciding = {server.key for server in servers}
     standing = [server for server in reserved if server.key not in deciding]
     owners = ProcessOwners.of([*deciding, *(s.key for s in standing)], pod_uids)
-    inventory = Inventory.from_gpu_nodes(nodes, owners, stale_nodes)
+    usable_nodes, unusable = usable_agent_data(list(nodes))  # odd agent data: left out with a reason
+    inventory = Inventory.from_gpu_nodes(usable_nodes, owners, stale_nodes)
     usable = [slot.total_mib for slot in inventory.slots if slot.usable]
     reference_mib = max(usable) if usable else REFERENCE_GPU_MIB
 
@@ -244,6 +246,9 @@ def decide(
         margin_mib=margin_mib,
         manual=manual,
     )
+    if unusable:
+        left_out = tuple(f"GPU {gpu.uuid} on {gpu.node} left out: {gpu.message}" for gpu in unusable)
+        result = dataclasses.replace(result, warnings=(*result.warnings, *left_out))
     by_key = {server.key: server for server in servers}
     placed: dict[str, list[ServerDecision]] = {}
     for placement in result.placements:

@@ -319,3 +319,31 @@ def test_every_replica_reserves_its_own_budget_on_its_own_gpu() -> None:
     nodes = [node(name, ("NVIDIA RTX A5500", 24564, 0)) for name in ("a", "b", "c")]
     decision = decide([server("det", engine="generic", vramBudget="8000Mi", replicas=3)], nodes)
     assert {g.uuid: g.reserved_mib for g in decision.plan.gpus} == {"GPU-a-0": 8000, "GPU-b-0": 8000, "GPU-c-0": 8000}
+
+
+# --- odd agent data is left out with a reason, offline and in the operator alike -----------------
+
+
+def test_a_gpu_reporting_no_memory_is_left_out_and_the_rest_is_planned() -> None:
+    yolo = server("yolo", engine="generic", vramBudget="2Gi")
+    fleet = [node("lost", ("NVIDIA L40S", 0.0, 0.0)), node("ok", ("NVIDIA L40S", 46068, 0.0))]
+    decision = decide([yolo], fleet)
+    placed = decision.servers["ai/yolo"]
+    assert placed.sizing_error is None and placed.placement is not None
+    assert placed.placement.node == "ok"
+    assert any("GPU-lost-0 on lost left out" in w and "0MiB of memory" in w for w in decision.plan.warnings)
+    # The only GPU reporting no memory: nothing to place on, which is a reason, not an error.
+    alone = decide([yolo], [fleet[0]]).servers["ai/yolo"]
+    assert (alone.sizing_error, alone.placement) == (None, None) and alone.unplaced_reason
+
+
+def test_a_uuid_reported_by_two_nodes_stays_with_the_first_by_name() -> None:
+    twin = node("b", ("NVIDIA L40S", 46068, 0.0)).model_copy(deep=True)
+    assert twin.status is not None
+    twin.status.gpus[0].uuid = "GPU-a-0"
+    decision = decide(
+        [server("yolo", engine="generic", vramBudget="2Gi")], [twin, node("a", ("NVIDIA L40S", 46068, 0))]
+    )
+    placed = decision.servers["ai/yolo"].placement
+    assert placed is not None and placed.node == "a"
+    assert any("GPU-a-0 on b left out" in w and "also reported by node a" in w for w in decision.plan.warnings)

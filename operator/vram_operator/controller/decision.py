@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from vram_operator import fleet
 from vram_operator.api.gpu_node import GpuNode
 from vram_operator.api.inference_server import InferenceServer
-from vram_operator.controller.gpu_health import usable_agent_data
 from vram_operator.controller.server_status import Outcome
 from vram_operator.placement.demand import ManualAssignment
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
@@ -98,15 +97,14 @@ def outcome_of(decision: fleet.ServerDecision, *, no_gpus_anywhere: bool) -> Out
 def decide(servers: Sequence[InferenceServer], inputs: Inputs, manual: Sequence[ManualAssignment] = ()) -> Decided:
     """Decide `servers` against the standing reservations; bad specs become estimate errors.
 
-    GPUs whose agent data the planner cannot use are left out first (see gpu_health). A planning
+    GPUs whose agent data the planner cannot use are left out by fleet.decide. A planning
     run that fails as a whole depends on the fleet as it is now: every server in it stays unplaced
     with reason PlanningFailed and is tried again later.
     """
-    nodes, _ = usable_agent_data(inputs.nodes)
     try:
         result = fleet.decide(
             servers,
-            nodes,
+            inputs.nodes,
             strategy=inputs.strategy,
             margin_mib=inputs.margin_mib,
             reserved=inputs.reserved,

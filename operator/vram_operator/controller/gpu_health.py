@@ -1,8 +1,8 @@
 """Pure decisions about the GPUs a server stands on, from what the agents report (clock injected).
 
-Odd agent data is an environmental condition, never a reason to fail: a GPU reported with no
-memory (NVML lost it) or under a UUID another GPU already has is unusable, and says why. A GpuNode
-that is missing is "unknown" for a grace period (its agent may be re-creating it), then "lost".
+Odd agent data is an environmental condition, never a reason to fail (placement/agent_data.py says
+which GPUs are unusable and why). A GpuNode that is missing is "unknown" for a grace period (its
+agent may be re-creating it), then "lost".
 """
 
 from __future__ import annotations
@@ -12,59 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from vram_operator.api.gpu_node import GpuDeviceStatus, GpuNode
+from vram_operator.api.gpu_node import GpuNode
 from vram_operator.api.inference_server import PlacementStatus
+from vram_operator.placement.agent_data import unusable_reason
 from vram_operator.placement.ownership import ProcessOwners, not_ours
-
-
-@dataclass(frozen=True)
-class UnusableGpu:
-    """A GPU the agent reports in a way placement cannot use, and why."""
-
-    node: str
-    uuid: str
-    message: str
-
-
-def unusable_reason(gpu: GpuDeviceStatus) -> str | None:
-    """Why a reported GPU cannot hold anything, or None when it can."""
-    if not gpu.healthy:
-        return "reported unhealthy by its agent"
-    if gpu.memory_total_mib <= 0:
-        return f"reports {gpu.memory_total_mib:g}MiB of memory (NVML lost it)"
-    return None
-
-
-def usable_agent_data(nodes: Sequence[GpuNode]) -> tuple[list[GpuNode], list[UnusableGpu]]:
-    """The GpuNodes as the planner may see them: GPUs with no memory and repeated UUIDs left out.
-
-    The planner rejects such inventories as a whole; here each odd GPU is one unusable GPU with a
-    reason, and the rest of the fleet stays plannable. Nodes are read in name order, so the first
-    node reporting a UUID keeps it.
-    """
-    seen: dict[str, str] = {}
-    unusable: list[UnusableGpu] = []
-    cleaned: list[GpuNode] = []
-    for node in sorted(nodes, key=lambda n: n.metadata.name):
-        status = node.status
-        if status is None:
-            cleaned.append(node)
-            continue
-        name = node.metadata.name
-        kept: list[GpuDeviceStatus] = []
-        for gpu in status.gpus:
-            if gpu.uuid in seen:
-                unusable.append(UnusableGpu(name, gpu.uuid, f"UUID also reported by node {seen[gpu.uuid]}"))
-            elif gpu.memory_total_mib <= 0:
-                unusable.append(UnusableGpu(name, gpu.uuid, unusable_reason(gpu) or ""))
-            else:
-                seen[gpu.uuid] = name
-                kept.append(gpu)
-        if len(kept) == len(status.gpus):
-            cleaned.append(node)
-        else:
-            cleaned.append(node.model_copy(update={"status": status.model_copy(update={"gpus": kept})}))
-    return cleaned, unusable
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from vram_operator.api.inference_server import (
 from vram_operator.controller import decision
 from vram_operator.controller.decision import Inputs, decide
 from vram_operator.controller.failures import FailureKind, classify
-from vram_operator.controller.gpu_health import capacity_grew, placement_health, usable_agent_data
+from vram_operator.controller.gpu_health import capacity_grew, placement_health
 from vram_operator.controller.room import REASON, room_shortfall, startup_check_passes
 from vram_operator.controller.server_status import (
     Observation,
@@ -29,6 +29,7 @@ from vram_operator.controller.server_status import (
     observed_status,
     with_refused_child,
 )
+from vram_operator.placement.agent_data import usable_agent_data
 from vram_operator.placement.inventory import Inventory
 from vram_operator.placement.ownership import ProcessOwners
 from vram_operator.placement.utilization import AUTO_MAX, GpuRoom, Tier, auto_utilization

@@ -26,7 +26,7 @@ from vram_operator.api.inference_server import SERVER_NAME_MAX, SERVER_NAME_MESS
 from vram_operator.api.owned_flags import OWNED_FLAGS, owned_flag_errors
 from vram_operator.api.quantity import BUDGET_RULE_MESSAGE, QUANTITY_PATTERN
 from vram_operator.manifests import KINDS
-from vram_operator.render import RenderSettings, render
+from vram_operator.render import PlacedReplica, RenderSettings, render
 
 pytestmark = pytest.mark.integration
 
@@ -438,7 +438,12 @@ def test_server_names_a_service_cannot_take_are_refused(
 def test_every_admitted_name_gives_children_the_api_server_takes(
     custom_objects: client.CustomObjectsApi, dynamic_client: Any, namespace: str, name: str, pinning_mode: str
 ) -> None:
-    spec = {"engine": "vllm", "image": "vllm/vllm-openai:v0.19.0", "model": {"name": "Qwen/Qwen2.5-7B-Instruct"}}
+    spec = {
+        "engine": "vllm",
+        "image": "vllm/vllm-openai:v0.19.0",
+        "model": {"name": "Qwen/Qwen2.5-7B-Instruct"},
+        "replicas": 2,  # replica 1's Deployment carries a suffix: its name must be taken too
+    }
     assert _admit(custom_objects, namespace, _server_body(name, spec)) is None
     server = InferenceServer.model_validate(
         {"metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4())}, "spec": spec}
@@ -448,8 +453,9 @@ def test_every_admitted_name_gives_children_the_api_server_takes(
         "gpus": [{"index": 0, "uuid": "GPU-1a2b3c4d-0000-1111-2222-333344445555", "totalMiB": 24564}],
         "budgetMiB": 9000,
     })  # fmt: skip
-    rendered = render(server, placement, 0.4, RenderSettings(pinning_mode=pinning_mode))  # type: ignore[arg-type]
-    assert rendered.objects
+    replicas = [PlacedReplica(0, placement, 0.4), PlacedReplica(1, placement, 0.4)]
+    rendered = render(server, replicas, RenderSettings(pinning_mode=pinning_mode))  # type: ignore[arg-type]
+    assert len(rendered.deployments) == 2
     for obj in rendered.objects:
         resource = dynamic_client.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
         resource.create(body=obj, namespace=namespace, dry_run="All")

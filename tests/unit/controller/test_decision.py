@@ -4,8 +4,9 @@ import asyncio
 import random
 from collections import defaultdict
 
+from controller_builders import generic, gpu_node
+
 from vram_operator.api.base import ObjectMeta
-from vram_operator.api.gpu_node import GpuDeviceStatus, GpuNode, GpuNodeStatus
 from vram_operator.api.inference_server import (
     InferenceServer,
     InferenceServerSpec,
@@ -20,31 +21,6 @@ from vram_operator.controller.decision import Inputs, decide, no_gpus
 from vram_operator.controller.server_reconciler import decision_event, for_render, pins_for, with_overrides
 
 MARGIN = 256.0
-
-
-def gpu_node(name: str, count: int, total: float = 24564, healthy: bool = True) -> GpuNode:
-    gpus = [
-        GpuDeviceStatus(
-            index=i,
-            uuid=f"GPU-{name}-{i}",
-            name="NVIDIA RTX A5500",
-            memory_total_mib=total,
-            memory_used_mib=0,
-            memory_free_mib=total,
-            healthy=healthy,
-        )
-        for i in range(count)
-    ]
-    return GpuNode(
-        metadata=ObjectMeta(name=name), status=GpuNodeStatus(gpus=gpus, last_heartbeat="2026-01-01T00:00:00Z")
-    )
-
-
-def generic(name: str, budget: str, annotations: dict[str, str] | None = None) -> InferenceServer:
-    return InferenceServer(
-        metadata=ObjectMeta(name=name, namespace="ns", annotations=annotations or {}, generation=1, uid=f"uid-{name}"),
-        spec=InferenceServerSpec(engine="generic", image="img", vram_budget=budget),
-    )
 
 
 def test_generic_server_is_placed_and_reports_no_gpus_when_there_are_none() -> None:
@@ -72,7 +48,7 @@ def test_pins_keep_a_placed_server_where_it_is_unless_replaced_or_assigned() -> 
     assert pins_for(server, status, replace=True) == []
     assert pins_for(server, None, replace=False) == []
     assigned = notes.AssignedPlacement("fleet", 2, "h100-0", ("G9",), 5000.0)
-    moved = generic("a", "1000Mi", {notes.ASSIGNED: assigned.encode()})
+    moved = generic("a", "1000Mi", annotations={notes.ASSIGNED: assigned.encode()})
     [pin] = pins_for(moved, status, replace=True)
     assert (pin.node, pin.gpus, pin.budget_override_mib) == ("h100-0", ("G9",), 5000.0)
 
@@ -83,7 +59,7 @@ def test_overrides_and_stop_for_render() -> None:
         spec=InferenceServerSpec(engine="vllm", image="v", model=ModelSpec(name="Qwen/Qwen2.5-7B-Instruct")),
     )
     assert with_overrides(vllm).spec.gpu_memory_utilization == 0.55
-    stopped = generic("s", "1Gi", {notes.STOPPED: "true"})
+    stopped = generic("s", "1Gi", annotations={notes.STOPPED: "true"})
     assert for_render(stopped).spec.replicas == 0
     assert for_render(generic("s", "1Gi")).spec.replicas == 1
 

@@ -6,11 +6,12 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from controller_builders import generic, gpu, node
 from hypothesis import given
 from hypothesis import strategies as st
 
 from vram_operator.api.base import ObjectMeta
-from vram_operator.api.gpu_node import GpuDeviceStatus, GpuNode, GpuNodeStatus, GpuProcess
+from vram_operator.api.gpu_node import GpuDeviceStatus, GpuNode
 from vram_operator.api.inference_server import (
     InferenceServer,
     InferenceServerSpec,
@@ -54,35 +55,10 @@ LLAMA_CONFIG = {
 }
 
 
-def gpu(uuid: str, total: float = 24564, *, healthy: bool = True, foreign: float = 0.0) -> GpuDeviceStatus:
-    processes = [GpuProcess(pid=7, used_mib=foreign, name="Xorg")] if foreign else []
-    return GpuDeviceStatus(
-        index=int(uuid[-1]),
-        uuid=uuid,
-        name="NVIDIA RTX A5500",
-        memory_total_mib=total,
-        memory_used_mib=foreign,
-        memory_free_mib=max(total - foreign, 0),
-        healthy=healthy,
-        processes=processes,
-    )
-
-
-def node(name: str, *gpus: GpuDeviceStatus) -> GpuNode:
-    return GpuNode(metadata=ObjectMeta(name=name), status=GpuNodeStatus(gpus=list(gpus), last_heartbeat=STAMP))
-
-
 def vllm(name: str, **spec: object) -> InferenceServer:
     return InferenceServer(
         metadata=ObjectMeta(name=name, namespace="ns", generation=1),
         spec=InferenceServerSpec.model_validate({"engine": "vllm", "image": "vllm", **spec}),
-    )
-
-
-def generic(name: str, budget: str) -> InferenceServer:
-    return InferenceServer(
-        metadata=ObjectMeta(name=name, namespace="ns", generation=1),
-        spec=InferenceServerSpec(engine="generic", image="img", vram_budget=budget),
     )
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from vram_operator.api.base import ObjectMeta
-from vram_operator.api.gpu_node import GpuDeviceStatus, GpuNode, GpuNodeStatus
+from controller_builders import T0, generic, gpu_node
+
 from vram_operator.api.inference_server import (
     EstimateStatus,
     InferenceServer,
-    InferenceServerSpec,
     InferenceServerStatus,
     MeasuredGpuMemory,
     MeasuredMemory,
@@ -32,30 +31,7 @@ from vram_operator.controller.server_status import (
 )
 from vram_operator.render import PlacedReplica
 
-T0 = "2026-01-01T00:00:00Z"
 MARGIN = 256.0
-
-
-def gpu_node(name: str, count: int, total: float = 24564) -> GpuNode:
-    gpus = [
-        GpuDeviceStatus(
-            index=i,
-            uuid=f"GPU-{name}-{i}",
-            name="NVIDIA RTX A5500",
-            memory_total_mib=total,
-            memory_used_mib=0,
-            memory_free_mib=total,
-        )
-        for i in range(count)
-    ]
-    return GpuNode(metadata=ObjectMeta(name=name), status=GpuNodeStatus(gpus=gpus, last_heartbeat=T0))
-
-
-def generic(name: str, budget: str, replicas: int) -> InferenceServer:
-    return InferenceServer(
-        metadata=ObjectMeta(name=name, namespace="ns", generation=1, uid=f"uid-{name}"),
-        spec=InferenceServerSpec(engine="generic", image="img", vram_budget=budget, replicas=replicas),
-    )
 
 
 def on(uuid: str, budget: float = 1000, replica: int = 0, node: str = "n") -> ReplicaPlacementStatus:

@@ -8,10 +8,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from controller_builders import A5500_MIB, generic, gpu, gpu_node, node
 from fake_kube import FakeKube
 
 from vram_operator.api.base import ObjectMeta
-from vram_operator.api.gpu_node import GpuDeviceStatus, GpuNode, GpuNodeStatus, GpuProcess
+from vram_operator.api.gpu_node import GpuNode
 from vram_operator.api.inference_server import InferenceServer, InferenceServerSpec, InferenceServerStatus
 from vram_operator.controller.metrics import Metrics
 from vram_operator.controller.runtime import Runtime, now, rfc3339
@@ -21,20 +22,9 @@ from vram_operator.controller.settings import ControllerSettings
 Event = tuple[str, str, str, str]  # (server key, type, reason, message)
 
 
-def gpu_node(name: str, *totals: float, foreign: float = 0.0) -> GpuNode:
-    gpus = [
-        GpuDeviceStatus(
-            index=i,
-            uuid=f"GPU-{name}-{i}",
-            name="NVIDIA RTX A5500",
-            memory_total_mib=total,
-            memory_used_mib=foreign,
-            memory_free_mib=max(total - foreign, 0),
-            processes=[GpuProcess(pid=9, used_mib=foreign, name="Xorg")] if foreign else [],
-        )
-        for i, total in enumerate(totals)
-    ]
-    return GpuNode(metadata=ObjectMeta(name=name), status=GpuNodeStatus(gpus=gpus, last_heartbeat=rfc3339(now())))
+def live_node(name: str, count: int = 1, **kw: Any) -> GpuNode:
+    """A GpuNode that reported just now: the reconciler leaves out nodes whose heartbeat is stale."""
+    return gpu_node(name, count, heartbeat=rfc3339(now()), **kw)
 
 
 class Harness:
@@ -84,15 +74,8 @@ class Harness:
         return [reason for _, _, reason, _ in self.events]
 
 
-def generic(name: str, budget: str = "4Gi") -> InferenceServer:
-    return InferenceServer(
-        metadata=ObjectMeta(name=name, namespace="ns", generation=1, uid=f"uid-{name}"),
-        spec=InferenceServerSpec(engine="generic", image="img", vram_budget=budget),
-    )
-
-
 def test_a_refused_child_is_reported_once_and_cleared_when_accepted() -> None:
-    h = Harness(gpu_node("ws", 24564))
+    h = Harness(live_node("ws"))
     h.kube.refuse_kinds["Service"] = 'Service "a.b" is invalid: metadata.name: must be a DNS-1035 label'
     h.add(generic("a"))
     outcome = h.reconcile("ns/a")  # no exception: nothing for kopf to retry every 60 s
@@ -111,7 +94,7 @@ def test_a_refused_child_is_reported_once_and_cleared_when_accepted() -> None:
 
 
 def test_a_server_waits_for_room_and_is_placed_once_a_server_is_deleted() -> None:
-    h = Harness(gpu_node("ws", 8192))
+    h = Harness(live_node("ws", total=8192))
     h.add(generic("filler", "7Gi"))
     assert h.reconcile("ns/filler").placement is not None
     h.add(generic("late", "4Gi"))
@@ -127,7 +110,7 @@ def test_a_server_waits_for_room_and_is_placed_once_a_server_is_deleted() -> Non
 
 
 def test_a_missing_gpu_node_waits_out_its_grace_then_the_server_moves() -> None:
-    ws, other = gpu_node("ws", 24564), gpu_node("other", 24564)
+    ws, other = live_node("ws"), live_node("other")
     h = Harness(ws, other)
     h.add(generic("a"))
     first = h.reconcile("ns/a").placement
@@ -149,12 +132,13 @@ def test_a_missing_gpu_node_waits_out_its_grace_then_the_server_moves() -> None:
 
 
 def test_a_gpu_that_reports_no_memory_moves_its_server_and_nothing_fails() -> None:
-    h = Harness(gpu_node("ws", 24564, 24564))
+    h = Harness(live_node("ws", 2))
     h.add(generic("a"))
     first = h.reconcile("ns/a").placement
     assert first is not None
     lost = first.gpus[0]
-    h.nodes = [gpu_node("ws", *(0 if i == lost.index else 24564 for i in range(2)))]
+    reported = [gpu(f"GPU-ws-{i}", 0 if i == lost.index else A5500_MIB) for i in range(2)]
+    h.nodes = [node("ws", *reported, heartbeat=rfc3339(now()))]
     h.check()
     gpu_lost = [m for _, _, r, m in h.events if r == "GpuLost"]
     assert gpu_lost and "0MiB" in gpu_lost[0]
@@ -164,15 +148,15 @@ def test_a_gpu_that_reports_no_memory_moves_its_server_and_nothing_fails() -> No
 
 
 def test_foreign_growth_warns_before_a_restart_fails() -> None:
-    h = Harness(gpu_node("ws", 8192))
+    h = Harness(live_node("ws", total=8192))
     h.add(generic("a", "4Gi"))
     assert h.reconcile("ns/a").placement is not None
     h.check()
     assert h.condition("ns/a", "MemoryFits")[0] == "Unknown"
-    h.nodes = [gpu_node("ws", 8192, foreign=4096)]  # exactly the room left: still fits
+    h.nodes = [live_node("ws", total=8192, foreign=4096)]  # exactly the room left: still fits
     h.check()
     assert h.condition("ns/a", "MemoryFits")[0] == "Unknown"
-    h.nodes = [gpu_node("ws", 8192, foreign=4097)]
+    h.nodes = [live_node("ws", total=8192, foreign=4097)]
     h.check()
     status, reason, message = h.condition("ns/a", "MemoryFits")
     assert (status, reason) == ("False", "ForeignMemoryGrew")
@@ -183,7 +167,7 @@ def test_foreign_growth_warns_before_a_restart_fails() -> None:
 
 
 def test_a_config_map_that_appears_places_the_servers_naming_it() -> None:
-    h = Harness(gpu_node("ws", 24564))
+    h = Harness(live_node("ws"))
     h.add(
         InferenceServer(
             metadata=ObjectMeta(name="llm", namespace="ns", generation=1, uid="u"),
@@ -223,7 +207,7 @@ def test_a_config_map_that_appears_places_the_servers_naming_it() -> None:
 
 @pytest.mark.parametrize("kind", ["Deployment", "Service"])
 def test_every_refused_child_kind_is_named(kind: str) -> None:
-    h = Harness(gpu_node("ws", 24564))
+    h = Harness(live_node("ws"))
     h.kube.refuse_kinds[kind] = "invalid"
     h.add(generic("a"))
     h.reconcile("ns/a")

@@ -12,49 +12,36 @@ from vram_operator.placement.inventory import Inventory
 from vram_operator.placement.ownership import ProcessOwners
 from vram_operator.placement.planner import plan
 
+A100 = "NVIDIA A100-SXM4-80GB"
 A100_MIB = 81920
 SLICE_MIB = 40192  # a 3g.40gb MIG device as the driver reports it
+
+
+def _device(
+    uuid: str, index: int, name: str, mib: float, *, mig_enabled: bool = False, parent_uuid: str | None = None
+) -> GpuDeviceStatus:
+    """An idle device; a MIG device when it has a parent."""
+    return GpuDeviceStatus(
+        index=index,
+        uuid=uuid,
+        name=name,
+        memory_total_mib=mib,
+        memory_used_mib=0,
+        memory_free_mib=mib,
+        mig_enabled=mig_enabled,
+        mig=parent_uuid is not None,
+        parent_uuid=parent_uuid,
+    )
 
 
 def _a100(
     node: str = "a100", slices: int = 2, *, marked: bool = True, plain: int = 0, slice_mib: float = SLICE_MIB
 ) -> GpuNode:
     """One A100 in MIG mode with `slices` 3g.40gb devices, then `plain` whole GPUs (indices 1...)."""
-    gpus = [
-        GpuDeviceStatus(
-            index=0,
-            uuid=f"GPU-{node}-0",
-            name="NVIDIA A100-SXM4-80GB",
-            memory_total_mib=A100_MIB,
-            memory_used_mib=0,
-            memory_free_mib=A100_MIB,
-            mig_enabled=marked,
-        )
-    ]
-    gpus += [
-        GpuDeviceStatus(
-            index=0,
-            uuid=f"MIG-{node}-{i}",
-            name="NVIDIA A100-SXM4-80GB MIG 3g.40gb",
-            memory_total_mib=slice_mib,
-            memory_used_mib=0,
-            memory_free_mib=slice_mib,
-            mig=True,
-            parent_uuid=f"GPU-{node}-0",
-        )
-        for i in range(slices)
-    ]
-    gpus += [
-        GpuDeviceStatus(
-            index=1 + i,
-            uuid=f"GPU-{node}-{1 + i}",
-            name="NVIDIA A100-SXM4-80GB",
-            memory_total_mib=A100_MIB,
-            memory_used_mib=0,
-            memory_free_mib=A100_MIB,
-        )
-        for i in range(plain)
-    ]
+    parent = f"GPU-{node}-0"
+    gpus = [_device(parent, 0, A100, A100_MIB, mig_enabled=marked)]
+    gpus += [_device(f"MIG-{node}-{i}", 0, f"{A100} MIG 3g.40gb", slice_mib, parent_uuid=parent) for i in range(slices)]
+    gpus += [_device(f"GPU-{node}-{1 + i}", 1 + i, A100, A100_MIB) for i in range(plain)]
     return GpuNode(metadata=ObjectMeta(name=node), status=GpuNodeStatus(gpus=gpus))
 
 

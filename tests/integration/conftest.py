@@ -20,8 +20,11 @@ from typing import Any
 
 import pytest
 from kubernetes import client, dynamic
+from kubernetes.client.exceptions import ApiException
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack"))
+
+from operator_harness import Operator, gpu_node_status, publish, start_operator
 
 from localcluster import UNPRIVILEGED_USER, FakeNode, LocalCluster
 from localcluster.fleet import FAKE_GPUS_ANNOTATION, FAKE_NODE_LABEL, parse_fake_gpus
@@ -164,3 +167,34 @@ def namespace(api_client: client.ApiClient, core_v1: client.CoreV1Api) -> Iterat
         yield name
     finally:
         core_v1.delete_namespace(name)
+
+
+# --- the operator under test (helpers in operator_harness.py), for the test_operator_*.py files ---
+
+
+@pytest.fixture(scope="module")
+def gpu_fleet(
+    api_client: client.ApiClient, custom_objects: client.CustomObjectsApi, fake_gpu_nodes: list[FakeNode]
+) -> list[FakeNode]:
+    """GpuNodes for every fake node, and the RuntimeClass envvar pinning renders into pods."""
+    try:
+        client.NodeV1Api(api_client).create_runtime_class(
+            {
+                "apiVersion": "node.k8s.io/v1",
+                "kind": "RuntimeClass",
+                "metadata": {"name": "nvidia"},
+                "handler": "nvidia",
+            }
+        )
+    except ApiException as error:
+        if error.status != 409:
+            raise
+    for node in fake_gpu_nodes:
+        publish(custom_objects, node, gpu_node_status(node))
+    return fake_gpu_nodes
+
+
+@pytest.fixture
+def operator(kubeconfig: Path, namespace: str, tmp_path: Path, gpu_fleet: list[FakeNode]) -> Iterator[Operator]:
+    """The operator as a subprocess, watching the test's namespace; its logs are printed afterwards."""
+    yield from start_operator(kubeconfig, namespace, tmp_path)

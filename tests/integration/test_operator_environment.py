@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from test_operator_flows import (  # the operator's fixtures and helpers
+from operator_harness import (
     GROUP,
     MARGIN_MIB,
     VERSION,
@@ -20,9 +20,7 @@ from test_operator_flows import (  # the operator's fixtures and helpers
     eventually,
     generic,
     get,
-    gpu_fleet,  # noqa: F401  (fixture)
     gpu_node_status,
-    operator,  # noqa: F401  (fixture)
     phase_is,
     publish,
 )
@@ -77,7 +75,7 @@ def never_failed(custom: client.CustomObjectsApi, namespace: str, name: str, sec
 
 
 @pytest.fixture
-def restore_fleet(custom_objects: client.CustomObjectsApi, gpu_fleet: list[FakeNode]) -> Iterator[list[FakeNode]]:  # noqa: F811
+def restore_fleet(custom_objects: client.CustomObjectsApi, gpu_fleet: list[FakeNode]) -> Iterator[list[FakeNode]]:
     """Whatever a test reports for the GpuNodes, every node reports its plain status afterwards."""
     try:
         yield gpu_fleet
@@ -87,7 +85,7 @@ def restore_fleet(custom_objects: client.CustomObjectsApi, gpu_fleet: list[FakeN
 
 
 def test_full_fleet_is_pending_and_places_itself_when_room_appears(
-    operator: Operator,  # noqa: F811
+    operator: Operator,
     namespace: str,
     custom_objects: client.CustomObjectsApi,
     restore_fleet: list[FakeNode],
@@ -135,7 +133,7 @@ def test_full_fleet_is_pending_and_places_itself_when_room_appears(
 
 
 def test_gpu_reporting_no_memory_moves_its_server_and_fails_nothing(
-    operator: Operator,  # noqa: F811
+    operator: Operator,
     namespace: str,
     custom_objects: client.CustomObjectsApi,
     core_v1: client.CoreV1Api,
@@ -168,7 +166,7 @@ def test_gpu_reporting_no_memory_moves_its_server_and_fails_nothing(
 
 
 def test_gpu_node_recreated_by_its_agent_keeps_its_servers(
-    operator: Operator,  # noqa: F811
+    operator: Operator,
     namespace: str,
     custom_objects: client.CustomObjectsApi,
     apps_v1: client.AppsV1Api,
@@ -193,7 +191,7 @@ def test_gpu_node_recreated_by_its_agent_keeps_its_servers(
 
 
 def test_foreign_growth_sets_memory_fits_false_with_a_warning(
-    operator: Operator,  # noqa: F811
+    operator: Operator,
     namespace: str,
     custom_objects: client.CustomObjectsApi,
     core_v1: client.CoreV1Api,
@@ -228,7 +226,7 @@ def test_foreign_growth_sets_memory_fits_false_with_a_warning(
 
 
 def test_missing_config_map_is_pending_and_its_creation_places_the_server(
-    operator: Operator,  # noqa: F811
+    operator: Operator,
     namespace: str,
     custom_objects: client.CustomObjectsApi,
     core_v1: client.CoreV1Api,
@@ -251,7 +249,7 @@ def test_missing_config_map_is_pending_and_its_creation_places_the_server(
 
 
 def test_a_child_the_api_server_refuses_is_reported_not_retried(
-    operator: Operator,  # noqa: F811
+    operator: Operator,
     namespace: str,
     custom_objects: client.CustomObjectsApi,
     apps_v1: client.AppsV1Api,

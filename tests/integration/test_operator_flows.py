@@ -3,215 +3,43 @@ one per test and namespace, with GpuNode objects written as a simulated agent wo
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from operator_harness import (
+    GROUP,
+    MARGIN_MIB,
+    VERSION,
+    Operator,
+    condition,
+    create,
+    eventually,
+    generic,
+    get,
+    gpu_node_status,
+    phase_is,
+    publish,
+    start_operator,
+    totals,
+)
 
 from localcluster import FakeNode
 from localcluster.fleet import fake_gpu_uuid
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
-GROUP, VERSION = "vram.dev", "v1alpha1"
-MARGIN_MIB = 256
-TIMEOUT = 90.0
-
-
-def eventually(produce: Callable[[], T | None], what: str, timeout: float = TIMEOUT) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = produce()
-        if value:
-            return value
-        time.sleep(0.3)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def gpu_node_status(
-    node: FakeNode,
-    *,
-    heartbeat: datetime | None = None,
-    unhealthy: frozenset[int] = frozenset(),
-    processes: dict[int, list[dict[str, Any]]] | None = None,
-) -> dict[str, Any]:
-    """What a simulated agent reports for a fake node."""
-    processes = processes or {}
-    gpus = []
-    for index, gpu in enumerate(node.gpus):
-        used = sum(p.get("usedMiB", 0) for p in processes.get(index, []))
-        gpus.append(
-            {
-                "index": index,
-                "uuid": fake_gpu_uuid(node.name, index),
-                "name": gpu.product,
-                "memoryTotalMiB": gpu.memory_mib,
-                "memoryUsedMiB": used,
-                "memoryFreeMiB": gpu.memory_mib - used,
-                "healthy": index not in unhealthy,
-                "processes": processes.get(index, []),
-            }
-        )
-    return {"backend": "simulated", "lastHeartbeat": rfc3339(heartbeat or datetime.now(UTC)), "gpus": gpus}
-
-
-def publish(custom: client.CustomObjectsApi, node: FakeNode, status: dict[str, Any]) -> None:
-    try:
-        custom.create_cluster_custom_object(
-            GROUP,
-            VERSION,
-            "gpunodes",
-            {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuNode", "metadata": {"name": node.name}},
-        )
-    except ApiException as error:
-        if error.status != 409:
-            raise
-    custom.patch_cluster_custom_object_status(GROUP, VERSION, "gpunodes", node.name, {"status": status})
-
-
-@pytest.fixture(scope="module")
-def gpu_fleet(
-    api_client: client.ApiClient, custom_objects: client.CustomObjectsApi, fake_gpu_nodes: list[FakeNode]
-) -> list[FakeNode]:
-    """GpuNodes for every fake node, and the RuntimeClass envvar pinning renders into pods."""
-    try:
-        client.NodeV1Api(api_client).create_runtime_class(
-            {
-                "apiVersion": "node.k8s.io/v1",
-                "kind": "RuntimeClass",
-                "metadata": {"name": "nvidia"},
-                "handler": "nvidia",
-            }
-        )
-    except ApiException as error:
-        if error.status != 409:
-            raise
-    for node in fake_gpu_nodes:
-        publish(custom_objects, node, gpu_node_status(node))
-    return fake_gpu_nodes
-
-
-class Operator:
-    """The operator as a subprocess, restricted to one namespace."""
-
-    def __init__(self, kubeconfig: Path, namespace: str, log_dir: Path, *extra: str) -> None:
-        self.argv = [
-            sys.executable,
-            "-m",
-            "vram_operator.controller",
-            "--standalone",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--namespace",
-            namespace,
-            "--check-interval",
-            "1",
-            "--heartbeat-stale-seconds",
-            "3600",
-            "--metrics-port",
-            "0",
-            "--health-port",
-            "0",
-            "--margin-mib",
-            str(MARGIN_MIB),
-            *extra,
-        ]
-        self.log_dir = log_dir
-        self.starts = 0
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.starts += 1
-        log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
-        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-
-    def kill(self) -> None:
-        """kill -9: no cleanup, no graceful shutdown."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-4000:] for p in sorted(self.log_dir.glob("operator-*.log")))
-
-
-def start_operator(kubeconfig: Path, namespace: str, tmp_path: Path, *extra: str) -> Iterator[Operator]:
-    operator = Operator(kubeconfig, namespace, tmp_path, *extra)
-    operator.start()
-    try:
-        yield operator
-    finally:
-        operator.stop()
-        print(operator.logs())  # shown by pytest when the test fails
-
-
-@pytest.fixture
-def operator(kubeconfig: Path, namespace: str, tmp_path: Path, gpu_fleet: list[FakeNode]) -> Iterator[Operator]:
-    yield from start_operator(kubeconfig, namespace, tmp_path)
-
-
-def generic(name: str, budget: str, replicas: int = 1, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "InferenceServer",
-        "metadata": {"name": name, "labels": labels or {}},
-        "spec": {
-            "engine": "generic",
-            "image": "example.invalid/detector:1",
-            "vramBudget": budget,
-            "replicas": replicas,
-        },
-    }
-
-
-def create(custom: client.CustomObjectsApi, namespace: str, body: dict[str, Any]) -> None:
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers", body)
-
-
-def get(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
-    found: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers", name)
-    return found
-
 
 def servers(custom: client.CustomObjectsApi, namespace: str) -> list[dict[str, Any]]:
     listed: dict[str, Any] = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers")
     return list(listed["items"])
-
-
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
-
-
-def phase_is(custom: client.CustomObjectsApi, namespace: str, name: str, *phases: str) -> dict[str, Any] | None:
-    obj = get(custom, namespace, name)
-    return obj if (obj.get("status") or {}).get("phase") in phases else None
 
 
 def reserved_per_gpu(items: list[dict[str, Any]]) -> dict[str, float]:
@@ -221,10 +49,6 @@ def reserved_per_gpu(items: list[dict[str, Any]]) -> dict[str, float]:
         for gpu in (placement or {}).get("gpus", []):
             reserved[gpu["uuid"]] += placement["budgetMiB"]
     return reserved
-
-
-def totals(nodes: list[FakeNode]) -> dict[str, float]:
-    return {fake_gpu_uuid(n.name, i): float(g.memory_mib) for n in nodes for i, g in enumerate(n.gpus)}
 
 
 def assert_no_overcommit(items: list[dict[str, Any]], nodes: list[FakeNode]) -> None:

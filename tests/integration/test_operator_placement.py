@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from test_operator_flows import (  # the operator harness and its fixtures
+from operator_harness import (
     GROUP,
     MARGIN_MIB,
     VERSION,
@@ -23,13 +23,10 @@ from test_operator_flows import (  # the operator harness and its fixtures
     eventually,
     generic,
     get,
-    gpu_fleet,
-    operator,
     rfc3339,
 )
 
 pytestmark = pytest.mark.integration
-__all__ = ["gpu_fleet", "operator"]  # fixtures used by name
 
 A100_MIB = 81920
 SLICE_MIB = 40192  # a 3g.40gb MIG device

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from test_operator_flows import (
+from operator_harness import (
     GROUP,
     MARGIN_MIB,
     VERSION,
@@ -17,8 +17,6 @@ from test_operator_flows import (
     eventually,
     generic,
     get,
-    gpu_fleet,
-    operator,
     totals,
 )
 
@@ -26,7 +24,6 @@ from localcluster import FakeNode
 from localcluster.fleet import fake_gpu_uuid
 
 pytestmark = pytest.mark.integration
-__all__ = ["gpu_fleet", "operator"]  # fixtures shared with the other operator flows
 
 SERVER_LABEL = "vram.dev/server"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from test_operator_flows import (
+from operator_harness import (
     GROUP,
     MARGIN_MIB,
     VERSION,
@@ -19,7 +19,6 @@ from test_operator_flows import (
     create,
     eventually,
     get,
-    gpu_fleet,  # noqa: F401 - the fixture the operator fixture needs
     gpu_node_status,
     phase_is,
     publish,
@@ -45,13 +44,8 @@ def vllm(name: str, **spec: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def operator(kubeconfig: Path, namespace: str, tmp_path: Path, gpu_fleet: list[FakeNode]) -> Iterator[Operator]:  # noqa: F811
-    yield from start_operator(kubeconfig, namespace, tmp_path)
-
-
-@pytest.fixture
 def full_fleet(
-    gpu_fleet: list[FakeNode],  # noqa: F811
+    gpu_fleet: list[FakeNode],
     custom_objects: client.CustomObjectsApi,
 ) -> Iterator[list[FakeNode]]:
     """Every GPU held by a foreign process but LEFT_MIB past the margin; the agents' plain reports after."""

@@ -1,0 +1,183 @@
+"""The harness for the operator integration tests: the operator run as a subprocess
+(`python -m vram_operator.controller`), GpuNode objects written as a simulated agent would, and small
+InferenceServer and wait helpers. The fixtures built on it (gpu_fleet, operator) are in conftest.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from localcluster import FakeNode
+from localcluster.fleet import fake_gpu_uuid
+
+T = TypeVar("T")
+GROUP, VERSION = "vram.dev", "v1alpha1"
+MARGIN_MIB = 256
+TIMEOUT = 90.0
+
+
+def eventually(produce: Callable[[], T | None], what: str, timeout: float = TIMEOUT) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = produce()
+        if value:
+            return value
+        time.sleep(0.3)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def gpu_node_status(
+    node: FakeNode,
+    *,
+    heartbeat: datetime | None = None,
+    unhealthy: frozenset[int] = frozenset(),
+    processes: dict[int, list[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """What a simulated agent reports for a fake node."""
+    processes = processes or {}
+    gpus = []
+    for index, gpu in enumerate(node.gpus):
+        used = sum(p.get("usedMiB", 0) for p in processes.get(index, []))
+        gpus.append(
+            {
+                "index": index,
+                "uuid": fake_gpu_uuid(node.name, index),
+                "name": gpu.product,
+                "memoryTotalMiB": gpu.memory_mib,
+                "memoryUsedMiB": used,
+                "memoryFreeMiB": gpu.memory_mib - used,
+                "healthy": index not in unhealthy,
+                "processes": processes.get(index, []),
+            }
+        )
+    return {"backend": "simulated", "lastHeartbeat": rfc3339(heartbeat or datetime.now(UTC)), "gpus": gpus}
+
+
+def publish(custom: client.CustomObjectsApi, node: FakeNode, status: dict[str, Any]) -> None:
+    try:
+        custom.create_cluster_custom_object(
+            GROUP,
+            VERSION,
+            "gpunodes",
+            {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuNode", "metadata": {"name": node.name}},
+        )
+    except ApiException as error:
+        if error.status != 409:
+            raise
+    custom.patch_cluster_custom_object_status(GROUP, VERSION, "gpunodes", node.name, {"status": status})
+
+
+class Operator:
+    """The operator as a subprocess, restricted to one namespace."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log_dir: Path, *extra: str) -> None:
+        self.argv = [
+            sys.executable,
+            "-m",
+            "vram_operator.controller",
+            "--standalone",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--namespace",
+            namespace,
+            "--check-interval",
+            "1",
+            "--heartbeat-stale-seconds",
+            "3600",
+            "--metrics-port",
+            "0",
+            "--health-port",
+            "0",
+            "--margin-mib",
+            str(MARGIN_MIB),
+            *extra,
+        ]
+        self.log_dir = log_dir
+        self.starts = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.starts += 1
+        log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
+        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+
+    def kill(self) -> None:
+        """kill -9: no cleanup, no graceful shutdown."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-4000:] for p in sorted(self.log_dir.glob("operator-*.log")))
+
+
+def start_operator(kubeconfig: Path, namespace: str, tmp_path: Path, *extra: str) -> Iterator[Operator]:
+    operator = Operator(kubeconfig, namespace, tmp_path, *extra)
+    operator.start()
+    try:
+        yield operator
+    finally:
+        operator.stop()
+        print(operator.logs())  # shown by pytest when the test fails
+
+
+def generic(name: str, budget: str, replicas: int = 1, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceServer",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {
+            "engine": "generic",
+            "image": "example.invalid/detector:1",
+            "vramBudget": budget,
+            "replicas": replicas,
+        },
+    }
+
+
+def create(custom: client.CustomObjectsApi, namespace: str, body: dict[str, Any]) -> None:
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers", body)
+
+
+def get(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers", name)
+    return found
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
+
+
+def phase_is(custom: client.CustomObjectsApi, namespace: str, name: str, *phases: str) -> dict[str, Any] | None:
+    obj = get(custom, namespace, name)
+    return obj if (obj.get("status") or {}).get("phase") in phases else None
+
+
+def totals(nodes: list[FakeNode]) -> dict[str, float]:
+    return {fake_gpu_uuid(n.name, i): float(g.memory_mib) for n in nodes for i, g in enumerate(n.gpus)}

@@ -22,7 +22,12 @@ from datetime import datetime
 from typing import Any
 
 from vram_operator.api.gpu_node import GpuNode
-from vram_operator.api.inference_server import InferenceServer, InferenceServerStatus, PlacementStatus
+from vram_operator.api.inference_server import (
+    InferenceServer,
+    InferenceServerStatus,
+    PlacementStatus,
+    ReplicaPlacementStatus,
+)
 from vram_operator.controller import annotations as notes
 from vram_operator.controller.assignment import same_placement
 from vram_operator.controller.conditions import condition_status
@@ -85,7 +90,9 @@ def replica_pins(
     scaled away holds nothing; one not yet placed, or moving off a lost GPU, is placed freely)."""
     wanted = max(1, server.spec.replicas)
     return [
-        ManualAssignment(replica_key(server.key, placed.replica), placed.node, tuple(g.uuid for g in placed.gpus))
+        ManualAssignment(
+            replica_key(server.key, placed.replica), placed.node, tuple(g.uuid for g in placed.gpus), standing=True
+        )
         for placed in current.placed_replicas()
         if placed.replica < wanted and placed.gpus and placed.replica not in moving
     ]
@@ -306,12 +313,6 @@ class ServerReconciler:
                     outcome = await self.reconcile(server, indexes["inference_servers"], nodes, replace=False)
                     rt.record_unplaced(key, moment, outcome.fully_placed)
                 return
-            if replicas_missing(server, current) and rt.retry_due(key, time.monotonic()):
-                # A partly placed server: its placed replicas stay (pinned by status), the others try again.
-                moment = time.monotonic()
-                outcome = await self.reconcile(server, indexes["inference_servers"], nodes, replace=False)
-                rt.record_unplaced(key, moment, outcome.fully_placed)
-                return
             healths = {
                 placed.replica: placement_health(
                     placed,
@@ -333,6 +334,12 @@ class ServerReconciler:
                 rt.metrics.replacements.labels("GpuLost").inc()
                 # Only the replicas on lost GPUs move; the others keep their GPUs (and keep running).
                 await self.reconcile(server, indexes["inference_servers"], nodes, replace=False, moving=lost)
+                return
+            if replicas_missing(server, current) and rt.retry_due(key, time.monotonic()):
+                # A partly placed server: its placed replicas stay (pinned by status), the others try again.
+                moment = time.monotonic()
+                outcome = await self.reconcile(server, indexes["inference_servers"], nodes, replace=False)
+                rt.record_unplaced(key, moment, outcome.fully_placed)
                 return
             pods = list(indexes["server_pods"].get(key, []))
             await self.observe(server, current, placement, servers=indexes["inference_servers"], nodes=nodes, pods=pods)
@@ -379,13 +386,18 @@ class ServerReconciler:
         if reason is None and refused is not None:
             reason, message = CHILD_REJECTED, refused
         others = rt.book.standing(values(servers), exclude=server.key)
-        reserved = reserved_by(others)
         owners = process_owners(values(servers), rt.indexes.get("server_pods"))
+        replicas = current.placed_replicas()
         shortfall = next(
             (
                 short
-                for placed in current.placed_replicas()
-                if (short := room_shortfall(placed, placed.gpu_memory_utilization, nodes, reserved, owners)) is not None
+                for placed in replicas
+                if (
+                    short := room_shortfall(
+                        placed, placed.gpu_memory_utilization, nodes, besides(placed, replicas, others), owners
+                    )
+                )
+                is not None
             ),
             None,
         )
@@ -493,6 +505,19 @@ class ServerReconciler:
             degraded = next(c for c in after.conditions if c.type == "Degraded")
             if degraded.reason != CHILD_REJECTED:  # its Event was posted when the child was refused
                 self.post_event(server, "Warning", "Degraded", f"{degraded.reason}: {degraded.message}")
+
+
+def besides(
+    placed: ReplicaPlacementStatus, replicas: Sequence[ReplicaPlacementStatus], others: Sequence[InferenceServer]
+) -> dict[str, float]:
+    """MiB reserved per GPU by everything but this replica: other servers and the server's other replicas
+    (two replicas share a GPU only when both budgets fit; each needs its room at its own restart)."""
+    reserved = reserved_by(others)
+    for sibling in replicas:
+        if sibling.replica != placed.replica:
+            for gpu in sibling.gpus:
+                reserved[gpu.uuid] = reserved.get(gpu.uuid, 0.0) + sibling.budget_mib
+    return reserved
 
 
 def record_gpu_gauges(rt: Runtime, standing: list[InferenceServer], nodes: list[GpuNode]) -> None:

@@ -57,6 +57,7 @@ class ServerDemand:
     is_llm: bool = False
     pin_node: str | None = None
     pin_gpus: tuple[GpuRef, ...] = ()
+    pin_standing: bool = False  # the pin keeps a placement that stands (see ManualAssignment.standing)
     fixed_utilization: float | None = None
     budget_override_mib: float | None = None
     notes: tuple[str, ...] = ()
@@ -130,3 +131,6 @@ class ManualAssignment:
     node: str
     gpus: tuple[GpuRef, ...] = ()
     budget_override_mib: float | None = None
+    # The server already stands there (its status says so): a cordoned node or a silent agent stops new
+    # placements, not this one; only an unhealthy or missing GPU refuses it.
+    standing: bool = False

@@ -220,6 +220,7 @@ class _Planner:
         self.leftover: list[ServerDemand] = []  # unplaced after every pass; reasons are given in result()
         self.visits = 0
         self.demands = self._with_manual(demands, manual)
+        self.pinned = frozenset(assignment.server for assignment in manual)  # replica keys pinned by the caller
         self.replica_counts: dict[str, int] = {}
         for demand in demands.values():
             self.replica_counts[demand.server] = max(self.replica_counts.get(demand.server, 0), demand.replica + 1)
@@ -239,6 +240,7 @@ class _Planner:
                     pin_node=assignment.node,
                     pin_gpus=tuple(assignment.gpus),
                     budget_override_mib=assignment.budget_override_mib or demand.budget_override_mib,
+                    pin_standing=assignment.standing,
                 )
             except PlacementError as error:
                 self.unplaced[demand.key] = Unplaced(
@@ -580,7 +582,7 @@ class _Planner:
             group = self._fallback_on_node(demand)
             why = f"pinned to node {demand.pin_node}"
         for gpu in group:
-            if not gpu.slot.usable:
+            if not gpu.slot.usable and not (demand.pin_standing and gpu.slot.healthy):
                 state = "unhealthy" if not gpu.slot.healthy else "unschedulable (node cordoned or agent stale)"
                 raise _PinError("PinnedGpuUnavailable", f"pinned {gpu.slot.label} is {state}")
             if gpu.dedicated or (demand.dedicated and not gpu.vacant):
@@ -1023,15 +1025,22 @@ class _Planner:
 
     # --- result ----------------------------------------------------------------------------------
     def _replica_numbers(self) -> dict[str, int]:
-        """Per replica key, its number in the plan: a server's placed replicas are 0..k-1 (in their
-        original order), its unplaced ones follow; so replica 0 is placed whenever any replica is."""
+        """Per replica key, its number in the plan. A placed replica keeps its number (renaming it would
+        restart a running replica under another Deployment), except that replica 0 is placed whenever any
+        replica is: when replica 0 is left unplaced, one placed replica swaps numbers with it - one placed
+        afresh in this run if there is one (nothing runs there yet), else the lowest."""
         by_server: dict[str, list[ServerDemand]] = {}
         for demand in self.demands.values():
             by_server.setdefault(demand.server, []).append(demand)
-        number: dict[str, int] = {}
+        number = {demand.key: demand.replica for demand in self.demands.values()}
         for replicas in by_server.values():
-            ordered = sorted(replicas, key=lambda d: (d.key not in self.decisions, d.replica))
-            number.update((d.key, i) for i, d in enumerate(ordered))
+            first = next((d for d in replicas if d.replica == 0), None)
+            placed = sorted((d for d in replicas if d.key in self.decisions), key=lambda d: d.replica)
+            if first is None or first.key in self.decisions or not placed:
+                continue
+            fresh = [d for d in placed if d.key not in self.pinned]
+            stand_in = (fresh or placed)[0]
+            number[first.key], number[stand_in.key] = stand_in.replica, 0
         return number
 
     def result(self) -> Plan:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from controller_builders import T0, generic, gpu_node
+from controller_builders import T0, generic, gpu, gpu_node, node
 
 from vram_operator.api.inference_server import (
     EstimateStatus,
@@ -21,7 +21,8 @@ from vram_operator.controller.book import ReservationBook
 from vram_operator.controller.conditions import condition_status
 from vram_operator.controller.decision import Inputs, decide
 from vram_operator.controller.gpu_view import reserved_by
-from vram_operator.controller.server_reconciler import decision_event, pins_for, replicas_missing
+from vram_operator.controller.room import room_shortfall
+from vram_operator.controller.server_reconciler import besides, decision_event, pins_for, replicas_missing
 from vram_operator.controller.server_status import (
     Observation,
     Outcome,
@@ -29,6 +30,7 @@ from vram_operator.controller.server_status import (
     observed_status,
     replica_statuses,
 )
+from vram_operator.placement.ownership import ProcessOwners
 from vram_operator.render import PlacedReplica
 
 MARGIN = 256.0
@@ -197,3 +199,28 @@ def test_a_lost_gpu_moves_only_the_replicas_on_it() -> None:
     where = {r.replica: tuple(g.uuid for g in r.placement.gpus) for r in decided.replicas}
     assert where == {0: ("GPU-n-0",), 1: ("GPU-n-1",), 2: ("GPU-n-2",)}
     assert decided.fully_placed
+
+
+def test_a_replica_on_a_node_whose_agent_went_silent_keeps_its_placement() -> None:
+    # A reconcile (a spec edit, a restart) while node b's agent is stale: replica 1 stays on b (its
+    # Deployment keeps running and keeps its reservation); only new placements avoid b.
+    server = generic("det", "1000Mi", 2)
+    status = placed(server, on("GPU-a-0", node="a"), on("GPU-b-0", replica=1, node="b")).status
+    assert status is not None
+    pins = pins_for(server, status, replace=False)
+    inputs = Inputs(nodes=[gpu_node("a", 1), gpu_node("b", 1)], reserved=[], stale_nodes=frozenset({"b"}))
+    decided = decide([server], inputs, pins).outcomes["ns/det"]
+    where = {r.replica: (r.placement.node, tuple(g.uuid for g in r.placement.gpus)) for r in decided.replicas}
+    assert where == {0: ("a", ("GPU-a-0",)), 1: ("b", ("GPU-b-0",))}
+    assert decided.fully_placed
+
+
+def test_a_replica_needs_its_room_beside_its_sibling_on_the_same_gpu() -> None:
+    # Two 10240 MiB replicas share one 24564 MiB GPU; a desktop grows to 4500 MiB: 4500 + 2 x 10240 > 24564,
+    # so either replica's restart would not find its budget (with 4000 MiB it still would).
+    first, second = on("GPU-n-0", budget=10240), on("GPU-n-0", budget=10240, replica=1)
+    for desktop, short in ((4000.0, False), (4500.0, True)):
+        nodes = [node("n", gpu("GPU-n-0", foreign=desktop))]
+        found = room_shortfall(second, None, nodes, besides(second, [first, second], []), ProcessOwners())
+        assert (found is not None) is short
+        assert room_shortfall(second, None, nodes, reserved_by([]), ProcessOwners()) is None  # blind to the sibling

@@ -212,3 +212,19 @@ def test_every_refused_child_kind_is_named(kind: str) -> None:
     h.add(generic("a"))
     h.reconcile("ns/a")
     assert f"{kind} a refused" in h.condition("ns/a", "Degraded")[2]
+
+
+def test_a_partly_placed_server_waits_out_a_missing_gpu_node_before_retrying() -> None:
+    # 2 of 3 replicas placed (on a and b); b's GpuNode disappears (its agent re-creates it): within the
+    # grace period the check neither retries the missing replica nor drops replica 1's Deployment.
+    a, b = live_node("a", total=12000), live_node("b", total=12000)
+    h = Harness(a, b, grace=600)
+    h.add(generic("web", "10Gi", replicas=3))
+    outcome = h.reconcile("ns/web")
+    assert sorted(r.placement.node for r in outcome.replicas) == ["a", "b"] and outcome.replicas_missing == 1
+    running = {name for kind, name in h.kube.applied if kind == "Deployment"}
+    assert running == {"web", "web-replica-1"}
+    h.nodes = [a]
+    h.check()
+    assert {name for kind, name in h.kube.applied if kind == "Deployment"} == running
+    assert sorted(p.node for p in h.status("ns/web").placed_replicas()) == ["a", "b"]

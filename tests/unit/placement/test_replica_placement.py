@@ -109,6 +109,26 @@ def test_placed_replicas_are_numbered_from_zero() -> None:
     assert result.placement_of("ai/det") is not None
 
 
+def test_a_placed_replica_keeps_its_number_when_a_lower_one_finds_no_room() -> None:
+    # Replicas 0 and 2 stay on a and c; replica 1 lost its GPU and nothing else has room: replica 2 is
+    # not renamed to 1 (that would restart it under another Deployment).
+    inventory = fleet(("a", [("X", 12000, 0)]), ("c", [("X", 12000, 0)]))
+    pins = [ManualAssignment("ai/det", "a", ("GPU-a-0",)), ManualAssignment("ai/det[2]", "c", ("GPU-c-0",))]
+    result = plan(inventory, replicas(generic("ai/det", 10000), 3), "VRAMBased", manual=pins)
+    assert sorted((p.replica, p.gpu_uuids) for p in result.placements) == [(0, ("GPU-a-0",)), (2, ("GPU-c-0",))]
+    assert [(u.replica, u.reason) for u in result.unplaced] == [(1, "InsufficientMemory")]
+
+
+def test_when_replica_zero_finds_no_room_a_freshly_placed_replica_takes_its_number() -> None:
+    # Replica 0's GPU is gone; replica 1 runs on b (pinned); replica 2 is placed afresh on a: replica 2
+    # becomes 0 (nothing runs there yet), replica 1 keeps its number and its GPU.
+    inventory = fleet(("a", [("X", 12000, 0)]), ("b", [("X", 12000, 0)]))
+    pins = [ManualAssignment("ai/det", "a", ("GPU-gone",)), ManualAssignment("ai/det[1]", "b", ("GPU-b-0",))]
+    result = plan(inventory, replicas(generic("ai/det", 10000), 3), "VRAMBased", manual=pins)
+    assert sorted((p.replica, p.gpu_uuids) for p in result.placements) == [(0, ("GPU-a-0",)), (1, ("GPU-b-0",))]
+    assert [u.replica for u in result.unplaced] == [2]
+
+
 def test_replicas_pinned_by_key_stay_and_a_new_one_keeps_off_their_gpus() -> None:
     inventory = fleet(("a", [("X", 24564, 0), ("X", 24564, 0)]), ("b", [("X", 24564, 0)]))
     pins = [ManualAssignment("ai/det", "a", ("GPU-a-1",)), ManualAssignment("ai/det[1]", "b", ("GPU-b-0",))]
@@ -141,7 +161,7 @@ def fleets_with_replicas(draw: st.DrawFn) -> tuple[Inventory, list[ServerDemand]
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=fleets_with_replicas(), strategy=st.sampled_from([s for s in STRATEGY_NAMES if s != "Manual"]))
-def test_every_replica_is_budgeted_and_placed_replicas_are_numbered_from_zero(
+def test_every_replica_is_budgeted_and_replica_zero_is_placed_whenever_one_is(
     case: tuple[Inventory, list[ServerDemand]], strategy: str
 ) -> None:
     inventory, demands = case
@@ -159,7 +179,7 @@ def test_every_replica_is_budgeted_and_placed_replicas_are_numbered_from_zero(
         assert reserved[slot.uuid] + DEFAULT_MARGIN_MIB <= slot.total_mib + EPS
         assert reserved_on(result, slot.uuid) == reserved[slot.uuid]
     for server, placed in numbers.items():
-        assert sorted(placed) == list(range(len(placed))), server
+        assert len(set(placed)) == len(placed) and 0 in placed, server  # unique, and replica 0 is placed
     # Spread: two replicas of one server share a GPU only when, as placed, no GPU without a replica
     # of that server had room left for one more.
     alone = {u for p in result.placements if p.dedicated for u in p.gpu_uuids}
@@ -168,3 +188,22 @@ def test_every_replica_is_budgeted_and_placed_replicas_are_numbered_from_zero(
         held = [p.gpu_uuids[0] for p in result.placements if p.server == server]
         if len(held) != len(set(held)):
             assert all(free[u] < budget - EPS for u in free if u not in held), server
+
+
+def test_a_standing_pin_stays_on_a_cordoned_or_silent_node_but_not_on_an_unhealthy_gpu() -> None:
+    inventory = Inventory(
+        (
+            make_slot("a", 0, 24564, schedulable=False),  # cordoned, or its agent is stale
+            make_slot("b", 0, 24564, healthy=False),
+            make_slot("c", 0, 24564),
+        )
+    )
+    det = generic("ai/det", 1000)
+    standing = plan(
+        inventory, [det], "VRAMBased", manual=[ManualAssignment("ai/det", "a", ("GPU-a-0",), standing=True)]
+    )
+    assert [p.gpu_uuids for p in standing.placements] == [("GPU-a-0",)]
+    new = plan(inventory, [det], "VRAMBased", manual=[ManualAssignment("ai/det", "a", ("GPU-a-0",))])
+    assert [u.reason for u in new.unplaced] == ["PinnedGpuUnavailable"]
+    sick = plan(inventory, [det], "VRAMBased", manual=[ManualAssignment("ai/det", "b", ("GPU-b-0",), standing=True)])
+    assert [u.reason for u in sick.unplaced] == ["PinnedGpuUnavailable"]

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import yaml
+
 from ship_helpers import CHART, REPO
-
 from vram_operator.api.crdgen import crd_files
-
-
-def generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("manifests_generate", REPO / "manifests" / "generate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("directory", [REPO / "crds", CHART / "crds", REPO / "manifests" / "crds"])
@@ -28,12 +16,6 @@ def test_crd_copies_match_the_api_models(directory: Path) -> None:
     generated = crd_files()
     on_disk = {path.name: path.read_text() for path in directory.glob("*.yaml")}
     assert on_disk == generated, f"{directory.relative_to(REPO)} is stale: run `vram-operator crds` and regenerate"
-
-
-def test_manifests_are_what_the_chart_renders(helm: Path) -> None:
-    gen = generator()
-    stale = gen.stale(gen.render(helm))
-    assert stale == [], f"stale: {stale}; run python manifests/generate.py"
 
 
 def test_plain_manifests_carry_no_helm_ownership_but_keep_the_why_comments() -> None:

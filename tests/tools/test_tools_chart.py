@@ -10,8 +10,9 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from conftest import RenderChart
-from ship_helpers import ALL_TOGGLES, CHART, by_kind, one, run
+from tool_helpers import run
+
+from ship_helpers import ALL_TOGGLES, CHART, RenderChart, by_kind, one
 
 DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
 

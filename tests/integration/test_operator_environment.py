@@ -3,9 +3,9 @@ reason that is looked at again when its inputs change, never a permanent failure
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,19 +30,9 @@ from localcluster.fleet import fake_gpu_uuid
 
 pytestmark = pytest.mark.integration
 
-QWEN_CONFIG = {
-    "architectures": ["Qwen2ForCausalLM"],
-    "model_type": "qwen2",
-    "hidden_size": 896,
-    "intermediate_size": 4864,
-    "num_hidden_layers": 24,
-    "num_attention_heads": 14,
-    "num_key_value_heads": 2,
-    "vocab_size": 151936,
-    "max_position_embeddings": 32768,
-    "torch_dtype": "bfloat16",
-    "tie_word_embeddings": True,
-}
+QWEN_CONFIG = (
+    Path(__file__).parents[1] / "fixtures" / "model-configs" / "Qwen__Qwen2.5-0.5B-Instruct.json"
+).read_text()
 
 
 def qwen(name: str, **model: Any) -> dict[str, Any]:
@@ -240,7 +230,7 @@ def test_missing_config_map_is_pending_and_its_creation_places_the_server(
     assert "qwen-config" in placed["message"]
     time.sleep(2)
     core_v1.create_namespaced_config_map(
-        namespace, {"metadata": {"name": "qwen-config"}, "data": {"config.json": json.dumps(QWEN_CONFIG)}}
+        namespace, {"metadata": {"name": "qwen-config"}, "data": {"config.json": QWEN_CONFIG}}
     )
     done = eventually(
         lambda: phase_is(custom_objects, namespace, "qwen", "Placed", "Running"), "qwen placed", timeout=30

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from vram_operator.controller.runtime import Runtime, now, rfc3339
 from vram_operator.controller.server_reconciler import ServerReconciler
 from vram_operator.controller.settings import ControllerSettings
 
+QWEN_CONFIG = Path(__file__).parents[2] / "fixtures" / "model-configs" / "Qwen__Qwen2.5-0.5B-Instruct.json"
 Event = tuple[str, str, str, str]  # (server key, type, reason, message)
 
 
@@ -187,19 +188,7 @@ def test_a_config_map_that_appears_places_the_servers_naming_it() -> None:
         False,
         "Pending",
     )
-    config = {
-        "architectures": ["Qwen2ForCausalLM"],
-        "model_type": "qwen2",
-        "hidden_size": 896,
-        "intermediate_size": 4864,
-        "num_hidden_layers": 24,
-        "num_attention_heads": 14,
-        "num_key_value_heads": 2,
-        "vocab_size": 151936,
-        "max_position_embeddings": 32768,
-        "torch_dtype": "bfloat16",
-    }
-    h.kube.config_maps[("ns", "cfg")] = {"config.json": json.dumps(config)}
+    h.kube.config_maps[("ns", "cfg")] = {"config.json": QWEN_CONFIG.read_text()}
     h.rt.indexes.update(h.indexes())
     asyncio.run(h.reconciler.reconcile_referencing(("ns", "cfg"), h.indexes()["inference_servers"]))
     assert h.status("ns/llm").placement is not None

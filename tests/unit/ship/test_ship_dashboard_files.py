@@ -7,8 +7,9 @@ import re
 from typing import Any
 
 import pytest
-from ship_helpers import CHART
 from test_ship_alerts import known_metric_names
+
+from ship_helpers import CHART
 
 DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
 

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from ship_helpers import REPO
 
+from ship_helpers import REPO
 from vram_operator.cli import build_parser
 
 IMAGES = {"operator": "run", "agent": "agent"}  # image -> the vram-operator subcommand it runs

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, cast
 
 import kopf
@@ -27,9 +30,21 @@ from vram_operator.api.gpu_node import GpuNode
 from vram_operator.api.inference_server import InferenceServer
 from vram_operator.controller import annotations as notes
 from vram_operator.controller.assignment import plan_at_revision, plan_entry, record_revision, select_servers
-from vram_operator.controller.conditions import set_condition
+from vram_operator.controller.assignment_events import EVENT_NAMESPACE, assignment_event
+from vram_operator.controller.assignment_plan import overcommits, plan_warnings, preview_inputs
+from vram_operator.controller.conditions import condition_status, set_condition
 from vram_operator.controller.decision import Inputs, decide
 from vram_operator.controller.gpu_view import free_after_reservations, pod_uids_of, process_owners, stale_nodes
+from vram_operator.controller.ownership import (
+    CONFLICT,
+    NO_CONFLICT,
+    OWNED_BY_OTHER,
+    claim_of,
+    conflict_message,
+    held_by_others,
+    owners,
+    pinned_by,
+)
 from vram_operator.controller.registry import REGISTRY
 from vram_operator.controller.rollout_order import Move, safe_waves
 from vram_operator.controller.runtime import Runtime, first_error, now, plain, rfc3339, values
@@ -39,6 +54,7 @@ from vram_operator.fleet import manual_assignments
 from vram_operator.placement.demand import ManualAssignment
 
 ASSIGNMENTS = (GROUP, VERSION, "gpuassignments")
+PlannedFrom = tuple[int | None, tuple[object, ...], frozenset[tuple[str, str]]]
 log = logging.getLogger(__name__)
 
 
@@ -86,6 +102,27 @@ def arrived(server: InferenceServer | None, entry: PlanEntry) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class PlanInputs:
+    """What plans are made from, as one check sees it; `of` is compared with the last plan's."""
+
+    servers: Sequence[InferenceServer]
+    nodes: Sequence[GpuNode]
+    stale: frozenset[str]
+    owner_of: Mapping[str, str]
+
+    @cached_property
+    def fleet(self) -> tuple[object, ...]:
+        return preview_inputs(self.servers, self.nodes, self.stale)
+
+    @cached_property
+    def owners(self) -> frozenset[tuple[str, str]]:
+        return frozenset(self.owner_of.items())
+
+    def of(self, assignment: GpuAssignment) -> PlannedFrom:
+        return assignment.metadata.generation, self.fleet, self.owners
+
+
 class AssignmentReconciler:
     """Plan, roll out and roll back GpuAssignments; the rollout advances from the check loop."""
 
@@ -93,13 +130,48 @@ class AssignmentReconciler:
         self.rt = rt
         # The last status written per assignment: newer than the index until the watch event arrives.
         self.written: dict[str, GpuAssignmentStatus] = {}
+        # Per assignment, as of its last reconcile: the servers other assignments own (server -> owner),
+        # the inputs its plan was made from, and the GPUs its plan over-commits (each warned of once).
+        self.held: dict[str, dict[str, str]] = {}
+        self.planned_from: dict[str, PlannedFrom] = {}
+        self.overcommitted: dict[str, set[str]] = {}
+        # One lock per assignment: its handler and the check loop never plan or roll it out at once.
+        self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def write(self, name: str, status: GpuAssignmentStatus) -> None:
         await asyncio.to_thread(self.rt.kube.patch_assignment_status, name, {"status": status.wire()})
         self.written[name] = status
 
-    async def reconcile(self, body: kopf.Body, name: str, kwargs: Mapping[str, Any]) -> None:
-        """Plan (Preview), record a revision and start its rollout (Apply), or roll back."""
+    def latest_status(self, name: str, assignment: GpuAssignment) -> GpuAssignmentStatus | None:
+        """What we last wrote for this generation, else the stored status (an object without a status
+        is new, perhaps under the name of a deleted one)."""
+        mine = self.written.get(name)
+        if assignment.status is not None and mine and mine.observed_generation == assignment.metadata.generation:
+            return mine
+        return assignment.status
+
+    async def event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """An Event on the GpuAssignment itself, where `kubectl describe gpuassignment` finds it."""
+        event = assignment_event(body, type_, reason, message, now())
+        await asyncio.to_thread(self.rt.kube.create_event, EVENT_NAMESPACE, event)
+
+    async def owner_of(self, servers: Sequence[InferenceServer], index: Mapping[str, Any]) -> dict[str, str]:
+        """Per server some assignment claims, its owner (controller.ownership)."""
+        assignments = [a for a, _ in values(index)]
+        labels: dict[str, dict[str, str]] = {}
+        if any(a.spec.namespace_selector for a in assignments):
+            labels = await asyncio.to_thread(self.rt.kube.namespace_labels)
+        claims = [claim_of(a, self.latest_status(a.metadata.name, a), servers, labels) for a in assignments]
+        return owners([c for c in claims if c is not None], pinned_by(servers))
+
+    async def reconcile(
+        self, body: kopf.Body, name: str, kwargs: Mapping[str, Any], owner_of: Mapping[str, str] | None = None
+    ) -> None:
+        """Plan (Preview), record a revision and start its rollout (Apply), or roll back.
+
+        Servers another assignment owns are left out (a Conflict condition and a Warning event say
+        so); when they become this one's, an Apply rolls them out. `owner_of`: from the caller, else
+        computed here."""
         rt, settings = self.rt, self.rt.settings
         started = time.perf_counter()
         generation = body.get("metadata", {}).get("generation")
@@ -109,7 +181,7 @@ class AssignmentReconciler:
         except ValidationError as error:
             await self.fail(body, name, GpuAssignmentStatus(), first_error(error), generation=generation, moment=moment)
             return
-        status = assignment.status or GpuAssignmentStatus()
+        status = self.latest_status(name, assignment) or GpuAssignmentStatus()
         spec = assignment.spec
         fresh = status.observed_generation != generation
         servers = [s for s in values(kwargs["inference_servers"]) if s is not None]
@@ -127,7 +199,19 @@ class AssignmentReconciler:
             labels = await asyncio.to_thread(rt.kube.namespace_labels) if spec.namespace_selector else {}
             selected = select_servers(spec, servers, labels)
             pins, strategy = list(manual_assignments(assignment)), spec.strategy
+        if owner_of is None:
+            owner_of = await self.owner_of(servers, kwargs["gpu_assignments"])
+        held = held_by_others(name, [s.key for s in selected], owner_of)
+        selected = [s for s in selected if s.key not in held]
+        pins = [p for p in pins if p.server not in held]
         chosen = {s.key for s in selected}
+        last_applied = {e.server for e in status.history[-1].plan} if status.history else set()
+        # It was kept from servers another assignment owned, and now owns some it has not rolled out.
+        takeover = (
+            spec.mode == "Apply"
+            and condition_status(status.conditions, CONFLICT) == "True"
+            and bool(chosen - last_applied)
+        )
         if strategy == "Manual":
             pins += stay_pins(selected, {p.server for p in pins})
         async with rt.book.lock:
@@ -141,7 +225,6 @@ class AssignmentReconciler:
             )
             decided = decide(selected, inputs, pins)
         entries = []
-        warnings = list(decided.plan_warnings)
         for server in selected:
             outcome = decided.outcomes[server.key]
             current = server.status.placement if server.status else None
@@ -151,7 +234,7 @@ class AssignmentReconciler:
                 else f"{outcome.unplaced_reason}: {outcome.unplaced_message}"
             )
             entries.append(plan_entry(server.key, outcome.placement, outcome.utilization, current, why))
-            warnings += [f"{server.key}: {w}" for w in outcome.warnings]
+        warnings = plan_warnings(decided.plan_warnings, {s.key: decided.outcomes[s.key].warnings for s in selected})
         conditions = set_condition(
             status.conditions,
             "Planned",
@@ -162,13 +245,23 @@ class AssignmentReconciler:
             generation=generation,
             now=moment,
         )
+        if held or condition_status(conditions, CONFLICT) is not None:
+            conditions = set_condition(
+                conditions,
+                CONFLICT,
+                bool(held),
+                OWNED_BY_OTHER if held else NO_CONFLICT,
+                conflict_message(held) if held else "no selected server is owned by another GpuAssignment",
+                generation=generation,
+                now=moment,
+            )
         update: dict[str, Any] = {
             "observed_generation": generation,
             "plan": entries,
-            "warnings": warnings[:256],
+            "warnings": warnings,
             "conditions": conditions,
         }
-        applying = fresh and (spec.mode == "Apply" or spec.rollback_to_revision is not None)
+        applying = (fresh and (spec.mode == "Apply" or spec.rollback_to_revision is not None)) or takeover
         if applying:
             revision, history = record_revision(status.history, entries, strategy, moment)
             pending = [e.server for e in entries if e.changed]
@@ -186,10 +279,12 @@ class AssignmentReconciler:
                     now=moment,
                 ),
             }
-            kopf.event(body, type="Normal", reason="Applied", message=f"revision {revision}, {len(pending)} to move")
+            await self.event(body, "Normal", "Applied", f"revision {revision}, {len(pending)} to move")
         new_status = status.model_copy(update=update)
         if new_status != status:
             await self.write(name, new_status)
+        await self.warn(body, name, held, overcommits(decided.gpus, chosen))
+        self.planned_from[name] = PlanInputs(servers, nodes, inputs.stale_nodes, owner_of).of(assignment)
         rt.metrics.reconciles.labels("GpuAssignment", "applied" if applying else "planned").inc()
         rt.metrics.reconcile_seconds.labels("GpuAssignment").observe(time.perf_counter() - started)
         if applying:
@@ -209,8 +304,22 @@ class AssignmentReconciler:
             status.conditions, "Planned", False, "InvalidSpec", message, generation=generation, now=moment
         )
         await self.write(name, status.model_copy(update={"conditions": conditions, "observed_generation": generation}))
-        kopf.event(body, type="Warning", reason="InvalidSpec", message=message)
+        await self.event(body, "Warning", "InvalidSpec", message)
         raise kopf.PermanentError(message)
+
+    async def warn(self, body: kopf.Body, name: str, held: dict[str, str], overcommitted: Mapping[str, str]) -> None:
+        """Warning events for what is new since the last plan: servers another assignment owns, GPUs
+        the plan over-commits."""
+        gained = {s: o for s, o in held.items() if self.held.get(name, {}).get(s) != o}
+        if gained:
+            await self.event(body, "Warning", OWNED_BY_OTHER, f"left alone: {conflict_message(gained)}")
+        self.held[name] = held
+        known = self.overcommitted.setdefault(name, set())
+        for uuid, message in overcommitted.items():
+            if uuid not in known:
+                await self.event(body, "Warning", "OverCommitted", f"the plan over-commits {message}")
+        known.intersection_update(overcommitted)
+        known.update(overcommitted)
 
     async def advance(
         self,
@@ -255,7 +364,7 @@ class AssignmentReconciler:
             pending = [k for k in pending if k not in wave.start]
             in_flight = list(wave.start)
             if wave.start:
-                kopf.event(body, type="Normal", reason="RollingOut", message=f"starting {', '.join(wave.start)}")
+                await self.event(body, "Normal", "RollingOut", f"starting {', '.join(wave.start)}")
         restarted = list(dict.fromkeys([*rollout.restarted, *in_flight]))
         new_rollout = RolloutStatus(restarted=restarted, pending=pending, healthy=healthy)
         if new_rollout != rollout:
@@ -275,9 +384,43 @@ class AssignmentReconciler:
         namespace = server.metadata.namespace or "default"
         await asyncio.to_thread(self.rt.kube.annotate_server, namespace, server.metadata.name, update)
 
+    async def refresh(
+        self, assignment: GpuAssignment, body: kopf.Body, indexes: Mapping[str, Any], inputs: PlanInputs
+    ) -> None:
+        """Plan again what went stale: a Preview when any of its inputs changed, any assignment when
+        the owners of servers changed (an owner deleted, or no longer selecting a server). A new
+        generation is left to the update handler."""
+        name = assignment.metadata.name
+        status = self.latest_status(name, assignment)
+        before = self.planned_from.get(name)
+        if before is None or status is None or status.observed_generation != assignment.metadata.generation:
+            return
+        previewing = assignment.spec.mode == "Preview" and assignment.spec.rollback_to_revision is None
+        stale = before != inputs.of(assignment) if previewing else before[2] != inputs.owners
+        if stale:
+            await self.reconcile(body, name, indexes, inputs.owner_of)
+
+    async def refresh_all(
+        self, indexes: Mapping[str, Any], servers: Sequence[InferenceServer], nodes: Sequence[GpuNode]
+    ) -> None:
+        try:
+            owner_of = await self.owner_of(servers, indexes["gpu_assignments"])
+        except Exception:  # retried at the next check
+            log.exception("the owners of servers GpuAssignments select are unknown")
+            return
+        inputs = PlanInputs(servers, nodes, stale_nodes(nodes, now(), self.rt.settings.heartbeat_stale), owner_of)
+        for name, store in list(indexes["gpu_assignments"].items()):
+            for assignment, body in list(store):
+                async with self.locks[name]:
+                    try:
+                        await self.refresh(assignment, body, indexes, inputs)
+                    except Exception:  # retried at the next check
+                        log.exception("planning GpuAssignment %s again failed", name)
+
     async def check(self, indexes: Mapping[str, Any]) -> None:
         servers = [s for s in values(indexes["inference_servers"]) if s is not None]
         nodes = nodes_of(indexes["gpu_nodes"])
+        await self.refresh_all(indexes, servers, nodes)
         for name, store in list(indexes["gpu_assignments"].items()):
             for assignment, body in list(store):
                 mine = self.written.get(name)
@@ -303,4 +446,6 @@ def gpu_assignments(*, name: str, body: kopf.Body, **_: Any) -> dict[str, tuple[
 @kopf.on.update(*ASSIGNMENTS, id="reconcile", registry=REGISTRY)
 async def reconcile_assignment(*, body: kopf.Body, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     cast(Runtime, memo["rt"]).remember_indexes(kwargs)
-    await cast(AssignmentReconciler, memo["assignments"]).reconcile(body, name, kwargs)
+    reconciler = cast(AssignmentReconciler, memo["assignments"])
+    async with reconciler.locks[name]:
+        await reconciler.reconcile(body, name, kwargs)

@@ -17,6 +17,7 @@ from vram_operator.api.inference_server import InferenceServer
 from vram_operator.controller.server_status import Outcome
 from vram_operator.placement.demand import ManualAssignment
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
+from vram_operator.placement.result import GpuSummary
 from vram_operator.render import LlamaCppLaunch
 
 
@@ -42,6 +43,7 @@ class Decided:
     launches: dict[str, LlamaCppLaunch]
     plan_warnings: tuple[str, ...]
     run_error: str | None = None  # the planning run failed as a whole (every outcome carries it)
+    gpus: tuple[GpuSummary, ...] = ()  # every GPU after the plan (free_after_mib < 0: over-committed)
 
 
 def no_gpus(inputs: Inputs) -> bool:
@@ -125,4 +127,4 @@ def decide(servers: Sequence[InferenceServer], inputs: Inputs, manual: Sequence[
         for key, d in result.servers.items()
         if d.placement is not None and (launch := d.llamacpp_launch) is not None
     }
-    return Decided(outcomes, launches, tuple(result.plan.warnings))
+    return Decided(outcomes, launches, tuple(result.plan.warnings), gpus=result.plan.gpus)

@@ -4,6 +4,7 @@ implementation over the kubernetes client (synchronous: the reconcilers run it i
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
@@ -14,6 +15,7 @@ from vram_operator.api.base import GROUP, VERSION
 from vram_operator.render.metadata import REPLICA_LABEL, SERVER_LABEL
 
 FIELD_MANAGER = "vram-operator"
+log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 60
 LOG_LIMIT_BYTES = 16384
 
@@ -42,6 +44,8 @@ class KubePort(Protocol):
     def annotate_server(self, namespace: str, name: str, annotations: Mapping[str, str | None]) -> None: ...
 
     def patch_assignment_status(self, name: str, patch: dict[str, Any]) -> None: ...
+
+    def create_event(self, namespace: str, event: dict[str, Any]) -> None: ...
 
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
 
@@ -118,6 +122,14 @@ class Kube:
 
     def patch_assignment_status(self, name: str, patch: dict[str, Any]) -> None:
         self.custom.patch_cluster_custom_object_status(GROUP, VERSION, "gpuassignments", name, patch)
+
+    def create_event(self, namespace: str, event: dict[str, Any]) -> None:
+        """Post an Event; events are best effort, so a refusal is logged, not raised."""
+        body: Any = event
+        try:
+            self.core.create_namespaced_event(namespace, body)
+        except ApiException as error:
+            log.warning("event %s not posted: %s", event.get("reason"), api_message(error))
 
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         try:

@@ -17,6 +17,9 @@ class FakeKube:
     config_maps: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     refuse_kinds: dict[str, str] = field(default_factory=dict)  # kind -> the API server's message
     status_writes: int = 0
+    assignment_statuses: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> last status patch
+    assignment_writes: int = 0
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (namespace, Event)
 
     def apply(self, obj: dict[str, Any]) -> None:
         kind, name = obj["kind"], obj["metadata"]["name"]
@@ -43,7 +46,11 @@ class FakeKube:
         self.annotations.setdefault(f"{namespace}/{name}", {}).update(annotations)
 
     def patch_assignment_status(self, name: str, patch: dict[str, Any]) -> None:
-        raise AssertionError("no GpuAssignment in these tests")
+        self.assignment_statuses[name] = patch["status"]
+        self.assignment_writes += 1
+
+    def create_event(self, namespace: str, event: dict[str, Any]) -> None:
+        self.events.append((namespace, event))
 
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         return self.config_maps.get((namespace, name))

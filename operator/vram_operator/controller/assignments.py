@@ -12,7 +12,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, cast
 
@@ -39,6 +39,7 @@ from vram_operator.controller.ownership import (
     CONFLICT,
     NO_CONFLICT,
     OWNED_BY_OTHER,
+    Claim,
     claim_of,
     conflict_message,
     held_by_others,
@@ -110,6 +111,7 @@ class PlanInputs:
     nodes: Sequence[GpuNode]
     stale: frozenset[str]
     owner_of: Mapping[str, str]
+    claims: Mapping[str, Claim] = field(default_factory=dict)
 
     @cached_property
     def fleet(self) -> tuple[object, ...]:
@@ -155,14 +157,14 @@ class AssignmentReconciler:
         event = assignment_event(body, type_, reason, message, now())
         await asyncio.to_thread(self.rt.kube.create_event, EVENT_NAMESPACE, event)
 
-    async def owner_of(self, servers: Sequence[InferenceServer], index: Mapping[str, Any]) -> dict[str, str]:
-        """Per server some assignment claims, its owner (controller.ownership)."""
+    async def claims(self, servers: Sequence[InferenceServer], index: Mapping[str, Any]) -> dict[str, Claim]:
+        """The claim of each assignment that may touch servers (controller.ownership)."""
         assignments = [a for a, _ in values(index)]
         labels: dict[str, dict[str, str]] = {}
         if any(a.spec.namespace_selector for a in assignments):
             labels = await asyncio.to_thread(self.rt.kube.namespace_labels)
-        claims = [claim_of(a, self.latest_status(a.metadata.name, a), servers, labels) for a in assignments]
-        return owners([c for c in claims if c is not None], pinned_by(servers))
+        found = [claim_of(a, self.latest_status(a.metadata.name, a), servers, labels) for a in assignments]
+        return {c.assignment: c for c in found if c is not None}
 
     async def reconcile(
         self, body: kopf.Body, name: str, kwargs: Mapping[str, Any], owner_of: Mapping[str, str] | None = None
@@ -200,7 +202,7 @@ class AssignmentReconciler:
             selected = select_servers(spec, servers, labels)
             pins, strategy = list(manual_assignments(assignment)), spec.strategy
         if owner_of is None:
-            owner_of = await self.owner_of(servers, kwargs["gpu_assignments"])
+            owner_of = owners((await self.claims(servers, kwargs["gpu_assignments"])).values(), pinned_by(servers))
         held = held_by_others(name, [s.key for s in selected], owner_of)
         selected = [s for s in selected if s.key not in held]
         pins = [p for p in pins if p.server not in held]
@@ -387,28 +389,37 @@ class AssignmentReconciler:
     async def refresh(
         self, assignment: GpuAssignment, body: kopf.Body, indexes: Mapping[str, Any], inputs: PlanInputs
     ) -> None:
-        """Plan again what went stale: a Preview when any of its inputs changed, any assignment when
-        the owners of servers changed (an owner deleted, or no longer selecting a server). A new
-        generation is left to the update handler."""
+        """Plan again what went stale: a Preview when any of its inputs changed, an assignment that
+        may touch servers when which of them another assignment owns changed (an owner deleted, or
+        no longer selecting a server). A new generation is left to the update handler."""
         name = assignment.metadata.name
         status = self.latest_status(name, assignment)
         before = self.planned_from.get(name)
         if before is None or status is None or status.observed_generation != assignment.metadata.generation:
             return
-        previewing = assignment.spec.mode == "Preview" and assignment.spec.rollback_to_revision is None
-        stale = before != inputs.of(assignment) if previewing else before[2] != inputs.owners
+        if assignment.spec.mode == "Preview" and assignment.spec.rollback_to_revision is None:
+            stale = before != inputs.of(assignment)
+        else:
+            claim = inputs.claims.get(name)
+            held = held_by_others(name, claim.servers, inputs.owner_of) if claim else {}
+            stale = held != self.held.get(name, {})
         if stale:
             await self.reconcile(body, name, indexes, inputs.owner_of)
 
     async def refresh_all(
         self, indexes: Mapping[str, Any], servers: Sequence[InferenceServer], nodes: Sequence[GpuNode]
     ) -> None:
+        index = indexes["gpu_assignments"]
+        for gone in set(self.planned_from) - set(index):  # deleted: forget what was kept about it
+            for kept in (self.planned_from, self.held, self.overcommitted):
+                kept.pop(gone, None)
         try:
-            owner_of = await self.owner_of(servers, indexes["gpu_assignments"])
+            claims = await self.claims(servers, index)
         except Exception:  # retried at the next check
             log.exception("the owners of servers GpuAssignments select are unknown")
             return
-        inputs = PlanInputs(servers, nodes, stale_nodes(nodes, now(), self.rt.settings.heartbeat_stale), owner_of)
+        stale = stale_nodes(nodes, now(), self.rt.settings.heartbeat_stale)
+        inputs = PlanInputs(servers, nodes, stale, owners(claims.values(), pinned_by(servers)), claims)
         for name, store in list(indexes["gpu_assignments"].items()):
             for assignment, body in list(store):
                 async with self.locks[name]:

@@ -31,11 +31,7 @@ from vram_operator.api.inference_server import InferenceServer
 from vram_operator.controller import annotations as notes
 from vram_operator.controller.assignment import plan_at_revision, plan_entry, record_revision, select_servers
 from vram_operator.controller.assignment_events import EVENT_NAMESPACE, assignment_event
-from vram_operator.controller.assignment_plan import overcommits, plan_warnings, preview_inputs
-from vram_operator.controller.conditions import condition_status, set_condition
-from vram_operator.controller.decision import Inputs, decide
-from vram_operator.controller.gpu_view import free_after_reservations, pod_uids_of, process_owners, stale_nodes
-from vram_operator.controller.ownership import (
+from vram_operator.controller.assignment_owner import (
     CONFLICT,
     NO_CONFLICT,
     OWNED_BY_OTHER,
@@ -46,6 +42,10 @@ from vram_operator.controller.ownership import (
     owners,
     pinned_by,
 )
+from vram_operator.controller.assignment_plan import overcommits, plan_warnings, preview_inputs
+from vram_operator.controller.conditions import condition_status, set_condition
+from vram_operator.controller.decision import Inputs, decide
+from vram_operator.controller.gpu_view import free_after_reservations, pod_uids_of, process_owners, stale_nodes
 from vram_operator.controller.registry import REGISTRY
 from vram_operator.controller.rollout_order import Move, safe_waves
 from vram_operator.controller.runtime import Runtime, first_error, now, plain, rfc3339, values
@@ -158,7 +158,7 @@ class AssignmentReconciler:
         await asyncio.to_thread(self.rt.kube.create_event, EVENT_NAMESPACE, event)
 
     async def claims(self, servers: Sequence[InferenceServer], index: Mapping[str, Any]) -> dict[str, Claim]:
-        """The claim of each assignment that may touch servers (controller.ownership)."""
+        """The claim of each assignment that may touch servers (controller.assignment_owner)."""
         assignments = [a for a, _ in values(index)]
         labels: dict[str, dict[str, str]] = {}
         if any(a.spec.namespace_selector for a in assignments):

@@ -1,4 +1,4 @@
-"""One GpuAssignment owns a server: the ownership rule (controller.ownership)."""
+"""One GpuAssignment owns a server: the ownership rule (controller.assignment_owner)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from vram_operator.api.gpu_assignment import (
     PlanEntry,
 )
 from vram_operator.controller import annotations as notes
-from vram_operator.controller.ownership import (
+from vram_operator.controller.assignment_owner import (
     NAMED_IN_MESSAGE,
     Claim,
     claim_of,

@@ -207,12 +207,14 @@ class AssignmentReconciler:
         selected = [s for s in selected if s.key not in held]
         pins = [p for p in pins if p.server not in held]
         chosen = {s.key for s in selected}
-        last_applied = {e.server for e in status.history[-1].plan} if status.history else set()
-        # It was kept from servers another assignment owned, and now owns some it has not rolled out.
+        not_applied = chosen - ({e.server for e in status.history[-1].plan} if status.history else set())
+        # It was kept from servers another assignment owned, and owns some of them now (after a restart
+        # which ones is not known: any it has not rolled out).
+        was_held = set(self.held[name]) if name in self.held else not_applied
         takeover = (
             spec.mode == "Apply"
             and condition_status(status.conditions, CONFLICT) == "True"
-            and bool(chosen - last_applied)
+            and bool(not_applied & was_held)
         )
         if strategy == "Manual":
             pins += stay_pins(selected, {p.server for p in pins})

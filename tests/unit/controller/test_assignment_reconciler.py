@@ -191,3 +191,16 @@ def test_a_preview_is_planned_again_when_its_inputs_change_and_written_only_when
     del h.servers["ns/emb"]
     h.check()
     assert [e.server for e in h.status("look").plan] == ["ns/det"]
+
+
+def test_a_restarted_operator_hands_over_a_server_whose_owner_went_while_it_was_down() -> None:
+    h = Harness()
+    h.create("first", "2026-01-01T00:00:00Z", pin(1))
+    h.arrive("ns/det", "GPU-ws-1", 1)
+    h.create("second", "2026-01-02T00:00:00Z", pin(0))
+    assert h.condition("second", "Conflict") == ("True", "ServerOwnedByOther", "ns/det is owned by GpuAssignment first")
+    del h.bodies["first"]
+    h.reconciler = AssignmentReconciler(h.rt)  # a new process: only what is in the API is known
+    asyncio.run(h.reconciler.reconcile(h.stored("second")[1], "second", h.indexes()))  # kopf's resume
+    assert h.pinned_by("ns/det") == "second"
+    assert h.status("second").applied_revision == 2

@@ -35,6 +35,8 @@ class KubePort(Protocol):
 
     def apply(self, obj: dict[str, Any]) -> None: ...
 
+    def read_child(self, obj: dict[str, Any]) -> dict[str, Any] | None: ...
+
     def delete_stale_replicas(self, namespace: str, server: str, rendered: Collection[str]) -> list[str]: ...
 
     def patch_server_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None: ...
@@ -88,6 +90,20 @@ class Kube:
             if error.status in REFUSED_STATUSES:
                 raise ChildRefusedError(obj["kind"], meta["name"], error.status, api_message(error)) from None
             raise
+
+    def read_child(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """The live version of a child object (same kind, namespace, name), None when it does not exist."""
+        meta = obj["metadata"]
+        try:
+            found = self.dynamic.get(
+                self._resource(obj["apiVersion"], obj["kind"]), name=meta["name"], namespace=meta["namespace"]
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        live: dict[str, Any] = found.to_dict()
+        return live
 
     def delete_child(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:

@@ -17,12 +17,17 @@ class FakeKube:
     config_maps: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     refuse_kinds: dict[str, str] = field(default_factory=dict)  # kind -> the API server's message
     status_writes: int = 0
+    reads: int = 0
 
     def apply(self, obj: dict[str, Any]) -> None:
         kind, name = obj["kind"], obj["metadata"]["name"]
         if kind in self.refuse_kinds:
             raise ChildRefusedError(kind, name, 422, self.refuse_kinds[kind])
         self.applied[(kind, name)] = obj
+
+    def read_child(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        self.reads += 1
+        return self.applied.get((obj["kind"], obj["metadata"]["name"]))
 
     def delete_stale_replicas(self, namespace: str, server: str, rendered: Collection[str]) -> list[str]:
         """Replica Deployments (named after the server, not rendered now) are deleted, like the real port."""

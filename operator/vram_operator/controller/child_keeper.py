@@ -1,0 +1,101 @@
+"""Children kept as rendered: a server's Deployment or Service deleted or changed by hand is applied
+again, with a Warning Event (DriftReverted) saying what was reverted.
+
+What a child must be is what the server's last reconcile applied (Runtime.applied): the render is
+the truth, including a server stopped for a rollout (its Deployments at 0 replicas) and the
+replicas it has. The live children arrive by watch (the kopf indexes below); a child that looks
+drifted is read again before anything is written (the watch may lag behind the apply that just
+changed it), then applied with the operator's field manager, forced, like every child. The check
+runs in the operator's check loop: drift is reverted within one check interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from vram_operator.api.inference_server import InferenceServer
+from vram_operator.controller.child_drift import comparable, drift_message
+from vram_operator.controller.kube import ChildRefusedError
+from vram_operator.controller.registry import REGISTRY
+from vram_operator.controller.runtime import Runtime, plain, values
+from vram_operator.controller.server_reconciler import PostEvent
+from vram_operator.render.metadata import SERVER_LABEL
+
+log = logging.getLogger(__name__)
+DRIFT_REVERTED = "DriftReverted"
+# The kinds of child watched, and the index that holds their live versions.
+WATCHED = {"Deployment": "server_deployments", "Service": "server_services"}
+
+
+OURS = {SERVER_LABEL: kopf.PRESENT}
+
+
+@kopf.index("apps", "v1", "deployments", labels=OURS, id="server_deployments", registry=REGISTRY)
+def server_deployments(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    return {f"{namespace}/{name}": comparable(plain(body))}
+
+
+@kopf.index("", "v1", "services", labels=OURS, id="server_services", registry=REGISTRY)
+def server_services(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    return {f"{namespace}/{name}": comparable(plain(body))}
+
+
+def watched_version(obj: Mapping[str, Any], indexes: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The live version of a child as the watch last saw it (None: not seen, or deleted)."""
+    meta = obj["metadata"]
+    store = indexes[WATCHED[obj["kind"]]].get(f"{meta['namespace']}/{meta['name']}")
+    return next(iter(store), None) if store is not None else None
+
+
+def being_deleted(obj: Mapping[str, Any] | None) -> bool:
+    return obj is not None and bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+
+
+class ChildKeeper:
+    """Restores the watched children of every server to what its last reconcile applied."""
+
+    def __init__(self, rt: Runtime, post_event: PostEvent) -> None:
+        self.rt = rt
+        self.post_event = post_event
+
+    def drifted(self, server: InferenceServer, indexes: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The server's applied children whose watched version is missing or differs."""
+        return [
+            obj
+            for obj in self.rt.applied.get(server.key, {}).values()
+            if obj["kind"] in WATCHED
+            and not being_deleted(live := watched_version(obj, indexes))
+            and drift_message(obj, live) is not None
+        ]
+
+    async def check(self, indexes: Mapping[str, Any]) -> None:
+        """Every server with children applied: revert what drifted (one server's trouble is logged)."""
+        for server in [s for s in values(indexes["inference_servers"]) if s is not None]:
+            if server.key not in self.rt.applied or (server.metadata.model_extra or {}).get("deletionTimestamp"):
+                continue  # garbage collection removes the children of a server being deleted
+            if self.drifted(server, indexes):
+                try:
+                    await self.restore(server, indexes)
+                except Exception:
+                    log.exception("restoring the children of %s failed", server.key)
+
+    async def restore(self, server: InferenceServer, indexes: Mapping[str, Any]) -> None:
+        """Under the server's lock (no reconcile applying meanwhile): read each drifted child again
+        and apply the ones still drifted, with an Event each."""
+        async with self.rt.server_locks[server.key]:
+            for obj in self.drifted(server, indexes):
+                live = await asyncio.to_thread(self.rt.kube.read_child, obj)
+                message = None if being_deleted(live) else drift_message(obj, comparable(live) if live else None)
+                if message is None:
+                    continue  # the watch was behind: the child is as applied
+                try:
+                    await asyncio.to_thread(self.rt.kube.apply, obj)
+                except ChildRefusedError as error:  # reported as Degraded ChildRejected by the reconcile
+                    log.warning("%s: %s", server.key, error)
+                    continue
+                self.post_event(server, "Warning", DRIFT_REVERTED, message)

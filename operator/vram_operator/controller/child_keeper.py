@@ -62,19 +62,34 @@ class ChildKeeper:
     def __init__(self, rt: Runtime, post_event: PostEvent) -> None:
         self.rt = rt
         self.post_event = post_event
+        # Per child (kind, namespace/name): the live resourceVersion last found as the applied object
+        # (held, so `is` tells it is the same): a child unchanged since is not compared again.
+        self.in_sync: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
 
     def drifted(self, server: InferenceServer, indexes: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The server's applied children whose watched version is missing or differs."""
-        return [
-            obj
-            for obj in self.rt.applied.get(server.key, {}).values()
-            if obj["kind"] in WATCHED
-            and not being_deleted(live := watched_version(obj, indexes))
-            and drift_message(obj, live) is not None
-        ]
+        found = []
+        for obj in self.rt.applied.get(server.key, {}).values():
+            if obj["kind"] not in WATCHED:
+                continue
+            live = watched_version(obj, indexes)
+            version = str((live or {}).get("metadata", {}).get("resourceVersion"))
+            child = (obj["kind"], f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+            seen = self.in_sync.get(child)
+            if live is not None and seen is not None and seen[0] == version and seen[1] is obj:
+                continue
+            if being_deleted(live):
+                continue  # deleted in the foreground: recreated once it is gone
+            if drift_message(obj, live) is None:
+                self.in_sync[child] = (version, obj)
+            else:
+                found.append(obj)
+        return found
 
     async def check(self, indexes: Mapping[str, Any]) -> None:
         """Every server with children applied: revert what drifted (one server's trouble is logged)."""
+        applied = {id(obj) for children in self.rt.applied.values() for obj in children.values()}
+        self.in_sync = {child: seen for child, seen in self.in_sync.items() if id(seen[1]) in applied}
         for server in [s for s in values(indexes["inference_servers"]) if s is not None]:
             if server.key not in self.rt.applied or (server.metadata.model_extra or {}).get("deletionTimestamp"):
                 continue  # garbage collection removes the children of a server being deleted

@@ -36,6 +36,7 @@ class Cluster:
         self.keeper = ChildKeeper(self.rt, post)
         self.nodes = [gpu_node("ws", 2, heartbeat=rfc3339(now()))]
         self.servers: dict[str, InferenceServer] = {}
+        self.versions = 0
         self.watch_lag: dict[tuple[str, str], dict[str, Any] | None] = {}  # what the watch still shows
 
     def reconcile(self, server: InferenceServer) -> None:
@@ -59,8 +60,10 @@ class Cluster:
         return self.kube.applied[(kind, name)]
 
     def edit(self, kind: str, name: str) -> dict[str, Any]:
-        """A copy of the live object, stored as the live one: what `kubectl edit` leaves."""
+        """A copy of the live object, stored as the live one with a new resourceVersion: what `kubectl edit` leaves."""
         edited = copy.deepcopy(self.live(kind, name))
+        self.versions += 1
+        edited["metadata"]["resourceVersion"] = str(self.versions)
         self.kube.applied[(kind, name)] = edited
         return edited
 
@@ -147,3 +150,16 @@ def test_a_child_the_api_server_refuses_is_logged_not_retried_as_an_event() -> N
     c.kube.refuse_kinds["Service"] = "refused"
     c.check()
     assert c.events == []
+
+
+def test_a_child_found_in_sync_is_compared_again_only_when_its_version_changes() -> None:
+    c = Cluster()
+    c.reconcile(generic("a"))
+    c.check()
+    assert set(c.keeper.in_sync) == {("Deployment", "ns/a"), ("Service", "ns/a")}
+    c.edit("Service", "a")["spec"]["ports"][0]["port"] = 1
+    c.check()
+    assert [m for *_, m in c.events] == ["Service a: reverted ports[http].port 1→8080"]
+    c.rt.forget("ns/a")
+    c.check()
+    assert c.keeper.in_sync == {}  # forgotten with the server

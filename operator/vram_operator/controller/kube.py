@@ -45,6 +45,8 @@ class KubePort(Protocol):
 
     def patch_assignment_status(self, name: str, patch: dict[str, Any]) -> None: ...
 
+    def patch_gpu_node_status(self, name: str, patch: dict[str, Any]) -> bool: ...
+
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
 
     def namespace_labels(self) -> dict[str, dict[str, str]]: ...
@@ -134,6 +136,16 @@ class Kube:
 
     def patch_assignment_status(self, name: str, patch: dict[str, Any]) -> None:
         self.custom.patch_cluster_custom_object_status(GROUP, VERSION, "gpuassignments", name, patch)
+
+    def patch_gpu_node_status(self, name: str, patch: dict[str, Any]) -> bool:
+        """Patch a GpuNode's status; False when it changed since the patch's resourceVersion, or is gone."""
+        try:
+            self.custom.patch_cluster_custom_object_status(GROUP, VERSION, "gpunodes", name, patch)
+        except ApiException as error:
+            if error.status in (404, 409):
+                return False
+            raise
+        return True
 
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         try:

@@ -16,6 +16,7 @@ from kubernetes import client, config
 from vram_operator.controller import logs
 from vram_operator.controller.assignments import AssignmentReconciler
 from vram_operator.controller.child_keeper import ChildKeeper
+from vram_operator.controller.heartbeats import HeartbeatCheck
 from vram_operator.controller.kube import Kube
 from vram_operator.controller.metrics import Metrics
 from vram_operator.controller.registry import REGISTRY
@@ -119,7 +120,8 @@ def memo_for(rt: Runtime, api: client.ApiClient) -> kopf.Memo:
     servers = ServerReconciler(rt, post_event)
     gpu_assignments = AssignmentReconciler(rt)
     children = ChildKeeper(rt, post_event)
-    rt.checks.extend([servers.check_servers, gpu_assignments.check, children.check])
+    heartbeats = HeartbeatCheck(rt)
+    rt.checks.extend([servers.check_servers, gpu_assignments.check, children.check, heartbeats.check])
     return kopf.Memo(rt=rt, servers=servers, assignments=gpu_assignments, api=api)
 
 

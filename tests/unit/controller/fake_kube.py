@@ -18,6 +18,7 @@ class FakeKube:
     refuse_kinds: dict[str, str] = field(default_factory=dict)  # kind -> the API server's message
     status_writes: int = 0
     reads: int = 0
+    gpu_node_patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def apply(self, obj: dict[str, Any]) -> None:
         kind, name = obj["kind"], obj["metadata"]["name"]
@@ -49,6 +50,10 @@ class FakeKube:
 
     def patch_assignment_status(self, name: str, patch: dict[str, Any]) -> None:
         raise AssertionError("no GpuAssignment in these tests")
+
+    def patch_gpu_node_status(self, name: str, patch: dict[str, Any]) -> bool:
+        self.gpu_node_patches.append((name, patch))
+        return True
 
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         return self.config_maps.get((namespace, name))

@@ -46,13 +46,19 @@ def set_env(apps_v1: client.AppsV1Api, namespace: str, name: str, variable: str,
     )
 
 
+def add_env(apps_v1: client.AppsV1Api, namespace: str, name: str, variable: str, value: str) -> None:
+    """`kubectl set env deploy/<name> VARIABLE=value` for a variable the container does not have."""
+    add = {"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": {"name": variable, "value": value}}
+    apps_v1.patch_namespaced_deployment(name, namespace, [add], field_manager="kubectl-set")
+
+
 def scale(apps_v1: client.AppsV1Api, namespace: str, name: str, replicas: int) -> None:
     """What `kubectl scale --replicas=N deploy/<name>` does: the scale subresource."""
     body = {"spec": {"replicas": replicas}}
     apps_v1.patch_namespaced_deployment_scale(name, namespace, body, field_manager="kubectl")
 
 
-def test_a_changed_or_deleted_deployment_is_restored_with_an_event(
+def test_set_env_and_scale_are_reverted_with_an_event(
     *,
     operator: Operator,
     namespace: str,
@@ -66,22 +72,37 @@ def test_a_changed_or_deleted_deployment_is_restored_with_an_event(
     assert pinned.startswith("GPU-")
 
     set_env(apps_v1, namespace, "web", "NVIDIA_VISIBLE_DEVICES", "all")
+    add_env(apps_v1, namespace, "web", "LD_PRELOAD", "/tmp/hook.so")
     scale(apps_v1, namespace, "web", 3)
     started = time.monotonic()
     eventually(
         lambda: (
             (d := read(apps_v1, namespace, "web")).spec.replicas == 1
             and engine_env(d)["NVIDIA_VISIBLE_DEVICES"] == pinned
+            and "LD_PRELOAD" not in engine_env(d)
         ),
         "the env and replicas of web reverted",
         timeout=RESTORED_WITHIN,
     )
     print(f"set env and scale reverted after {time.monotonic() - started:.1f}s")
-    messages = eventually(lambda: drift_events(core_v1, namespace, "web"), "a DriftReverted event")
-    text = " | ".join(messages)
-    assert "Deployment web: reverted" in text and "env NVIDIA_VISIBLE_DEVICES" in text and "replicas 3→1" in text
+    named = ("Deployment web: reverted", "env NVIDIA_VISIBLE_DEVICES", "replicas 3→1", "env LD_PRELOAD (added)")
+    text = eventually(
+        lambda: all(part in (t := " | ".join(drift_events(core_v1, namespace, "web"))) for part in named) and t,
+        "DriftReverted events naming what was reverted",
+    )
     assert "all" not in text.replace("Deployment web: reverted", "")  # env values are not shown
 
+
+def test_a_deleted_deployment_is_recreated_with_an_event(
+    *,
+    operator: Operator,
+    namespace: str,
+    custom_objects: client.CustomObjectsApi,
+    apps_v1: client.AppsV1Api,
+    core_v1: client.CoreV1Api,
+) -> None:
+    create(custom_objects, namespace, generic("web", "2Gi", replicas=2))
+    eventually(lambda: read(apps_v1, namespace, "web-replica-1"), "web's two Deployments")
     uid = read(apps_v1, namespace, "web-replica-1").metadata.uid
     apps_v1.delete_namespaced_deployment("web-replica-1", namespace)
     started = time.monotonic()

@@ -2,8 +2,11 @@
 
 Only what the operator rendered is compared (metadata and spec): fields the API server defaults
 (a container's terminationMessagePath, a Service's clusterIP) or others add (annotations of
-`kubectl rollout restart`) are not drift. A list of named items (containers, env, ports, volumes)
-is matched by name, as server-side apply merges it; other lists are compared item by item.
+`kubectl rollout restart`) are not drift. The one exception is a container's environment, which is
+rendered whole (spec.env and the operator's variables): a variable added there is drift too
+(`kubectl set env NVIDIA_VISIBLE_DEVICES=all` where dra pinning does not set it). A list of named
+items (containers, env, ports, volumes) is matched by name, as server-side apply merges it; other
+lists are compared item by item.
 Resource quantities compare by value ("1000m" is "1"), as the API server normalises them.
 """
 
@@ -34,14 +37,14 @@ class Difference:
     """One rendered field the live object lacks or holds another value in."""
 
     path: tuple[str, ...]  # keys, and "[name]" / "[index]" for list items
-    rendered: Any
+    rendered: Any  # MISSING for an env variable the live object has and the render has not
     live: Any  # MISSING when the live object lacks the field
 
     def describe(self) -> str:
         """ "replicas 3→1", "env NVIDIA_VISIBLE_DEVICES" (values of env are never shown), "image a→b"."""
         if "env" in self.path[:-1]:
             item = self.path[self.path.index("env") + 1]
-            return f"env {item.strip('[]')}"
+            return f"env {item.strip('[]')}" + (" (added)" if self.rendered is MISSING else "")
         shown = self.path[1:] if self.path[0] == "spec" else self.path
         where = ".".join(shown).replace(".[", "[")
         if self.live is MISSING:
@@ -90,6 +93,13 @@ def _compare_list(rendered: Sequence[Any], live: Any, path: tuple[str, ...], fou
         by_name = {item.get("name"): item for item in live}
         for item in rendered:
             _compare(item, by_name.get(item["name"], MISSING), (*path, f"[{item['name']}]"), found)
+        if path[-1] == "env":  # the whole environment is rendered (spec.env and the operator's)
+            ours = {item["name"] for item in rendered}
+            found.extend(
+                Difference((*path, f"[{item.get('name')}]"), MISSING, item)
+                for item in live
+                if item.get("name") not in ours
+            )
     elif len(rendered) != len(live) or not all(isinstance(item, Mapping) for item in rendered):
         if list(rendered) != list(live):
             found.append(Difference(path, list(rendered), list(live)))
@@ -107,6 +117,23 @@ def _same_leaf(rendered: Any, live: Any, path: tuple[str, ...]) -> bool:
         except ValueError:
             return False
     return False
+
+
+def env_removal_patch(found: Sequence[Difference]) -> dict[str, Any] | None:
+    """A strategic merge patch deleting the env variables added to rendered containers (server-side
+    apply leaves fields other managers own), or None when there are none."""
+    removals: dict[str, list[str]] = {}
+    for difference in found:
+        path = difference.path
+        if difference.rendered is MISSING and len(path) >= 4 and path[-2] == "env" and path[-4] == "containers":
+            removals.setdefault(path[-3].strip("[]"), []).append(path[-1].strip("[]"))
+    if not removals:
+        return None
+    containers = [
+        {"name": container, "env": [{"name": name, "$patch": "delete"} for name in names]}
+        for container, names in removals.items()
+    ]
+    return {"spec": {"template": {"spec": {"containers": containers}}}}
 
 
 def comparable(obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from vram_operator.api.inference_server import InferenceServer
-from vram_operator.controller.child_drift import comparable, drift_message
+from vram_operator.controller.child_drift import comparable, differences, drift_message, env_removal_patch
 from vram_operator.controller.kube import ChildRefusedError
 from vram_operator.controller.registry import REGISTRY
 from vram_operator.controller.runtime import Runtime, plain, values
@@ -104,8 +104,9 @@ class ChildKeeper:
         and apply the ones still drifted, with an Event each."""
         async with self.rt.server_locks[server.key]:
             for obj in self.drifted(server, indexes):
-                live = await asyncio.to_thread(self.rt.kube.read_child, obj)
-                message = None if being_deleted(live) else drift_message(obj, comparable(live) if live else None)
+                found = await asyncio.to_thread(self.rt.kube.read_child, obj)
+                live = comparable(found) if found is not None else None
+                message = None if being_deleted(live) else drift_message(obj, live)
                 if message is None:
                     continue  # the watch was behind: the child is as applied
                 try:
@@ -113,4 +114,7 @@ class ChildKeeper:
                 except ChildRefusedError as error:  # reported as Degraded ChildRejected by the reconcile
                     log.warning("%s: %s", server.key, error)
                     continue
+                removal = env_removal_patch(differences(obj, live)) if live is not None else None
+                if removal is not None:
+                    await asyncio.to_thread(self.rt.kube.patch_child, obj, removal)
                 self.post_event(server, "Warning", DRIFT_REVERTED, message)

@@ -37,6 +37,8 @@ class KubePort(Protocol):
 
     def read_child(self, obj: dict[str, Any]) -> dict[str, Any] | None: ...
 
+    def patch_child(self, obj: dict[str, Any], patch: dict[str, Any]) -> None: ...
+
     def delete_stale_replicas(self, namespace: str, server: str, rendered: Collection[str]) -> list[str]: ...
 
     def patch_server_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None: ...
@@ -106,6 +108,19 @@ class Kube:
             raise
         live: dict[str, Any] = found.to_dict()
         return live
+
+    def patch_child(self, obj: dict[str, Any], patch: dict[str, Any]) -> None:
+        """A strategic merge patch of a child object (what server-side apply cannot do: delete list
+        items that other field managers own)."""
+        meta = obj["metadata"]
+        self.dynamic.patch(
+            self._resource(obj["apiVersion"], obj["kind"]),
+            body=patch,
+            name=meta["name"],
+            namespace=meta["namespace"],
+            content_type="application/strategic-merge-patch+json",
+            field_manager=FIELD_MANAGER,
+        )
 
     def delete_child(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:

@@ -18,6 +18,7 @@ class FakeKube:
     refuse_kinds: dict[str, str] = field(default_factory=dict)  # kind -> the API server's message
     status_writes: int = 0
     reads: int = 0
+    child_patches: list[tuple[tuple[str, str], dict[str, Any]]] = field(default_factory=list)
     gpu_node_patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def apply(self, obj: dict[str, Any]) -> None:
@@ -29,6 +30,10 @@ class FakeKube:
     def read_child(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         self.reads += 1
         return self.applied.get((obj["kind"], obj["metadata"]["name"]))
+
+    def patch_child(self, obj: dict[str, Any], patch: dict[str, Any]) -> None:
+        # Recorded only: this fake's apply replaces the whole object (no fields of other managers stay).
+        self.child_patches.append(((obj["kind"], obj["metadata"]["name"]), patch))
 
     def delete_stale_replicas(self, namespace: str, server: str, rendered: Collection[str]) -> list[str]:
         """Replica Deployments (named after the server, not rendered now) are deleted, like the real port."""

@@ -10,7 +10,13 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from vram_operator.api.inference_server import PlacedGpu, PlacementStatus
-from vram_operator.controller.child_drift import MAX_LISTED, comparable, differences, drift_message
+from vram_operator.controller.child_drift import (
+    MAX_LISTED,
+    comparable,
+    differences,
+    drift_message,
+    env_removal_patch,
+)
 from vram_operator.render import PlacedReplica, RenderSettings, render
 
 
@@ -45,7 +51,6 @@ def container(live: dict[str, Any]) -> dict[str, Any]:
 def test_a_stored_copy_with_defaults_and_extras_is_not_drift() -> None:
     rendered = rendered_deployment()
     live = stored(rendered)
-    container(live)["env"].append({"name": "EXTRA", "value": "1"})  # not rendered: not ours to remove
     live["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"] = "now"
     assert differences(rendered, live) == []
     assert drift_message(rendered, comparable(live)) is None
@@ -154,3 +159,20 @@ def test_changing_one_rendered_value_is_exactly_one_difference_at_its_path(tree:
     [difference] = differences(rendered, live)
     shown = tuple(f"[{step}]" if isinstance(step, int) else step for step in path)
     assert difference.path == ("spec", *shown)
+
+
+def test_an_env_variable_added_to_a_rendered_container_is_drift_and_removed_by_name() -> None:
+    rendered = rendered_deployment()
+    live = stored(rendered)
+    container(live)["env"].append({"name": "NVIDIA_DRIVER_LIB", "value": "x"})
+    found = differences(rendered, live)
+    assert [d.describe() for d in found] == ["env NVIDIA_DRIVER_LIB (added)"]
+    patch = env_removal_patch(found)
+    assert patch == {
+        "spec": {
+            "template": {
+                "spec": {"containers": [{"name": "engine", "env": [{"name": "NVIDIA_DRIVER_LIB", "$patch": "delete"}]}]}
+            }
+        }
+    }
+    assert env_removal_patch(differences(rendered, stored(rendered))) is None

@@ -163,3 +163,15 @@ def test_a_child_found_in_sync_is_compared_again_only_when_its_version_changes()
     c.rt.forget("ns/a")
     c.check()
     assert c.keeper.in_sync == {}  # forgotten with the server
+
+
+def test_an_env_variable_added_by_hand_is_deleted_by_a_strategic_merge_patch() -> None:
+    c = Cluster()
+    c.reconcile(generic("a"))
+    c.edit("Deployment", "a")["spec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": "LD_PRELOAD", "value": "/x.so"}
+    )
+    c.check()
+    deleted = {"name": "engine", "env": [{"name": "LD_PRELOAD", "$patch": "delete"}]}
+    assert c.kube.child_patches == [(("Deployment", "a"), {"spec": {"template": {"spec": {"containers": [deleted]}}}})]
+    assert [m for *_, m in c.events] == ["Deployment a: reverted env LD_PRELOAD (added)"]

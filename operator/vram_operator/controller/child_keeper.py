@@ -118,3 +118,4 @@ class ChildKeeper:
                 if removal is not None:
                     await asyncio.to_thread(self.rt.kube.patch_child, obj, removal)
                 self.post_event(server, "Warning", DRIFT_REVERTED, message)
+                self.rt.metrics.drift_reverted.labels(obj["kind"]).inc()

@@ -96,6 +96,7 @@ def test_a_scaled_deployment_with_changed_env_is_reverted_with_one_event() -> No
     ]
     c.check()  # restored: nothing more to say
     assert len(c.events) == 1
+    assert c.rt.metrics.registry.get_sample_value("vram_operator_drift_reverted_total", {"kind": "Deployment"}) == 1
 
 
 def test_a_deleted_deployment_and_service_are_recreated() -> None:

@@ -22,6 +22,7 @@ COMPARED = ("metadata", "spec")
 # Event messages are bounded: list this many reverted fields, then a count.
 MAX_LISTED = 6
 MAX_SHOWN_VALUE = 40
+ZERO_VALUES: tuple[Any, ...] = ("", 0, False, {}, [])
 
 
 class _Missing:
@@ -69,7 +70,8 @@ def differences(rendered: Mapping[str, Any], live: Mapping[str, Any]) -> list[Di
 
 def _compare(rendered: Any, live: Any, path: tuple[str, ...], found: list[Difference]) -> None:
     if live is MISSING:
-        found.append(Difference(path, rendered, MISSING))
+        if not _stored_as_absent(rendered):
+            found.append(Difference(path, rendered, MISSING))
     elif isinstance(rendered, Mapping):
         if not isinstance(live, Mapping):
             found.append(Difference(path, rendered, live))
@@ -80,6 +82,12 @@ def _compare(rendered: Any, live: Any, path: tuple[str, ...], found: list[Differ
         _compare_list(rendered, live, path, found)
     elif not _same_leaf(rendered, live, path):
         found.append(Difference(path, rendered, live))
+
+
+def _stored_as_absent(value: Any) -> bool:
+    """A zero value the API server leaves out when it stores an object (Go's omitempty: "", 0,
+    false, empty maps and lists, null): rendered that way, it is absent from the live object."""
+    return value is None or any(value == zero for zero in ZERO_VALUES)
 
 
 def _named(items: Sequence[Any]) -> bool:

@@ -65,6 +65,9 @@ class ChildKeeper:
         # Per child (kind, namespace/name): the live resourceVersion last found as the applied object
         # (held, so `is` tells it is the same): a child unchanged since is not compared again.
         self.in_sync: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        # Per child: a drift a restore did not remove (the API server keeps a value of its own), with
+        # the applied object: not tried again until the drift or the render changes (no Event storm).
+        self.stuck: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
 
     def drifted(self, server: InferenceServer, indexes: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The server's applied children whose watched version is missing or differs."""
@@ -80,9 +83,10 @@ class ChildKeeper:
                 continue
             if being_deleted(live):
                 continue  # deleted in the foreground: recreated once it is gone
-            if drift_message(obj, live) is None:
+            message = drift_message(obj, live)
+            if message is None:
                 self.in_sync[child] = (version, obj)
-            else:
+            elif self.stuck.get(child, (None, None))[0] != message or self.stuck[child][1] is not obj:
                 found.append(obj)
         return found
 
@@ -90,6 +94,7 @@ class ChildKeeper:
         """Every server with children applied: revert what drifted (one server's trouble is logged)."""
         applied = {id(obj) for children in self.rt.applied.values() for obj in children.values()}
         self.in_sync = {child: seen for child, seen in self.in_sync.items() if id(seen[1]) in applied}
+        self.stuck = {child: seen for child, seen in self.stuck.items() if id(seen[1]) in applied}
         for server in [s for s in values(indexes["inference_servers"]) if s is not None]:
             if server.key not in self.rt.applied or (server.metadata.model_extra or {}).get("deletionTimestamp"):
                 continue  # garbage collection removes the children of a server being deleted
@@ -117,5 +122,19 @@ class ChildKeeper:
                 removal = env_removal_patch(differences(obj, live)) if live is not None else None
                 if removal is not None:
                     await asyncio.to_thread(self.rt.kube.patch_child, obj, removal)
+                if await self.still_drifted(server, obj, message):
+                    continue
                 self.post_event(server, "Warning", DRIFT_REVERTED, message)
                 self.rt.metrics.drift_reverted.labels(obj["kind"]).inc()
+
+    async def still_drifted(self, server: InferenceServer, obj: dict[str, Any], message: str) -> bool:
+        """Read a restored child again: a drift the restore left as it was is remembered (and logged)
+        instead of reported, so that it is not applied and announced again every check."""
+        found = await asyncio.to_thread(self.rt.kube.read_child, obj)
+        left = drift_message(obj, comparable(found) if found is not None else None)
+        if left is None:
+            return False
+        child = (obj["kind"], f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+        self.stuck[child] = (left, obj)
+        log.warning("%s: %s stays after a restore; left alone until it or the render changes", server.key, left)
+        return left == message

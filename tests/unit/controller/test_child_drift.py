@@ -176,3 +176,15 @@ def test_an_env_variable_added_to_a_rendered_container_is_drift_and_removed_by_n
         }
     }
     assert env_removal_patch(differences(rendered, stored(rendered))) is None
+
+
+def test_zero_values_the_api_server_leaves_out_are_not_drift() -> None:
+    rendered = {
+        "kind": "Deployment",
+        "metadata": {"name": "a"},
+        "spec": {"env": [{"name": "EMPTY", "value": ""}], "hostPort": 0, "flag": False, "opts": {}, "none": None},
+    }
+    live = {"metadata": {"name": "a"}, "spec": {"env": [{"name": "EMPTY"}]}}
+    assert differences(rendered, live) == []
+    [one] = differences({**rendered, "spec": {**rendered["spec"], "hostPort": 1}}, live)
+    assert one.path == ("spec", "hostPort")

@@ -176,3 +176,27 @@ def test_an_env_variable_added_by_hand_is_deleted_by_a_strategic_merge_patch() -
     deleted = {"name": "engine", "env": [{"name": "LD_PRELOAD", "$patch": "delete"}]}
     assert c.kube.child_patches == [(("Deployment", "a"), {"spec": {"template": {"spec": {"containers": [deleted]}}}})]
     assert [m for *_, m in c.events] == ["Deployment a: reverted env LD_PRELOAD (added)"]
+
+
+def test_a_drift_a_restore_cannot_remove_is_not_announced_nor_applied_every_check() -> None:
+    c = Cluster()
+    c.reconcile(generic("a"))
+    applied = c.kube.apply
+
+    def apply_as_a_webhook_would(obj: dict[str, Any]) -> None:  # the stored object keeps a value of its own
+        applied(obj)
+        if obj["kind"] == "Service":
+            c.edit("Service", "a")["spec"]["type"] = "NodePort"
+
+    c.kube.apply = apply_as_a_webhook_would  # type: ignore[method-assign]
+    c.edit("Service", "a")["spec"]["type"] = "NodePort"
+    c.check()
+    assert c.events == []
+    reads = c.kube.reads
+    c.check()
+    c.check()
+    assert c.kube.reads == reads  # left alone: no read, no apply, no Event
+    c.edit("Service", "a")["metadata"]["labels"]["vram.dev/server"] = "b"  # another drift is handled
+    c.check()
+    [message] = [m for *_, m in c.events]
+    assert message.startswith("Service a: reverted metadata.labels.vram.dev/server b→a")

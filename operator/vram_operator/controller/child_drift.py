@@ -12,7 +12,7 @@ Resource quantities compare by value ("1000m" is "1"), as the API server normali
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,13 +151,21 @@ def comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {"metadata": meta, "spec": obj.get("spec") or {}}
 
 
-def drift_message(rendered: Mapping[str, Any], live: Mapping[str, Any] | None) -> str | None:
+def drifted_fields(rendered: Mapping[str, Any], live: Mapping[str, Any]) -> list[str]:
+    """What differs, described once each, in the order of the rendered object."""
+    return list(dict.fromkeys(d.describe() for d in differences(rendered, live)))
+
+
+def drift_message(
+    rendered: Mapping[str, Any], live: Mapping[str, Any] | None, *, besides: Collection[str] = ()
+) -> str | None:
     """The Event text for a child that drifted ("Deployment web: reverted env X, replicas 3→1";
-    "Deployment web: recreated (it was deleted)"), or None when the live object is as rendered."""
+    "Deployment web: recreated (it was deleted)"), or None when the live object is as rendered.
+    `besides`: drifted fields to leave out (the ones a restore could not revert)."""
     what = f"{rendered['kind']} {rendered['metadata']['name']}"
     if live is None:
         return f"{what}: recreated (it was deleted)"
-    described = list(dict.fromkeys(d.describe() for d in differences(rendered, live)))
+    described = [field for field in drifted_fields(rendered, live) if field not in besides]
     if not described:
         return None
     listed = ", ".join(described[:MAX_LISTED])

@@ -19,7 +19,13 @@ from typing import Any
 import kopf
 
 from vram_operator.api.inference_server import InferenceServer
-from vram_operator.controller.child_drift import comparable, differences, drift_message, env_removal_patch
+from vram_operator.controller.child_drift import (
+    comparable,
+    differences,
+    drift_message,
+    drifted_fields,
+    env_removal_patch,
+)
 from vram_operator.controller.kube import ChildRefusedError
 from vram_operator.controller.registry import REGISTRY
 from vram_operator.controller.runtime import Runtime, plain, values
@@ -122,19 +128,21 @@ class ChildKeeper:
                 removal = env_removal_patch(differences(obj, live)) if live is not None else None
                 if removal is not None:
                     await asyncio.to_thread(self.rt.kube.patch_child, obj, removal)
-                if await self.still_drifted(server, obj, message):
-                    continue
-                self.post_event(server, "Warning", DRIFT_REVERTED, message)
-                self.rt.metrics.drift_reverted.labels(obj["kind"]).inc()
+                left = await self.left_after_restore(server, obj)
+                reverted = message if live is None else drift_message(obj, live, besides=left)
+                if reverted is not None:
+                    self.post_event(server, "Warning", DRIFT_REVERTED, reverted)
+                    self.rt.metrics.drift_reverted.labels(obj["kind"]).inc()
 
-    async def still_drifted(self, server: InferenceServer, obj: dict[str, Any], message: str) -> bool:
-        """Read a restored child again: a drift the restore left as it was is remembered (and logged)
-        instead of reported, so that it is not applied and announced again every check."""
+    async def left_after_restore(self, server: InferenceServer, obj: dict[str, Any]) -> list[str]:
+        """Read a restored child again: what a restore left as it was (the API server keeps a value of
+        its own) is remembered and logged, so that it is not applied and announced every check."""
         found = await asyncio.to_thread(self.rt.kube.read_child, obj)
-        left = drift_message(obj, comparable(found) if found is not None else None)
-        if left is None:
-            return False
+        after = comparable(found) if found is not None else None
+        left = drift_message(obj, after)
+        if after is None or left is None:
+            return []
         child = (obj["kind"], f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
         self.stuck[child] = (left, obj)
         log.warning("%s: %s stays after a restore; left alone until it or the render changes", server.key, left)
-        return left == message
+        return drifted_fields(obj, after)

@@ -34,6 +34,12 @@ def ready(custom: client.CustomObjectsApi) -> tuple[str, str] | None:
     return None if found is None else (found["status"], found["reason"])
 
 
+def node_events(core_v1: client.CoreV1Api, reason: str) -> list[Any]:
+    selector = f"involvedObject.kind=GpuNode,involvedObject.name={NODE},reason={reason}"
+    found: list[Any] = core_v1.list_event_for_all_namespaces(field_selector=selector).items
+    return found
+
+
 def agent_ready(now: datetime) -> list[dict[str, Any]]:
     return [{"type": "Ready", "status": "True", "reason": "AllGpusHealthy", "lastTransitionTime": rfc3339(now)}]
 
@@ -64,11 +70,13 @@ def test_a_silent_agent_s_gpu_node_turns_stale_and_back(
     operator: Operator,
     silent_node: None,
     custom_objects: client.CustomObjectsApi,
+    core_v1: client.CoreV1Api,
     dynamic_client: Any,
 ) -> None:
     now = datetime.now(UTC)
     report(custom_objects, now - LONG_AGO, agent_ready(now - LONG_AGO))
     eventually(lambda: ready(custom_objects) == ("Unknown", "HeartbeatStale"), "Ready=Unknown HeartbeatStale")
+    eventually(lambda: node_events(core_v1, "HeartbeatStale"), "a HeartbeatStale event (kubectl describe gpunode)")
 
     shown = table(dynamic_client)
     columns = [c["name"] for c in shown["columnDefinitions"]]
@@ -79,6 +87,7 @@ def test_a_silent_agent_s_gpu_node_turns_stale_and_back(
 
     report(custom_objects, datetime.now(UTC), None)  # reports again, without conditions: the mark goes
     eventually(lambda: ready(custom_objects) is None, "the HeartbeatStale mark removed")
+    eventually(lambda: node_events(core_v1, "HeartbeatResumed"), "a HeartbeatResumed event")
 
     report(custom_objects, datetime.now(UTC) - LONG_AGO, None)  # silent again: judged on the timer
     eventually(lambda: ready(custom_objects) == ("Unknown", "HeartbeatStale"), "marked stale again")

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import kopf
 
 from vram_operator.api.base import GROUP, VERSION
-from vram_operator.controller.gpu_health import stale_marked_conditions
+from vram_operator.api.gpu_node import GpuNode
+from vram_operator.controller.gpu_health import HEARTBEAT_STALE, READY, stale_marked_conditions
 from vram_operator.controller.registry import REGISTRY
 from vram_operator.controller.runtime import Runtime, now, rfc3339
 from vram_operator.controller.server_reconciler import nodes_of
@@ -29,11 +30,22 @@ async def gpu_node_seen(*, memo: kopf.Memo, **kwargs: Any) -> None:
     cast(Runtime, memo["rt"]).remember_indexes(kwargs)
 
 
+# post(node, type, reason, message): an Event about a GpuNode (kopf.event in the operator).
+PostNodeEvent = Callable[[GpuNode, str, str, str], None]
+
+
+def post_node_event(node: GpuNode, type_: str, reason: str, message: str) -> None:
+    meta = {"name": node.metadata.name, "uid": node.metadata.uid}
+    body = {"apiVersion": node.api_version, "kind": node.kind, "metadata": meta}
+    kopf.event(kopf.Body(cast(kopf.RawBody, body)), type=type_, reason=reason, message=message)
+
+
 class HeartbeatCheck:
     """Judges every GpuNode's heartbeat each check interval (settings.heartbeat_stale)."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, post_event: PostNodeEvent) -> None:
         self.rt = rt
+        self.post_event = post_event
 
     async def check(self, indexes: Mapping[str, Any]) -> None:
         moment = now()
@@ -52,6 +64,10 @@ class HeartbeatCheck:
             except Exception:  # one node's trouble must not stop the others
                 log.exception("marking the heartbeat of GpuNode %s failed", name)
                 continue
-            ready = next((c for c in conditions if c.type == "Ready"), None)
-            if written:
-                log.info("GpuNode %s: Ready %s", name, f"{ready.status}: {ready.message}" if ready else "mark removed")
+            if not written:
+                continue  # the agent wrote meanwhile: judged again at the next check
+            ready = next((c for c in conditions if c.type == READY), None)
+            if ready is not None:
+                self.post_event(node, "Warning", HEARTBEAT_STALE, ready.message)
+            else:
+                self.post_event(node, "Normal", "HeartbeatResumed", "the agent reports again")

@@ -16,7 +16,7 @@ from kubernetes import client, config
 from vram_operator.controller import logs
 from vram_operator.controller.assignments import AssignmentReconciler
 from vram_operator.controller.child_keeper import ChildKeeper
-from vram_operator.controller.heartbeats import HeartbeatCheck
+from vram_operator.controller.heartbeats import HeartbeatCheck, post_node_event
 from vram_operator.controller.kube import Kube
 from vram_operator.controller.metrics import Metrics
 from vram_operator.controller.registry import REGISTRY
@@ -120,7 +120,7 @@ def memo_for(rt: Runtime, api: client.ApiClient) -> kopf.Memo:
     servers = ServerReconciler(rt, post_event)
     gpu_assignments = AssignmentReconciler(rt)
     children = ChildKeeper(rt, post_event)
-    heartbeats = HeartbeatCheck(rt)
+    heartbeats = HeartbeatCheck(rt, post_node_event)
     rt.checks.extend([servers.check_servers, gpu_assignments.check, children.check, heartbeats.check])
     return kopf.Memo(rt=rt, servers=servers, assignments=gpu_assignments, api=api)
 

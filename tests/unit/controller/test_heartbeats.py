@@ -83,9 +83,28 @@ def test_the_check_writes_the_mark_on_the_version_it_judged() -> None:
     rt = Runtime(settings=ControllerSettings(heartbeat_stale=STALE_AFTER), kube=kube, metrics=Metrics())
     silent = reported(10**6, AGENT_READY)  # far in the past of the real clock the check uses
     fresh = gpu_node("fresh", heartbeat=rfc3339(datetime.now(UTC)))
-    asyncio.run(HeartbeatCheck(rt).check({"gpu_nodes": {"ws": [silent], "fresh": [fresh]}}))
+    events: list[tuple[str, str, str]] = []
+    check = HeartbeatCheck(rt, lambda node, type_, reason, _: events.append((node.metadata.name, type_, reason)))
+    asyncio.run(check.check({"gpu_nodes": {"ws": [silent], "fresh": [fresh]}}))
     [(name, patch)] = kube.gpu_node_patches
     assert name == "ws" and patch["metadata"] == {"resourceVersion": "42"}
     assert [(c["type"], c["status"], c["reason"]) for c in patch["status"]["conditions"]] == [
         ("Ready", "Unknown", HEARTBEAT_STALE)
     ]
+    assert events == [("ws", "Warning", HEARTBEAT_STALE)]
+    assert silent.status is not None
+    silent.status.conditions = [Condition.model_validate(c) for c in patch["status"]["conditions"]]
+    silent.status.last_heartbeat = rfc3339(datetime.now(UTC))  # reports again, without conditions
+    asyncio.run(check.check({"gpu_nodes": {"ws": [silent]}}))
+    assert kube.gpu_node_patches[-1][1]["status"]["conditions"] == []
+    assert events[-1] == ("ws", "Normal", "HeartbeatResumed")
+
+
+def test_a_write_the_agent_got_in_first_posts_nothing() -> None:
+    kube = FakeKube()
+    kube.patch_gpu_node_status = lambda name, patch: False  # type: ignore[method-assign]
+    rt = Runtime(settings=ControllerSettings(heartbeat_stale=STALE_AFTER), kube=kube, metrics=Metrics())
+    events: list[str] = []
+    check = HeartbeatCheck(rt, lambda node, type_, reason, _: events.append(reason))
+    asyncio.run(check.check({"gpu_nodes": {"ws": [reported(10**6, AGENT_READY)]}}))
+    assert events == []

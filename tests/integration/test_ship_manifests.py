@@ -29,8 +29,11 @@ OPERATOR_MAY = [("vram.dev", "inferenceservers", "", verb, None) for verb in ("g
     ("vram.dev", "gpuassignments", "status", "patch", None),
     ("vram.dev", "gpunodes", "", "list", None),
     ("vram.dev", "gpunodes", "", "watch", None),
+    ("vram.dev", "gpunodes", "status", "patch", None),  # Ready Unknown HeartbeatStale on a silent agent's node
     *[("apps", "deployments", "", verb, "ml") for verb in ("create", "get", "list", "watch", "patch", "delete")],
     *[("", "services", "", verb, "ml") for verb in ("create", "patch", "delete")],
+    ("", "services", "", "list", None),  # watched: a Service deleted or changed by hand is restored
+    ("", "services", "", "watch", None),
     *[("resource.k8s.io", "resourceclaims", "", verb, "ml") for verb in ("create", "patch", "delete")],
     ("", "events", "", "create", "ml"),
     ("events.k8s.io", "events", "", "patch", "ml"),

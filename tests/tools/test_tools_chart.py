@@ -204,6 +204,7 @@ def test_rbac_is_least_privilege(render_chart: RenderChart) -> None:
     }
     operator = _grants(_rules(documents, "operator"))
     assert ("vram.dev", "gpunodes", "patch") not in operator  # the agents own GpuNodes
+    assert ("vram.dev", "gpunodes/status", "patch") in operator  # a silent agent's node marked stale
     assert ("vram.dev", "inferenceservers/status", "patch") in operator
     assert ("", "pods", "delete") not in operator
 

@@ -28,6 +28,13 @@ PRINTER_COLUMNS: dict[str, list[dict[str, str]]] = {
         {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpuCount"},
         {"name": "Total", "type": "string", "jsonPath": ".status.memoryTotalMiB", "description": "MiB"},
         {"name": "Free", "type": "string", "jsonPath": ".status.memoryFreeMiB", "description": "MiB"},
+        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        {
+            "name": "Heartbeat",
+            "type": "date",
+            "jsonPath": ".status.lastHeartbeat",
+            "description": "Time since the agent's last report",
+        },
     ],
     "GpuAssignment": [
         {"name": "Strategy", "type": "string", "jsonPath": ".spec.strategy"},

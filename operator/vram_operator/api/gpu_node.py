@@ -60,7 +60,10 @@ class GpuNodeStatus(ApiModel):
     conditions: list[Condition] = Field(
         default_factory=list,
         max_length=16,
-        description="Ready, NvmlAvailable, ...",
+        description=(
+            "Ready, NvmlAvailable (written by the agent); Ready is set Unknown, reason HeartbeatStale, "
+            "by the operator while the agent is silent."
+        ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
 

@@ -58,7 +58,7 @@ def quantity_mib(value: str | int | float) -> float:
     Plain numbers are bytes. Raises ValueError for malformed, negative, zero, below 1 MiB or
     above 16 TiB values.
     """
-    mib = _quantity_bytes(value) / MIB
+    mib = quantity_value(value) / MIB
     if mib <= 0:
         raise ValueError(f"must be positive, got {value!r}")
     if mib < MIN_MIB:
@@ -69,7 +69,8 @@ def quantity_mib(value: str | int | float) -> float:
     return float(mib)
 
 
-def _quantity_bytes(value: str | int | float) -> Decimal:
+def quantity_value(value: str | int | float) -> Decimal:
+    """The exact value of a non-negative quantity ("1000m" and "1" are both 1); ValueError if it is none."""
     if isinstance(value, bool):
         raise ValueError(f"expected a quantity such as 650Mi, got {value!r}")
     if isinstance(value, int):

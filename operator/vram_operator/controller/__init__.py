@@ -24,7 +24,9 @@ Running it:
   own progress in `kopf.vram.dev/*` annotations. No finalizers: deleting a server never waits for
   the operator, its reservation goes with it and garbage collection removes its children.
 - Periodic work (measured memory, lost GPUs, retries of unplaced servers with backoff, memory
-  failure corrections, GpuAssignment rollout waves) runs in one loop every `--check-interval`.
+  failure corrections, GpuAssignment rollout waves, children changed or deleted by hand restored
+  (child_keeper), GpuNodes of silent agents marked Ready=Unknown (heartbeats)) runs in one loop
+  every `--check-interval`.
 - Probes: `--health-port` serves kopf's liveness endpoint at /healthz (use it for liveness and
   readiness). `--metrics-port` serves Prometheus metrics at /metrics (see controller.metrics).
 - Logs are JSON lines on stderr (one object per record).

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from vram_operator.api.base import Condition
 from vram_operator.api.gpu_node import GpuNode
 from vram_operator.api.inference_server import PlacementStatus
+from vram_operator.controller.conditions import set_condition
+from vram_operator.controller.gpu_view import heartbeat_stale
 from vram_operator.placement.agent_data import unusable_reason
 from vram_operator.placement.ownership import ProcessOwners, not_ours
 
@@ -87,3 +90,34 @@ def capacity_of(node: GpuNode, owners: ProcessOwners) -> dict[str, float]:
 def capacity_grew(before: Mapping[str, float], after: Mapping[str, float]) -> bool:
     """A GPU appeared or healed, or one gained at least CAPACITY_STEP_MIB."""
     return any(uuid not in before or mib >= before[uuid] + CAPACITY_STEP_MIB for uuid, mib in after.items())
+
+
+READY = "Ready"
+HEARTBEAT_STALE = "HeartbeatStale"
+
+
+def stale_marked_conditions(
+    node: GpuNode, *, now: datetime, stale_after: timedelta, now_text: str
+) -> list[Condition] | None:
+    """A GpuNode's conditions once the operator has judged its heartbeat, when they must change.
+
+    An agent that went silent cannot say so: its last Ready no longer holds, so Ready becomes
+    Unknown, reason HeartbeatStale (as the node lifecycle controller does for a silent kubelet).
+    When the agent reports again, the agent writes its own Ready; a mark it left in place (a writer
+    that sends no conditions) is removed. None: nothing to change (a GpuNode no agent ever wrote
+    has no Ready to contradict).
+    """
+    if node.status is None:
+        return None
+    conditions = node.status.conditions
+    ready = next((c for c in conditions if c.type == READY), None)
+    marked = ready is not None and ready.reason == HEARTBEAT_STALE
+    stale = heartbeat_stale(node, now, stale_after)
+    if stale and not marked:
+        beat = node.status.last_heartbeat
+        since = f"no agent report since {beat}" if beat else "no agent heartbeat reported"
+        message = f"{since} (stale after {stale_after.total_seconds():.0f}s)"
+        return set_condition(conditions, READY, None, HEARTBEAT_STALE, message, generation=None, now=now_text)
+    if marked and not stale:
+        return [c for c in conditions if c.type != READY]
+    return None

@@ -18,14 +18,15 @@ def parse_time(value: str) -> datetime | None:
         return None
 
 
+def heartbeat_stale(node: GpuNode, now: datetime, stale_after: timedelta) -> bool:
+    """The one staleness rule: the node's agent has not reported within `stale_after` (or never)."""
+    beat = parse_time(node.status.last_heartbeat) if node.status and node.status.last_heartbeat else None
+    return beat is None or now - beat > stale_after
+
+
 def stale_nodes(nodes: Iterable[GpuNode], now: datetime, stale_after: timedelta) -> frozenset[str]:
     """Nodes whose agent has not reported within `stale_after` (or never): no new placements there."""
-    stale = set()
-    for node in nodes:
-        beat = parse_time(node.status.last_heartbeat) if node.status and node.status.last_heartbeat else None
-        if beat is None or now - beat > stale_after:
-            stale.add(node.metadata.name)
-    return frozenset(stale)
+    return frozenset(node.metadata.name for node in nodes if heartbeat_stale(node, now, stale_after))
 
 
 def find_gpu(nodes: Iterable[GpuNode], node: str, uuid: str) -> GpuDeviceStatus | None:

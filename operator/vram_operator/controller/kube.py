@@ -37,6 +37,10 @@ class KubePort(Protocol):
 
     def apply(self, obj: dict[str, Any]) -> None: ...
 
+    def read_child(self, obj: dict[str, Any]) -> dict[str, Any] | None: ...
+
+    def patch_child(self, obj: dict[str, Any], patch: dict[str, Any]) -> None: ...
+
     def delete_stale_replicas(self, namespace: str, server: str, rendered: Collection[str]) -> list[str]: ...
 
     def patch_server_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None: ...
@@ -46,6 +50,8 @@ class KubePort(Protocol):
     def patch_assignment_status(self, name: str, patch: dict[str, Any]) -> None: ...
 
     def create_event(self, namespace: str, event: dict[str, Any]) -> None: ...
+
+    def patch_gpu_node_status(self, name: str, patch: dict[str, Any]) -> bool: ...
 
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
 
@@ -93,6 +99,33 @@ class Kube:
                 raise ChildRefusedError(obj["kind"], meta["name"], error.status, api_message(error)) from None
             raise
 
+    def read_child(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """The live version of a child object (same kind, namespace, name), None when it does not exist."""
+        meta = obj["metadata"]
+        try:
+            found = self.dynamic.get(
+                self._resource(obj["apiVersion"], obj["kind"]), name=meta["name"], namespace=meta["namespace"]
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        live: dict[str, Any] = found.to_dict()
+        return live
+
+    def patch_child(self, obj: dict[str, Any], patch: dict[str, Any]) -> None:
+        """A strategic merge patch of a child object (what server-side apply cannot do: delete list
+        items that other field managers own)."""
+        meta = obj["metadata"]
+        self.dynamic.patch(
+            self._resource(obj["apiVersion"], obj["kind"]),
+            body=patch,
+            name=meta["name"],
+            namespace=meta["namespace"],
+            content_type="application/strategic-merge-patch+json",
+            field_manager=FIELD_MANAGER,
+        )
+
     def delete_child(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:
             self.dynamic.delete(self._resource(api_version, kind), name=name, namespace=namespace)
@@ -130,6 +163,16 @@ class Kube:
             self.core.create_namespaced_event(namespace, body)
         except ApiException as error:
             log.warning("event %s not posted: %s", event.get("reason"), api_message(error))
+
+    def patch_gpu_node_status(self, name: str, patch: dict[str, Any]) -> bool:
+        """Patch a GpuNode's status; False when it changed since the patch's resourceVersion, or is gone."""
+        try:
+            self.custom.patch_cluster_custom_object_status(GROUP, VERSION, "gpunodes", name, patch)
+        except ApiException as error:
+            if error.status in (404, 409):
+                return False
+            raise
+        return True
 
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         try:

@@ -15,6 +15,8 @@ from kubernetes import client, config
 
 from vram_operator.controller import logs
 from vram_operator.controller.assignments import AssignmentReconciler
+from vram_operator.controller.child_keeper import ChildKeeper
+from vram_operator.controller.heartbeats import HeartbeatCheck, post_node_event
 from vram_operator.controller.kube import Kube
 from vram_operator.controller.metrics import Metrics
 from vram_operator.controller.registry import REGISTRY
@@ -117,7 +119,9 @@ def memo_for(rt: Runtime, api: client.ApiClient) -> kopf.Memo:
     """What every handler shares: the runtime, the reconcilers (their checks run in its loop), the client."""
     servers = ServerReconciler(rt, post_event)
     gpu_assignments = AssignmentReconciler(rt)
-    rt.checks.extend([servers.check_servers, gpu_assignments.check])
+    children = ChildKeeper(rt, post_event)
+    heartbeats = HeartbeatCheck(rt, post_node_event)
+    rt.checks.extend([servers.check_servers, gpu_assignments.check, children.check, heartbeats.check])
     return kopf.Memo(rt=rt, servers=servers, assignments=gpu_assignments, api=api)
 
 

@@ -10,6 +10,7 @@ vram_operator_gpu_measured_mib{node,gpu}               VRAM our servers' process
 vram_operator_estimate_ratio{namespace,server}         measured / predicted per GPU (1.0 = exact)
 vram_operator_corrections_total{reason,action}         corrections of memory failures
 vram_operator_replacements_total{reason}               servers re-placed (GPU lost, unhealthy)
+vram_operator_drift_reverted_total{kind}               children changed or deleted by hand, restored
 """
 
 from __future__ import annotations
@@ -67,6 +68,13 @@ class Metrics:
         )
         self.replacements = Counter(
             "vram_operator_replacements", "Servers re-placed off lost or unhealthy GPUs.", ["reason"], registry=r
+        )
+
+        self.drift_reverted = Counter(
+            "vram_operator_drift_reverted",
+            "Children (Deployment, Service) changed or deleted by hand and restored.",
+            ["kind"],
+            registry=r,
         )
 
     def forget_server(self, namespace: str, server: str) -> None:

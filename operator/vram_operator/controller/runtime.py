@@ -22,7 +22,14 @@ from vram_operator.controller.settings import ControllerSettings
 
 RESOURCE_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
 MAX_RETRY_SECONDS = 60.0
-INDEX_NAMES = ("inference_servers", "gpu_nodes", "server_pods", "gpu_assignments")
+INDEX_NAMES = (
+    "inference_servers",
+    "gpu_nodes",
+    "server_pods",
+    "gpu_assignments",
+    "server_deployments",
+    "server_services",
+)
 
 
 @dataclass
@@ -45,6 +52,8 @@ class Runtime:
     capacity: dict[str, dict[str, float]] = field(default_factory=dict)
     # Per server key: the child the API server refused, and its message (Degraded ChildRejected).
     refused: dict[str, str] = field(default_factory=dict)
+    # Per server key: the children its last reconcile applied, by (kind, name): what they must stay.
+    applied: dict[str, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)
     # kopf's indexes (live objects), captured from the first handler call, for the periodic checks.
     indexes: dict[str, Any] = field(default_factory=dict)
     # Periodic checks (servers, assignments), run one after the other every check interval.
@@ -76,6 +85,7 @@ class Runtime:
         so unplaced servers may fit."""
         self.written.pop(key, None)
         self.refused.pop(key, None)
+        self.applied.pop(key, None)
         self.retry_unplaced.clear()
         self.server_locks.pop(key, None)
         namespace, _, name = key.partition("/")

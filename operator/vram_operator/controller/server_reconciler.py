@@ -251,11 +251,15 @@ class ServerReconciler:
         Other API errors propagate: kopf retries them with its backoff."""
         key = server.key
         refused: list[str] = []
+        applied: dict[tuple[str, str], dict[str, Any]] = {}
+        self.rt.applied[key] = applied  # filled as each child lands: what the ChildKeeper restores
         for obj in objects:
             try:
                 await asyncio.to_thread(self.rt.kube.apply, obj)
             except ChildRefusedError as error:
                 refused.append(str(error))
+            else:
+                applied[(obj["kind"], obj["metadata"]["name"])] = obj
         if objects:  # replicas no longer rendered (scaled down, or fewer placed) lose their Deployments
             names = {obj["metadata"]["name"] for obj in objects if obj["kind"] == "Deployment"}
             namespace = server.metadata.namespace or "default"

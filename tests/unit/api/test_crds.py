@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,9 @@ def test_crd_names_columns_and_subresources() -> None:
         for kind, crd in by_kind.items()
     }
     assert columns["InferenceServer"] == ["Engine", "Node", "GPU", "Util", "Memory", "Phase", "Age"]
-    assert columns["GpuNode"] == ["GPUs", "Total", "Free", "Age"]
+    assert columns["GpuNode"] == ["GPUs", "Total", "Free", "Ready", "Heartbeat", "Age"]
+    heartbeat = by_kind["GpuNode"]["spec"]["versions"][0]["additionalPrinterColumns"][4]
+    assert (heartbeat["type"], heartbeat["jsonPath"]) == ("date", ".status.lastHeartbeat")  # shown as an age
     assert columns["GpuAssignment"] == ["Strategy", "Mode", "Revision", "Age"]
     for crd in by_kind.values():
         version = crd["spec"]["versions"][0]
@@ -90,9 +93,13 @@ def test_printer_columns_point_at_fields_that_exist() -> None:
         schema = version["schema"]["openAPIV3Schema"]
         for column in version["additionalPrinterColumns"]:
             node = schema
-            parts = column["jsonPath"].lstrip(".").split(".")
+            # A filter (conditions[?(@.type=="Ready")]) selects items of a list: step into them.
+            parts = re.sub(r"\[\?\(.*?\)\]", "[]", column["jsonPath"]).lstrip(".").split(".")
             if parts[0] == "metadata":
                 continue
             for part in parts:
-                assert part in node.get("properties", {}), f"{column['jsonPath']} missing"
-                node = node["properties"][part]
+                key = part.removesuffix("[]")
+                assert key in node.get("properties", {}), f"{column['jsonPath']} missing"
+                node = node["properties"][key]
+                if part.endswith("[]"):
+                    node = node["items"]

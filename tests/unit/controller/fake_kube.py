@@ -20,12 +20,23 @@ class FakeKube:
     assignment_statuses: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> last status patch
     assignment_writes: int = 0
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (namespace, Event)
+    reads: int = 0
+    child_patches: list[tuple[tuple[str, str], dict[str, Any]]] = field(default_factory=list)
+    gpu_node_patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def apply(self, obj: dict[str, Any]) -> None:
         kind, name = obj["kind"], obj["metadata"]["name"]
         if kind in self.refuse_kinds:
             raise ChildRefusedError(kind, name, 422, self.refuse_kinds[kind])
         self.applied[(kind, name)] = obj
+
+    def read_child(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        self.reads += 1
+        return self.applied.get((obj["kind"], obj["metadata"]["name"]))
+
+    def patch_child(self, obj: dict[str, Any], patch: dict[str, Any]) -> None:
+        # Recorded only: this fake's apply replaces the whole object (no fields of other managers stay).
+        self.child_patches.append(((obj["kind"], obj["metadata"]["name"]), patch))
 
     def delete_stale_replicas(self, namespace: str, server: str, rendered: Collection[str]) -> list[str]:
         """Replica Deployments (named after the server, not rendered now) are deleted, like the real port."""
@@ -51,6 +62,10 @@ class FakeKube:
 
     def create_event(self, namespace: str, event: dict[str, Any]) -> None:
         self.events.append((namespace, event))
+
+    def patch_gpu_node_status(self, name: str, patch: dict[str, Any]) -> bool:
+        self.gpu_node_patches.append((name, patch))
+        return True
 
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         return self.config_maps.get((namespace, name))

@@ -275,11 +275,17 @@ HARMLESS = [{"name": "scratch", "emptyDir": {}}, {"name": "config", "configMap":
 def test_host_path_volume_is_refused_at_admission(
     release: Release, namespace: str, custom_objects: client.CustomObjectsApi
 ) -> None:
-    def create_host_root() -> Any:
-        body = server("host-root", [*HARMLESS, HOST_ROOT])
-        return custom_objects.create_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers", body)
+    body = server("host-root", [*HARMLESS, HOST_ROOT])
 
-    refused = eventually(lambda: refusal(create_host_root), "the host access policy", TAKES_EFFECT_SECONDS)
+    def create_host_root(dry_run: str | None = None) -> Any:
+        return custom_objects.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "inferenceservers", body, dry_run=dry_run
+        )
+
+    # probed without storing anything until the policy is loaded, then the real request
+    eventually(lambda: refusal(lambda: create_host_root("All")), "the host access policy", TAKES_EFFECT_SECONDS)
+    refused = refusal(create_host_root)
+    assert refused is not None
     assert "spec.volumes: hostPath volume root refused" in message(refused)
     assert "admission.allowHostAccess" in message(refused)
     assert custom_objects.list_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers")["items"] == []
@@ -350,6 +356,27 @@ def test_allow_host_access_lifts_the_refusal(
             dyn.server_side_apply(
                 resource_of(dyn, obj), body=obj, name=obj["metadata"]["name"], field_manager=FIELD_MANAGER
             )
+    # back to refusing: the server accepted meanwhile keeps its volume through metadata edits (the
+    # operator's finalizer and annotations) and can be deleted, but gains no further host path
+    more = {"spec": {"volumes": [*created["spec"]["volumes"], HOST_ROOT]}}
+    refused = eventually(
+        lambda: refusal(
+            lambda: custom_objects.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, "inferenceservers", "host-models", more, dry_run="All"
+            )
+        ),
+        "the restored policy",
+        TAKES_EFFECT_SECONDS,
+    )
+    assert "hostPath volume models, root refused" in message(refused)
+    finalizer = {"metadata": {"finalizers": ["kopf.vram.dev/finalizer"]}}
+    custom_objects.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "inferenceservers", "host-models", finalizer
+    )
+    custom_objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers", "host-models")
+    custom_objects.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "inferenceservers", "host-models", {"metadata": {"finalizers": None}}
+    )
 
 
 # --- 10. the built-in edit and view roles cover InferenceServers ----------------------------------

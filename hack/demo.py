@@ -169,7 +169,8 @@ def up() -> int:
         start(f"agent-{node.name}", [*cli, "agent", "--backend", "simulated", "--profile", str(profile_path),
                                      "--node-name", node.name, "--kubeconfig", kubeconfig, "--interval", "2",
                                      "--metrics-port", "0"], work),
-        start("operator", [*cli, "run", "--standalone", "--kubeconfig", kubeconfig], work),
+        # the workstation mounts its model directory from the host (ai-llm): a trusted single-user setup
+        start("operator", [*cli, "run", "--standalone", "--allow-host-access", "--kubeconfig", kubeconfig], work),
     ]  # fmt: skip
     cluster.components.extend(components)
     cluster.write_state(state_file())

@@ -86,6 +86,8 @@ def test_install_prints_the_notes(release: dict[str, Any]) -> None:
     notes = release["stdout"].split("NOTES:", 1)[1]
     assert f"Deployment/{release['name']}-vram-operator" in notes
     assert "kubectl vram top" in notes
+    assert "InferenceServer hostPath volumes are refused" in notes
+    assert "may write only the GpuNode of its own node" in notes
     assert release["seconds"] < 60
     print(f"helm install took {release['seconds']:.2f}s")
 

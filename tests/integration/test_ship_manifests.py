@@ -139,8 +139,8 @@ def applied(api_client: client.ApiClient) -> Iterator[list[dict[str, Any]]]:
             apply(dyn, obj, dry_run=False)
         yield objects
     finally:
-        for obj in reversed(objects):
-            if obj["kind"] in {"ClusterRole", "ClusterRoleBinding"}:
+        for obj in reversed(objects):  # cluster-scoped: RBAC and admission policies
+            if "namespace" not in obj["metadata"] and obj["kind"] not in {"Namespace", "CustomResourceDefinition"}:
                 resource = dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
                 try:
                     dyn.delete(resource, name=obj["metadata"]["name"])

@@ -41,13 +41,20 @@ def test_default_render_has_the_core_objects_and_no_monitoring(render_chart: Ren
     kinds = sorted(doc["kind"] for doc in documents)
     assert kinds == sorted(
         ["ServiceAccount"] * 2
-        + ["ClusterRole"] * 2
+        + ["ClusterRole"] * 4  # the operator's, the agent's, and the two aggregated into view/edit/admin
         + ["ClusterRoleBinding"] * 2
+        + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 2
         + ["Service"] * 2
         + ["NetworkPolicy"] * 2
         + ["Deployment", "DaemonSet"]
     )
-    assert all(doc["metadata"].get("namespace") == "vram-system" for doc in documents if "Cluster" not in doc["kind"])
+    cluster_scoped = ("Cluster", "ValidatingAdmissionPolicy")
+    assert all(
+        doc["metadata"].get("namespace") == "vram-system"
+        for doc in documents
+        if not doc["kind"].startswith(cluster_scoped)
+    )
+    assert not any("namespace" in doc["metadata"] for doc in documents if doc["kind"].startswith(cluster_scoped))
     assert elapsed < 10, f"helm template took {elapsed:.2f}s"
 
 
@@ -215,7 +222,11 @@ def test_bindings_name_the_service_accounts_the_workloads_use(render_chart: Rend
     used = {w["spec"]["template"]["spec"]["serviceAccountName"] for w in by_kind(documents, "Deployment")}
     used |= {w["spec"]["template"]["spec"]["serviceAccountName"] for w in by_kind(documents, "DaemonSet")}
     bound = {s["name"] for b in by_kind(documents, "ClusterRoleBinding") for s in b["subjects"]}
-    roles = {r["metadata"]["name"] for r in by_kind(documents, "ClusterRole")}
+    roles = {
+        r["metadata"]["name"]
+        for r in by_kind(documents, "ClusterRole")
+        if r["metadata"]["labels"]["app.kubernetes.io/component"] != "user-roles"  # aggregated, not bound
+    }
     assert accounts == used == bound
     assert {b["roleRef"]["name"] for b in by_kind(documents, "ClusterRoleBinding")} == roles
     assert all(name.startswith("ship-vram-operator") for name in accounts | roles)

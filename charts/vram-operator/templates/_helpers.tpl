@@ -54,3 +54,18 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* A ValidatingAdmissionPolicyBinding that denies, cluster-wide, what its policy refuses.
+     Call with (dict "root" $ "policy" NAME "component" COMPONENT). */}}
+{{- define "vram-operator.denyBinding" -}}
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: {{ .policy }}
+  labels:
+    {{- include "vram-operator.labels" .root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+spec:
+  policyName: {{ .policy }}
+  validationActions: [Deny]
+{{- end -}}

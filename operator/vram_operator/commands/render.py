@@ -22,12 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pinning-mode", choices=PINNING_MODES, default="envvar")
     parser.add_argument("--strategy", choices=STRATEGIES, default=None)
     parser.add_argument("--margin-mib", type=float, default=DEFAULT_MARGIN_MIB)
+    parser.add_argument("--allow-host-access", action="store_true",
+                        help="render hostPath volumes (as an operator run with --allow-host-access would)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     manifests = load(args.filename)
     decision = decide_from_manifests(manifests, args.strategy, args.margin_mib)
-    settings = RenderSettings(pinning_mode=args.pinning_mode)
+    settings = RenderSettings(pinning_mode=args.pinning_mode, allow_host_access=args.allow_host_access)
     documents = []
     for server in manifests.servers:
         choice = decision.servers[server.key]

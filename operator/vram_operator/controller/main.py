@@ -52,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--check-interval", type=float, default=10.0, help="seconds between runtime checks per server")
     parser.add_argument("--max-corrections", type=int, default=3, help="memory-failure corrections per server")
+    parser.add_argument(
+        "--allow-host-access",
+        action="store_true",
+        help="render servers whose pass-through fields reach the host (hostPath volumes); refused by default",
+    )
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     parser.add_argument("--verbose", action="store_true", help="debug logs")
 
@@ -79,7 +84,7 @@ def settings_from(args: argparse.Namespace) -> ControllerSettings:
         gpu_node_grace=timedelta(seconds=args.gpu_node_grace_seconds),
         check_interval=args.check_interval,
         max_corrections=args.max_corrections,
-        render=RenderSettings(pinning_mode=args.pinning_mode),
+        render=RenderSettings(pinning_mode=args.pinning_mode, allow_host_access=args.allow_host_access),
     )
 
 

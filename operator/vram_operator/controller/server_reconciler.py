@@ -211,7 +211,7 @@ class ServerReconciler:
                 rendered = render(for_render(server), outcome.replicas, settings.render)
                 objects = rendered.objects
             except RenderError as error:
-                outcome = Outcome(estimate_error=str(error), estimate_error_reason="RenderFailed")
+                outcome = Outcome(estimate_error=str(error), estimate_error_reason=error.reason)
                 placement = None
                 rt.book.hold(key, None)
         outcome = dataclasses.replace(outcome, placement=placement)

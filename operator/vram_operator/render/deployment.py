@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 from vram_operator.api import InferenceServer, PlacementStatus
 from vram_operator.render.engine import EngineContainer, LlamaCppLaunch, engine_container, probes
 from vram_operator.render.errors import RenderError
+from vram_operator.render.host_access import host_access
 from vram_operator.render.metadata import (
     deployment_name,
     object_metadata,
@@ -26,6 +27,7 @@ BUDGET_ANNOTATION = "vram.dev/budget-mib"
 CONTAINER_NAME = "engine"
 SHM_VOLUME = "vram-dshm"
 SHM_PATH = "/dev/shm"
+HOST_ACCESS_REASON = "HostAccessRefused"
 
 
 class RenderedDeployment(NamedTuple):
@@ -109,6 +111,22 @@ def _shared_memory(server: InferenceServer) -> tuple[list[dict[str, Any]], list[
     return [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}], [{"name": SHM_VOLUME, "mountPath": SHM_PATH}]
 
 
+def refuse_host_access(pod_spec: dict[str, Any], settings: RenderSettings) -> None:
+    """A pod that would reach the host is refused unless the operator was told to allow it."""
+    found = host_access(pod_spec)
+    if not found or settings.allow_host_access:
+        return
+    # The user's volumes come first in the pod, at the same index: name the spec field they came from.
+    first = found[0].field
+    field = f"spec.{first}" if first.startswith("volumes[") else f"spec.template.spec.{first}"
+    raise RenderError(
+        f"host access refused ({'; '.join(access.what for access in found)}): the operator runs without "
+        "--allow-host-access (chart value admission.allowHostAccess)",
+        field=field,
+        reason=HOST_ACCESS_REASON,
+    )
+
+
 def _without_empty(fields: dict[str, Any]) -> dict[str, Any]:
     # The API server drops empty lists and maps when it stores an object; leaving them out keeps
     # the rendered object equal to the stored one, so comparing the two finds real changes only.
@@ -162,6 +180,7 @@ def render_deployment(
             "tolerations": [dict(toleration) for toleration in settings.tolerations],
         }
     )
+    refuse_host_access(pod_spec, settings)
 
     annotations = {
         PLACEMENT_HASH_ANNOTATION: placement_hash(placement, engine, settings),

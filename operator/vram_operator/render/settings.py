@@ -56,6 +56,9 @@ class RenderSettings:
     startup_probe: ProbeTimings = ProbeTimings(period_seconds=10, failure_threshold=180)
     readiness_probe: ProbeTimings = ProbeTimings(period_seconds=10, failure_threshold=3)
     liveness_probe: ProbeTimings = ProbeTimings(period_seconds=20, failure_threshold=3, timeout_seconds=10)
+    # Pods may reach the host (hostPath volumes, privileged, host namespaces) only when the cluster
+    # admin says so (`--allow-host-access`, chart value admission.allowHostAccess): see host_access.py.
+    allow_host_access: bool = False
 
     def __post_init__(self) -> None:
         # Settings come from flags and environment variables: reject a typo before it renders anything.

@@ -217,3 +217,18 @@ def test_a_partly_placed_server_waits_out_a_missing_gpu_node_before_retrying() -
     h.check()
     assert {name for kind, name in h.kube.applied if kind == "Deployment"} == running
     assert sorted(p.node for p in h.status("ns/web").placed_replicas()) == ["a", "b"]
+
+
+def test_a_host_path_volume_is_refused_with_its_reason_and_nothing_applied() -> None:
+    h = Harness(live_node("ws"))
+    server = generic("a")
+    volumes = [{"name": "root", "hostPath": {"path": "/"}}]
+    h.add(server.model_copy(update={"spec": server.spec.model_copy(update={"volumes": volumes})}))
+    outcome = h.reconcile("ns/a")
+    assert outcome.placement is None
+    status, reason, message = h.condition("ns/a", "Estimated")
+    assert (status, reason, h.status("ns/a").phase) == ("False", "HostAccessRefused", "Failed")
+    assert message.startswith("spec.volumes[0].hostPath: host access refused (hostPath volume 'root' (/))")
+    assert h.kube.applied == {}
+    assert h.reasons() == ["HostAccessRefused"]
+    assert h.rt.book.pending.get("ns/a") is None  # no GPU stays reserved for it

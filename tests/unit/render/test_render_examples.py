@@ -21,7 +21,8 @@ def test_example_servers_render_valid_objects(folder: Path, mode: PinningMode) -
     manifests = load([str(folder)])
     node = max(manifests.nodes, key=lambda node: len(node.status.gpus) if node.status else 0)
     assert node.status is not None
-    settings = RenderSettings(pinning_mode=mode)
+    # the reference workstation mounts its model directory from the host: allowed there
+    settings = RenderSettings(pinning_mode=mode, allow_host_access=True)
     for server in manifests.servers:
         gpus = node.status.gpus[: server.spec.tensor_parallel_size]
         placement = PlacementStatus.model_validate(

@@ -1,0 +1,460 @@
+"""The chart's trust boundaries on the real API server, each allowed and refused: an agent writes only
+its own node's GpuNode (ValidatingAdmissionPolicy over the bound token's node claim), InferenceServers
+reach no host path (ValidatingAdmissionPolicy), and the built-in edit/view roles cover InferenceServers
+(aggregated ClusterRoles)."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, config, dynamic
+from kubernetes.client.exceptions import ApiException
+
+from localcluster import UNPRIVILEGED_USER, binary_path
+from localcluster.waiting import eventually
+from vram_operator.agent.reporter import GpuNodeReporter, Outcome
+from vram_operator.api.base import API_VERSION, GROUP, VERSION
+from vram_operator.api.gpu_node import GpuNodeStatus
+
+pytestmark = pytest.mark.integration
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "vram-operator"
+# What the trust boundaries are made of: RBAC and admission objects (no workloads: nothing runs here).
+KINDS = {
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
+RELEASE = "trust"
+AGENT = f"{RELEASE}-vram-operator-agent"
+HOST_POLICY = f"{RELEASE}-vram-operator-server-host-access"
+FIELD_MANAGER = "trust-test"
+FORBIDDEN = 403
+# Policies and bindings reach the API server's admission through an informer: moments, not minutes.
+TAKES_EFFECT_SECONDS = 30.0
+
+
+def helm_template(namespace: str, *values: str) -> list[dict[str, Any]]:
+    command = [str(binary_path("helm")), "template", RELEASE, str(CHART), "--namespace", namespace]
+    for value in values:
+        command += ["--set", value]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc and doc["kind"] in KINDS]
+
+
+def resource_of(dyn: Any, obj: dict[str, Any]) -> Any:
+    return dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+
+
+def delete(dyn: Any, obj: dict[str, Any]) -> None:
+    try:
+        dyn.delete(resource_of(dyn, obj), name=obj["metadata"]["name"], namespace=obj["metadata"].get("namespace"))
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
+@dataclass(frozen=True)
+class Release:
+    namespace: str
+    objects: list[dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def release(api_client: client.ApiClient) -> Iterator[Release]:
+    """The chart's agent RBAC, aggregated roles and admission policies, applied to the cluster."""
+    dyn: Any = dynamic.DynamicClient(api_client)  # type: ignore[no-untyped-call]
+    core = client.CoreV1Api(api_client)
+    namespace = f"vram-trust-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(body={"metadata": {"name": namespace}})
+    objects = helm_template(namespace)
+    try:
+        for obj in objects:
+            dyn.server_side_apply(
+                resource_of(dyn, obj),
+                body=obj,
+                name=obj["metadata"]["name"],
+                namespace=obj["metadata"].get("namespace"),
+                field_manager=FIELD_MANAGER,
+            )
+        yield Release(namespace, objects)
+    finally:
+        for obj in reversed(objects):
+            delete(dyn, obj)
+        core.delete_namespace(namespace)
+
+
+def refusal(action: Callable[[], object], *, policy_only: bool = False) -> ApiException | None:
+    """The API server's 403 for the action, or None when it was allowed (or, with policy_only,
+    refused by RBAC rather than by an admission policy)."""
+    try:
+        action()
+    except ApiException as error:
+        if error.status != FORBIDDEN:
+            raise
+        return None if policy_only and "ValidatingAdmissionPolicy" not in message(error) else error
+    return None
+
+
+def allowed(action: Callable[[], object]) -> bool | None:
+    """True when the action passed; None (for eventually) when the API server refused it (403)."""
+    return True if refusal(action) is None else None
+
+
+def message(error: ApiException) -> str:
+    return str(yaml.safe_load(error.body)["message"])
+
+
+# --- 8. an agent writes only its own node's GpuNode ---------------------------------------------
+
+
+def token_client(kubeconfig: Path, token: str) -> client.ApiClient:
+    """An ApiClient for the cluster under test that authenticates with a bearer token only."""
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.cert_file = None
+    configuration.key_file = None
+    configuration.api_key = {"authorization": f"Bearer {token}"}
+    return client.ApiClient(configuration)
+
+
+@dataclass(frozen=True)
+class AgentSetup:
+    node_a: str
+    node_b: str
+    bound: client.ApiClient  # the agent's token bound to its pod on node_a
+    unbound: client.ApiClient  # the agent's token bound to nothing: no node claim
+
+
+@pytest.fixture(scope="module")
+def agent(release: Release, api_client: client.ApiClient, kubeconfig: Path) -> Iterator[AgentSetup]:
+    """Two nodes (kept off the scheduler's list) and the agent's pod bound to the first: the kubelet's
+    token for that pod is what a TokenRequest bound to the pod returns."""
+    core = client.CoreV1Api(api_client)
+    custom = client.CustomObjectsApi(api_client)
+    suffix = uuid.uuid4().hex[:6]
+    node_a, node_b = f"trust-a-{suffix}", f"trust-b-{suffix}"
+    taint = {"key": "vram.dev/trust-test", "effect": "NoSchedule"}
+    for node in (node_a, node_b):
+        core.create_node(body={"metadata": {"name": node}, "spec": {"unschedulable": True, "taints": [taint]}})
+    pod_body: Any = {
+        "metadata": {"name": "agent-a"},
+        "spec": {
+            "serviceAccountName": AGENT,
+            "nodeName": node_a,
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "agent", "image": "example.org/vram-agent:test"}],
+        },
+    }
+    clients: list[client.ApiClient] = []
+    try:
+        pod: Any = core.create_namespaced_pod(release.namespace, pod_body)
+        bound_ref = {"kind": "Pod", "apiVersion": "v1", "name": pod.metadata.name, "uid": pod.metadata.uid}
+        tokens = [
+            core.create_namespaced_service_account_token(
+                AGENT, release.namespace, {"spec": {"expirationSeconds": 600, **extra}}
+            ).status.token
+            for extra in ({"boundObjectRef": bound_ref}, {})
+        ]
+        clients = [token_client(kubeconfig, token) for token in tokens]
+        setup = AgentSetup(node_a, node_b, *clients)
+        # RBAC and admission both load what was just applied from watch caches: a policy refusal of
+        # the token without a node means the agent's RBAC grant and the policy are both in force
+        probe = {"apiVersion": API_VERSION, "kind": "GpuNode", "metadata": {"name": node_a}, "spec": {}}
+        as_unbound = client.CustomObjectsApi(setup.unbound)
+        eventually(
+            lambda: refusal(
+                lambda: as_unbound.create_cluster_custom_object(GROUP, VERSION, "gpunodes", probe, dry_run="All"),
+                policy_only=True,
+            ),
+            "the agent's RBAC and GpuNode policy to take effect",
+            TAKES_EFFECT_SECONDS,
+        )
+        yield setup
+    finally:
+        for api in clients:
+            api.close()  # type: ignore[no-untyped-call]
+        for node in (node_a, node_b):
+            core.delete_node(node)
+            try:
+                custom.delete_cluster_custom_object(GROUP, VERSION, "gpunodes", node)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+
+
+def whoami(api: client.ApiClient) -> Any:
+    body: Any = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    return client.AuthenticationV1Api(api).create_self_subject_review(body=body).status.user_info
+
+
+def status_patch(heartbeat: str) -> dict[str, Any]:
+    return {"status": {"backend": "simulated", "lastHeartbeat": heartbeat, "gpus": []}}
+
+
+def test_bound_agent_token_names_its_node(release: Release, agent: AgentSetup) -> None:
+    user = whoami(agent.bound)
+    assert user.username == f"system:serviceaccount:{release.namespace}:{AGENT}"
+    assert user.extra["authentication.kubernetes.io/node-name"] == [agent.node_a]
+    assert "authentication.kubernetes.io/node-name" not in (whoami(agent.unbound).extra or {})
+
+
+def test_agent_creates_and_reports_its_own_gpu_node(agent: AgentSetup, custom_objects: client.CustomObjectsApi) -> None:
+    """The agent's own path: GpuNode missing, so it is created (allowed: its name), then its status patched."""
+    reporter = GpuNodeReporter(client.CustomObjectsApi(agent.bound), agent.node_a)
+    assert reporter.report(GpuNodeStatus(backend="simulated")) is Outcome.WRITTEN
+    stored: Any = custom_objects.get_cluster_custom_object(GROUP, VERSION, "gpunodes", agent.node_a)
+    assert stored["status"]["backend"] == "simulated"
+    patched = client.CustomObjectsApi(agent.bound).patch_cluster_custom_object_status(
+        GROUP, VERSION, "gpunodes", agent.node_a, status_patch("2026-01-01T00:00:00Z")
+    )
+    assert patched["status"]["lastHeartbeat"] == "2026-01-01T00:00:00Z"
+
+
+def test_agent_may_not_write_another_nodes_gpu_node(agent: AgentSetup, custom_objects: client.CustomObjectsApi) -> None:
+    body = {"apiVersion": API_VERSION, "kind": "GpuNode", "metadata": {"name": agent.node_b}, "spec": {}}
+    as_agent = client.CustomObjectsApi(agent.bound)
+
+    refused = refusal(lambda: as_agent.create_cluster_custom_object(GROUP, VERSION, "gpunodes", body))
+    assert refused is not None
+    assert f"the node agent on node {agent.node_a} may write only GpuNode {agent.node_a}, not {agent.node_b}" in (
+        message(refused)
+    )
+    # the GpuNode exists (an admin is not bound by the policy): the agent still may not patch it
+    custom_objects.create_cluster_custom_object(GROUP, VERSION, "gpunodes", body)
+    patch = status_patch("2026-01-01T00:00:00Z")
+    refused_patch = refusal(
+        lambda: as_agent.patch_cluster_custom_object_status(GROUP, VERSION, "gpunodes", agent.node_b, patch)
+    )
+    assert refused_patch is not None and f"not {agent.node_b}" in message(refused_patch)
+    assert GpuNodeReporter(as_agent, agent.node_b).report(GpuNodeStatus(backend="simulated")) is Outcome.FAILED
+    stored: Any = custom_objects.get_cluster_custom_object(GROUP, VERSION, "gpunodes", agent.node_b)
+    assert "status" not in stored
+    custom_objects.patch_cluster_custom_object_status(GROUP, VERSION, "gpunodes", agent.node_b, patch)
+
+
+def test_agent_token_without_a_node_writes_no_gpu_node(agent: AgentSetup) -> None:
+    as_agent = client.CustomObjectsApi(agent.unbound)
+    patch = status_patch("2026-01-01T00:00:00Z")
+    body = {"apiVersion": API_VERSION, "kind": "GpuNode", "metadata": {"name": agent.node_a}, "spec": {}}
+    refused = refusal(lambda: as_agent.create_cluster_custom_object(GROUP, VERSION, "gpunodes", body))
+    assert refused is not None and "this token names no node" in message(refused)
+    GpuNodeReporter(client.CustomObjectsApi(agent.bound), agent.node_a).report(GpuNodeStatus(backend="simulated"))
+    refused = refusal(
+        lambda: as_agent.patch_cluster_custom_object_status(GROUP, VERSION, "gpunodes", agent.node_a, patch)
+    )
+    assert refused is not None and "this token names no node" in message(refused)
+
+
+# --- 9. InferenceServers reach no host path -------------------------------------------------------
+
+
+def server(name: str, volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "InferenceServer",
+        "metadata": {"name": name},
+        "spec": {"engine": "generic", "image": "example.org/yolo:1", "vramBudget": "1Gi", "volumes": volumes},
+    }
+
+
+HOST_ROOT = {"name": "root", "hostPath": {"path": "/"}}
+HARMLESS = [{"name": "scratch", "emptyDir": {}}, {"name": "config", "configMap": {"name": "engine-config"}}]
+
+
+def test_host_path_volume_is_refused_at_admission(
+    release: Release, namespace: str, custom_objects: client.CustomObjectsApi
+) -> None:
+    body = server("host-root", [*HARMLESS, HOST_ROOT])
+
+    def create_host_root(dry_run: str | None = None) -> Any:
+        return custom_objects.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "inferenceservers", body, dry_run=dry_run
+        )
+
+    # probed without storing anything until the policy is loaded, then the real request
+    eventually(lambda: refusal(lambda: create_host_root("All")), "the host access policy", TAKES_EFFECT_SECONDS)
+    refused = refusal(create_host_root)
+    assert refused is not None
+    assert "spec.volumes: hostPath volume root refused" in message(refused)
+    assert "admission.allowHostAccess" in message(refused)
+    assert custom_objects.list_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers")["items"] == []
+
+
+def test_harmless_volumes_pass_and_a_later_host_path_is_refused(
+    release: Release, namespace: str, custom_objects: client.CustomObjectsApi
+) -> None:
+    eventually(
+        lambda: refusal(
+            lambda: custom_objects.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, "inferenceservers", server("probe", [HOST_ROOT]), dry_run="All"
+            )
+        ),
+        "the host access policy",
+        TAKES_EFFECT_SECONDS,
+    )
+    created: Any = custom_objects.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "inferenceservers", server("harmless", HARMLESS)
+    )
+    assert created["spec"]["volumes"] == HARMLESS
+    # metadata edits (what the operator's finalizer and annotations are) pass
+    custom_objects.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "inferenceservers", "harmless", {"metadata": {"labels": {"team": "ml"}}}
+    )
+    refused = refusal(
+        lambda: custom_objects.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "inferenceservers", "harmless", {"spec": {"volumes": [*HARMLESS, HOST_ROOT]}}
+        )
+    )
+    assert refused is not None and "hostPath volume root refused" in message(refused)
+
+
+def test_allow_host_access_lifts_the_refusal(
+    release: Release, namespace: str, api_client: client.ApiClient, custom_objects: client.CustomObjectsApi
+) -> None:
+    """admission.allowHostAccess=true renders no host access policy: what `helm upgrade` to it removes,
+    removed here, then a hostPath server is accepted (the operator then renders it: see
+    test_operator_host_access.py)."""
+    dyn: Any = dynamic.DynamicClient(api_client)  # type: ignore[no-untyped-call]
+    allowing = {
+        (o["kind"], o["metadata"]["name"]) for o in helm_template(release.namespace, "admission.allowHostAccess=true")
+    }
+    removed = [o for o in release.objects if (o["kind"], o["metadata"]["name"]) not in allowing]
+    assert {(o["kind"], o["metadata"]["name"]) for o in removed} == {
+        ("ValidatingAdmissionPolicy", HOST_POLICY),
+        ("ValidatingAdmissionPolicyBinding", HOST_POLICY),
+    }
+    body = server("host-models", [{"name": "models", "hostPath": {"path": "/srv/models", "type": "Directory"}}])
+    try:
+        for obj in removed:
+            delete(dyn, obj)
+
+        def accepted() -> Any:
+            try:
+                return custom_objects.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "inferenceservers", body
+                )
+            except ApiException as error:
+                if error.status != FORBIDDEN:
+                    raise
+                return None
+
+        created = eventually(accepted, "a hostPath server once the policy is gone", TAKES_EFFECT_SECONDS)
+        assert created["spec"]["volumes"][0]["hostPath"]["path"] == "/srv/models"
+    finally:
+        for obj in removed:
+            dyn.server_side_apply(
+                resource_of(dyn, obj), body=obj, name=obj["metadata"]["name"], field_manager=FIELD_MANAGER
+            )
+    # back to refusing: the server accepted meanwhile keeps its volume through metadata edits (the
+    # operator's finalizer and annotations) and can be deleted, but gains no further host path
+    more = {"spec": {"volumes": [*created["spec"]["volumes"], HOST_ROOT]}}
+    refused = eventually(
+        lambda: refusal(
+            lambda: custom_objects.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, "inferenceservers", "host-models", more, dry_run="All"
+            )
+        ),
+        "the restored policy",
+        TAKES_EFFECT_SECONDS,
+    )
+    assert "hostPath volume models, root refused" in message(refused)
+    finalizer = {"metadata": {"finalizers": ["kopf.vram.dev/finalizer"]}}
+    custom_objects.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "inferenceservers", "host-models", finalizer
+    )
+    custom_objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers", "host-models")
+    custom_objects.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "inferenceservers", "host-models", {"metadata": {"finalizers": None}}
+    )
+
+
+# --- 10. the built-in edit and view roles cover InferenceServers ----------------------------------
+
+
+def bind(api_client: client.ApiClient, namespace: str, cluster_role: str) -> None:
+    binding: Any = {
+        "metadata": {"name": f"unprivileged-{cluster_role}"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": UNPRIVILEGED_USER}],
+    }
+    client.RbacAuthorizationV1Api(api_client).create_namespaced_role_binding(namespace, binding)
+
+
+def test_edit_role_creates_inference_servers(
+    release: Release, namespace: str, api_client: client.ApiClient, unprivileged_api_client: client.ApiClient
+) -> None:
+    user = client.CustomObjectsApi(unprivileged_api_client)
+
+    def create() -> Any:
+        return user.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "inferenceservers", server("by-editor", HARMLESS)
+        )
+
+    assert refusal(create) is not None  # nothing granted yet
+    bind(api_client, namespace, "edit")
+    # the aggregation controller folds our rules into edit; the authorizer's cache follows
+    assert eventually(lambda: allowed(create), "edit to cover InferenceServers", TAKES_EFFECT_SECONDS)
+    user.delete_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers", "by-editor")
+    assert refusal(lambda: user.list_cluster_custom_object(GROUP, VERSION, "gpuassignments")) is not None
+
+
+def test_view_role_lists_but_does_not_create_inference_servers(
+    release: Release,
+    namespace: str,
+    api_client: client.ApiClient,
+    unprivileged_api_client: client.ApiClient,
+    custom_objects: client.CustomObjectsApi,
+) -> None:
+    custom_objects.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "inferenceservers", server("seen", HARMLESS)
+    )
+    user = client.CustomObjectsApi(unprivileged_api_client)
+
+    def names() -> list[str] | None:
+        try:
+            found = user.list_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers")
+        except ApiException as error:
+            if error.status != FORBIDDEN:
+                raise
+            return None
+        return [item["metadata"]["name"] for item in found["items"]]
+
+    assert names() is None
+    bind(api_client, namespace, "view")
+    assert eventually(names, "view to cover InferenceServers", TAKES_EFFECT_SECONDS) == ["seen"]
+    refused = refusal(
+        lambda: user.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "inferenceservers", server("by-viewer", HARMLESS)
+        )
+    )
+    assert refused is not None and UNPRIVILEGED_USER in message(refused)
+
+
+def test_policies_type_check_against_the_installed_schemas(release: Release, api_client: client.ApiClient) -> None:
+    """The API server type-checks each policy's CEL against the CRD schema it matches; a typo in a
+    field name would show as a warning here (and the expression would fail at admission)."""
+    dyn: Any = dynamic.DynamicClient(api_client)  # type: ignore[no-untyped-call]
+    policies = [o for o in release.objects if o["kind"] == "ValidatingAdmissionPolicy"]
+    assert len(policies) == 2
+
+    def checked(policy: dict[str, Any]) -> Any:
+        stored = dyn.get(resource_of(dyn, policy), name=policy["metadata"]["name"]).to_dict()
+        status = stored.get("status") or {}
+        return status if status.get("observedGeneration") == stored["metadata"]["generation"] else None
+
+    for policy in policies:
+        status = eventually(
+            lambda policy=policy: checked(policy), f"{policy['metadata']['name']} type-checked", TAKES_EFFECT_SECONDS
+        )
+        assert "typeChecking" in status and not status["typeChecking"].get("expressionWarnings"), status

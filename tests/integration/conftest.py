@@ -201,7 +201,14 @@ def operator(kubeconfig: Path, namespace: str, tmp_path: Path, gpu_fleet: list[F
 
 
 @pytest.fixture(scope="module")
-def gpu_twin(kubeconfig: Path, gpu_fleet: list[FakeNode], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twin]:
+def gpu_twin(
+    request: pytest.FixtureRequest,
+    kubeconfig: Path,
+    gpu_fleet: list[FakeNode],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Twin]:
     """The simulated GPU runtime over every fake node (for the module): plays the engines of the pods
-    bound there and reports their memory in the GpuNodes, replacing gpu_fleet's static statuses."""
-    yield from start_twin(kubeconfig, tmp_path_factory.mktemp("twin"))
+    bound there and reports their memory in the GpuNodes, replacing gpu_fleet's static statuses.
+    Seeded by the module's TWIN_SEED (default 0)."""
+    seed = int(getattr(request.module, "TWIN_SEED", 0))
+    yield from start_twin(kubeconfig, tmp_path_factory.mktemp("twin"), seed=seed)

@@ -10,8 +10,15 @@ from kubernetes import client
 from operator_harness import GROUP, VERSION, Operator, Twin, condition, create, eventually, generic, get
 
 from localcluster.fleet import fake_gpu_uuid
+from vram_operator.api.inference_server import InferenceServerSpec
+from vram_operator.simulate.engines import GpuAtStart, Launch, Perturbation, play
+from vram_operator.sizing import vllm
+from vram_operator.sizing.server import size_server, vllm_profile_on_gpu
 
 pytestmark = pytest.mark.integration
+
+TWIN_SEED = 3  # read by the gpu_twin fixture; under it Qwen2.5-0.5B needs more than the sizing model says
+A400 = 4094.0
 
 DESKTOP = [{"pid": 1873, "name": "Xorg", "usedMiB": 356}, {"pid": 2410, "name": "gnome-shell", "usedMiB": 92}]
 
@@ -146,3 +153,39 @@ def test_a_generic_server_that_lies_is_measured_above_its_budget(
     fits = eventually(above, "MemoryFits=False/MeasuredAboveBudget")
     assert fits["status"] == "False"
     assert fits["message"] == "measured 3000MiB above the 2048MiB budget"
+
+
+def test_a_model_that_needs_more_than_predicted_crash_loops_and_the_operator_raises_utilization(
+    operator: Operator, gpu_twin: Twin, namespace: str, custom_objects: client.CustomObjectsApi
+) -> None:
+    """Qwen2.5-0.5B at its predicted minimum utilization on the 4 GB A400: under TWIN_SEED the model
+    really needs a few percent more, so the KV cache cannot hold one request and vLLM says so."""
+    node, uuid = "workstation", fake_gpu_uuid("workstation", 1)
+    spec = InferenceServerSpec.model_validate(qwen("tight")["spec"])
+    profile = vllm_profile_on_gpu(size_server(spec), spec, A400, "NVIDIA RTX A400")
+    assert profile is not None
+    minimum = vllm.min_utilization(profile, A400)
+    launch = Launch("vllm", ("m", f"--gpu-memory-utilization={minimum}", "--max-model-len=4096"), {}, spec)
+    truth = play(launch, [GpuAtStart(uuid, A400, A400)], Perturbation(seed=TWIN_SEED))
+    assert truth.error is not None and "max seq len (4096)" in truth.error, "TWIN_SEED no longer makes it fail"
+    gpu_twin.set_faults({})
+    pinned = {"node": node, "gpus": [1]}
+    create(custom_objects, namespace, qwen("tight", gpuMemoryUtilization=minimum, placement=pinned))
+
+    def degraded() -> dict[str, Any] | None:
+        found = condition(get(custom_objects, namespace, "tight"), "Degraded")
+        return found if found and found["status"] == "True" and found["reason"] == "MaxModelLenTooLarge" else None
+
+    message = eventually(degraded, "Degraded/MaxModelLenTooLarge", timeout=120)["message"]
+    assert "To serve at least one request with the model's max seq len (4096)" in message
+
+    def running_higher() -> dict[str, Any] | None:
+        status = get(custom_objects, namespace, "tight").get("status") or {}
+        raised = (status.get("gpuMemoryUtilization") or 0) > minimum
+        return status if status.get("phase") == "Running" and raised else None
+
+    status = eventually(running_higher, "the corrected server running", timeout=120)
+    state = gpu_twin.wait_tick()
+    ours = [p for p in state["pods"].values() if p["namespace"] == namespace]
+    assert [p["state"] for p in ours] == ["Running"]
+    assert ours[0]["reservedMiB"][uuid] == pytest.approx(status["gpuMemoryUtilization"] * A400, abs=0.5)

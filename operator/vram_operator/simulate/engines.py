@@ -1,7 +1,7 @@
 """What an engine does on the GPUs its pod was given: the memory it takes, or how it fails (pure).
 
-The ground truth is the operator's own sizing model, perturbed by a seeded error per server (the
-model "really" needs a little more or less than predicted), so the operator's predictions are no
+The ground truth is the operator's own sizing model, perturbed by a seeded error per model (it
+"really" needs a little more or less than predicted), so the operator's predictions are no
 oracle of themselves and its corrections get exercised. The failure texts are the engines' own
 (vLLM 0.19 `gpu_worker`/`kv_cache_utils`, llama.cpp's loader), as they end a container's log.
 """
@@ -42,7 +42,7 @@ class Perturbation:
     weights: float = 0.02
 
     def factors(self, key: str) -> tuple[float, float]:
-        """(weights, activation) multipliers for the server `key` (namespace/name): same key, same truth."""
+        """(weights, activation) multipliers for the model `key`: same seed and model, same truth."""
         draw = random.Random(f"{self.seed}/{key}")
         return 1.0 + draw.uniform(-self.weights, self.weights), 1.0 + draw.uniform(-self.activation, self.activation)
 
@@ -65,9 +65,16 @@ class Launch:
     args: tuple[str, ...]
     env: Mapping[str, str]
     spec: InferenceServerSpec
-    key: str  # namespace/name of the server: seeds its perturbation
     config: Mapping[str, Any] | None = None  # config.json from the server's ConfigMap
     true_footprint_mib: float | None = None  # generic: what the service really takes per GPU
+
+    @property
+    def model_key(self) -> str:
+        """What the truth is a property of: the engine and the model (any server running it)."""
+        model = self.spec.model
+        if model is None:
+            return f"{self.engine}/{self.spec.image}"
+        return f"{self.engine}/{model.name or model.path}/{model.quantization or ''}/{model.dtype}"
 
 
 @dataclass(frozen=True)
@@ -185,7 +192,7 @@ def _play_vllm(launch: Launch, gpus: Sequence[GpuAtStart], perturbation: Perturb
         profiles = [vllm.profile(arch, per_rank, settings, gpu.total_mib, gpu_name=gpu.name) for gpu in gpus[:tp]]
     except SizingError as error:
         return _vllm_error(str(error))
-    weights_factor, activation_factor = perturbation.factors(launch.key)
+    weights_factor, activation_factor = perturbation.factors(launch.model_key)
     used: dict[str, float] = {}
     reserved: dict[str, float] = {}
     details = []
@@ -265,7 +272,7 @@ def _play_llamacpp(launch: Launch, gpus: Sequence[GpuAtStart], perturbation: Per
     model_name = given.model or "model.gguf"
     if not gpus:
         return EngineRun(detail="no GPU visible: runs on the CPU")
-    weights_factor, activation_factor = perturbation.factors(launch.key)
+    weights_factor, activation_factor = perturbation.factors(launch.model_key)
     try:
         sizing = size_server(launch.spec.model_copy(update={"engine": "llamacpp"}), launch.config)
         if sizing.llamacpp_model is None:

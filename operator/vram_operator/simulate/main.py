@@ -98,4 +98,5 @@ def run(args: argparse.Namespace) -> int:
         except Exception:  # the API server restarting, a conflict: log and try again next pass
             log.exception("simulation pass failed")
         stop.wait(max(args.interval - (time.monotonic() - started), 0.0))
+    twin.close()
     return 0

@@ -134,6 +134,16 @@ class Twin:
             temporary.write_text(json.dumps(truth, indent=1, sort_keys=True))
             temporary.replace(self._settings.state_path)
 
+    def close(self) -> None:
+        """Give back the nodes a `gone` fault deleted: the cluster outlives the simulation."""
+        for name, manifest in list(self._manifests.items()):
+            try:
+                self._core.create_node(manifest)
+            except Exception as error:
+                if _status_code(error) != 409:
+                    log.warning("cannot restore node %s: %s", name, error)
+            del self._manifests[name]
+
     # --- reading -------------------------------------------------------------------------------
 
     def _read_nodes(self, faults: Faults) -> None:
@@ -222,7 +232,6 @@ class Twin:
                 args=pod.args,
                 env=pod.env,
                 spec=server.spec,
-                key=f"{pod.namespace}/{pod.server}",
                 config=config,
                 true_footprint_mib=truth.true_footprint_mib if truth else None,
             )

@@ -189,3 +189,72 @@ def test_a_model_that_needs_more_than_predicted_crash_loops_and_the_operator_rai
     ours = [p for p in state["pods"].values() if p["namespace"] == namespace]
     assert [p["state"] for p in ours] == ["Running"]
     assert ours[0]["reservedMiB"][uuid] == pytest.approx(status["gpuMemoryUtilization"] * A400, abs=0.5)
+
+
+def test_a_crashing_engine_keeps_crash_looping_with_back_off_and_kwok_leaves_it(
+    operator: Operator,
+    gpu_twin: Twin,
+    namespace: str,
+    custom_objects: client.CustomObjectsApi,
+    core_v1: client.CoreV1Api,
+) -> None:
+    """A generic service that really needs more than its GPU has: CUDA OOM at every start; the pod stays
+    Running with its container waiting in CrashLoopBackOff, restarts growing (twin back-off 1 s, 2 s, 4 s)."""
+    node, _ = workstation_gpu0(gpu_twin)
+    gpu_twin.set_faults({"servers": {f"{namespace}/oom": {"trueFootprintMiB": 30000}}})
+    body = generic("oom", "1Gi")
+    body["spec"]["placement"] = {"node": node, "gpus": [0]}
+    create(custom_objects, namespace, body)
+
+    def restarted(times: int) -> Any:
+        pods = pods_of(core_v1, namespace, "oom")
+        statuses = (pods[0].status.container_statuses or []) if pods else []
+        return pods[0] if statuses and statuses[0].restart_count >= times else None
+
+    first = eventually(lambda: restarted(1), "the first crash")
+    later = eventually(lambda: restarted(3), "two more restarts")
+    assert later.metadata.uid == first.metadata.uid  # the same pod, restarted in place
+    engine = later.status.container_statuses[0]
+    assert later.status.phase == "Running"
+    assert engine.state.waiting.reason == "CrashLoopBackOff"
+    assert engine.last_state.terminated.exit_code == 1
+    assert engine.last_state.terminated.message.startswith("torch.OutOfMemoryError: CUDA out of memory.")
+    ready = next(c for c in later.status.conditions if c.type == "Ready")
+    assert ready.status == "False"
+
+
+def test_faults_lost_gpu_stalled_agent_and_gone_node(
+    gpu_twin: Twin, custom_objects: client.CustomObjectsApi, core_v1: client.CoreV1Api
+) -> None:
+    node = "workstation"
+
+    def gpu_node() -> dict[str, Any]:
+        found: dict[str, Any] = custom_objects.get_cluster_custom_object(GROUP, VERSION, "gpunodes", node)
+        return found
+
+    gpu_twin.set_faults({"nodes": {node: {"gpus": {1: {"lost": True, "foreignMiB": 100}}}}})
+    lost = eventually(
+        lambda: (s := gpu_node().get("status") or {}) and not s["gpus"][1]["healthy"] and s, "GPU 1 reported lost"
+    )
+    ready = next(c for c in lost["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "GpuUnhealthy")
+
+    gpu_twin.set_faults({"nodes": {node: {"gpus": {0: {"foreignMiB": 5000}}}}})
+    spiked = eventually(lambda: (s := gpu_node().get("status") or {}) and s["gpus"][1]["healthy"] and s, "GPU 1 back")
+    assert spiked["gpus"][0]["unattributedMiB"] == 5000
+
+    gpu_twin.set_faults({"nodes": {node: {"agentStalled": True}}})
+    gpu_twin.wait_tick()
+    stalled_at = gpu_node()["status"]["lastHeartbeat"]
+    for _ in range(3):
+        gpu_twin.wait_tick()
+    assert gpu_node()["status"]["lastHeartbeat"] == stalled_at  # no writes while stalled (heartbeat 5 s)
+
+    gpu_twin.set_faults({"nodes": {node: {"gone": True}}})
+    eventually(lambda: node not in {n.metadata.name for n in core_v1.list_node().items}, "the node gone")
+    gpu_twin.set_faults({})
+    eventually(lambda: node in {n.metadata.name for n in core_v1.list_node().items}, "the node back")
+    back = eventually(
+        lambda: (s := gpu_node().get("status") or {}) and s["lastHeartbeat"] != stalled_at and s, "fresh reports"
+    )
+    assert back["gpus"][0]["unattributedMiB"] == 0

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -25,8 +27,10 @@ UTILIZATION_SPELLINGS = (
     spelling=st.sampled_from(UTILIZATION_SPELLINGS),
     before=st.lists(st.sampled_from(["--port", "8000", "--enforce-eager", "--served-model-name", "m"]), max_size=4),
 )
-def test_every_spelling_of_the_utilization_reads_the_same(value: float, spelling: object, before: list[str]) -> None:
-    args = ["Qwen/Qwen2.5-0.5B-Instruct", *before, *spelling(str(value))]  # type: ignore[operator]
+def test_every_spelling_of_the_utilization_reads_the_same(
+    value: float, spelling: Callable[[str], list[str]], before: list[str]
+) -> None:
+    args = ["Qwen/Qwen2.5-0.5B-Instruct", *before, *spelling(str(value))]
     assert read_vllm(args, {}).gpu_memory_utilization == value
 
 

@@ -253,7 +253,15 @@ def test_faults_lost_gpu_stalled_agent_and_gone_node(
     gpu_twin.set_faults({"nodes": {node: {"gone": True}}})
     eventually(lambda: node not in {n.metadata.name for n in core_v1.list_node().items}, "the node gone")
     gpu_twin.set_faults({})
-    eventually(lambda: node in {n.metadata.name for n in core_v1.list_node().items}, "the node back")
+
+    def node_ready() -> Any:
+        found = next((n for n in core_v1.list_node().items if n.metadata.name == node), None)
+        conditions = (found.status.conditions or []) if found is not None else []
+        return found if any(c.type == "Ready" and c.status == "True" for c in conditions) else None
+
+    restored = eventually(node_ready, "the node back and Ready")
+    assert restored.status.allocatable["nvidia.com/gpu"] == "2"
+    assert restored.metadata.annotations["kwok.x-k8s.io/node"] == "fake"
     back = eventually(
         lambda: (s := gpu_node().get("status") or {}) and s["lastHeartbeat"] != stalled_at and s, "fresh reports"
     )

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from vram_operator.agent.simulated import SimulatedGpu, SimulatedProcess, SimulatedProfile
+from vram_operator.render.metadata import SERVER_LABEL
 from vram_operator.simulate.engines import EngineRun, GpuAtStart, Launch, Perturbation, play
 from vram_operator.simulate.faults import Faults
 
+# Set on the fake nodes by the local cluster (hack/localcluster/fleet.py), which the package cannot import.
 FAKE_NODE_LABEL = "vram.dev/fake-node"
 FAKE_GPUS_ANNOTATION = "vram.dev/fake-gpus"
-SERVER_LABEL = "vram.dev/server"
 LOST_GPU_MESSAGE = "RuntimeError: CUDA error: unspecified launch failure (the GPU fell off the bus: Xid 79)"
 NO_DEVICE_MESSAGE = "RuntimeError: CUDA error: no CUDA-capable device is detected"
 

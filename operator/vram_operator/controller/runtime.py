@@ -22,7 +22,7 @@ from vram_operator.controller.settings import ControllerSettings
 
 RESOURCE_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
 MAX_RETRY_SECONDS = 60.0
-INDEX_NAMES = ("inference_servers", "gpu_nodes", "server_pods", "gpu_assignments")
+INDEX_NAMES = ("inference_servers", "gpu_nodes", "server_pods", "gpu_assignments", "unschedulable_nodes")
 
 
 @dataclass

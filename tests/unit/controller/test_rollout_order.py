@@ -49,6 +49,15 @@ def test_swap_cycle_stops_both_first() -> None:
     assert set(waves[1].start) == {"ns/a", "ns/b"}
 
 
+def test_a_mover_stopped_by_an_earlier_wave_is_started_not_stopped_again() -> None:
+    # A Manual over-commit: the mover never fits. Its first wave stops it; recomputed after that
+    # wave (its old memory gone), the first wave starts it.
+    a = Move("ns/a", old={"x": 10000}, new={"y": 30000})
+    assert safe_waves([a], {"x": 0, "y": 20000}) == [Wave(stop=("ns/a",)), Wave(start=("ns/a",))]
+    stopped = Move("ns/a", new={"y": 30000})
+    assert safe_waves([stopped], {"x": 10000, "y": 20000}, stopped={"ns/a"}) == [Wave(start=("ns/a",))]
+
+
 def test_shrinking_in_place_counts_its_own_memory() -> None:
     a = Move("ns/a", old={"x": 10000}, new={"x": 12000})
     assert safe_waves([a], {"x": 2000}) == [Wave(start=("ns/a",))]

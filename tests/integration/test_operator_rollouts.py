@@ -329,8 +329,11 @@ def test_cordoned_nodes_take_no_new_placements(
     cordon("h100-1")
     time.sleep(1.0)  # the operator's Node watch sees the cordons
     create(custom_objects, namespace, generic("det", "2Gi", labels={"fleet": namespace}))
-    node, _, _ = where(running(custom_objects, namespace, "det")["det"])
-    assert node == "workstation", "VRAMBased chose a GPU of a cordoned Node"
+    det = eventually(
+        lambda: (d := get(custom_objects, namespace, "det")).get("status", {}).get("placement") and d, "det placed"
+    )
+    assert where(det)[0] == "workstation", "VRAMBased chose a GPU of a cordoned Node"
+    running(custom_objects, namespace, "det")
 
     assignments.create(gpu_assignment(assignments.name, namespace, {"det": ("h100-0", 2)}, mode="Preview"))
     status = eventually(lambda: (st := assignments.status()).get("plan") and st, "the Preview plan")
@@ -361,11 +364,56 @@ def test_rollback_acts_once_then_later_pins_apply(
     eventually(lambda: assignments.applied(2) and on_gpu(2), "revision 2 on GPU 2")
     assignments.patch({"rollbackToRevision": 1})
     rolled = eventually(lambda: assignments.applied(3) and on_gpu(1) and assignments.status(), "rolled back to GPU 1")
-    assert (condition({"status": rolled}, "RolledBack") or {}).get("reason") == "RolledBack"
-    assert rolled["rolledBack"] == {"toRevision": 1, "revision": 3, "generation": rolled["observedGeneration"]}
+    generation = rolled["observedGeneration"]
 
     assignments.patch({"assignments": pin(3)})  # rollbackToRevision is still 1
-    later = eventually(lambda: assignments.applied(4) and on_gpu(3) and assignments.status(), "revision 4 on GPU 3")
+    later = eventually(lambda: assignments.applied(4) and assignments.status(), "revision 4 applied")
+    assert [e["gpus"] for e in later["history"][-1]["plan"]] == [[fake_gpu_uuid(other, 3)]], "revision 1 re-applied"
+    eventually(lambda: on_gpu(3), "det on GPU 3, as the spec now pins it")
+    assert later["rolledBack"] == {"toRevision": 1, "revision": 3, "generation": generation}
     superseded = condition({"status": later}, "RolledBack") or {}
     assert (superseded.get("status"), superseded.get("reason")) == ("False", "RollbackSuperseded"), superseded
-    assert [e["gpus"] for e in later["history"][-1]["plan"]] == [[fake_gpu_uuid(other, 3)]]
+
+
+def test_self_healing_lowers_utilization_under_a_rollouts_pin(
+    operator: Operator,
+    namespace: str,
+    custom_objects: client.CustomObjectsApi,
+    apps_v1: client.AppsV1Api,
+    assignments: Assignments,
+) -> None:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceServer",
+        "metadata": {"name": "llm", "labels": {"fleet": namespace}},
+        "spec": {
+            "engine": "vllm",
+            "image": "vllm/vllm-openai:v0.19.0",
+            "model": {"name": "Qwen/Qwen2.5-0.5B-Instruct"},
+            "gpuMemoryUtilization": 0.95,
+        },
+    }
+    create(custom_objects, namespace, body)
+    node, _, _ = where(running(custom_objects, namespace, "llm")["llm"])
+    other = "h100-1" if node != "h100-1" else "h100-0"
+    assignments.create(gpu_assignment(assignments.name, namespace, {"llm": (other, 4)}))
+    eventually(lambda: assignments.applied(1), "llm pinned by the Apply")
+
+    def utilization() -> str:
+        args = apps_v1.read_namespaced_deployment("llm", namespace).spec.template.spec.containers[0].args
+        return str(args[args.index("--gpu-memory-utilization") + 1])
+
+    assert utilization() == "0.95"
+    # What the operator writes after a start-up memory failure (controller.failures): a lower utilization.
+    custom_objects.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "inferenceservers",
+        "llm",
+        {"metadata": {"annotations": {"vram.dev/utilization-override": "0.61"}}},
+    )
+    eventually(lambda: utilization() == "0.61", "the corrected utilization rendered on the pinned GPU")
+    status = get(custom_objects, namespace, "llm")["status"]
+    assert where({"status": status})[2] == fake_gpu_uuid(other, 4)
+    assert status["placement"]["budgetMiB"] < 0.62 * H100_80GB.memory_mib

@@ -42,6 +42,7 @@ from vram_operator.controller.rollout_state import (
     release,
     rollback_condition,
     rollback_due,
+    stopped_outside,
 )
 from vram_operator.controller.runtime import Runtime, first_error, now, plain, rfc3339, values
 from vram_operator.controller.server_reconciler import nodes_of
@@ -208,6 +209,9 @@ class AssignmentReconciler:
         rt.metrics.reconciles.labels("GpuAssignment", "applied" if applying else "planned").inc()
         rt.metrics.reconcile_seconds.labels("GpuAssignment").observe(time.perf_counter() - started)
         if applying:
+            moving = set(new_status.rollout.pending if new_status.rollout else ())
+            for server in stopped_outside(name, servers, moving):  # an earlier revision stopped it
+                await self.annotate(server, {notes.STOPPED: None})
             await self.advance(body, name, new_status, spec, servers=servers, nodes=nodes)
 
     async def fail(
@@ -328,6 +332,8 @@ class AssignmentReconciler:
         nodes = nodes_of(indexes["gpu_nodes"])
         for name, store in list(indexes["gpu_assignments"].items()):
             for assignment, body in list(store):
+                if body.get("metadata", {}).get("deletionTimestamp"):
+                    continue  # being released (release_assignment): no new wave
                 mine = self.written.get(name)
                 status = mine if mine and mine.observed_generation == assignment.metadata.generation else None
                 status = status or assignment.status

@@ -14,7 +14,7 @@ until then the old pods may still hold their GPU memory, and the next wave waits
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from vram_operator.api.base import Condition
@@ -194,6 +194,11 @@ def release(server: InferenceServer, name: str, rollout: RolloutStatus | None) -
     if stopper == name or (stopper == "true" and server.key in ours):
         update[notes.STOPPED] = None
     return update
+
+
+def stopped_outside(name: str, servers: Sequence[InferenceServer], moving: Collection[str]) -> list[InferenceServer]:
+    """Servers assignment `name` stopped that its new revision no longer moves: they start where they stand."""
+    return [s for s in servers if s.key not in moving and notes.stopped_by(s.metadata.annotations) == name]
 
 
 def rollback_condition(

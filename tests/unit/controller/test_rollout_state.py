@@ -16,7 +16,7 @@ from vram_operator.api.gpu_assignment import (
 from vram_operator.api.inference_server import InferenceServer, InferenceServerStatus, PlacedGpu, PlacementStatus
 from vram_operator.controller import annotations as notes
 from vram_operator.controller.cordons import unschedulable, with_cordons
-from vram_operator.controller.pods import PodFacts, pod_facts
+from vram_operator.controller.pods import PodFacts, current_pods, pod_facts, readiness
 from vram_operator.controller.rollout_state import (
     Progress,
     applied_condition,
@@ -27,6 +27,7 @@ from vram_operator.controller.rollout_state import (
     release,
     rollback_condition,
     rollback_due,
+    stopped_outside,
 )
 from vram_operator.controller.server_status import Outcome
 
@@ -60,6 +61,15 @@ def test_pod_facts_read_node_gpus_budget_and_deletion() -> None:
     assert facts.runs_on("n2", ["G1", "G2"], 2048.4)
     assert not facts.runs_on("n2", ["G1", "G2"], 2049)
     assert not facts.runs_on("n1", ["G1", "G2"], 2048)
+
+
+def test_readiness_counts_only_pods_of_the_current_placement() -> None:
+    moved = placed("a", "n2", "G1")
+    assert moved.status is not None
+    old, new = pod("n1", "G0"), pod("n2", "G1", ready=False)
+    assert current_pods([old, new], moved.status.placed_replicas()) == [new]
+    assert readiness(current_pods([old, new], moved.status.placed_replicas()), 1) == (False, "0/1 pods ready")
+    assert readiness([pod("n2", "G1", terminating=True)], 1) == (False, "0/1 pods ready")
 
 
 def test_arrived_needs_a_ready_pod_of_the_new_placement() -> None:
@@ -147,6 +157,16 @@ def test_release_gives_back_only_what_the_assignment_holds() -> None:
     assert release(generic("d", annotations={notes.STOPPED: "true"}), "fleet", rollout) == {}
     assert release(generic("e", annotations={notes.STOPPED: "fleet"}), "fleet", None) == {notes.STOPPED: None}
     assert release(generic("f", annotations={notes.STOPPED: "other"}), "fleet", None) == {}
+
+
+def test_a_new_revision_starts_what_an_earlier_one_stopped_and_no_longer_moves() -> None:
+    servers = [
+        generic("a", annotations={notes.STOPPED: "fleet"}),
+        generic("b", annotations={notes.STOPPED: "fleet"}),
+        generic("c", annotations={notes.STOPPED: "other"}),
+        generic("d"),
+    ]
+    assert [s.key for s in stopped_outside("fleet", servers, {"ns/b"})] == ["ns/a"]
 
 
 def pinned(annotations: dict[str, str], generation: int = 1) -> InferenceServer:

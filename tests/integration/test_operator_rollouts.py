@@ -335,11 +335,15 @@ def test_cordoned_nodes_take_no_new_placements(
     assert where(det)[0] == "workstation", "VRAMBased chose a GPU of a cordoned Node"
     running(custom_objects, namespace, "det")
 
-    assignments.create(gpu_assignment(assignments.name, namespace, {"det": ("h100-0", 2)}, mode="Preview"))
-    status = eventually(lambda: (st := assignments.status()).get("plan") and st, "the Preview plan")
+    assignments.create(gpu_assignment(assignments.name, namespace, {"det": ("h100-0", 2)}))
+    status = eventually(lambda: (st := assignments.status()).get("appliedRevision") and st, "the Apply planned")
     [entry] = [e for e in status["plan"] if e["server"] == f"{namespace}/det"]
     assert entry.get("node") is None and not entry["changed"], entry
     assert "unschedulable" in entry["reason"], entry
+    applied = condition({"status": status}, "Applied") or {}
+    assert (applied.get("status"), applied.get("reason")) == ("False", "NotPlaced"), applied
+    assert f"{namespace}/det: PinnedGpuUnavailable" in applied["message"], applied
+    assert where(get(custom_objects, namespace, "det"))[0] == "workstation"  # it stays where it runs
 
 
 def test_rollback_acts_once_then_later_pins_apply(

@@ -37,12 +37,14 @@ from vram_operator.controller.gpu_view import free_after_reservations, pod_uids_
 from vram_operator.controller.registry import REGISTRY
 from vram_operator.controller.rollout_order import Move, safe_waves
 from vram_operator.controller.rollout_state import (
+    Progress,
     applied_condition,
     progress,
     release,
     rollback_condition,
     rollback_due,
     stopped_outside,
+    unplaced,
 )
 from vram_operator.controller.runtime import Runtime, first_error, now, plain, rfc3339, values
 from vram_operator.controller.server_reconciler import nodes_of
@@ -181,6 +183,7 @@ class AssignmentReconciler:
                 update["rolled_back"] = RollbackRecord(
                     to_revision=spec.rollback_to_revision, revision=revision, generation=generation
                 )
+            done, reason, message = applied_condition(Progress(pending=tuple(pending), unplaced=unplaced(entries)))
             update |= {
                 "applied_revision": revision,
                 "history": history,
@@ -188,9 +191,9 @@ class AssignmentReconciler:
                 "conditions": set_condition(
                     conditions,
                     "Applied",
-                    not pending,
-                    "RolloutDone" if not pending else "RollingOut",
-                    f"revision {revision}: {len(pending)} servers to restart",
+                    done,
+                    reason,
+                    f"revision {revision}: {message}",
                     generation=generation,
                     now=moment,
                 ),

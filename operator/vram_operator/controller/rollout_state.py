@@ -14,7 +14,7 @@ until then the old pods may still hold their GPU memory, and the next wave waits
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from vram_operator.api.base import Condition
@@ -110,6 +110,7 @@ class Progress:
     draining: tuple[str, ...] = ()  # stopped, but pods of theirs are still there
     waiting: tuple[str, ...] = ()
     blocked: bool = False  # a started server's own reconcile refuses its placement
+    unplaced: tuple[str, ...] = ()  # servers the plan could not place, with the planner's reason
 
     @property
     def done(self) -> bool:
@@ -148,6 +149,7 @@ def progress(
     draining = [k for k in stopped if pods.get(k)]
     waiting += [f"{k}: its stopped pods to go" for k in draining]
     return Progress(
+        unplaced=unplaced(plan.values()),
         healthy=tuple(healthy),
         in_flight=tuple(in_flight),
         pending=tuple(pending),
@@ -158,20 +160,33 @@ def progress(
     )
 
 
+def unplaced(plan: Iterable[PlanEntry]) -> tuple[str, ...]:
+    """The plan's servers it could not place (a pin onto a cordoned node, say), each with why."""
+    return tuple(f"{e.server}: {e.reason}" for e in plan if e.node is None)
+
+
+def listing(items: Sequence[str]) -> str:
+    listed = "; ".join(items[:WAITING_LISTED])
+    more = len(items) - WAITING_LISTED
+    return f"{listed}; and {more} more" if more > 0 else listed
+
+
 def applied_condition(state: Progress) -> tuple[bool, str, str]:
-    """(status, reason, message) of the Applied condition: done, or what the rollout waits for."""
-    counts = (
+    """(status, reason, message) of the Applied condition: RolloutDone; NotPlaced when the rollout is
+    done but the plan left servers unplaced; else RollingOut / RolloutBlocked with what it waits for."""
+    message = (
         f"{len(state.healthy)} healthy, {len(state.in_flight)} restarting, {len(state.pending)} pending"
         f" ({len(state.stopped)} stopped)"
     )
-    if state.done:
-        return True, "RolloutDone", counts
-    listed = "; ".join(state.waiting[:WAITING_LISTED])
-    more = len(state.waiting) - WAITING_LISTED
-    if more > 0:
-        listed += f"; and {more} more"
-    message = f"{counts}; waiting for {listed}" if listed else counts
-    return False, "RolloutBlocked" if state.blocked else "RollingOut", message
+    if state.waiting:
+        message += f"; waiting for {listing(state.waiting)}"
+    if state.unplaced:
+        message += f"; not placed: {listing(state.unplaced)}"
+    if not state.done:
+        return False, "RolloutBlocked" if state.blocked else "RollingOut", message
+    if state.unplaced:
+        return False, "NotPlaced", message
+    return True, "RolloutDone", message
 
 
 def rollback_due(spec: GpuAssignmentSpec, status: GpuAssignmentStatus) -> bool:

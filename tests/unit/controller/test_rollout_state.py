@@ -131,6 +131,15 @@ def test_progress_and_the_applied_condition_name_what_blocks() -> None:
         "1 healthy, 0 restarting, 0 pending (0 stopped)",
     )
     assert applied_condition(Progress(pending=("ns/a",), stopped=("ns/a",)))[1] == "RollingOut"
+    cordoned = PlanEntry(server="ns/c", reason="PinnedGpuUnavailable: pinned n2 GPU 0 is unschedulable")
+    left = progress("fleet", RolloutStatus(healthy=["ns/a"], restarted=["ns/a"]), {"ns/c": cordoned}, {}, {})
+    assert left.done and left.unplaced == ("ns/c: PinnedGpuUnavailable: pinned n2 GPU 0 is unschedulable",)
+    assert applied_condition(left) == (
+        False,
+        "NotPlaced",
+        "1 healthy, 0 restarting, 0 pending (0 stopped); not placed: ns/c: PinnedGpuUnavailable: pinned n2 GPU 0 "
+        "is unschedulable",
+    )
 
 
 def test_rollback_acts_once_per_value() -> None:

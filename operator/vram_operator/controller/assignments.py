@@ -1,8 +1,10 @@
 """GpuAssignment handlers: plan (Preview), roll out (Apply) in a safe order, roll back.
 
 Apply pins each moving server by an annotation (controller.annotations.ASSIGNED) wave by wave;
-the server's own reconcile then re-renders its Deployment there. A timer advances the waves: the
-next wave starts only when every server of the last one is Running where the plan put it.
+the server's own reconcile then re-renders its Deployment there. The check loop advances the
+waves from the state of record in the API (controller.rollout_state): the next wave starts only
+when every server of the last one has a Ready pod where the plan put it and the pods of the
+servers it stopped are gone. Deleting an assignment gives its servers back (kopf's finalizer).
 """
 
 from __future__ import annotations

@@ -120,11 +120,41 @@ def annotations_of(custom: client.CustomObjectsApi, namespace: str, name: str) -
     return dict(get(custom, namespace, name)["metadata"].get("annotations") or {})
 
 
+@pytest.fixture
+def straggler(core_v1: client.CoreV1Api, namespace: str) -> Iterator[Any]:
+    """A pod of a server (its label) that no Deployment owns, bound to a node that does not exist:
+    it never runs and never goes, like a pod whose node died while it held GPU memory. Call with a
+    server name to create it; removed (force) afterwards, or earlier with `.remove()`."""
+
+    class Straggler:
+        name = "straggler"
+
+        def __call__(self, server: str) -> None:
+            body = {
+                "metadata": {"name": self.name, "labels": {"vram.dev/server": server}},
+                "spec": {"nodeName": f"gone-{namespace}", "containers": [{"name": "engine", "image": "none:1"}]},
+            }
+            core_v1.create_namespaced_pod(namespace, body)
+
+        def remove(self) -> None:
+            try:
+                core_v1.delete_namespaced_pod(self.name, namespace, grace_period_seconds=0)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+
+    handle = Straggler()
+    yield handle
+    handle.remove()
+
+
 def test_overcommitting_manual_apply_stops_then_starts_and_finishes(
+    *,
     operator: Operator,
     namespace: str,
     custom_objects: client.CustomObjectsApi,
     apps_v1: client.AppsV1Api,
+    straggler: Any,
     assignments: Assignments,
 ) -> None:
     labels = {"fleet": namespace}
@@ -133,7 +163,25 @@ def test_overcommitting_manual_apply_stops_then_starts_and_finishes(
     placed = running(custom_objects, namespace, "big", "mover")
     node, index, uuid = where(placed["big"])
     assert where(placed["mover"])[2] != uuid, "60Gi and 40Gi do not share an 80GB GPU"
+    straggler("mover")
     assignments.create(gpu_assignment(assignments.name, namespace, {"mover": (node, index)}))
+
+    def stop_recorded() -> dict[str, Any] | None:
+        status = assignments.status()
+        applied = condition({"status": status}, "Applied") or {}
+        recorded = (status.get("rollout") or {}).get("stopped") == [f"{namespace}/mover"]
+        return applied if recorded and "its stopped pods to go" in applied.get("message", "") else None
+
+    # The first wave stops it (no room until it is gone) and the status remembers that; a pod of it
+    # is still there (it may hold its memory): the start waits, and says so.
+    applied = eventually(stop_recorded, "the stop recorded, the start waiting for the old pod")
+    assert applied["status"] == "False" and applied["reason"] == "RollingOut", applied
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        assert replicas_of(apps_v1, namespace, "mover") == 0
+        assert ASSIGNED not in annotations_of(custom_objects, namespace, "mover"), "started before its pods went"
+        time.sleep(0.5)
+    straggler.remove()
 
     status = eventually(lambda: assignments.applied(1), "the over-committing Apply finished", timeout=60)
     assert any("over-commits" in w for w in status["warnings"]), status["warnings"]
@@ -146,31 +194,13 @@ def test_overcommitting_manual_apply_stops_then_starts_and_finishes(
     assert where(get(custom_objects, namespace, "big"))[2] == uuid  # Manual: the unpinned server stays
 
 
-def hold_pods(core: client.CoreV1Api, namespace: str, server: str) -> list[str]:
-    """Put a finalizer on the server's pods: deleted, they stay Terminating (as a pod that still
-    holds its GPU memory does) until release_pods."""
-    pods = core.list_namespaced_pod(namespace, label_selector=f"vram.dev/server={server}").items
-    for pod in pods:
-        core.patch_namespaced_pod(pod.metadata.name, namespace, {"metadata": {"finalizers": [HOLD]}})
-    return [pod.metadata.name for pod in pods]
-
-
-def release_pods(core: client.CoreV1Api, namespace: str, names: list[str]) -> None:
-    for name in names:
-        try:
-            core.patch_namespaced_pod(name, namespace, {"metadata": {"finalizers": None}})
-        except ApiException as error:
-            if error.status != 404:
-                raise
-
-
 def test_deleting_an_assignment_mid_rollout_starts_the_servers_it_stopped(
     *,
     operator: Operator,
     namespace: str,
     custom_objects: client.CustomObjectsApi,
     apps_v1: client.AppsV1Api,
-    core_v1: client.CoreV1Api,
+    straggler: Any,
     assignments: Assignments,
 ) -> None:
     labels = {"fleet": namespace}
@@ -178,23 +208,20 @@ def test_deleting_an_assignment_mid_rollout_starts_the_servers_it_stopped(
     create(custom_objects, namespace, generic("mover", "40Gi", labels=labels))
     placed = running(custom_objects, namespace, "big", "mover")
     node, index, _ = where(placed["big"])
-    held = hold_pods(core_v1, namespace, "mover")
-    try:
-        assignments.create(gpu_assignment(assignments.name, namespace, {"mover": (node, index)}))
-        eventually(
-            lambda: (
-                replicas_of(apps_v1, namespace, "mover") == 0
-                and STOPPED in annotations_of(custom_objects, namespace, "mover")
-            ),
-            "mover stopped by the rollout's first wave",
-        )
-        assignments.delete()
-        eventually(assignments.gone, "the assignment deleted (its finalizer done)")
-        eventually(lambda: replicas_of(apps_v1, namespace, "mover") == 1, "mover started again")
-        notes = annotations_of(custom_objects, namespace, "mover")
-        assert STOPPED not in notes and ASSIGNED not in notes
-    finally:
-        release_pods(core_v1, namespace, held)
+    straggler("mover")  # keeps the rollout between its stop wave and its start wave
+    assignments.create(gpu_assignment(assignments.name, namespace, {"mover": (node, index)}))
+    eventually(
+        lambda: (
+            replicas_of(apps_v1, namespace, "mover") == 0
+            and STOPPED in annotations_of(custom_objects, namespace, "mover")
+        ),
+        "mover stopped by the rollout's first wave",
+    )
+    assignments.delete()
+    eventually(assignments.gone, "the assignment deleted (its finalizer done)")
+    eventually(lambda: replicas_of(apps_v1, namespace, "mover") == 1, "mover started again")
+    notes = annotations_of(custom_objects, namespace, "mover")
+    assert STOPPED not in notes and ASSIGNED not in notes
 
 
 def test_deleting_an_assignment_releases_its_pins_so_spec_edits_apply(

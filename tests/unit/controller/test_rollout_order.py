@@ -88,3 +88,38 @@ def test_every_mover_starts_once_and_never_before_its_memory_is_free(
     started = [name for wave in waves for name in wave.start]
     assert sorted(started) == sorted(m.server for m in moves)
     simulate(moves, free, waves)
+
+
+@given(scenarios(), st.booleans())
+def test_recomputed_after_each_wave_the_rollout_still_ends(
+    scenario: tuple[list[Move], dict[str, float]], overcommit: bool
+) -> None:
+    """The operator recomputes the waves at every check from what stands then (a stopped mover
+    holds nothing): each mover is stopped at most once and started once, whatever the plan."""
+    moves, free = scenario
+    free = defaultdict(float, free)
+    if overcommit:  # a Manual plan that does not fit even once everything has moved
+        free = defaultdict(float, {gpu: 0.0 for gpu in free})
+    remaining = {m.server: m for m in moves}
+    stopped: set[str] = set()
+    started: list[str] = []
+    for _ in range(2 * len(moves) + 1):
+        if not remaining:
+            break
+        wave = safe_waves(list(remaining.values()), dict(free), stopped)[0]
+        assert not set(wave.stop) & stopped, "a stopped mover stopped again"
+        for name in wave.stop:
+            for gpu, mib in remaining[name].old.items():
+                free[gpu] += mib
+            remaining[name] = Move(name, new=remaining[name].new)
+            stopped.add(name)
+        for name in wave.start:
+            move = remaining.pop(name)
+            for gpu, mib in move.old.items():
+                free[gpu] += mib
+            for gpu, mib in move.new.items():
+                free[gpu] -= mib
+            started.append(name)
+            stopped.discard(name)
+    assert not remaining, f"the rollout did not end: {sorted(remaining)} left"
+    assert sorted(started) == sorted(m.server for m in moves)

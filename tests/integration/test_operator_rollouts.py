@@ -193,6 +193,17 @@ def test_overcommitting_manual_apply_stops_then_starts_and_finishes(
     assert env_of(apps_v1, namespace, "mover")["VRAM_BUDGET_MIB"] == "40960"
     assert where(get(custom_objects, namespace, "big"))[2] == uuid  # Manual: the unpinned server stays
 
+    assignments.delete()  # without the assignment, the over-commit is not allowed: mover is placed afresh
+    eventually(assignments.gone, "the assignment deleted (its finalizer done)")
+
+    def placed_apart() -> bool:
+        mover = get(custom_objects, namespace, "mover")
+        placement = mover["status"].get("placement")
+        return bool(placement) and where(mover)[2] != uuid and not placement.get("assignment")
+
+    eventually(placed_apart, "mover re-placed off the over-committed GPU")
+    assert ASSIGNED not in annotations_of(custom_objects, namespace, "mover")
+
 
 def test_deleting_an_assignment_mid_rollout_starts_the_servers_it_stopped(
     *,

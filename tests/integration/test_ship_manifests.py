@@ -44,6 +44,8 @@ OPERATOR_MAY = [("vram.dev", "inferenceservers", "", verb, None) for verb in ("g
     ("", "configmaps", "", "list", None),  # watched: a ConfigMap a server names re-reconciles it
     ("", "configmaps", "", "watch", None),
     ("", "namespaces", "", "list", None),
+    ("", "nodes", "", "list", None),  # cordoned Nodes take no new placements
+    ("", "nodes", "", "watch", None),
 ]
 OPERATOR_MUST_NOT = [
     ("", "secrets", "", "get", "ml"),

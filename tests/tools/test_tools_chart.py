@@ -201,7 +201,9 @@ def test_rbac_is_least_privilege(render_chart: RenderChart) -> None:
     for component in ("operator", "agent"):
         grants = _grants(_rules(documents, component))
         assert not any("*" in grant for grant in grants), component
-        assert not any(resource in {"secrets", "nodes", "clusterroles"} for _, resource, _ in grants), component
+        assert not any(resource in {"secrets", "clusterroles"} for _, resource, _ in grants), component
+        # Nodes are read (cordons), never written
+        assert {verb for _, resource, verb in grants if resource == "nodes"} <= {"list", "watch"}, component
         assert not any(verb in {"escalate", "bind", "impersonate", "deletecollection"} for *_, verb in grants)
     agent = _grants(_rules(documents, "agent"))
     assert agent == {

@@ -121,6 +121,17 @@ class RolloutStatus(ApiModel):
     restarted: list[ServerKey] = Field(default_factory=list, max_length=4096, description="Servers restarted.")
     pending: list[ServerKey] = Field(default_factory=list, max_length=4096, description="Waiting to restart.")
     healthy: list[ServerKey] = Field(default_factory=list, max_length=4096, description="Restarted and Ready.")
+    stopped: list[ServerKey] = Field(
+        default_factory=list, max_length=4096, description="Scaled to zero by a wave to free memory, not started yet."
+    )
+
+
+class RollbackRecord(ApiModel):
+    """A rollbackToRevision that was acted on (it acts once per value)."""
+
+    to_revision: int = Field(ge=1, description="The revision restored (spec.rollbackToRevision).")
+    revision: int = Field(ge=1, description="The revision it was applied as.")
+    generation: int = Field(ge=0, description="The assignment's generation it was applied at.")
 
 
 class GpuAssignmentStatus(ApiModel):
@@ -132,6 +143,9 @@ class GpuAssignmentStatus(ApiModel):
     applied_revision: int | None = Field(default=None, ge=0, description="Revision in effect.")
     history: list[AppliedPlan] = Field(default_factory=list, max_length=10, description="Last applied plans.")
     rollout: RolloutStatus | None = Field(default=None, description="Rollout progress.")
+    rolled_back: RollbackRecord | None = Field(
+        default=None, description="The rollbackToRevision acted on; cleared when the field is cleared."
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         max_length=16,

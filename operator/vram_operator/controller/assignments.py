@@ -1,13 +1,16 @@
 """GpuAssignment handlers: plan (Preview), roll out (Apply) in a safe order, roll back.
 
 Apply pins each moving server by an annotation (controller.annotations.ASSIGNED) wave by wave;
-the server's own reconcile then re-renders its Deployment there. A timer advances the waves: the
-next wave starts only when every server of the last one is Running where the plan put it.
+the server's own reconcile then re-renders its Deployment there. The check loop advances the
+waves from the state of record in the API (controller.rollout_state): the next wave starts only
+when every server of the last one has a Ready pod where the plan put it and the pods of the
+servers it stopped are gone. Deleting an assignment gives its servers back (kopf's finalizer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import defaultdict
@@ -22,8 +25,10 @@ from pydantic import ValidationError
 from vram_operator.api.base import GROUP, VERSION
 from vram_operator.api.gpu_assignment import (
     GpuAssignment,
+    GpuAssignmentSpec,
     GpuAssignmentStatus,
     PlanEntry,
+    RollbackRecord,
     RolloutStatus,
 )
 from vram_operator.api.gpu_node import GpuNode
@@ -44,10 +49,21 @@ from vram_operator.controller.assignment_owner import (
 )
 from vram_operator.controller.assignment_plan import overcommits, plan_warnings, preview_inputs
 from vram_operator.controller.conditions import condition_status, set_condition
+from vram_operator.controller.cordons import unschedulable, with_cordons
 from vram_operator.controller.decision import Inputs, decide
 from vram_operator.controller.gpu_view import free_after_reservations, pod_uids_of, process_owners, stale_nodes
 from vram_operator.controller.registry import REGISTRY
 from vram_operator.controller.rollout_order import Move, safe_waves
+from vram_operator.controller.rollout_state import (
+    Progress,
+    applied_condition,
+    progress,
+    release,
+    rollback_condition,
+    rollback_due,
+    stopped_outside,
+    unplaced,
+)
 from vram_operator.controller.runtime import Runtime, first_error, now, plain, rfc3339, values
 from vram_operator.controller.server_reconciler import nodes_of
 from vram_operator.errors import InputError
@@ -85,22 +101,10 @@ def moves_for(
         if entry is None or server is None:
             continue
         current = server.status.placement if server.status else None
-        stopped = server.metadata.annotations.get(notes.STOPPED) == "true"
+        stopped = notes.stopped_by(server.metadata.annotations) is not None
         old = {g.uuid: current.budget_mib for g in current.gpus} if current and not stopped else {}
         moves.append(Move(key, old=old, new=dict.fromkeys(entry.gpus, entry.budget_mib)))
     return moves
-
-
-def arrived(server: InferenceServer | None, entry: PlanEntry) -> bool:
-    """The server runs where the plan put it (and is Ready)."""
-    placement = server.status.placement if server and server.status else None
-    if placement is None or server is None or server.status is None:
-        return False
-    return (
-        placement.node == entry.node
-        and [g.uuid for g in placement.gpus] == entry.gpus
-        and server.status.phase == "Running"
-    )
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,8 @@ class AssignmentReconciler:
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def write(self, name: str, status: GpuAssignmentStatus) -> None:
-        await asyncio.to_thread(self.rt.kube.patch_assignment_status, name, {"status": status.wire()})
+        cleared = {"rolledBack": None}  # a merge patch: a field that is gone must be written as null
+        await asyncio.to_thread(self.rt.kube.patch_assignment_status, name, {"status": {**cleared, **status.wire()}})
         self.written[name] = status
 
     def latest_status(self, name: str, assignment: GpuAssignment) -> GpuAssignmentStatus | None:
@@ -188,7 +193,9 @@ class AssignmentReconciler:
         fresh = status.observed_generation != generation
         servers = [s for s in values(kwargs["inference_servers"]) if s is not None]
         nodes = nodes_of(kwargs["gpu_nodes"])
-        if spec.rollback_to_revision is not None and fresh:
+        rolling_back = fresh and rollback_due(spec, status)
+        if rolling_back:
+            assert spec.rollback_to_revision is not None
             try:
                 applied = plan_at_revision(status.history, spec.rollback_to_revision)
             except InputError as error:
@@ -220,7 +227,7 @@ class AssignmentReconciler:
             pins += stay_pins(selected, {p.server for p in pins})
         async with rt.book.lock:
             inputs = Inputs(
-                nodes=nodes,
+                nodes=with_cordons(nodes, unschedulable(rt.indexes.get("unschedulable_nodes"))),
                 reserved=rt.book.standing([s for s in servers if s.key not in chosen]),
                 stale_nodes=stale_nodes(nodes, now(), settings.heartbeat_stale),
                 strategy=strategy,
@@ -265,10 +272,17 @@ class AssignmentReconciler:
             "warnings": warnings,
             "conditions": conditions,
         }
-        applying = (fresh and (spec.mode == "Apply" or spec.rollback_to_revision is not None)) or takeover
+        if spec.rollback_to_revision is None:
+            update["rolled_back"] = None
+        applying = (fresh and (spec.mode == "Apply" or rolling_back)) or takeover
         if applying:
             revision, history = record_revision(status.history, entries, strategy, moment)
             pending = [e.server for e in entries if e.changed]
+            if rolling_back and spec.rollback_to_revision is not None and generation is not None:
+                update["rolled_back"] = RollbackRecord(
+                    to_revision=spec.rollback_to_revision, revision=revision, generation=generation
+                )
+            done, reason, message = applied_condition(Progress(pending=tuple(pending), unplaced=unplaced(entries)))
             update |= {
                 "applied_revision": revision,
                 "history": history,
@@ -276,14 +290,21 @@ class AssignmentReconciler:
                 "conditions": set_condition(
                     conditions,
                     "Applied",
-                    not pending,
-                    "RolloutDone" if not pending else "RollingOut",
-                    f"revision {revision}: {len(pending)} servers to restart",
+                    done,
+                    reason,
+                    f"revision {revision}: {message}",
                     generation=generation,
                     now=moment,
                 ),
             }
             await self.event(body, "Normal", "Applied", f"revision {revision}, {len(pending)} to move")
+        update["conditions"] = rollback_condition(
+            update["conditions"],
+            update.get("rolled_back", status.rolled_back),
+            update.get("applied_revision", status.applied_revision),
+            generation=generation,
+            now=moment,
+        )
         new_status = status.model_copy(update=update)
         if new_status != status:
             await self.write(name, new_status)
@@ -292,7 +313,10 @@ class AssignmentReconciler:
         rt.metrics.reconciles.labels("GpuAssignment", "applied" if applying else "planned").inc()
         rt.metrics.reconcile_seconds.labels("GpuAssignment").observe(time.perf_counter() - started)
         if applying:
-            await self.advance(body, name, new_status, servers, nodes)
+            moving = set(new_status.rollout.pending if new_status.rollout else ())
+            for server in stopped_outside(name, servers, moving):  # an earlier revision stopped it
+                await self.annotate(server, {notes.STOPPED: None})
+            await self.advance(body, name, new_status, spec, servers=servers, nodes=nodes)
 
     async def fail(
         self,
@@ -330,6 +354,8 @@ class AssignmentReconciler:
         body: kopf.Body,
         name: str,
         status: GpuAssignmentStatus,
+        spec: GpuAssignmentSpec,
+        *,
         servers: Sequence[InferenceServer],
         nodes: Sequence[GpuNode],
     ) -> None:
@@ -342,47 +368,78 @@ class AssignmentReconciler:
             or not (rollout.pending or set(rollout.restarted) - set(rollout.healthy))
         ):
             return
-        plan = {e.server: e for e in status.history[-1].plan}
+        applied = status.history[-1]
+        plan = {e.server: e for e in applied.plan}
         by_key = {s.key: s for s in servers}
-        healthy = [k for k in rollout.restarted if k in rollout.healthy or arrived(by_key.get(k), plan[k])]
-        in_flight = [k for k in rollout.restarted if k not in healthy]
-        pending = [k for k in rollout.pending if k in by_key]
-        if not in_flight and pending:
-            owners = process_owners(servers, self.rt.indexes.get("server_pods"))
+        index = self.rt.indexes.get("server_pods") or {}
+        pods = {key: list(index.get(key, [])) for key in [*rollout.restarted, *rollout.pending]}
+        state = progress(name, rollout, plan, by_key, pods)
+        if state.wave_due:
+            owners = process_owners(servers, index or None)
             free = free_after_reservations(nodes, servers, settings.margin_mib, owners)
-            for key in pending:  # a server stopped for the rollout no longer holds its memory
+            for key in state.stopped:  # a server stopped for the rollout no longer holds its memory
                 server = by_key[key]
-                stopped = server.metadata.annotations.get(notes.STOPPED) == "true"
-                for placement in server.status.placed_replicas() if server.status and stopped else []:
+                for placement in server.status.placed_replicas() if server.status else []:
                     for gpu in placement.gpus:  # every replica of it is stopped
                         free[gpu.uuid] = free.get(gpu.uuid, 0.0) + placement.budget_mib
-            wave = safe_waves(moves_for(pending, plan, by_key), free)[0]
+            wave = safe_waves(moves_for(state.pending, plan, by_key), free, state.stopped)[0]
             for key in wave.stop:
-                await self.annotate(by_key[key], {notes.STOPPED: "true"})
+                await self.annotate(by_key[key], {notes.STOPPED: name})
+            overrides = {a.server for a in spec.assignments if a.vram_budget_override is not None}
             for key in wave.start:
-                entry = plan[key]
+                entry, server = plan[key], by_key[key]
                 pin = notes.AssignedPlacement(
-                    name, status.applied_revision or 0, entry.node or "", tuple(entry.gpus), entry.budget_mib
+                    name,
+                    status.applied_revision or 0,
+                    entry.node or "",
+                    tuple(entry.gpus),
+                    entry.budget_mib,
+                    generation=server.metadata.generation,
+                    utilization=notes.utilization_override(server.metadata.annotations),
+                    budget_override=key in overrides,
+                    overcommit=applied.strategy == "Manual",
                 )
-                await self.annotate(by_key[key], {notes.ASSIGNED: pin.encode(), notes.STOPPED: None})
-            pending = [k for k in pending if k not in wave.start]
-            in_flight = list(wave.start)
+                await self.annotate(server, {notes.ASSIGNED: pin.encode(), notes.STOPPED: None})
+            stopped = [*[k for k in state.stopped if k not in wave.start], *wave.stop]
+            state = dataclasses.replace(
+                state,
+                pending=tuple(k for k in state.pending if k not in wave.start),
+                in_flight=tuple(wave.start),
+                stopped=tuple(stopped),
+                draining=tuple(wave.stop),
+                waiting=tuple(f"{k}: its new pod" for k in wave.start) + tuple(f"{k}: to stop" for k in wave.stop),
+                blocked=False,
+            )
             if wave.start:
                 await self.event(body, "Normal", "RollingOut", f"starting {', '.join(wave.start)}")
-        restarted = list(dict.fromkeys([*rollout.restarted, *in_flight]))
-        new_rollout = RolloutStatus(restarted=restarted, pending=pending, healthy=healthy)
-        if new_rollout != rollout:
-            done = not pending and not in_flight
-            conditions = set_condition(
-                status.conditions,
-                "Applied",
-                done,
-                "RolloutDone" if done else "RollingOut",
-                f"{len(healthy)} healthy, {len(in_flight)} restarting, {len(pending)} pending",
-                generation=status.observed_generation,
-                now=rfc3339(now()),
-            )
+        new_rollout = RolloutStatus(
+            restarted=list(dict.fromkeys([*rollout.restarted, *state.in_flight])),
+            pending=list(state.pending),
+            healthy=list(state.healthy),
+            stopped=list(state.stopped),
+        )
+        done, reason, message = applied_condition(state)
+        conditions = set_condition(
+            status.conditions,
+            "Applied",
+            done,
+            reason,
+            message,
+            generation=status.observed_generation,
+            now=rfc3339(now()),
+        )
+        if new_rollout != rollout or conditions != status.conditions:
             await self.write(name, status.model_copy(update={"rollout": new_rollout, "conditions": conditions}))
+
+    async def release(self, name: str, status: GpuAssignmentStatus | None, servers: Sequence[InferenceServer]) -> None:
+        """The assignment is being deleted: take its pins off its servers and start the ones it stopped.
+        Each server's own reconcile (an annotation changed) then places it by the operator's strategy
+        where it stands, and its status.placement no longer names the assignment."""
+        rollout = status.rollout if status else None
+        for server in servers:
+            update = release(server, name, rollout)
+            if update:
+                await self.annotate(server, update)
 
     async def annotate(self, server: InferenceServer, update: dict[str, str | None]) -> None:
         namespace = server.metadata.namespace or "default"
@@ -436,12 +493,16 @@ class AssignmentReconciler:
         await self.refresh_all(indexes, servers, nodes)
         for name, store in list(indexes["gpu_assignments"].items()):
             for assignment, body in list(store):
-                mine = self.written.get(name)
-                status = mine if mine and mine.observed_generation == assignment.metadata.generation else None
-                status = status or assignment.status
-                if status is not None:
+                if body.get("metadata", {}).get("deletionTimestamp"):
+                    continue  # being released (release_assignment): no new wave
+                async with self.locks[name]:  # never beside its own handler's wave; its status read after it
+                    mine = self.written.get(name)
+                    status = mine if mine and mine.observed_generation == assignment.metadata.generation else None
+                    status = status or assignment.status
+                    if status is None:
+                        continue
                     try:
-                        await self.advance(body, name, status, servers, nodes)
+                        await self.advance(body, name, status, assignment.spec, servers=servers, nodes=nodes)
                     except Exception:  # retried at the next check
                         log.exception("rollout of GpuAssignment %s failed", name)
 
@@ -462,3 +523,18 @@ async def reconcile_assignment(*, body: kopf.Body, name: str, memo: kopf.Memo, *
     reconciler = cast(AssignmentReconciler, memo["assignments"])
     async with reconciler.locks[name]:
         await reconciler.reconcile(body, name, kwargs)
+
+
+# Not optional: kopf's finalizer holds the deletion until the servers are given back, so an
+# assignment deleted while the operator is down still releases its pins and stopped servers.
+@kopf.on.delete(*ASSIGNMENTS, id="release", registry=REGISTRY)
+async def release_assignment(*, body: kopf.Body, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    cast(Runtime, memo["rt"]).remember_indexes(kwargs)
+    try:
+        status = GpuAssignmentStatus.model_validate(plain(body).get("status") or {})
+    except ValidationError:
+        status = None  # an unreadable status: the annotations still name what is ours
+    servers = [s for s in values(kwargs["inference_servers"]) if s is not None]
+    reconciler = cast(AssignmentReconciler, memo["assignments"])
+    async with reconciler.locks[name]:
+        await reconciler.release(name, status, servers)

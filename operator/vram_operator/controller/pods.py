@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from vram_operator.api.inference_server import ReplicaPlacementStatus
+from vram_operator.render.deployment import BUDGET_ANNOTATION, GPUS_ANNOTATION
 
 CRASH_REASONS = frozenset({"CrashLoopBackOff", "Error", "OOMKilled"})
 
@@ -19,10 +22,19 @@ class PodFacts:
     crashing: bool  # waiting in CrashLoopBackOff or last terminated with an error
     container: str  # the first container (the engine)
     termination_message: str  # last terminated state's message (FallbackToLogsOnError gives the log tail)
+    node: str = ""  # spec.nodeName: empty while the pod is not scheduled
+    gpus: str = ""  # the GPU UUIDs its template was rendered for (comma-separated, vram.dev/gpus)
+    budget_mib: str = ""  # the budget its template was rendered with (vram.dev/budget-mib)
+    terminating: bool = False  # deletion requested: it may still hold its GPU memory
+
+    def runs_on(self, node: str, gpus: Sequence[str], budget_mib: float) -> bool:
+        """The pod was rendered for this placement and scheduled onto its node."""
+        return self.node == node and self.gpus == ",".join(gpus) and self.budget_mib == str(int(budget_mib))
 
 
 def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
     meta = pod.get("metadata", {})
+    annotations = meta.get("annotations") or {}
     status = pod.get("status", {}) or {}
     conditions = status.get("conditions", []) or []
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
@@ -43,11 +55,22 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
         crashing=crashing,
         container=str(engine.get("name") or spec_containers[0].get("name", "")),
         termination_message=str(terminated.get("message", "") or ""),
+        node=str((pod.get("spec") or {}).get("nodeName") or ""),
+        gpus=str(annotations.get(GPUS_ANNOTATION, "")),
+        budget_mib=str(annotations.get(BUDGET_ANNOTATION, "")),
+        terminating=bool(meta.get("deletionTimestamp")),
     )
 
 
 def readiness(pods: Iterable[PodFacts], replicas: int) -> tuple[bool, str]:
-    """Ready when `replicas` pods are ready; the message counts them."""
-    listed = list(pods)
+    """Ready when `replicas` pods are ready; the message counts them. The caller passes the pods of
+    the current placement only (an old pod still Ready after a move is not the server being Ready)."""
+    listed = [pod for pod in pods if not pod.terminating]
     ready = sum(1 for pod in listed if pod.ready)
     return ready >= replicas > 0, f"{ready}/{replicas} pods ready"
+
+
+def current_pods(pods: Iterable[PodFacts], placements: Iterable[ReplicaPlacementStatus]) -> list[PodFacts]:
+    """The pods rendered for one of these placements (a pod of an older placement is left out)."""
+    wanted = [(p.node, [g.uuid for g in p.gpus], p.budget_mib) for p in placements]
+    return [pod for pod in pods if any(pod.runs_on(*where) for where in wanted)]

@@ -10,7 +10,7 @@ stopped first in a wave of their own, then started.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -35,16 +35,18 @@ def _net_need(move: Move) -> float:
     return sum(move.new.values()) - sum(move.old.values())
 
 
-def safe_waves(moves: Sequence[Move], free_mib: Mapping[str, float]) -> list[Wave]:
+def safe_waves(moves: Sequence[Move], free_mib: Mapping[str, float], stopped: Collection[str] = ()) -> list[Wave]:
     """Waves that never start a server before the memory it needs is free.
 
     `free_mib` is the memory free per GPU now, with every server at its old place. Servers that
     free memory go first. If even stopping every remaining mover cannot make room, the rest start
-    in one last wave (the plan itself over-commits; the planner has already warned).
+    in one last wave (the plan itself over-commits; the planner has already warned). `stopped`
+    names movers an earlier wave already stopped (their `old` is empty): they are never stopped
+    again, so a rollout recomputed after its stop wave goes on to start them.
     """
     free: dict[str, float] = defaultdict(float, free_mib)
     remaining = sorted(moves, key=lambda m: (_net_need(m), m.server))
-    stopped: set[str] = set()
+    stopped = set(stopped)
     waves: list[Wave] = []
     while remaining:
         taken: dict[str, float] = defaultdict(float)

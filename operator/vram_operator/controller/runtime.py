@@ -29,6 +29,7 @@ INDEX_NAMES = (
     "gpu_assignments",
     "server_deployments",
     "server_services",
+    "unschedulable_nodes",
 )
 
 

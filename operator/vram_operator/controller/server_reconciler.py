@@ -31,13 +31,15 @@ from vram_operator.api.inference_server import (
 from vram_operator.controller import annotations as notes
 from vram_operator.controller.assignment import same_placement
 from vram_operator.controller.conditions import condition_status
+from vram_operator.controller.cordons import unschedulable, with_cordons
 from vram_operator.controller.decision import Inputs
 from vram_operator.controller.failures import Failure, classify, correct
 from vram_operator.controller.gpu_health import placement_health
 from vram_operator.controller.gpu_view import headroom_mib, pod_uids_of, process_owners, reserved_by, stale_nodes
 from vram_operator.controller.kube import ChildRefusedError
 from vram_operator.controller.measure import estimate_error, measure_server, memory_changed
-from vram_operator.controller.pods import PodFacts, readiness
+from vram_operator.controller.pods import PodFacts, current_pods, readiness
+from vram_operator.controller.rollout_state import assigned_pin, pin_refused
 from vram_operator.controller.room import room_shortfall
 from vram_operator.controller.runtime import Runtime, now, rfc3339, values
 from vram_operator.controller.server_status import (
@@ -69,11 +71,11 @@ def pins_for(
     """Where the server must go: a GpuAssignment's rollout, else where its status says it is
     (its reservation stands: a restart or a spec-only change never moves it), else free.
     `replace` re-places every replica; `moving` only the replicas with those indices."""
-    assigned = notes.assigned_placement(server.metadata.annotations)
+    assigned = assigned_pin(server)
     if assigned is not None:  # a GpuAssignment places replica 0; the other replicas stay where they are
         kept = [] if replace or current is None else replica_pins(server, current, moving)
         others = [pin for pin in kept if pin.server != server.key]
-        return [ManualAssignment(server.key, assigned.node, assigned.gpus, assigned.budget_mib), *others]
+        return [assigned, *others]
     placement = current.placement if current else None
     if replace or placement is None or not placement.gpus or server.spec.placement is not None:
         return []
@@ -113,7 +115,7 @@ def with_overrides(server: InferenceServer) -> InferenceServer:
 
 def for_render(server: InferenceServer) -> InferenceServer:
     """A server stopped for a rollout renders with no replicas."""
-    if server.metadata.annotations.get(notes.STOPPED) != "true":
+    if notes.stopped_by(server.metadata.annotations) is None:
         return server
     return server.model_copy(update={"spec": server.spec.model_copy(update={"replicas": 0})})
 
@@ -192,6 +194,7 @@ class ServerReconciler:
         def inputs_for(deciding: frozenset[str]) -> Inputs:
             # Read when the batch runs: the indexes may have moved on since this request.
             latest_nodes = nodes_of(rt.indexes["gpu_nodes"]) if "gpu_nodes" in rt.indexes else nodes
+            latest_nodes = with_cordons(latest_nodes, unschedulable(rt.indexes.get("unschedulable_nodes")))
             standing = rt.book.standing(values(servers), exclude=deciding)
             return Inputs(
                 nodes=latest_nodes,
@@ -204,6 +207,7 @@ class ServerReconciler:
 
         pins = pins_for(server, current, replace=replace, moving=moving)
         outcome, _ = await rt.batcher.decide(sized, pins, config_maps, inputs_for)
+        outcome = pin_refused(outcome, notes.assigned_placement(server.metadata.annotations))
         placement = _with_assignment(outcome.placement, server)
         objects: list[dict[str, Any]] = []
         if placement is not None:
@@ -375,7 +379,7 @@ class ServerReconciler:
         pods: list[PodFacts],
     ) -> None:
         rt = self.rt
-        ready, ready_message = readiness(pods, server.spec.replicas)
+        ready, ready_message = readiness(current_pods(pods, current.placed_replicas()), server.spec.replicas)
         uuids = list(dict.fromkeys(gpu.uuid for placed in current.placed_replicas() for gpu in placed.gpus))
         memory = measure_server({pod.uid for pod in pods}, uuids, [n.status for n in nodes if n.status])
         failure, crashed = await self.detect_failure(pods)

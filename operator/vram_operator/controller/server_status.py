@@ -193,6 +193,17 @@ def decided_status(
             now=now,
         )
     placement = outcome.placement
+    moved = moved_replicas(base, outcome)
+    if moved:  # what was observed ran elsewhere: the server is Ready again when its new pods are
+        conditions = set_condition(
+            conditions,
+            "Ready",
+            False,
+            "Moving",
+            f"waiting for the pods on {', '.join(moved)}",
+            generation=generation,
+            now=now,
+        )
     if placement is not None and not placement.gpu_summary:
         placement = placement.model_copy(update={"gpu_summary": gpu_summary(placement)})
     return base.model_copy(
@@ -208,9 +219,31 @@ def decided_status(
             "warnings": list(outcome.warnings),
             "conditions": conditions,
             "phase": phase_of(conditions),
-            "memory": base.memory if placement is not None else None,
+            "memory": base.memory if placement is not None and not moved else None,
         }
     )
+
+
+def moved_replicas(previous: InferenceServerStatus, outcome: Outcome) -> list[str]:
+    """Where the replicas that a decision moves (new node, GPUs or budget) now go, e.g. "h100-1:3"."""
+    before = {placed.replica: placed for placed in previous.placed_replicas()}
+    placement = outcome.placement
+    after = replica_statuses(outcome) or (
+        [ReplicaPlacementStatus(**placement.model_dump(), replica=0)] if placement is not None else []
+    )
+    return [
+        gpu_summary(placed)
+        for placed in after
+        if placed.replica in before
+        and (
+            (placed.node, [g.uuid for g in placed.gpus], round(placed.budget_mib))
+            != (
+                before[placed.replica].node,
+                [g.uuid for g in before[placed.replica].gpus],
+                round(before[placed.replica].budget_mib),
+            )
+        )
+    ]
 
 
 def observed_status(

@@ -58,6 +58,7 @@ class ServerDemand:
     pin_node: str | None = None
     pin_gpus: tuple[GpuRef, ...] = ()
     pin_standing: bool = False  # the pin keeps a placement that stands (see ManualAssignment.standing)
+    pin_overcommit: bool = False  # the pin may over-commit (see ManualAssignment.overcommit)
     fixed_utilization: float | None = None
     budget_override_mib: float | None = None
     notes: tuple[str, ...] = ()
@@ -134,3 +135,6 @@ class ManualAssignment:
     # The server already stands there (its status says so): a cordoned node or a silent agent stops new
     # placements, not this one; only an unhealthy or missing GPU refuses it.
     standing: bool = False
+    # The pin may over-commit its GPUs (with a warning) whatever the strategy: a Manual GpuAssignment's
+    # rollout, carried onto the server's own reconciles.
+    overcommit: bool = False

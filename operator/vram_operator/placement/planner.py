@@ -241,6 +241,7 @@ class _Planner:
                     pin_gpus=tuple(assignment.gpus),
                     budget_override_mib=assignment.budget_override_mib or demand.budget_override_mib,
                     pin_standing=assignment.standing,
+                    pin_overcommit=assignment.overcommit,
                 )
             except PlacementError as error:
                 self.unplaced[demand.key] = Unplaced(
@@ -596,7 +597,7 @@ class _Planner:
         if budget is None:
             need = demand.budget_on(tuple(g.slot.total_mib for g in group))
             tight = min(group, key=lambda g: g.free)
-            if not self.strategy.allows_overcommit:  # pins hold unless the assignment is Manual
+            if not (self.strategy.allows_overcommit or demand.pin_overcommit):  # pins hold unless Manual
                 raise _PinError(
                     "InsufficientMemory",
                     f"needs {need:.0f}MiB per GPU{self._floor_text(demand)}; pinned {tight.slot.label} has "

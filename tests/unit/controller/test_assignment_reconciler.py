@@ -15,6 +15,7 @@ from vram_operator.api.inference_server import InferenceServer, InferenceServerS
 from vram_operator.controller import annotations as notes
 from vram_operator.controller.assignments import AssignmentReconciler
 from vram_operator.controller.metrics import Metrics
+from vram_operator.controller.pods import PodFacts
 from vram_operator.controller.runtime import Runtime, now, rfc3339
 from vram_operator.controller.settings import ControllerSettings
 
@@ -49,6 +50,7 @@ class Harness:
         self.nodes = [gpu_node("ws", 2, heartbeat=rfc3339(now()))]
         self.servers = {"ns/det": running_on(generic("det"), "GPU-ws-0", 0)}
         self.bodies: dict[str, dict[str, Any]] = {}
+        self.pods: dict[str, list[PodFacts]] = {}
 
     def stored(self, name: str) -> tuple[GpuAssignment, kopf.Body]:
         """The assignment as the index shows it once our status writes have arrived."""
@@ -61,7 +63,7 @@ class Harness:
         return {
             "inference_servers": {k: [s] for k, s in self.servers.items()},
             "gpu_nodes": {n.metadata.name: [n] for n in self.nodes},
-            "server_pods": {},
+            "server_pods": self.pods,
             "gpu_assignments": {name: [self.stored(name)] for name in self.bodies},
         }
 
@@ -97,6 +99,8 @@ class Harness:
         server = self.servers[key]
         meta = server.metadata.model_copy(update={"annotations": annotations})
         self.servers[key] = running_on(server.model_copy(update={"metadata": meta}), uuid, index)
+        # a rollout counts it as arrived only with a Ready pod rendered for that placement
+        self.pods[key] = [PodFacts("uid", key.split("/")[1], "ns", True, 0, False, "engine", "", "ws", uuid, "4096")]
 
 
 def test_the_second_assignment_leaves_an_owned_server_alone_until_the_owner_goes() -> None:
@@ -105,7 +109,7 @@ def test_the_second_assignment_leaves_an_owned_server_alone_until_the_owner_goes
     assert h.pinned_by("ns/det") == "first"
     h.arrive("ns/det", "GPU-ws-1", 1)
     h.check()
-    assert h.condition("first", "Applied") == ("True", "RolloutDone", "1 healthy, 0 restarting, 0 pending")
+    assert h.condition("first", "Applied") == ("True", "RolloutDone", "1 healthy, 0 restarting, 0 pending (0 stopped)")
 
     h.create("second", "2026-01-02T00:00:00Z", pin(0))
     assert h.pinned_by("ns/det") == "first", "the loser does not touch the server"
@@ -121,7 +125,7 @@ def test_the_second_assignment_leaves_an_owned_server_alone_until_the_owner_goes
     h.check()
     assert h.pinned_by("ns/det") == "first"
     assert len([e for e in h.events("second") if e[1] == "ServerOwnedByOther"]) == 1, "warned once"
-    assert h.condition("first", "Applied") == ("True", "RolloutDone", "1 healthy, 0 restarting, 0 pending")
+    assert h.condition("first", "Applied") == ("True", "RolloutDone", "1 healthy, 0 restarting, 0 pending (0 stopped)")
     assert h.condition("first", "Conflict") is None
 
     del h.bodies["first"]  # the owner is deleted: the next check hands the server on

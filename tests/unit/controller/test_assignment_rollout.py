@@ -10,7 +10,7 @@ from vram_operator.api.inference_server import (
     PlacementStatus,
 )
 from vram_operator.controller import annotations as notes
-from vram_operator.controller.assignments import arrived, moves_for, rollback_pins
+from vram_operator.controller.assignments import moves_for, rollback_pins
 
 
 def server(name: str, uuid: str, phase: str = "Running", stopped: bool = False) -> InferenceServer:
@@ -28,14 +28,6 @@ def test_moves_hold_old_memory_unless_stopped() -> None:
     assert (move.old, move.new) == ({"G0": 2000}, {"G1": 3000})
     [move] = moves_for(["ns/a"], plan, {"ns/a": server("a", "G0", stopped=True)})
     assert move.old == {}
-
-
-def test_arrived_needs_the_planned_gpus_and_running() -> None:
-    entry = PlanEntry(server="ns/a", node="n", gpus=["G1"], budget_mib=2000)
-    assert arrived(server("a", "G1"), entry)
-    assert not arrived(server("a", "G1", phase="Placed"), entry)
-    assert not arrived(server("a", "G0"), entry)
-    assert not arrived(None, entry)
 
 
 def test_rollback_pins_restore_budgets_and_skip_unplaced() -> None:

@@ -91,6 +91,25 @@ def measured(used: float) -> MeasuredMemory:
     )
 
 
+def test_a_move_resets_ready_and_measured_memory_until_the_new_pod_reports() -> None:
+    base = decided_status(None, Outcome(estimate=EstimateStatus(), placement=placement()), generation=1, now=T0)
+    running = observed_status(base, Observation(ready=True, memory=measured(6000)), generation=1, now=T1)
+    assert running.phase == "Running" and running.memory is not None
+    same = decided_status(running, Outcome(estimate=EstimateStatus(), placement=placement()), generation=2, now=T1)
+    assert same.phase == "Running" and same.memory == running.memory  # a re-decision in place keeps both
+    elsewhere = placement().model_copy(
+        update={"node": "h100-1", "gpus": [PlacedGpu(index=3, uuid="GPU-b", name="H100", total_mib=81559)]}
+    )
+    moved = decided_status(running, Outcome(estimate=EstimateStatus(), placement=elsewhere), generation=2, now=T1)
+    ready = next(c for c in moved.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason, ready.message) == ("False", "Moving", "waiting for the pods on h100-1:3")
+    assert moved.phase == "Placed" and moved.memory is None
+    resized = decided_status(
+        running, Outcome(estimate=EstimateStatus(), placement=placement(9000)), generation=2, now=T1
+    )
+    assert resized.phase == "Placed"  # a new budget restarts the pod too
+
+
 def test_observed_running_within_budget() -> None:
     base = decided_status(None, Outcome(estimate=EstimateStatus(), placement=placement()), generation=1, now=T0)
     status = observed_status(base, Observation(ready=True, memory=measured(6000)), generation=1, now=T1)

@@ -47,7 +47,7 @@ def test_pins_keep_a_placed_server_where_it_is_unless_replaced_or_assigned() -> 
     assert (pin.node, pin.gpus, pin.budget_override_mib) == ("ws", ("G0",), None)
     assert pins_for(server, status, replace=True) == []
     assert pins_for(server, None, replace=False) == []
-    assigned = notes.AssignedPlacement("fleet", 2, "h100-0", ("G9",), 5000.0)
+    assigned = notes.AssignedPlacement("fleet", 2, "h100-0", ("G9",), 5000.0, generation=1)
     moved = generic("a", "1000Mi", annotations={notes.ASSIGNED: assigned.encode()})
     [pin] = pins_for(moved, status, replace=True)
     assert (pin.node, pin.gpus, pin.budget_override_mib) == ("h100-0", ("G9",), 5000.0)

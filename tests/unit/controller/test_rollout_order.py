@@ -49,6 +49,15 @@ def test_swap_cycle_stops_both_first() -> None:
     assert set(waves[1].start) == {"ns/a", "ns/b"}
 
 
+def test_a_mover_stopped_by_an_earlier_wave_is_started_not_stopped_again() -> None:
+    # A Manual over-commit: the mover never fits. Its first wave stops it; recomputed after that
+    # wave (its old memory gone), the first wave starts it.
+    a = Move("ns/a", old={"x": 10000}, new={"y": 30000})
+    assert safe_waves([a], {"x": 0, "y": 20000}) == [Wave(stop=("ns/a",)), Wave(start=("ns/a",))]
+    stopped = Move("ns/a", new={"y": 30000})
+    assert safe_waves([stopped], {"x": 10000, "y": 20000}, stopped={"ns/a"}) == [Wave(start=("ns/a",))]
+
+
 def test_shrinking_in_place_counts_its_own_memory() -> None:
     a = Move("ns/a", old={"x": 10000}, new={"x": 12000})
     assert safe_waves([a], {"x": 2000}) == [Wave(start=("ns/a",))]
@@ -79,3 +88,38 @@ def test_every_mover_starts_once_and_never_before_its_memory_is_free(
     started = [name for wave in waves for name in wave.start]
     assert sorted(started) == sorted(m.server for m in moves)
     simulate(moves, free, waves)
+
+
+@given(scenarios(), st.booleans())
+def test_recomputed_after_each_wave_the_rollout_still_ends(
+    scenario: tuple[list[Move], dict[str, float]], overcommit: bool
+) -> None:
+    """The operator recomputes the waves at every check from what stands then (a stopped mover
+    holds nothing): each mover is stopped at most once and started once, whatever the plan."""
+    moves, free = scenario
+    free = defaultdict(float, free)
+    if overcommit:  # a Manual plan that does not fit even once everything has moved
+        free = defaultdict(float, {gpu: 0.0 for gpu in free})
+    remaining = {m.server: m for m in moves}
+    stopped: set[str] = set()
+    started: list[str] = []
+    for _ in range(2 * len(moves) + 1):
+        if not remaining:
+            break
+        wave = safe_waves(list(remaining.values()), dict(free), stopped)[0]
+        assert not set(wave.stop) & stopped, "a stopped mover stopped again"
+        for name in wave.stop:
+            for gpu, mib in remaining[name].old.items():
+                free[gpu] += mib
+            remaining[name] = Move(name, new=remaining[name].new)
+            stopped.add(name)
+        for name in wave.start:
+            move = remaining.pop(name)
+            for gpu, mib in move.old.items():
+                free[gpu] += mib
+            for gpu, mib in move.new.items():
+                free[gpu] -= mib
+            started.append(name)
+            stopped.discard(name)
+    assert not remaining, f"the rollout did not end: {sorted(remaining)} left"
+    assert sorted(started) == sorted(m.server for m in moves)

@@ -188,6 +188,28 @@ def test_manual_may_overcommit_with_a_warning_other_strategies_may_not() -> None
     assert strict.unplaced[0].reason == "InsufficientMemory"
 
 
+def test_a_pin_marked_overcommit_may_overcommit_under_any_strategy() -> None:
+    # A Manual rollout's pin carried onto the server's own reconcile (which plans with VRAMBased).
+    inventory = _two_gpus()
+    carried = plan(
+        inventory,
+        [generic("ai/big", 5000)],
+        "VRAMBased",
+        manual=[ManualAssignment("ai/big", "ws", (1,), overcommit=True)],
+    )
+    big = carried.placement_of("ai/big")
+    assert big is not None and big.gpu_indices == (1,)
+    assert any("over-commits" in w for w in big.warnings)
+    fits = plan(
+        inventory,
+        [generic("ai/small", 1000)],
+        "VRAMBased",
+        manual=[ManualAssignment("ai/small", "ws", (1,), overcommit=True)],
+    )
+    small = fits.placement_of("ai/small")
+    assert small is not None and not any("over-commits" in w for w in small.warnings)
+
+
 def test_manual_budget_override_and_unknown_server() -> None:
     inventory = _two_gpus()
     manual = [ManualAssignment("ai/x", "ws", (0,), budget_override_mib=2000), ManualAssignment("ai/nobody", "ws")]

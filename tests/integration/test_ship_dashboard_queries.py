@@ -367,3 +367,25 @@ def test_above_reservation_alert_names_the_servers_namespace(scrape: Scrape) -> 
     ]
     above = by(query(scrape.url, rule["expr"]), "namespace", "server")
     assert above == {("ai", "leaky"): 1200 * MIB}
+
+
+def test_alert_rules_evaluate_on_the_scraped_series(scrape: Scrape) -> None:
+    """Every rule evaluates without error on series labelled as a ServiceMonitor labels them (the UUID
+    joins between the agent's and the operator's series match one to one), and the foreign-memory rule
+    sees both GPUs with room left: reservations + memory not the servers' stay below the GPU's size."""
+
+    def evaluated() -> list[dict[str, Any]] | None:
+        groups = get_json(f"{scrape.url}/api/v1/rules")["data"]["groups"]
+        rules = [rule for group in groups for rule in group["rules"]]
+        return rules if rules and all(rule.get("lastEvaluation", "").startswith("2") for rule in rules) else None
+
+    eventually(lambda: evaluated() is not None, "Prometheus to evaluate the alert rules", 30.0)
+    rules = evaluated() or []
+    assert {rule["name"]: rule["health"] for rule in rules} == {rule["name"]: "ok" for rule in rules}
+    assert len(rules) == 6
+    (foreign,) = [rule for rule in rules if rule["name"] == "VramForeignMemoryInReservations"]
+    overflow = by(query(scrape.url, foreign["query"].rsplit(">", 1)[0]), "Hostname", "gpu", "UUID")
+    assert set(overflow) == {(NODE, "0", GPU_0), (NODE, "1", GPU_1)}
+    assert all(value < 0 for value in overflow.values()), overflow
+    firing = {alert["labels"]["alertname"] for alert in get_json(f"{scrape.url}/api/v1/alerts")["data"]["alerts"]}
+    assert "VramForeignMemoryInReservations" not in firing

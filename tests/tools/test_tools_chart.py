@@ -69,6 +69,8 @@ def test_all_toggles_add_monitoring_objects(render_chart: RenderChart) -> None:
         service = services[selected["app.kubernetes.io/component"]]
         assert selected.items() <= service["metadata"]["labels"].items()
         assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+        # per-server series carry the server's namespace, the agent's the pods': keep them (not exported_*)
+        assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
 
 
 def test_prometheus_rule_embeds_the_alerts_file(render_chart: RenderChart) -> None:

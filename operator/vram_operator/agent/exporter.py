@@ -1,21 +1,23 @@
 """Prometheus metrics of the node agent, on a registry it owns.
 
-Metrics (all carry the label `node`; GPU metrics also `gpu` (UUID), `index` and `name`):
+Names follow Prometheus conventions (base units: `_bytes`, `_seconds`, `_total`) and stay stable;
+docs/metrics.md lists them. GPU series carry dcgm-exporter's labels so they join with DCGM's:
+`gpu` (device index), `UUID`, `modelName`, `Hostname` (the node), plus `node` (the same name).
 
-- vram_agent_gpu_memory_total_mib        total memory of a GPU or MIG device (MiB)
-- vram_agent_gpu_memory_used_mib         used memory (MiB)
-- vram_agent_gpu_memory_free_mib         free memory (MiB)
-- vram_agent_gpu_memory_reserved_mib     memory the driver/firmware reserves (MiB)
-- vram_agent_gpu_healthy                 1 when the GPU answers, 0 when it is lost or in error
-- vram_agent_gpu_foreign_mib             memory used by processes of no pod (desktop, other services)
-- vram_agent_gpu_unattributed_mib        used memory no listed process accounts for
-- vram_agent_pod_memory_used_mib         memory used per pod and container on a GPU; labels
-                                         node, namespace, pod, container, gpu
-- vram_agent_up                          1 when the last poll read the GPUs, else 0
+- vram_agent_gpu_memory_total_bytes        total memory of a GPU or MIG device
+- vram_agent_gpu_memory_used_bytes         used memory
+- vram_agent_gpu_memory_free_bytes         free memory
+- vram_agent_gpu_memory_reserved_bytes     memory the driver/firmware reserves
+- vram_agent_gpu_healthy                   1 when the GPU answers, 0 when it is lost or in error
+- vram_agent_gpu_foreign_bytes             memory used by processes of no pod (desktop, other services)
+- vram_agent_gpu_unattributed_bytes        used memory no listed process accounts for
+- vram_agent_pod_memory_used_bytes         memory used per pod and container on a GPU; labels
+                                           node, Hostname, namespace, pod, container, gpu, UUID
+- vram_agent_up                            1 when the last poll read the GPUs, else 0
 - vram_agent_last_successful_poll_timestamp_seconds   Unix time of the last poll that read the GPUs
-- vram_agent_poll_duration_seconds       duration of the last poll (read, attribute, build)
-- vram_agent_errors_total                errors by `kind`: backend (a GPU or the driver failed),
-                                         api (a status write failed), poll (the poll itself failed)
+- vram_agent_poll_duration_seconds         duration of the last poll (read, attribute, build)
+- vram_agent_errors_total                  errors by `kind`: backend (a GPU or the driver failed),
+                                           api (a status write failed), poll (the poll itself failed)
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from prometheus_client.registry import Collector
 from vram_operator.api.gpu_node import GpuNodeStatus
 
 ERROR_KINDS = ("backend", "api", "poll")
+MIB = 1024 * 1024  # the agent measures in MiB; the metrics are in bytes
+GPU_LABELS = ("node", "Hostname", "gpu", "UUID", "modelName")
+POD_LABELS = ("node", "Hostname", "namespace", "pod", "container", "gpu", "UUID")
 
 
 class _StatusCollector(Collector):
@@ -43,33 +48,33 @@ class _StatusCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         node = self._node
-        gpu_labels = ["node", "gpu", "index", "name"]
+        gpu_labels = list(GPU_LABELS)
         memory = {
-            key: GaugeMetricFamily(f"vram_agent_gpu_memory_{key}_mib", f"GPU memory {key} (MiB).", labels=gpu_labels)
+            key: GaugeMetricFamily(f"vram_agent_gpu_memory_{key}_bytes", f"GPU memory {key}.", labels=gpu_labels)
             for key in ("total", "used", "free", "reserved")
         }
         healthy = GaugeMetricFamily("vram_agent_gpu_healthy", "1 when the GPU answers, else 0.", labels=gpu_labels)
         foreign = GaugeMetricFamily(
-            "vram_agent_gpu_foreign_mib", "GPU memory used by processes of no pod (MiB).", labels=gpu_labels
+            "vram_agent_gpu_foreign_bytes", "GPU memory used by processes of no pod.", labels=gpu_labels
         )
         unattributed = GaugeMetricFamily(
-            "vram_agent_gpu_unattributed_mib",
-            "Used GPU memory no listed process accounts for (MiB).",
+            "vram_agent_gpu_unattributed_bytes",
+            "Used GPU memory no listed process accounts for.",
             labels=gpu_labels,
         )
         per_pod = GaugeMetricFamily(
-            "vram_agent_pod_memory_used_mib",
-            "GPU memory used by a pod's container on a GPU (MiB).",
-            labels=["node", "namespace", "pod", "container", "gpu"],
+            "vram_agent_pod_memory_used_bytes",
+            "GPU memory used by a pod's container on a GPU.",
+            labels=list(POD_LABELS),
         )
         for gpu in self.status.gpus if self.status else ():
-            labels = [node, gpu.uuid, str(gpu.index), gpu.name]
-            memory["total"].add_metric(labels, gpu.memory_total_mib)
-            memory["used"].add_metric(labels, gpu.memory_used_mib)
-            memory["free"].add_metric(labels, gpu.memory_free_mib)
-            memory["reserved"].add_metric(labels, gpu.memory_reserved_mib)
+            labels = [node, node, str(gpu.index), gpu.uuid, gpu.name]
+            memory["total"].add_metric(labels, gpu.memory_total_mib * MIB)
+            memory["used"].add_metric(labels, gpu.memory_used_mib * MIB)
+            memory["free"].add_metric(labels, gpu.memory_free_mib * MIB)
+            memory["reserved"].add_metric(labels, gpu.memory_reserved_mib * MIB)
             healthy.add_metric(labels, 1.0 if gpu.healthy else 0.0)
-            unattributed.add_metric(labels, gpu.unattributed_mib)
+            unattributed.add_metric(labels, gpu.unattributed_mib * MIB)
             foreign_mib = 0.0
             pods: dict[tuple[str, str, str], float] = {}
             for process in gpu.processes:
@@ -79,9 +84,9 @@ class _StatusCollector(Collector):
                     continue
                 key = (process.pod_namespace or "", process.pod_name or process.pod_uid, process.container or "")
                 pods[key] = pods.get(key, 0.0) + used
-            foreign.add_metric(labels, foreign_mib)
+            foreign.add_metric(labels, foreign_mib * MIB)
             for (namespace, pod, container), used in sorted(pods.items()):
-                per_pod.add_metric([node, namespace, pod, container, gpu.uuid], used)
+                per_pod.add_metric([node, node, namespace, pod, container, str(gpu.index), gpu.uuid], used * MIB)
         yield from memory.values()
         yield from (healthy, foreign, unattributed, per_pod)
 

@@ -242,8 +242,10 @@ class ServerReconciler:
         rt.metrics.reconciles.labels("InferenceServer", result).inc()
         rt.metrics.reconcile_seconds.labels("InferenceServer").observe(time.perf_counter() - started)
         if outcome.placement is not None:
-            rt.metrics.server_reserved.labels(server.metadata.namespace or "default", server.metadata.name).set(
-                sum(r.placement.budget_mib for r in outcome.replicas) or outcome.placement.budget_mib
+            rt.metrics.record_server_reserved(
+                server.metadata.namespace or "default",
+                server.metadata.name,
+                max((r.placement.budget_mib for r in outcome.replicas), default=outcome.placement.budget_mib),
             )
         return outcome
 
@@ -426,7 +428,7 @@ class ServerReconciler:
             self.report_transitions(server, current, status)
         namespace = server.metadata.namespace or "default"
         if memory is not None:
-            rt.metrics.server_measured.labels(namespace, server.metadata.name).set(memory.used_mib)
+            rt.metrics.record_server_measured(namespace, server.metadata.name, [g.used_mib for g in memory.per_gpu])
             ratio = estimate_error(memory, placement.budget_mib)
             if ratio is not None:
                 rt.metrics.estimate_ratio.labels(namespace, server.metadata.name).set(ratio)
@@ -535,8 +537,9 @@ def record_gpu_gauges(rt: Runtime, standing: list[InferenceServer], nodes: list[
     for node in nodes:
         for gpu in node.status.gpus if node.status else []:
             measured = sum(p.used_mib or 0.0 for p in gpu.processes if owners.owner_of(p) is not None)
-            rt.metrics.gpu_reserved.labels(node.metadata.name, gpu.uuid).set(reserved.get(gpu.uuid, 0.0))
-            rt.metrics.gpu_measured.labels(node.metadata.name, gpu.uuid).set(measured)
+            rt.metrics.record_gpu(
+                node.metadata.name, gpu.index, gpu.uuid, reserved_mib=reserved.get(gpu.uuid, 0.0), measured_mib=measured
+            )
 
 
 def _with_assignment(placement: PlacementStatus | None, server: InferenceServer) -> PlacementStatus | None:

@@ -51,17 +51,28 @@ def test_gpu_pod_foreign_and_health_metrics() -> None:
     metrics.count_error("api")
 
     got = samples(metrics)
-    labels = (("gpu", "GPU-a"), ("index", "0"), ("name", "RTX 4090"), ("node", "node-1"))
-    assert got[("vram_agent_gpu_memory_total_mib", labels)] == 24564
-    assert got[("vram_agent_gpu_memory_used_mib", labels)] == 8000
-    assert got[("vram_agent_gpu_memory_free_mib", labels)] == 16264
-    assert got[("vram_agent_gpu_memory_reserved_mib", labels)] == 300
-    assert got[("vram_agent_gpu_foreign_mib", labels)] == 400
-    assert got[("vram_agent_gpu_unattributed_mib", labels)] == 8000 - 6400
+    mib = 1024 * 1024
+    # dcgm-exporter's labels: gpu = index, UUID, modelName, Hostname (the node); node kept too
+    labels = (("Hostname", "node-1"), ("UUID", "GPU-a"), ("gpu", "0"), ("modelName", "RTX 4090"), ("node", "node-1"))
+    assert got[("vram_agent_gpu_memory_total_bytes", labels)] == 24564 * mib
+    assert got[("vram_agent_gpu_memory_used_bytes", labels)] == 8000 * mib
+    assert got[("vram_agent_gpu_memory_free_bytes", labels)] == 16264 * mib
+    assert got[("vram_agent_gpu_memory_reserved_bytes", labels)] == 300 * mib
+    assert got[("vram_agent_gpu_foreign_bytes", labels)] == 400 * mib
+    assert got[("vram_agent_gpu_unattributed_bytes", labels)] == (8000 - 6400) * mib
     assert got[("vram_agent_gpu_healthy", labels)] == 1
-    assert got[("vram_agent_gpu_healthy", (("gpu", "GPU-b"), ("index", "1"), ("name", ""), ("node", "node-1")))] == 0
-    pod_labels = (("container", "vllm"), ("gpu", "GPU-a"), ("namespace", "ml"), ("node", "node-1"), ("pod", "llama-0"))
-    assert got[("vram_agent_pod_memory_used_mib", pod_labels)] == 6000  # two processes, one container
+    lost = (("Hostname", "node-1"), ("UUID", "GPU-b"), ("gpu", "1"), ("modelName", ""), ("node", "node-1"))
+    assert got[("vram_agent_gpu_healthy", lost)] == 0
+    pod_labels = (
+        ("Hostname", "node-1"),
+        ("UUID", "GPU-a"),
+        ("container", "vllm"),
+        ("gpu", "0"),
+        ("namespace", "ml"),
+        ("node", "node-1"),
+        ("pod", "llama-0"),
+    )
+    assert got[("vram_agent_pod_memory_used_bytes", pod_labels)] == 6000 * mib  # two processes, one container
     node = (("node", "node-1"),)
     assert got[("vram_agent_up", node)] == 1
     assert got[("vram_agent_last_successful_poll_timestamp_seconds", node)] == 1_700_000_000
@@ -83,7 +94,7 @@ def test_a_failed_read_sets_up_to_zero_and_keeps_the_last_success_time() -> None
 def test_before_any_poll_only_health_metrics_exist() -> None:
     names = {name for name, _ in samples(AgentMetrics("n"))}
     assert "vram_agent_up" in names
-    assert "vram_agent_gpu_memory_total_mib" not in names
+    assert "vram_agent_gpu_memory_total_bytes" not in names
     assert "vram_agent_last_successful_poll_timestamp_seconds" not in names
 
 

@@ -12,9 +12,10 @@ from controller_builders import A5500_MIB, generic, gpu, gpu_node, node
 from fake_kube import FakeKube
 
 from vram_operator.api.base import ObjectMeta
-from vram_operator.api.gpu_node import GpuNode
+from vram_operator.api.gpu_node import GpuNode, GpuProcess
 from vram_operator.api.inference_server import InferenceServer, InferenceServerSpec, InferenceServerStatus
 from vram_operator.controller.metrics import Metrics
+from vram_operator.controller.pods import PodFacts
 from vram_operator.controller.runtime import Runtime, now, rfc3339
 from vram_operator.controller.server_reconciler import ServerReconciler
 from vram_operator.controller.settings import ControllerSettings
@@ -232,3 +233,41 @@ def test_a_host_path_volume_is_refused_with_its_reason_and_nothing_applied() -> 
     assert h.kube.applied == {}
     assert h.reasons() == ["HostAccessRefused"]
     assert h.rt.book.pending.get("ns/a") is None  # no GPU stays reserved for it
+
+
+def test_a_tensor_parallel_servers_gauges_compare_per_gpu() -> None:
+    """TP=2 with 4096 MiB reserved on each GPU, using 3000 + 3500 MiB: the gauges hold 4096 and 3500 MiB
+    (per GPU), not the 6500 MiB sum that a panel or alert would compare with one GPU's reservation."""
+    h = Harness(live_node("ws", 2))
+    server = generic("tp", "4Gi")
+    server.spec.tensor_parallel_size = 2
+    h.add(server)
+    assert h.reconcile("ns/tp").placement is not None
+    pod = PodFacts(
+        uid="pod-tp",
+        name="tp-0",
+        namespace="ns",
+        ready=True,
+        restarts=0,
+        crashing=False,
+        container="c",
+        termination_message="",
+    )
+    used = {"GPU-ws-0": 3000.0, "GPU-ws-1": 3500.0}
+    h.nodes = [
+        node(
+            "ws",
+            *(
+                g.model_copy(update={"processes": [GpuProcess(pid=7, used_mib=used[g.uuid], pod_uid="pod-tp")]})
+                for g in live_node("ws", 2).status.gpus  # type: ignore[union-attr]
+            ),
+            heartbeat=rfc3339(now()),
+        )
+    ]
+    indexes = h.indexes() | {"server_pods": {"ns/tp": [pod]}}
+    asyncio.run(h.reconciler.check_servers(indexes))
+    mib = 1024 * 1024
+    registry = h.rt.metrics.registry
+    labels = {"namespace": "ns", "server": "tp"}
+    assert registry.get_sample_value("vram_operator_server_reserved_bytes", labels) == 4096 * mib
+    assert registry.get_sample_value("vram_operator_server_measured_bytes", labels) == 3500 * mib

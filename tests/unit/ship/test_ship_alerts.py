@@ -48,3 +48,33 @@ def test_alerts_use_only_metrics_that_exist() -> None:
             used = set(re.findall(r"\bvram_[a-z_]+", rule["expr"]))
             assert used, rule["alert"]
             assert used <= known, f"{rule['alert']}: unknown {used - known}"
+
+
+RUNBOOKS = REPO / "docs" / "runbooks.md"
+RUNBOOK_BASE = "https://github.com/vram-operator/vram-operator/blob/main/docs/runbooks.md#"
+
+
+def anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as dashes."""
+    headings = re.findall(r"^#+ (.+)$", markdown, flags=re.MULTILINE)
+    return {re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+def test_every_alert_links_its_runbook_section() -> None:
+    """kubernetes-mixin convention: annotations.runbook_url, here to a section of docs/runbooks.md."""
+    sections = anchors(RUNBOOKS.read_text())
+    for group in yaml.safe_load(ALERTS.read_text())["groups"]:
+        for rule in group["rules"]:
+            url = rule["annotations"]["runbook_url"]
+            assert url == RUNBOOK_BASE + rule["alert"].lower(), rule["alert"]
+            assert url.removeprefix(RUNBOOK_BASE) in sections, f"{rule['alert']}: no section in docs/runbooks.md"
+
+
+def test_no_alert_fires_on_a_gpu_merely_being_full() -> None:
+    """The planner packs GPUs full on purpose: no alert on used / total."""
+    for group in yaml.safe_load(ALERTS.read_text())["groups"]:
+        for rule in group["rules"]:
+            assert not re.search(r"memory_used_bytes\s*/", rule["expr"]), rule["alert"]
+    names = {rule["alert"] for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]}
+    assert "VramGpuMemoryNearlyFull" not in names
+    assert {"VramServerAboveReservation", "VramForeignMemoryInReservations", "VramPlacementFailed"} <= names

@@ -156,15 +156,44 @@ def weights_bytes_from_params(
     return round(quantized * 1e9 * bits_per_weight(name) / 8 + kept * 1e9 * full_bytes)
 
 
+# MXFP4 MoE as vLLM loads it: each expert's gate/up (2I x H) and down (H x I) projections as
+# packed 4-bit values (two per byte) plus one e8m0 scale byte per block of 32 values, and their
+# biases in bf16; the router stays in bf16. The fused-MoE kernels need the intermediate size padded
+# to a multiple of 128 and the hidden size to 256 (Marlin, used where the GPU has no FP4 units;
+# Blackwell's FlashInfer kernels pad as much or more), so 2880-wide gpt-oss experts load as 2944 x 3072.
+MXFP4_BLOCK = 32
+MXFP4_INTERMEDIATE_ALIGN = 128
+MXFP4_HIDDEN_ALIGN = 256
+_BF16_BYTES = 2
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def mxfp4_expert_bytes(arch: ModelArchitecture) -> int:
+    """Bytes of the MoE experts and routers of an MXFP4 checkpoint once vLLM has loaded them."""
+    inner = _round_up(arch.expert_intermediate_size, MXFP4_INTERMEDIATE_ALIGN)
+    hidden = _round_up(arch.hidden_size, MXFP4_HIDDEN_ALIGN)
+    values = 3 * inner * hidden
+    per_expert = values // 2 + values // MXFP4_BLOCK + (2 * inner + hidden) * _BF16_BYTES
+    router = (arch.hidden_size + 1) * arch.num_experts * _BF16_BYTES
+    return arch.num_moe_layers * (arch.num_experts * per_expert + router)
+
+
 def weights_bytes_for_architecture(arch: ModelArchitecture, dtype: str | None, quantization: str | None) -> int:
     """Weights bytes from the architecture's shapes, quantizing only what the method quantizes.
 
-    MXFP4 (gpt-oss) quantizes only the MoE experts; the other methods quantize every linear
-    layer of the decoder blocks. Vision towers stay in the model dtype.
+    MXFP4 (gpt-oss) quantizes only the MoE experts (attention, embeddings, router and LM head
+    stay in the model dtype); the other methods quantize every linear layer of the decoder
+    blocks. Vision towers stay in the model dtype.
     """
     parts = arch.param_breakdown()
     name = normalize_quantization(quantization or arch.quantization)
     resolved = resolve_dtype(dtype, arch.torch_dtype)
+    if name == "mxfp4" and arch.is_moe:
+        rest = parts.total - parts.experts
+        return mxfp4_expert_bytes(arch) + weights_bytes_from_params(rest / 1e9, resolved, None)
     if name == "mxfp4":
         quantized = parts.experts
     elif name is not None and name.startswith("gguf-"):

@@ -28,6 +28,7 @@ from vram_operator.sizing.llamacpp import (
     estimate_llamacpp,
     fit_llamacpp,
 )
+from vram_operator.sizing.runner import pooling_requested
 from vram_operator.sizing.weights import WeightsEstimate, resolve_weights
 
 # Without an explicit maxNumSeqs, auto mode budgets KV for this many full-length requests at
@@ -123,6 +124,9 @@ def _weights(spec: InferenceServerSpec, config: Mapping[str, Any] | None, *, eng
     model = spec.model
     arch = from_config(config) if config is not None else None
     arch = _override(arch, spec)
+    pooling = pooling_requested(spec.args) if spec.engine == "vllm" else None
+    if arch is not None and pooling is not None:
+        arch = dataclasses.replace(arch, holds_lm_head=not pooling)
     return resolve_weights(
         weights_mib=model.weights_mib if model else None,
         architecture=arch,

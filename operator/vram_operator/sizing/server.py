@@ -125,15 +125,13 @@ def _weights(spec: InferenceServerSpec, config: Mapping[str, Any] | None, *, eng
     model = spec.model
     arch = from_config(config) if config is not None else None
     arch = _override(arch, spec)
-    pooling = pooling_requested(spec.args) if spec.engine == "vllm" else None
-    if arch is not None and pooling is not None:
-        arch = dataclasses.replace(arch, holds_lm_head=not pooling)
     return resolve_weights(
         weights_mib=model.weights_mib if model else None,
         architecture=arch,
         model_name=model.name if model else None,
         dtype=(model.dtype if model else "auto") if engine_dtype else None,
         quantization=model.quantization if model else None,
+        pooling=pooling_requested(spec.args) if spec.engine == "vllm" else None,
     )
 
 

@@ -184,3 +184,21 @@ def test_gpt_oss_experts_load_padded_with_scales_and_biases() -> None:
 def test_gpt_oss_20b_loads_about_13_7_gib() -> None:
     arch = from_config(_config("openai__gpt-oss-20b"))
     assert weights_bytes_for_architecture(arch, "auto", None) / GIB == pytest.approx(13.67, abs=0.02)
+
+
+def test_a_catalogued_model_served_for_embeddings_loses_its_lm_head() -> None:
+    def spec(args: list[str]) -> InferenceServerSpec:
+        return InferenceServerSpec.model_validate(
+            {
+                "engine": "vllm",
+                "image": "vllm/vllm-openai:v0.19.0",
+                "model": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
+                "maxModelLen": 8192,
+                "args": args,
+            }
+        )
+
+    chat, embed = size_server(spec([])), size_server(spec(["--runner=pooling"]))
+    assert chat.weights is not None and embed.weights is not None
+    assert (chat.weights.source, embed.weights.source) == ("catalog", "catalog")
+    assert chat.weights.total_bytes - embed.weights.total_bytes == 128256 * 4096 * 2

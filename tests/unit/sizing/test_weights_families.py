@@ -8,6 +8,7 @@ published ones (Hugging Face model pages); the MXFP4 layout is vLLM's Mxfp4MoEMe
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from vram_operator.sizing.architecture import from_config, is_pooling_architectu
 from vram_operator.sizing.dtypes import weights_bytes_for_architecture
 from vram_operator.sizing.runner import pooling_requested
 from vram_operator.sizing.server import size_server
-from vram_operator.sizing.vllm import VllmSettings, profile
+from vram_operator.sizing.vllm import VllmSettings, profile, weights_per_rank
 
 CONFIGS = Path(__file__).parents[2] / "fixtures" / "model-configs"
 GIB = 1024**3
@@ -202,3 +203,26 @@ def test_a_catalogued_model_served_for_embeddings_loses_its_lm_head() -> None:
     assert chat.weights is not None and embed.weights is not None
     assert (chat.weights.source, embed.weights.source) == ("catalog", "catalog")
     assert chat.weights.total_bytes - embed.weights.total_bytes == 128256 * 4096 * 2
+
+
+# --- against weights vLLM logged ("Model loading took N GiB") -------------------------------------
+
+LOGGED = Path(__file__).parents[2] / "fixtures" / "vllm-weights-logged.csv"
+# The tolerance the notes claim for weights from config.json shapes (rounding of the logged GiB,
+# buffers the shapes leave out).
+WEIGHTS_TOLERANCE = 0.01
+
+
+def _logged_rows() -> list[dict[str, str]]:
+    with LOGGED.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("row", _logged_rows(), ids=lambda row: f"{row['model']}@{row['vllm_version']}")
+def test_weights_match_what_vllm_logged(row: dict[str, str]) -> None:
+    config = _config(row["config_fixture"])
+    if row["runner"] == "pooling":
+        config = {**config, "architectures": ["Model"]}
+    arch = from_config(config)
+    predicted = weights_per_rank(weights_bytes_for_architecture(arch, "auto", None), arch, int(row["tp"])) / GIB
+    assert predicted == pytest.approx(float(row["logged_weights_gib"]), rel=WEIGHTS_TOLERANCE)

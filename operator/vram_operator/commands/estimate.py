@@ -149,7 +149,17 @@ def _estimate(
         arch = arch or weights.architecture
         if arch is None:
             raise SizingError("the KV cache depends on the architecture: give --config", field="--config")
-        shape = VllmShape(arch, weights.total_bytes, vllm_settings(spec), total, args.gpu_name, weights.source, args.pp)
+        shape = VllmShape(
+            arch,
+            weights.total_bytes,
+            vllm_settings(spec),
+            total,
+            args.gpu_name,
+            weights.source,
+            args.pp,
+            weights.quantization,
+            exact_weights=args.weights_mib is not None,
+        )
         profile = shape.profile()
         warnings = [*weights.warnings, *vllm.version_warnings(args.engine_version)]
         minimum = vllm.min_utilization(profile, total)

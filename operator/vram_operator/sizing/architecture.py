@@ -90,6 +90,12 @@ class ModelArchitecture:
     # embedding only when it is the first and the LM head only when it is the last.
     holds_embedding: bool = True
     holds_lm_head: bool = True
+    # Matrices of one MLP: gate, up and down (SwiGLU/GeGLU), or up and down (GELU MLPs of Phi-2,
+    # GPT-2/NeoX, Falcon, StarCoder2, ...).
+    mlp_matrices: int = 3
+    # Elements of the rotary cos/sin tables vLLM keeps next to the weights on every GPU: positions
+    # (the context, RoPE scaling included) x rotary dimensions, per distinct rotary embedding.
+    rope_cache_elements: int = 0
 
     def kind_of_layer(self, index: int) -> str:
         """Layer kind; without explicit layer_types every layer is full (or sliding) attention."""
@@ -187,7 +193,7 @@ def _param_breakdown(arch: ModelArchitecture) -> ParamBreakdown:
     kinds = arch.layer_kinds()
     attention_layers = sum(1 for kind in kinds if kind in KV_LAYER_KINDS)
     state_layers = sum(1 for kind in kinds if kind in STATE_LAYER_KINDS)
-    gated_mlp = 3  # gate, up and down projections (SwiGLU/GeGLU in every supported family)
+    gated_mlp = arch.mlp_matrices
     if arch.is_moe:
         dense_layers = arch.first_k_dense_layers
         moe_layers = arch.num_layers - dense_layers
@@ -381,8 +387,13 @@ def _moe_fields(cfg: Mapping[str, Any], model_type: str, num_layers: int, interm
         return {}
     moe_intermediate = _get_int(cfg, "moe_intermediate_size", default=intermediate)
     shared_count = _get_int(cfg, "n_shared_experts", "num_shared_experts", default=0)
+    if model_type.startswith("llama4"):
+        shared_count = 1  # Llama 4: one always-on shared expert of the experts' size in every MoE layer
     shared_size = _get_int(cfg, "shared_expert_intermediate_size", default=shared_count * moe_intermediate)
     dense = _get_int(cfg, "first_k_dense_replace", default=0)
+    step = cfg.get("interleave_moe_layer_step")
+    if model_type.startswith("llama4") and isinstance(step, int) and step > 1:
+        dense = sum(1 for i in range(num_layers) if (i + 1) % step)
     expert_period = cfg.get("expert_layer_period")
     if isinstance(expert_period, int) and expert_period > 1:
         offset = _get_int(cfg, "expert_layer_offset", default=0)
@@ -505,6 +516,37 @@ def _quantization(config: Mapping[str, Any]) -> str | None:
     return None
 
 
+# Families whose MLP is up + down projections with a GELU between (no gate).
+_UNGATED_MLP_TYPES = frozenset(
+    {"phi", "phi-msft", "gpt2", "gpt_neox", "gptj", "falcon", "starcoder2", "gpt_bigcode", "bloom", "opt", "mpt"}
+)
+
+
+def _rope_cache_elements(cfg: Mapping[str, Any], model_type: str, head_dim: int, rope_dim: int | None) -> int:
+    """Elements of vLLM's rotary cos/sin caches: one row per position the scaled table covers.
+
+    Linear/dynamic/YaRN scaling tables cover the scaled length (the context the model accepts);
+    Gemma 3 adds an unscaled local rotary embedding for its sliding layers.
+    """
+    max_pos = cfg.get("max_position_embeddings") or cfg.get("n_positions")
+    if not isinstance(max_pos, int) or isinstance(max_pos, bool) or max_pos <= 0:
+        return 0
+    if rope_dim is None:
+        partial = cfg.get("partial_rotary_factor", 1.0)
+        rotary = cfg.get("rotary_dim")
+        if isinstance(rotary, int) and not isinstance(rotary, bool) and rotary > 0:
+            rope_dim = rotary
+        elif isinstance(partial, int | float) and not isinstance(partial, bool) and 0 < partial <= 1:
+            rope_dim = int(head_dim * partial)
+        else:
+            rope_dim = head_dim
+    positions = _context_length(cfg, max_pos) or max_pos
+    elements = positions * rope_dim
+    if model_type.startswith("gemma3"):
+        elements += max_pos * rope_dim
+    return elements
+
+
 def from_config(config: Mapping[str, Any]) -> ModelArchitecture:
     """Parse a Hugging Face config.json (as a dict) into a ModelArchitecture.
 
@@ -536,7 +578,10 @@ def from_config(config: Mapping[str, Any]) -> ModelArchitecture:
         num_attention_heads=heads,
         num_kv_heads=kv_heads,
         head_dim=head_dim,
-        intermediate_size=intermediate,
+        # Llama 4: intermediate_size is the experts'; dense layers use intermediate_size_mlp.
+        intermediate_size=_get_positive(cfg, "intermediate_size_mlp", default=intermediate)
+        if model_type.startswith("llama4")
+        else intermediate,
         vocab_size=vocab,
         tie_word_embeddings=bool(tie),
         max_position_embeddings=max_pos,
@@ -548,6 +593,10 @@ def from_config(config: Mapping[str, Any]) -> ModelArchitecture:
         extra_params=_vision_params(config, hidden),
         holds_embedding=True,
         holds_lm_head=not is_pooling_architecture(config),
+        mlp_matrices=2 if model_type in _UNGATED_MLP_TYPES else 3,
+        rope_cache_elements=_rope_cache_elements(
+            cfg, model_type, head_dim, _get_positive(cfg, "qk_rope_head_dim") if cfg.get("kv_lora_rank") else None
+        ),
         **_moe_fields(cfg, model_type, layers, intermediate),
         **_mla_fields(cfg),
         **_state_fields(cfg, kinds, hidden),

@@ -18,6 +18,7 @@ from vram_operator.sizing import vllm
 from vram_operator.sizing.architecture import ModelArchitecture
 from vram_operator.sizing.dtypes import weights_bytes_for_architecture
 from vram_operator.sizing.errors import SizingError
+from vram_operator.sizing.loaded import loaded_bytes_per_rank
 
 
 def layer_partition(num_layers: int, stages: int) -> tuple[int, ...]:
@@ -82,12 +83,15 @@ def binding_stage_profile(
     gpu_name: str = "",
     source: str = "config",
     quantization: str | None = None,
+    exact_weights: bool = False,
 ) -> vllm.VllmProfile:
     """vLLM's start-up profile of the stage that binds: the one needing the most memory per GPU.
 
     Every GPU of the server runs at the same utilization and every stage gets the KV blocks of
     the poorest, so the stage that needs the most memory for `sequences` full-length requests
     decides the budget of all of them. With one stage this is the plain tensor-parallel profile.
+    `total_bytes` is the checkpoint's; vLLM's own additions on each GPU (loaded.py) are added
+    unless `exact_weights` (a weightsMiB given by the user is taken as what one stage loads).
     """
     profiles = []
     for stage in stage_architectures(arch, stages):
@@ -96,6 +100,11 @@ def binding_stage_profile(
             if stage is arch
             else stage_weights_bytes(total_bytes, arch, stage, settings.dtype, quantization)
         )
-        per_rank = vllm.weights_per_rank(stage_bytes, stage, settings.tensor_parallel_size)
+        tp = settings.tensor_parallel_size
+        per_rank = (
+            vllm.weights_per_rank(stage_bytes, stage, tp)
+            if exact_weights
+            else loaded_bytes_per_rank(stage_bytes, stage, tp, dtype=settings.dtype, quantization=quantization)
+        )
         profiles.append(vllm.profile(stage, per_rank, settings, gpu_total_mib, gpu_name=gpu_name, source=source))
     return max(profiles, key=lambda p: vllm.memory_for_tokens(p, p.max_model_len * min(sequences, p.max_num_seqs)))

@@ -264,6 +264,7 @@ def _vllm_profile(
         gpu_name=gpu_name,
         source=weights.source,
         quantization=weights.quantization,
+        exact_weights=bool(spec.model and spec.model.weights_mib is not None),
     )
 
 

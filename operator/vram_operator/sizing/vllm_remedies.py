@@ -34,6 +34,9 @@ class VllmShape:
     source: str = "config"
     # Pipeline stages (each on tensor_parallel_size GPUs): the profile is the binding stage's.
     pipeline_parallel_size: int = 1
+    quantization: str | None = None
+    # weights_bytes is what one stage loads (a user's weightsMiB), not a checkpoint's size.
+    exact_weights: bool = False
 
     def profile(self) -> vllm.VllmProfile:
         return binding_stage_profile(
@@ -44,6 +47,8 @@ class VllmShape:
             stages=self.pipeline_parallel_size,
             gpu_name=self.gpu_name,
             source=self.source,
+            quantization=self.quantization,
+            exact_weights=self.exact_weights,
         )
 
     def required_mib(self) -> float:

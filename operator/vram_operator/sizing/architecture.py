@@ -303,7 +303,11 @@ def _vision_params(config: Mapping[str, Any], text_hidden: int) -> int:
     if inner is None:
         ratio = vision.get("mlp_ratio", 4)
         inner = int(width * (ratio if isinstance(ratio, int | float) and not isinstance(ratio, bool) else 4))
-    gated = vision.get("model_type") == "pixtral" or vision.get("hidden_act") == "silu"
+    architectures = config.get("architectures")
+    first = architectures[0] if isinstance(architectures, list) and architectures else ""
+    # Pixtral's encoder (Mistral3, and Pixtral checkpoints vLLM reads from params.json) gates its MLP.
+    pixtral = vision.get("model_type") == "pixtral" or str(first).startswith(("Pixtral", "Mistral3"))
+    gated = pixtral or vision.get("hidden_act") == "silu"
     mlp = (3 if gated else 2) * width * inner + inner + width
     attention = 4 * width * width + 4 * width
     blocks = layers * (attention + mlp + 4 * width)  # + two norms
@@ -318,7 +322,7 @@ def _vision_params(config: Mapping[str, Any], text_hidden: int) -> int:
     if out is not None:
         merged = merge * merge * width
         projector = merged * merged + merged * out
-    elif "projector_hidden_act" in config:
+    elif "projector_hidden_act" in config or pixtral:
         projector = width * text_hidden + text_hidden * text_hidden
         if merge > 1:
             projector += merge * merge * width * width

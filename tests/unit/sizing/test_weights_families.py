@@ -257,3 +257,17 @@ def test_weights_match_what_vllm_logged(row: dict[str, str]) -> None:
     checkpoint = weights_bytes_for_architecture(arch, "auto", None)
     predicted = loaded_bytes_per_rank(checkpoint, arch, int(row["tp"]), dtype="auto", quantization=None) / GIB
     assert predicted == pytest.approx(float(row["logged_weights_gib"]), rel=WEIGHTS_TOLERANCE)
+
+
+def test_pixtral_config_vllm_builds_from_params_json_counts_the_same_tower() -> None:
+    # vLLM reads Mistral checkpoints' params.json into a config with no model_type in vision_config
+    # and no projector_hidden_act: the architecture name says it is Pixtral's gated encoder.
+    hf = _config("mistralai__Mistral-Small-3.1-24B-Instruct-2503")
+    from_params_json = {
+        "architectures": ["PixtralForConditionalGeneration"],
+        "model_type": "",
+        "text_config": hf["text_config"],
+        "vision_config": {k: v for k, v in hf["vision_config"].items() if k not in ("model_type", "hidden_act")},
+        "spatial_merge_size": 2,
+    }
+    assert from_config(from_params_json).extra_params == from_config(hf).extra_params

@@ -23,7 +23,7 @@ from vram_operator.sizing.pipeline import (
     stage_weights_bytes,
 )
 from vram_operator.sizing.server import size_server
-from vram_operator.sizing.vllm import VllmSettings, weights_per_rank
+from vram_operator.sizing.vllm import VllmSettings, memory_for_tokens, weights_per_rank
 
 CONFIGS = Path(__file__).parents[2] / "fixtures" / "model-configs"
 H200_MIB = 143_771.0
@@ -111,6 +111,10 @@ def test_per_gpu_figure_never_below_the_tp_only_per_stage_share(name: str, tp: i
     binding = binding_stage_profile(arch, total, settings, H200_MIB, stages=pp)
     assert binding.weights_mib * 1024 * 1024 * pp >= tp_only * (1 - 1e-9)
     assert binding.weights_mib * 1024 * 1024 < tp_only  # and a stage holds less than the whole model
+    # The whole per-GPU budget too: never below the TP-only server's figure shared out over the stages.
+    whole = binding_stage_profile(arch, total, settings, H200_MIB)
+    assert memory_for_tokens(binding, 4096) * pp >= memory_for_tokens(whole, 4096) * (1 - 1e-9)
+    assert binding.kv_bytes_per_token * pp >= whole.kv_bytes_per_token
 
 
 def test_the_binding_stage_sizes_the_kv_cache_for_its_own_layers() -> None:

@@ -114,7 +114,6 @@ def test_per_gpu_figure_never_below_the_tp_only_per_stage_share(name: str, tp: i
     # The whole per-GPU budget too: never below the TP-only server's figure shared out over the stages.
     whole = binding_stage_profile(arch, total, settings, H200_MIB)
     assert memory_for_tokens(binding, 4096) * pp >= memory_for_tokens(whole, 4096) * (1 - 1e-9)
-    assert binding.kv_bytes_per_token * pp >= whole.kv_bytes_per_token
 
 
 def test_the_binding_stage_sizes_the_kv_cache_for_its_own_layers() -> None:

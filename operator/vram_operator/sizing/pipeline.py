@@ -93,6 +93,7 @@ def binding_stage_profile(
     `total_bytes` is the checkpoint's; vLLM's own additions on each GPU (loaded.py) are added
     unless `exact_weights` (a weightsMiB given by the user is taken as what one stage loads).
     """
+    tp = settings.tensor_parallel_size
     profiles = []
     for stage in stage_architectures(arch, stages):
         stage_bytes = (
@@ -100,7 +101,6 @@ def binding_stage_profile(
             if stage is arch
             else stage_weights_bytes(total_bytes, arch, stage, settings.dtype, quantization)
         )
-        tp = settings.tensor_parallel_size
         per_rank = (
             vllm.weights_per_rank(stage_bytes, stage, tp)
             if exact_weights

@@ -271,3 +271,22 @@ def test_pixtral_config_vllm_builds_from_params_json_counts_the_same_tower() -> 
         "spatial_merge_size": 2,
     }
     assert from_config(from_params_json).extra_params == from_config(hf).extra_params
+
+
+def test_an_explicit_weights_mib_is_what_one_gpu_loads_nothing_added() -> None:
+    config = _config("openai__gpt-oss-20b")
+
+    def spec(**model: Any) -> InferenceServerSpec:
+        return InferenceServerSpec.model_validate(
+            {
+                "engine": "vllm",
+                "image": "vllm/vllm-openai:v0.19.0",
+                "model": {"name": "openai/gpt-oss-20b", "configMapRef": {"name": "c"}, **model},
+                "maxModelLen": 8192,
+            }
+        )
+
+    given, derived = size_server(spec(weightsMiB=10000), config), size_server(spec(), config)
+    assert any("weights 10000 MiB" in reason for reason in given.reasons), given.reasons
+    # From config.json: the checkpoint (12.82 GiB) plus MXFP4 padding and rotary tables (13.69 GiB).
+    assert any("weights 14015 MiB" in reason for reason in derived.reasons), derived.reasons

@@ -42,7 +42,8 @@ def _config(name: str) -> dict[str, Any]:
     ("name", "published_b"),
     [
         # Text 23,572,403,200 + vision and projector 438,958,080 parameters.
-        ("mistralai__Mistral-Small-3.1-24B-Instruct-2503", 24.011),
+        ("mistralai__Mistral-Small-3.1-24B-Instruct-2503.hf", 24.011),  # Hugging Face config.json
+        ("mistralai__Mistral-Small-3.1-24B-Instruct-2503", 24.011),  # as vLLM builds it from params.json
         ("Qwen__Qwen2.5-VL-7B-Instruct", 8.29),
         ("Qwen__Qwen2-VL-2B-Instruct", 2.21),
         ("google__gemma-3-27b-it", 27.4),
@@ -53,7 +54,7 @@ def test_vision_language_totals_match_published_counts(name: str, published_b: f
 
 
 def test_mistral3_vision_tower_and_projector_match_the_checkpoint() -> None:
-    arch = from_config(_config("mistralai__Mistral-Small-3.1-24B-Instruct-2503"))
+    arch = from_config(_config("mistralai__Mistral-Small-3.1-24B-Instruct-2503.hf"))
     assert arch.extra_params == pytest.approx(438_958_080, rel=0.002)
 
 
@@ -262,7 +263,11 @@ def test_weights_match_what_vllm_logged(row: dict[str, str]) -> None:
 def test_pixtral_config_vllm_builds_from_params_json_counts_the_same_tower() -> None:
     # vLLM reads Mistral checkpoints' params.json into a config with no model_type in vision_config
     # and no projector_hidden_act: the architecture name says it is Pixtral's gated encoder.
-    hf = _config("mistralai__Mistral-Small-3.1-24B-Instruct-2503")
+    hf = _config("mistralai__Mistral-Small-3.1-24B-Instruct-2503.hf")
+    assert (
+        from_config(_config("mistralai__Mistral-Small-3.1-24B-Instruct-2503")).extra_params
+        == from_config(hf).extra_params
+    )
     from_params_json = {
         "architectures": ["PixtralForConditionalGeneration"],
         "model_type": "",

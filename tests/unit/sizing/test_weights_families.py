@@ -8,7 +8,6 @@ published ones (Hugging Face model pages); the MXFP4 layout is vLLM's Mxfp4MoEMe
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -234,30 +233,6 @@ def test_ungated_mlp_families_have_two_matrices() -> None:
     assert arch.param_breakdown().dense_mlp == 32 * 2 * 2560 * 10240
     assert arch.params_b == pytest.approx(2.78, rel=0.01)  # published Phi-2
     assert arch.rope_cache_elements == 2048 * 32  # 40% of the 80-wide heads rotate
-
-
-# --- against weights vLLM logged ("Model loading took N GiB") -------------------------------------
-
-LOGGED = Path(__file__).parents[2] / "fixtures" / "vllm-weights-logged.csv"
-# The tolerance the notes claim for weights from config.json shapes (rounding of the logged GiB,
-# buffers the shapes leave out).
-WEIGHTS_TOLERANCE = 0.01
-
-
-def _logged_rows() -> list[dict[str, str]]:
-    with LOGGED.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-@pytest.mark.parametrize("row", _logged_rows(), ids=lambda row: f"{row['model']}@{row['vllm_version']}")
-def test_weights_match_what_vllm_logged(row: dict[str, str]) -> None:
-    config = _config(row["config_fixture"])
-    if row["runner"] == "pooling":
-        config = {**config, "architectures": ["Model"]}
-    arch = from_config(config)
-    checkpoint = weights_bytes_for_architecture(arch, "auto", None)
-    predicted = loaded_bytes_per_rank(checkpoint, arch, int(row["tp"]), dtype="auto", quantization=None) / GIB
-    assert predicted == pytest.approx(float(row["logged_weights_gib"]), rel=WEIGHTS_TOLERANCE)
 
 
 def test_pixtral_config_vllm_builds_from_params_json_counts_the_same_tower() -> None:

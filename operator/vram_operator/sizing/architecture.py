@@ -526,6 +526,10 @@ _UNGATED_MLP_TYPES = frozenset(
 )
 
 
+# Families without rotary embeddings (learned positions, ALiBi, or none at all).
+_NO_ROPE_TYPES = frozenset({"jamba", "mamba", "mamba2", "bloom", "mpt", "gpt2", "opt", "gpt_bigcode"})
+
+
 def _rope_cache_elements(cfg: Mapping[str, Any], model_type: str, head_dim: int, rope_dim: int | None) -> int:
     """Elements of vLLM's rotary cos/sin caches: one row per position the scaled table covers.
 
@@ -533,7 +537,7 @@ def _rope_cache_elements(cfg: Mapping[str, Any], model_type: str, head_dim: int,
     Gemma 3 adds an unscaled local rotary embedding for its sliding layers.
     """
     max_pos = cfg.get("max_position_embeddings") or cfg.get("n_positions")
-    if not isinstance(max_pos, int) or isinstance(max_pos, bool) or max_pos <= 0:
+    if model_type in _NO_ROPE_TYPES or not isinstance(max_pos, int) or isinstance(max_pos, bool) or max_pos <= 0:
         return 0
     if rope_dim is None:
         partial = cfg.get("partial_rotary_factor", 1.0)

@@ -270,3 +270,10 @@ def test_an_explicit_weights_mib_is_what_one_gpu_loads_nothing_added() -> None:
     assert any("weights 10000 MiB" in reason for reason in given.reasons), given.reasons
     # From config.json: the checkpoint (12.82 GiB) plus MXFP4 padding and rotary tables (13.69 GiB).
     assert any("weights 14015 MiB" in reason for reason in derived.reasons), derived.reasons
+
+
+def test_families_without_rotary_embeddings_keep_no_tables() -> None:
+    jamba = from_config(_config("ai21labs__Jamba-v0.1"))
+    llama = from_config(_config("meta-llama__Llama-3.1-8B-Instruct"))
+    assert jamba.rope_cache_elements == 0
+    assert llama.rope_cache_elements == 131072 * 128  # llama3 scaling keeps the table at the trained length

@@ -162,7 +162,7 @@ def demand_for(server: InferenceServer, sizing: ServerSizing, margin_mib: float 
         engine=spec.engine,
         preferred_mib=sizing.preferred_mib,
         min_mib=sizing.min_mib,
-        tensor_parallel=spec.tensor_parallel_size,
+        tensor_parallel=spec.gpus_per_replica,
         dedicated=spec.isolation == "dedicated",
         latency_critical=spec.latency_critical,
         is_llm=sizing.is_llm,

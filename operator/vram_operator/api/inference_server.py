@@ -42,6 +42,8 @@ SERVER_NAME_MESSAGE = (
 UTILIZATION_MIN = 0.05
 UTILIZATION_MAX = 0.99
 UTILIZATION_USUAL = (0.5, 0.95)
+# GPUs one replica may take (tensor x pipeline parallel): the most GPUs one node has.
+MAX_GPUS_PER_REPLICA = 64
 
 
 class ConfigMapKeyRef(ApiModel):
@@ -107,8 +109,18 @@ class InferenceServerSpec(ApiModel):
         cel_rule("self.engine != 'generic' || has(self.vramBudget)", "vramBudget is required for generic"),
         cel_rule(
             "!has(self.placement) || !has(self.placement.gpus) || size(self.placement.gpus) == 0"
-            " || size(self.placement.gpus) == (has(self.tensorParallelSize) ? self.tensorParallelSize : 1)",
-            "placement.gpus must list exactly tensorParallelSize GPUs",
+            " || size(self.placement.gpus) == (has(self.tensorParallelSize) ? self.tensorParallelSize : 1)"
+            " * (has(self.pipelineParallelSize) ? self.pipelineParallelSize : 1)",
+            "placement.gpus must list exactly tensorParallelSize x pipelineParallelSize GPUs",
+        ),
+        cel_rule(
+            "(has(self.tensorParallelSize) ? self.tensorParallelSize : 1)"
+            " * (has(self.pipelineParallelSize) ? self.pipelineParallelSize : 1) <= 64",
+            "tensorParallelSize x pipelineParallelSize must be at most 64 GPUs (one node)",
+        ),
+        cel_rule(
+            "!has(self.pipelineParallelSize) || self.pipelineParallelSize == 1 || self.engine == 'vllm'",
+            "pipelineParallelSize is for vllm only",
         ),
         cel_rule(
             "!has(self.gpuMemoryUtilization) || self.gpuMemoryUtilization == 0.0 || self.gpuMemoryUtilization >= 0.05",
@@ -165,7 +177,18 @@ class InferenceServerSpec(ApiModel):
     max_num_batched_tokens: int | None = Field(
         default=None, ge=16, le=16_777_216, description="Tokens per scheduler step (vLLM)."
     )
-    tensor_parallel_size: int = Field(default=1, ge=1, le=64, description="GPUs per replica (one node).")
+    tensor_parallel_size: int = Field(
+        default=1, ge=1, le=64, description="GPUs each pipeline stage splits its layers over (tensor parallel)."
+    )
+    pipeline_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description=(
+            "vLLM pipeline stages, each holding its share of the layers on tensorParallelSize GPUs. A replica "
+            "takes tensorParallelSize x pipelineParallelSize GPUs, all on one node."
+        ),
+    )
     kv_cache_dtype: str = Field(
         default="auto",
         pattern=r"^(auto|fp8|fp8_e4m3|fp8_e5m2|f16|q8_0|q4_0)$",
@@ -220,15 +243,27 @@ class InferenceServerSpec(ApiModel):
             raise ValueError(f"gpuMemoryUtilization {value} must be 0 (auto) or within 0.05-0.99")
         return value
 
+    @property
+    def gpus_per_replica(self) -> int:
+        """GPUs one replica runs on, all on one node: one per tensor-parallel rank of each pipeline stage."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
     @model_validator(mode="after")
     def _cross_field(self) -> InferenceServerSpec:
         if self.engine != "generic" and self.model is None:
             raise ValueError("model is required for vllm and llamacpp")
         if self.engine == "generic" and self.vram_budget is None:
             raise ValueError("vramBudget is required for generic")
+        if self.gpus_per_replica > MAX_GPUS_PER_REPLICA:
+            raise ValueError(
+                f"tensorParallelSize x pipelineParallelSize must be at most {MAX_GPUS_PER_REPLICA} GPUs (one node), "
+                f"got {self.tensor_parallel_size} x {self.pipeline_parallel_size}"
+            )
+        if self.pipeline_parallel_size > 1 and self.engine != "vllm":
+            raise ValueError("pipelineParallelSize is for vllm only")
         pinned = self.placement.gpus if self.placement else []
-        if pinned and len(pinned) != self.tensor_parallel_size:
-            raise ValueError("placement.gpus must list exactly tensorParallelSize GPUs")
+        if pinned and len(pinned) != self.gpus_per_replica:
+            raise ValueError("placement.gpus must list exactly tensorParallelSize x pipelineParallelSize GPUs")
         owned = owned_flag_errors(self.engine, self.args)
         if owned:
             raise ValueError("; ".join(owned))

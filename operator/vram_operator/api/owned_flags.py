@@ -90,7 +90,7 @@ OWNED_FLAGS: tuple[OwnedFlags, ...] = (
     OwnedFlags(
         "vllm",
         ("--pipeline-parallel-size", "-pp"),
-        "use spec.tensorParallelSize (the operator places tensorParallelSize GPUs per replica)",
+        "use spec.pipelineParallelSize (a replica takes tensorParallelSize x pipelineParallelSize GPUs)",
     ),
     OwnedFlags("vllm", ("--data-parallel-size", "-dp"), "use spec.replicas"),
     OwnedFlags("vllm", ("--max-model-len",), "use spec.maxModelLen"),

@@ -31,6 +31,7 @@ FLAG_OF_FIELD = {
     "maxNumSeqs": "--max-num-seqs",
     "maxNumBatchedTokens": "--max-num-batched-tokens",
     "tensorParallelSize": "--tp",
+    "pipelineParallelSize": "--pp",
     "kvCacheDtype": "--kv-cache-dtype",
     "engineVersion": "--engine-version",
     "vramBudget": "--vram-budget",
@@ -54,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--utilization", type=float, metavar="U", help="vLLM --gpu-memory-utilization to evaluate")
     add("--max-model-len", type=int, metavar="L")
     add("--tp", type=int, default=1, metavar="T", help="tensor-parallel size")
+    add("--pp", type=int, default=1, metavar="P", help="pipeline-parallel size (vLLM; TP x PP GPUs on one node)")
     add("--max-num-seqs", type=int, metavar="S")
     add("--max-num-batched-tokens", type=int, metavar="B")
     add("--kv-cache-dtype", default="auto", metavar="D")
@@ -97,6 +99,7 @@ def _spec(args: argparse.Namespace) -> InferenceServerSpec:
         "maxNumSeqs": args.max_num_seqs,
         "maxNumBatchedTokens": args.max_num_batched_tokens,
         "tensorParallelSize": args.tp,
+        "pipelineParallelSize": args.pp,
         "kvCacheDtype": args.kv_cache_dtype,
         "engineVersion": args.engine_version,
         "gpuMemoryUtilization": args.utilization or 0.0,
@@ -146,7 +149,17 @@ def _estimate(
         arch = arch or weights.architecture
         if arch is None:
             raise SizingError("the KV cache depends on the architecture: give --config", field="--config")
-        shape = VllmShape(arch, weights.total_bytes, vllm_settings(spec), total, args.gpu_name, weights.source)
+        shape = VllmShape(
+            arch,
+            weights.total_bytes,
+            vllm_settings(spec),
+            total,
+            args.gpu_name,
+            weights.source,
+            args.pp,
+            weights.quantization,
+            exact_weights=args.weights_mib is not None,
+        )
         profile = shape.profile()
         warnings = [*weights.warnings, *vllm.version_warnings(args.engine_version)]
         minimum = vllm.min_utilization(profile, total)

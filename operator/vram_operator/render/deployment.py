@@ -41,10 +41,11 @@ def check_placement(server: InferenceServer, placement: PlacementStatus) -> None
     """A placement the pod can actually be pinned to: a node and one GPU per tensor-parallel rank."""
     if not placement.node:
         raise RenderError("no node in the placement", field="status.placement.node")
-    wanted = server.spec.tensor_parallel_size
+    wanted = server.spec.gpus_per_replica
     if len(placement.gpus) != wanted:
         raise RenderError(
-            f"{len(placement.gpus)} GPUs placed, tensorParallelSize needs {wanted}", field="status.placement.gpus"
+            f"{len(placement.gpus)} GPUs placed, tensorParallelSize x pipelineParallelSize needs {wanted}",
+            field="status.placement.gpus",
         )
     uuids = [gpu.uuid for gpu in placement.gpus]
     if len(set(uuids)) != len(uuids) or not all(uuids):
@@ -106,7 +107,7 @@ def _env(server: InferenceServer, ours: list[dict[str, Any]]) -> tuple[list[dict
 def _shared_memory(server: InferenceServer) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A memory-backed /dev/shm for multi-GPU vLLM: NCCL fails with the runtime's 64 MiB default."""
     user_mounts = {mount.get("mountPath") for mount in server.spec.volume_mounts}
-    if server.spec.engine != "vllm" or server.spec.tensor_parallel_size == 1 or SHM_PATH in user_mounts:
+    if server.spec.engine != "vllm" or server.spec.gpus_per_replica == 1 or SHM_PATH in user_mounts:
         return [], []
     return [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}], [{"name": SHM_VOLUME, "mountPath": SHM_PATH}]
 

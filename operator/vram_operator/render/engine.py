@@ -84,6 +84,8 @@ def _vllm(server: InferenceServer, utilization: float | None, settings: RenderSe
     args += ["--gpu-memory-utilization", format_utilization(utilization)]
     if spec.tensor_parallel_size > 1:
         args += ["--tensor-parallel-size", str(spec.tensor_parallel_size)]
+    if spec.pipeline_parallel_size > 1:
+        args += ["--pipeline-parallel-size", str(spec.pipeline_parallel_size)]
     optional = (
         ("--max-model-len", spec.max_model_len),
         ("--max-num-seqs", spec.max_num_seqs),

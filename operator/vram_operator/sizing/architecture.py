@@ -85,6 +85,17 @@ class ModelArchitecture:
     state_mixer_params: int = 0
     # Parameters outside the language model: vision/audio tower and projector.
     extra_params: int = 0
+    # Whether the loaded model holds the input embedding and the LM head. A pooling (embedding,
+    # classification) model has no LM head and runs no sampler; a pipeline stage holds the
+    # embedding only when it is the first and the LM head only when it is the last.
+    holds_embedding: bool = True
+    holds_lm_head: bool = True
+    # Matrices of one MLP: gate, up and down (SwiGLU/GeGLU), or up and down (GELU MLPs of Phi-2,
+    # GPT-2/NeoX, Falcon, StarCoder2, ...).
+    mlp_matrices: int = 3
+    # Elements of the rotary cos/sin tables vLLM keeps next to the weights on every GPU: positions
+    # (the context, RoPE scaling included) x rotary dimensions, per distinct rotary embedding.
+    rope_cache_elements: int = 0
 
     def kind_of_layer(self, index: int) -> str:
         """Layer kind; without explicit layer_types every layer is full (or sliding) attention."""
@@ -182,7 +193,7 @@ def _param_breakdown(arch: ModelArchitecture) -> ParamBreakdown:
     kinds = arch.layer_kinds()
     attention_layers = sum(1 for kind in kinds if kind in KV_LAYER_KINDS)
     state_layers = sum(1 for kind in kinds if kind in STATE_LAYER_KINDS)
-    gated_mlp = 3  # gate, up and down projections (SwiGLU/GeGLU in every supported family)
+    gated_mlp = arch.mlp_matrices
     if arch.is_moe:
         dense_layers = arch.first_k_dense_layers
         moe_layers = arch.num_layers - dense_layers
@@ -192,9 +203,11 @@ def _param_breakdown(arch: ModelArchitecture) -> ParamBreakdown:
     else:
         dense_layers, experts, shared = arch.num_layers, 0, 0
     embedding = arch.vocab_size * h
+    # A tied LM head reuses the input embedding; a stage without the embedding keeps its own copy.
+    shares_embedding = arch.tie_word_embeddings and arch.holds_embedding
     return ParamBreakdown(
-        embedding=embedding,
-        lm_head=0 if arch.tie_word_embeddings else embedding,
+        embedding=embedding if arch.holds_embedding else 0,
+        lm_head=embedding if arch.holds_lm_head and not shares_embedding else 0,
         attention=attention_layers * _attention_params(arch),
         dense_mlp=dense_layers * gated_mlp * h * arch.intermediate_size,
         experts=experts,
@@ -261,20 +274,61 @@ def _context_length(cfg: Mapping[str, Any], max_pos: int | None) -> int | None:
     return int(base * factor)
 
 
-def _vision_params(config: Mapping[str, Any]) -> int:
-    """Rough ViT tower size (attention 4h^2 + MLP 2*h*i per block); vLLM loads it with the LM."""
+def _int_field(cfg: Mapping[str, Any], *names: str) -> int | None:
+    for name in names:
+        value = cfg.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _vision_params(config: Mapping[str, Any], text_hidden: int) -> int:
+    """Vision tower + projector parameters; vLLM loads them with the language model (in its dtype).
+
+    Per block: q, k, v, o projections (with biases) and the MLP, gated (three matrices) in
+    Pixtral/Mistral3 and Qwen2.5-VL (SiLU), two matrices in SigLIP/CLIP and Qwen2-VL. The width is
+    `embed_dim` where the config has one (Qwen2-VL: there `hidden_size` is the language model's).
+    Then the patch embedding and the projector into the language model: Qwen-VL's merger
+    (merge^2 patches -> MLP -> the language model width), Llava/Mistral3's two-layer MLP (plus
+    Mistral3's patch merger), Gemma 3's single projection.
+    """
     vision = config.get("vision_config")
     if not isinstance(vision, Mapping):
         return 0
-    hidden = vision.get("hidden_size") or vision.get("embed_dim") or vision.get("width")
-    layers = vision.get("num_hidden_layers") or vision.get("depth") or vision.get("layers")
-    if not isinstance(hidden, int) or not isinstance(layers, int):
+    width = _int_field(vision, "embed_dim", "hidden_size", "width")
+    layers = _int_field(vision, "num_hidden_layers", "depth", "layers")
+    if width is None or layers is None:
         return 0
-    inner = vision.get("intermediate_size")
-    if not isinstance(inner, int):
+    inner = _int_field(vision, "intermediate_size")
+    if inner is None:
         ratio = vision.get("mlp_ratio", 4)
-        inner = int(hidden * (ratio if isinstance(ratio, int | float) else 4))
-    return layers * (4 * hidden * hidden + 2 * hidden * inner)
+        inner = int(width * (ratio if isinstance(ratio, int | float) and not isinstance(ratio, bool) else 4))
+    architectures = config.get("architectures")
+    first = architectures[0] if isinstance(architectures, list) and architectures else ""
+    # Pixtral's encoder (Mistral3, and Pixtral checkpoints vLLM reads from params.json) gates its MLP.
+    pixtral = vision.get("model_type") == "pixtral" or str(first).startswith(("Pixtral", "Mistral3"))
+    gated = pixtral or vision.get("hidden_act") == "silu"
+    mlp = (3 if gated else 2) * width * inner + inner + width
+    attention = 4 * width * width + 4 * width
+    blocks = layers * (attention + mlp + 4 * width)  # + two norms
+    patch = _int_field(vision, "patch_size", "spatial_patch_size") or 14
+    channels = _int_field(vision, "in_chans", "in_channels", "num_channels") or 3
+    temporal = _int_field(vision, "temporal_patch_size") or 1
+    patch_embedding = channels * temporal * patch * patch * width
+    merge = _int_field(vision, "spatial_merge_size") or _int_field(config, "spatial_merge_size") or 1
+    out = _int_field(vision, "out_hidden_size") or (
+        _int_field(vision, "hidden_size") if "embed_dim" in vision else None
+    )
+    if out is not None:
+        merged = merge * merge * width
+        projector = merged * merged + merged * out
+    elif "projector_hidden_act" in config or pixtral:
+        projector = width * text_hidden + text_hidden * text_hidden
+        if merge > 1:
+            projector += merge * merge * width * width
+    else:
+        projector = width * text_hidden
+    return blocks + patch_embedding + projector
 
 
 def _layer_types(cfg: Mapping[str, Any], model_type: str, num_layers: int) -> tuple[str, ...]:
@@ -337,8 +391,13 @@ def _moe_fields(cfg: Mapping[str, Any], model_type: str, num_layers: int, interm
         return {}
     moe_intermediate = _get_int(cfg, "moe_intermediate_size", default=intermediate)
     shared_count = _get_int(cfg, "n_shared_experts", "num_shared_experts", default=0)
+    if model_type.startswith("llama4"):
+        shared_count = 1  # Llama 4: one always-on shared expert of the experts' size in every MoE layer
     shared_size = _get_int(cfg, "shared_expert_intermediate_size", default=shared_count * moe_intermediate)
     dense = _get_int(cfg, "first_k_dense_replace", default=0)
+    step = cfg.get("interleave_moe_layer_step")
+    if model_type.startswith("llama4") and isinstance(step, int) and step > 1:
+        dense = sum(1 for i in range(num_layers) if (i + 1) % step)
     expert_period = cfg.get("expert_layer_period")
     if isinstance(expert_period, int) and expert_period > 1:
         offset = _get_int(cfg, "expert_layer_offset", default=0)
@@ -416,6 +475,33 @@ def _state_fields(cfg: Mapping[str, Any], kinds: tuple[str, ...], hidden: int) -
     }
 
 
+# vLLM picks a runner from the architecture's class-name suffix (first match wins, in this order):
+# generative classes keep the LM head; the others are pooling models without it (and without a
+# sampler). A generative class served with --runner pooling / --task embed is a pooling model too.
+_GENERATIVE_SUFFIXES = ("ForCausalLM", "ForConditionalGeneration", "ChatModel", "LMHeadModel")
+_POOLING_SUFFIXES = (
+    "ForTextEncoding",
+    "EmbeddingModel",
+    "ForSequenceClassification",
+    "ClassificationModel",
+    "ForRewardModeling",
+    "RewardModel",
+    "Model",
+)
+
+
+def is_pooling_architecture(config: Mapping[str, Any]) -> bool:
+    """Whether vLLM runs this config.json's first architecture as a pooling model by default."""
+    architectures = config.get("architectures")
+    if not isinstance(architectures, list) or not architectures or not isinstance(architectures[0], str):
+        return False
+    name = architectures[0]
+    for suffix in (*_GENERATIVE_SUFFIXES, *_POOLING_SUFFIXES):
+        if name.endswith(suffix):
+            return suffix in _POOLING_SUFFIXES
+    return False
+
+
 def _torch_dtype(config: Mapping[str, Any], cfg: Mapping[str, Any]) -> str | None:
     for source in (cfg, config):
         for key in ("torch_dtype", "dtype"):
@@ -432,6 +518,41 @@ def _quantization(config: Mapping[str, Any]) -> str | None:
         if isinstance(method, str):
             return method.lower()
     return None
+
+
+# Families whose MLP is up + down projections with a GELU between (no gate).
+_UNGATED_MLP_TYPES = frozenset(
+    {"phi", "phi-msft", "gpt2", "gpt_neox", "gptj", "falcon", "starcoder2", "gpt_bigcode", "bloom", "opt", "mpt"}
+)
+
+
+# Families without rotary embeddings (learned positions, ALiBi, or none at all).
+_NO_ROPE_TYPES = frozenset({"jamba", "mamba", "mamba2", "bloom", "mpt", "gpt2", "opt", "gpt_bigcode"})
+
+
+def _rope_cache_elements(cfg: Mapping[str, Any], model_type: str, head_dim: int, rope_dim: int | None) -> int:
+    """Elements of vLLM's rotary cos/sin caches: one row per position the scaled table covers.
+
+    Linear/dynamic/YaRN scaling tables cover the scaled length (the context the model accepts);
+    Gemma 3 adds an unscaled local rotary embedding for its sliding layers.
+    """
+    max_pos = cfg.get("max_position_embeddings") or cfg.get("n_positions")
+    if model_type in _NO_ROPE_TYPES or not isinstance(max_pos, int) or isinstance(max_pos, bool) or max_pos <= 0:
+        return 0
+    if rope_dim is None:
+        partial = cfg.get("partial_rotary_factor", 1.0)
+        rotary = cfg.get("rotary_dim")
+        if isinstance(rotary, int) and not isinstance(rotary, bool) and rotary > 0:
+            rope_dim = rotary
+        elif isinstance(partial, int | float) and not isinstance(partial, bool) and 0 < partial <= 1:
+            rope_dim = int(head_dim * partial)
+        else:
+            rope_dim = head_dim
+    positions = _context_length(cfg, max_pos) or max_pos
+    elements = positions * rope_dim
+    if model_type.startswith("gemma3"):
+        elements += max_pos * rope_dim
+    return elements
 
 
 def from_config(config: Mapping[str, Any]) -> ModelArchitecture:
@@ -465,7 +586,10 @@ def from_config(config: Mapping[str, Any]) -> ModelArchitecture:
         num_attention_heads=heads,
         num_kv_heads=kv_heads,
         head_dim=head_dim,
-        intermediate_size=intermediate,
+        # Llama 4: intermediate_size is the experts'; dense layers use intermediate_size_mlp.
+        intermediate_size=_get_positive(cfg, "intermediate_size_mlp", default=intermediate)
+        if model_type.startswith("llama4")
+        else intermediate,
         vocab_size=vocab,
         tie_word_embeddings=bool(tie),
         max_position_embeddings=max_pos,
@@ -474,7 +598,13 @@ def from_config(config: Mapping[str, Any]) -> ModelArchitecture:
         sliding_window=window if (window and (not kinds or SLIDING_ATTENTION in kinds)) else None,
         layer_types=kinds,
         quantization=_quantization(config),
-        extra_params=_vision_params(config),
+        extra_params=_vision_params(config, hidden),
+        holds_embedding=True,
+        holds_lm_head=not is_pooling_architecture(config),
+        mlp_matrices=2 if model_type in _UNGATED_MLP_TYPES else 3,
+        rope_cache_elements=_rope_cache_elements(
+            cfg, model_type, head_dim, _get_positive(cfg, "qk_rope_head_dim") if cfg.get("kv_lora_rank") else None
+        ),
         **_moe_fields(cfg, model_type, layers, intermediate),
         **_mla_fields(cfg),
         **_state_fields(cfg, kinds, hidden),

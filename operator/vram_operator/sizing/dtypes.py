@@ -156,15 +156,60 @@ def weights_bytes_from_params(
     return round(quantized * 1e9 * bits_per_weight(name) / 8 + kept * 1e9 * full_bytes)
 
 
+# MXFP4 MoE (gpt-oss): each expert's gate/up (2I x H) and down (H x I) projections are packed 4-bit
+# values (two per byte) plus one e8m0 scale byte per block of 32 values, with bf16 biases; the
+# router stays in bf16. vLLM's fused-MoE kernels need each rank's share of the intermediate size
+# padded to a multiple of 128 and the hidden size to 256 (Marlin, used where the GPU has no FP4
+# units; the Hopper and Blackwell kernels pad about as much), so 2880-wide gpt-oss experts load as
+# 2944 x 3072 on one GPU and as 1536 x 3072 per rank at tensor parallel 2.
+MXFP4_BLOCK = 32
+MXFP4_INTERMEDIATE_ALIGN = 128
+MXFP4_HIDDEN_ALIGN = 256
+_BF16_BYTES = 2
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def mxfp4_expert_bytes(arch: ModelArchitecture, tensor_parallel_size: int = 1, *, padded: bool = True) -> int:
+    """Bytes of the MoE experts and routers of an MXFP4 model on one of `tensor_parallel_size` ranks.
+
+    `padded=False` is the checkpoint's own layout (what its safetensors hold, all ranks together
+    at tensor parallel 1); `padded=True` what vLLM allocates.
+    """
+    inner = -(-arch.expert_intermediate_size // tensor_parallel_size)
+    hidden = arch.hidden_size
+    if padded:
+        inner = _round_up(inner, MXFP4_INTERMEDIATE_ALIGN)
+        hidden = _round_up(hidden, MXFP4_HIDDEN_ALIGN)
+    values = 3 * inner * hidden
+    per_expert = values // 2 + values // MXFP4_BLOCK + 2 * inner * _BF16_BYTES + hidden * _BF16_BYTES
+    router = (arch.hidden_size + 1) * arch.num_experts * _BF16_BYTES
+    return arch.num_moe_layers * (arch.num_experts * per_expert + router)
+
+
+def mxfp4_padding_bytes_per_rank(arch: ModelArchitecture, tensor_parallel_size: int) -> int:
+    """What vLLM's padding adds on one rank to that rank's share of the MXFP4 checkpoint."""
+    if not arch.is_moe:
+        return 0
+    checkpoint = mxfp4_expert_bytes(arch, padded=False)
+    return mxfp4_expert_bytes(arch, tensor_parallel_size) - checkpoint // tensor_parallel_size
+
+
 def weights_bytes_for_architecture(arch: ModelArchitecture, dtype: str | None, quantization: str | None) -> int:
     """Weights bytes from the architecture's shapes, quantizing only what the method quantizes.
 
-    MXFP4 (gpt-oss) quantizes only the MoE experts; the other methods quantize every linear
-    layer of the decoder blocks. Vision towers stay in the model dtype.
+    MXFP4 (gpt-oss) quantizes only the MoE experts (attention, embeddings, router and LM head
+    stay in the model dtype); the other methods quantize every linear layer of the decoder
+    blocks. Vision towers stay in the model dtype.
     """
     parts = arch.param_breakdown()
     name = normalize_quantization(quantization or arch.quantization)
     resolved = resolve_dtype(dtype, arch.torch_dtype)
+    if name == "mxfp4" and arch.is_moe:
+        rest = parts.total - parts.experts
+        return mxfp4_expert_bytes(arch, padded=False) + weights_bytes_from_params(rest / 1e9, resolved, None)
     if name == "mxfp4":
         quantized = parts.experts
     elif name is not None and name.startswith("gguf-"):

@@ -28,6 +28,8 @@ from vram_operator.sizing.llamacpp import (
     estimate_llamacpp,
     fit_llamacpp,
 )
+from vram_operator.sizing.pipeline import binding_stage_profile, layer_partition
+from vram_operator.sizing.runner import pooling_requested
 from vram_operator.sizing.weights import WeightsEstimate, resolve_weights
 
 # Without an explicit maxNumSeqs, auto mode budgets KV for this many full-length requests at
@@ -129,6 +131,7 @@ def _weights(spec: InferenceServerSpec, config: Mapping[str, Any] | None, *, eng
         model_name=model.name if model else None,
         dtype=(model.dtype if model else "auto") if engine_dtype else None,
         quantization=model.quantization if model else None,
+        pooling=pooling_requested(spec.args) if spec.engine == "vllm" else None,
     )
 
 
@@ -202,6 +205,7 @@ def _size_vllm(spec: InferenceServerSpec, config: Mapping[str, Any] | None, gpu_
     manual = spec.gpu_memory_utilization or None
     reasons = (
         *weights.reasons,
+        *_pipeline_reasons(spec, arch),
         f"vLLM {profile.engine_version}: weights {profile.weights_mib:.0f} MiB + activation "
         f"{profile.activation_mib:.0f} MiB + non-torch {profile.non_torch_mib:.0f} MiB per GPU; KV "
         f"{profile.kv_bytes_per_token} B/token; one {one_request}-token request needs {floor:.0f} MiB, "
@@ -221,6 +225,18 @@ def _size_vllm(spec: InferenceServerSpec, config: Mapping[str, Any] | None, gpu_
     )
 
 
+def _pipeline_reasons(spec: InferenceServerSpec, arch: ModelArchitecture) -> tuple[str, ...]:
+    stages = spec.pipeline_parallel_size
+    if stages == 1:
+        return ()
+    split = "+".join(str(count) for count in layer_partition(arch.num_layers, stages))
+    return (
+        f"pipeline parallel: {stages} stages of {split} layers, each on {spec.tensor_parallel_size} GPU(s) "
+        f"({spec.gpus_per_replica} GPUs on one node); the figures below are the binding stage's, every GPU "
+        "of the server gets the same budget",
+    )
+
+
 def vllm_profile_on_gpu(
     sizing: ServerSizing, spec: InferenceServerSpec, gpu_total_mib: float, gpu_name: str = ""
 ) -> vllm.VllmProfile | None:
@@ -237,8 +253,19 @@ def _vllm_profile(
     gpu_total_mib: float,
     gpu_name: str = "",
 ) -> vllm.VllmProfile:
-    per_rank = vllm.weights_per_rank(weights.total_bytes, arch, spec.tensor_parallel_size)
-    return vllm.profile(arch, per_rank, vllm_settings(spec), gpu_total_mib, gpu_name=gpu_name, source=weights.source)
+    """vLLM's profile of the GPU that binds (with pipeline stages, the stage needing the most memory)."""
+    return binding_stage_profile(
+        arch,
+        weights.total_bytes,
+        vllm_settings(spec),
+        gpu_total_mib,
+        stages=spec.pipeline_parallel_size,
+        sequences=spec.max_num_seqs or DEFAULT_TARGET_CONCURRENCY,
+        gpu_name=gpu_name,
+        source=weights.source,
+        quantization=weights.quantization,
+        exact_weights=bool(spec.model and spec.model.weights_mib is not None),
+    )
 
 
 def llamacpp_settings(spec: InferenceServerSpec) -> LlamaCppSettings:

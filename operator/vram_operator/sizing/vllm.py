@@ -443,6 +443,9 @@ def profile(
     per_logit = SAMPLER_BYTES_PER_LOGIT_V1 if is_v1 else SAMPLER_BYTES_PER_LOGIT_V0
     forward = _forward_peak_elements(arch, tp, batched) * act_bytes
     sampler = rows * arch.vocab_size * per_logit + batched * arch.hidden_size * act_bytes
+    if not arch.holds_lm_head:
+        # Pooling models and pipeline stages before the last compute no logits: no sampler pass.
+        sampler = 0
     activation = max(forward, sampler) + layout.outside_state_bytes
 
     graphs = 0.0

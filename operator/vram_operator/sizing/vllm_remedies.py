@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from vram_operator.sizing import vllm
 from vram_operator.sizing.architecture import ModelArchitecture
 from vram_operator.sizing.errors import SizingError
+from vram_operator.sizing.pipeline import binding_stage_profile
 
 # vLLM accepts tensor-parallel sizes up to the attention heads; none of the catalog's models needs more.
 MAX_TENSOR_PARALLEL = 64
@@ -31,12 +32,23 @@ class VllmShape:
     gpu_total_mib: float
     gpu_name: str = ""
     source: str = "config"
+    # Pipeline stages (each on tensor_parallel_size GPUs): the profile is the binding stage's.
+    pipeline_parallel_size: int = 1
+    quantization: str | None = None
+    # weights_bytes is what one stage loads (a user's weightsMiB), not a checkpoint's size.
+    exact_weights: bool = False
 
     def profile(self) -> vllm.VllmProfile:
-        tp = self.settings.tensor_parallel_size
-        per_rank = vllm.weights_per_rank(self.weights_bytes, self.arch, tp)
-        return vllm.profile(
-            self.arch, per_rank, self.settings, self.gpu_total_mib, gpu_name=self.gpu_name, source=self.source
+        return binding_stage_profile(
+            self.arch,
+            self.weights_bytes,
+            self.settings,
+            self.gpu_total_mib,
+            stages=self.pipeline_parallel_size,
+            gpu_name=self.gpu_name,
+            source=self.source,
+            quantization=self.quantization,
+            exact_weights=self.exact_weights,
         )
 
     def required_mib(self) -> float:

@@ -12,6 +12,7 @@ Every step that is skipped or taken leaves a line in ``reasons`` saying why.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,14 +82,17 @@ def resolve_weights(
     dtype: str | None = None,
     quantization: str | None = None,
     catalog: Catalog | None = None,
+    pooling: bool | None = None,
 ) -> WeightsEstimate:
     """Weights of a model from the most trusted source given.
 
     ``dtype`` is the engine's ``--dtype``: float tensors of a checkpoint are counted at that
     size (vLLM casts them at load; ``auto`` keeps 16-bit and runs float32 in bfloat16). Leave
     it None for engines that load tensors as stored (llama.cpp). ``quantization`` is the
-    spec's value; unknown names raise SizingError.
+    spec's value; unknown names raise SizingError. ``pooling`` (from the engine's arguments)
+    overrides whether the model is served as a pooling model, which loads no LM head.
     """
+    architecture = _served(architecture, pooling)
     requested_quant = normalize_quantization(quantization)
     catalog = catalog if catalog is not None else load_catalog()
     match = catalog.lookup(model_name) if model_name else None
@@ -121,7 +125,7 @@ def resolve_weights(
     if entry is not None and match is not None:
         name_quant = _name_quantization(model_name, steps)
         quant = requested_quant or name_quant or entry.quantization
-        total = _catalog_bytes(entry, dtype, quant)
+        total = _catalog_bytes(entry, dtype, quant, pooling)
         steps.take(
             f"catalog entry {entry.id} (matched by {match.matched_by}): {entry.params_b:g}B parameters"
             f"{' (approximate)' if entry.approximate else ''}, {_precision(dtype, quant)}"
@@ -131,7 +135,7 @@ def resolve_weights(
             source="catalog",
             params_b=entry.params_b,
             quant=quant,
-            architecture=entry.architecture,
+            architecture=_served(entry.architecture, pooling),
             entry=entry,
         )
     steps.skip(f"{model_name!r} is not in the catalog" if model_name else "no model name")
@@ -325,14 +329,22 @@ def _cast_floats(bytes_by_dtype: Mapping[str, int], dtype: str, architecture: Mo
     )
 
 
-def _catalog_bytes(entry: CatalogEntry, dtype: str | None, quant: str | None) -> int:
+def _served(arch: ModelArchitecture | None, pooling: bool | None) -> ModelArchitecture | None:
+    """The architecture as the engine loads it: without the LM head when served as a pooling model."""
+    if arch is None or pooling is None:
+        return arch
+    return dataclasses.replace(arch, holds_lm_head=not pooling)
+
+
+def _catalog_bytes(entry: CatalogEntry, dtype: str | None, quant: str | None, pooling: bool | None = None) -> int:
     arch = entry.architecture
     if arch is None:
         return weights_bytes_from_params(entry.params_b, dtype, quant)
     counted = arch.param_breakdown().total
     # Parameters the shapes do not describe (a vision tower) stay in the model dtype.
     outside = max(0.0, entry.params_b - counted / 1e9)
-    return weights_bytes_for_architecture(arch, dtype, quant) + weights_bytes_from_params(
+    served = _served(arch, pooling) or arch
+    return weights_bytes_for_architecture(served, dtype, quant) + weights_bytes_from_params(
         outside, resolve_dtype(dtype, arch.torch_dtype), None
     )
 

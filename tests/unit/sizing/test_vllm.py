@@ -148,13 +148,6 @@ def test_awq_keeps_embeddings_in_fp16() -> None:
     assert 5.0 * GIB < awq < 5.4 * GIB  # published AWQ checkpoint: ~5.2 GiB
 
 
-def test_mxfp4_quantizes_only_experts() -> None:
-    arch = _arch("openai__gpt-oss-20b")
-    parts = arch.param_breakdown()
-    expected = parts.experts * 4.25 / 8 + (parts.total - parts.experts) * 2
-    assert weights_bytes_for_architecture(arch, "auto", None) == pytest.approx(expected, rel=1e-9)
-
-
 def test_gguf_and_unknown_quantizations() -> None:
     assert bits_per_weight("gguf-Q4_K_M") == pytest.approx(4.89)
     assert bits_per_weight("Q8_0".join(["gguf-", ""])) == 8.5

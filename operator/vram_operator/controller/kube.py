@@ -18,6 +18,8 @@ FIELD_MANAGER = "vram-operator"
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 60
 LOG_LIMIT_BYTES = 16384
+# An engine's start-up report sits at the start of its log: read at most this much of it.
+LOG_HEAD_BYTES = 512 * 1024
 
 
 # API answers that no retry can change: the object itself is refused.
@@ -58,6 +60,8 @@ class KubePort(Protocol):
     def namespace_labels(self) -> dict[str, dict[str, str]]: ...
 
     def log_tail(self, namespace: str, pod: str, container: str) -> str: ...
+
+    def log_head(self, namespace: str, pod: str, container: str) -> str: ...
 
 
 def api_message(error: ApiException) -> str:
@@ -203,4 +207,14 @@ class Kube:
             )
         except ApiException:
             return ""  # no previous container, or the kubelet (KWOK) serves no logs
+        return text
+
+    def log_head(self, namespace: str, pod: str, container: str) -> str:
+        """The start of the running container's log (its start-up report), bounded in bytes."""
+        try:
+            text: str = self.core.read_namespaced_pod_log(
+                pod, namespace, container=container, limit_bytes=LOG_HEAD_BYTES
+            )
+        except ApiException:
+            return ""  # the kubelet serves no log (yet)
         return text

@@ -54,6 +54,8 @@ class Runtime:
     refused: dict[str, str] = field(default_factory=dict)
     # Per server key: the children its last reconcile applied, by (kind, name): what they must stay.
     applied: dict[str, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)
+    # Per server key: the pods whose start-up log was read for the engine's report (once per pod).
+    logs_read: dict[str, set[str]] = field(default_factory=dict)
     # kopf's indexes (live objects), captured from the first handler call, for the periodic checks.
     indexes: dict[str, Any] = field(default_factory=dict)
     # Periodic checks (servers, assignments), run one after the other every check interval.
@@ -86,6 +88,7 @@ class Runtime:
         self.written.pop(key, None)
         self.refused.pop(key, None)
         self.applied.pop(key, None)
+        self.logs_read.pop(key, None)
         self.retry_unplaced.clear()
         self.server_locks.pop(key, None)
         namespace, _, name = key.partition("/")

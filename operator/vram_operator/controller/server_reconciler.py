@@ -32,6 +32,13 @@ from vram_operator.controller import annotations as notes
 from vram_operator.controller.assignment import same_placement
 from vram_operator.controller.conditions import condition_status
 from vram_operator.controller.decision import Inputs
+from vram_operator.controller.engine_reports import (
+    ESTIMATE_ACCURATE,
+    engine_report,
+    pods_to_read,
+    report_errors,
+    with_estimate_accuracy,
+)
 from vram_operator.controller.failures import Failure, classify, correct
 from vram_operator.controller.gpu_health import placement_health
 from vram_operator.controller.gpu_view import headroom_mib, pod_uids_of, process_owners, reserved_by, stale_nodes
@@ -415,17 +422,38 @@ class ServerReconciler:
         )
         moment = rfc3339(now())
         status = observed_status(current, observation, generation=current.observed_generation, now=moment)
+        status = await self.read_engine_report(server, status, pods, moment)
+        status = with_estimate_accuracy(
+            status, self.settings.estimate_error_threshold, generation=current.observed_generation, now=moment
+        )
         if status.model_dump(exclude={"memory"}) != current.model_dump(exclude={"memory"}) or memory_changed(
             current.memory, status.memory
         ):
             await self.write_status(server, status)
             self.report_transitions(server, current, status)
         namespace = server.metadata.namespace or "default"
+        for error in report_errors(status):
+            rt.metrics.estimate_error.labels(namespace, server.metadata.name, error.figure).set(error.error)
         if memory is not None:
             rt.metrics.server_measured.labels(namespace, server.metadata.name).set(memory.used_mib)
             ratio = estimate_error(memory, placement.budget_mib)
             if ratio is not None:
                 rt.metrics.estimate_ratio.labels(namespace, server.metadata.name).set(ratio)
+
+    async def read_engine_report(
+        self, server: InferenceServer, status: InferenceServerStatus, pods: list[PodFacts], moment: str
+    ) -> InferenceServerStatus:
+        """`status.engineReport` from the start-up log of a newly Ready pod (each pod's log is read
+        once, bounded); the report of an earlier pod stands until then."""
+        read = self.rt.logs_read.setdefault(server.key, set())
+        read &= {pod.uid for pod in pods}  # forget pods that are gone
+        for pod in pods_to_read(pods, read):
+            read.add(pod.uid)
+            text = await asyncio.to_thread(self.rt.kube.log_head, pod.namespace, pod.name, pod.container)
+            report = engine_report(server.spec.engine, text, pod.name, moment)
+            if report is not None:
+                return status.model_copy(update={"engine_report": report})
+        return status
 
     async def detect_failure(self, pods: list[PodFacts]) -> tuple[Failure | None, PodFacts | None]:
         """A memory failure of a crashing pod: its termination message, else a bounded log tail."""
@@ -505,6 +533,14 @@ class ServerReconciler:
             and (was is None or (was.status, was.reason) != ("False", fits.reason))
         ):
             self.post_event(server, "Warning", fits.reason, fits.message)
+        accurate = next((c for c in after.conditions if c.type == ESTIMATE_ACCURATE), None)
+        was_accurate = next((c for c in before.conditions if c.type == ESTIMATE_ACCURATE), None)
+        if (
+            accurate is not None
+            and accurate.status == "False"
+            and (was_accurate is None or was_accurate.status != "False")
+        ):
+            self.post_event(server, "Warning", accurate.reason, accurate.message)
         if condition_status(after.conditions, "Degraded") == "True" != condition_status(before.conditions, "Degraded"):
             degraded = next(c for c in after.conditions if c.type == "Degraded")
             if degraded.reason != CHILD_REJECTED:  # its Event was posted when the child was refused

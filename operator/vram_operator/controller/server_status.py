@@ -323,5 +323,8 @@ def with_refused_child(
 def status_patch(status: InferenceServerStatus) -> dict[str, object]:
     """A merge patch that sets status to exactly `status` (cleared fields become null)."""
     wire = status.wire()
-    cleared = {name: None for name in ("estimate", "placement", "memory", "gpuMemoryUtilization", "utilizationMode")}
+    cleared = {
+        name: None
+        for name in ("estimate", "engineReport", "placement", "memory", "gpuMemoryUtilization", "utilizationMode")
+    }
     return {"status": {**cleared, **wire}}

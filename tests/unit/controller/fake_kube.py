@@ -23,6 +23,8 @@ class FakeKube:
     reads: int = 0
     child_patches: list[tuple[tuple[str, str], dict[str, Any]]] = field(default_factory=list)
     gpu_node_patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    pod_logs: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace, pod) -> its log
+    log_reads: list[tuple[str, str]] = field(default_factory=list)
 
     def apply(self, obj: dict[str, Any]) -> None:
         kind, name = obj["kind"], obj["metadata"]["name"]
@@ -75,3 +77,7 @@ class FakeKube:
 
     def log_tail(self, namespace: str, pod: str, container: str) -> str:
         return ""
+
+    def log_head(self, namespace: str, pod: str, container: str) -> str:
+        self.log_reads.append((namespace, pod))
+        return self.pod_logs.get((namespace, pod), "")

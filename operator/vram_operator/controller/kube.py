@@ -59,6 +59,8 @@ class KubePort(Protocol):
 
     def namespace_labels(self) -> dict[str, dict[str, str]]: ...
 
+    def put_config_map_data(self, namespace: str, name: str, data: dict[str, str]) -> None: ...
+
     def log_tail(self, namespace: str, pod: str, container: str) -> str: ...
 
     def log_head(self, namespace: str, pod: str, container: str) -> str: ...
@@ -186,6 +188,16 @@ class Kube:
                 return None
             raise
         return dict(found.data or {})
+
+    def put_config_map_data(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        """Create the ConfigMap with `data`, or replace its data (keys left out are removed)."""
+        body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name, namespace=namespace), data=data)
+        try:
+            self.core.create_namespaced_config_map(namespace, body)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            self.core.replace_namespaced_config_map(name, namespace, body)
 
     def namespace_labels(self) -> dict[str, dict[str, str]]:
         labels: dict[str, dict[str, str]] = {}

@@ -59,6 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="EstimateAccurate=False when the engine's own report differs from the estimate by more (0.10 = 10%%)",
     )
     parser.add_argument(
+        "--measured-runs-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="namespace of the ConfigMap of measured runs (default: the operator's, $POD_NAMESPACE)",
+    )
+    parser.add_argument(
         "--allow-host-access",
         action="store_true",
         help="render servers whose pass-through fields reach the host (hostPath volumes); refused by default",
@@ -92,6 +97,7 @@ def settings_from(args: argparse.Namespace) -> ControllerSettings:
         check_interval=args.check_interval,
         max_corrections=args.max_corrections,
         estimate_error_threshold=args.estimate_error_threshold,
+        measured_runs_namespace=args.measured_runs_namespace,
         render=RenderSettings(pinning_mode=args.pinning_mode, allow_host_access=args.allow_host_access),
     )
 

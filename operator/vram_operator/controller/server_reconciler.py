@@ -44,6 +44,7 @@ from vram_operator.controller.gpu_health import placement_health
 from vram_operator.controller.gpu_view import headroom_mib, pod_uids_of, process_owners, reserved_by, stale_nodes
 from vram_operator.controller.kube import ChildRefusedError
 from vram_operator.controller.measure import estimate_error, measure_server, memory_changed
+from vram_operator.controller.measured_runs import MEASURED_RUNS_CONFIG_MAP, measured_run
 from vram_operator.controller.pods import PodFacts, readiness
 from vram_operator.controller.room import room_shortfall
 from vram_operator.controller.runtime import Runtime, now, rfc3339, values
@@ -58,6 +59,7 @@ from vram_operator.controller.server_status import (
 )
 from vram_operator.placement.demand import ManualAssignment, replica_key
 from vram_operator.render import RenderError, render
+from vram_operator.sizing.measured import read_records, with_record
 
 log = logging.getLogger(__name__)
 CHECK_CONCURRENCY = 32
@@ -133,6 +135,8 @@ def decision_event(before: PlacementStatus | None, outcome: Outcome) -> tuple[st
     if after is None:
         return "Warning", outcome.unplaced_reason, outcome.unplaced_message or "not placed"
     where = f"{after.node} GPU {','.join(str(g.index) for g in after.gpus)} ({after.budget_mib:.0f}MiB per GPU)"
+    if outcome.estimate is not None and outcome.estimate.source == "measured":
+        where = f"{where}, {outcome.predicted_fit_message}"
     if before is not None and before.gpus and not same_placement(before, after):
         return "Normal", "Rebalanced", f"moved from {before.node} to {where}"
     if outcome.replicas_missing:
@@ -194,6 +198,7 @@ class ServerReconciler:
         current = rt.latest_status(server)
         sized = with_overrides(server)
         config_maps = await self.config_maps_of(server)
+        await self.load_measured_runs()
         moment = now()
 
         def inputs_for(deciding: frozenset[str]) -> Inputs:
@@ -207,6 +212,7 @@ class ServerReconciler:
                 strategy=settings.strategy,
                 margin_mib=settings.margin_mib,
                 pod_uids=pod_uids_of(rt.indexes.get("server_pods")),  # which GPU processes are ours
+                measured=rt.measured,
             )
 
         pins = pins_for(server, current, replace=replace, moving=moving)
@@ -249,6 +255,29 @@ class ServerReconciler:
                 sum(r.placement.budget_mib for r in outcome.replicas) or outcome.placement.budget_mib
             )
         return outcome
+
+    async def load_measured_runs(self) -> None:
+        """The measured runs as their ConfigMap holds them now (none while it does not exist)."""
+        data = await asyncio.to_thread(
+            self.rt.kube.config_map_data, self.settings.measured_runs_namespace, MEASURED_RUNS_CONFIG_MAP
+        )
+        self.rt.measured = read_records(data or {})
+
+    async def record_run(self, server: InferenceServer, status: InferenceServerStatus, moment: str) -> None:
+        """Keep the run of a server whose engine reported and whose memory was measured (once per pod)."""
+        report = status.engine_report
+        if report is None or self.rt.runs_recorded.get(server.key) == report.pod:
+            return
+        run = measured_run(server, status, moment)
+        if run is None:
+            return
+        namespace = self.settings.measured_runs_namespace
+        data = await asyncio.to_thread(self.rt.kube.config_map_data, namespace, MEASURED_RUNS_CONFIG_MAP)
+        await asyncio.to_thread(
+            self.rt.kube.put_config_map_data, namespace, MEASURED_RUNS_CONFIG_MAP, with_record(data or {}, run)
+        )
+        self.rt.runs_recorded[server.key] = report.pod
+        log.info("%s: kept %s", server.key, run.describe())
 
     async def apply_children(
         self, server: InferenceServer, status: InferenceServerStatus, objects: Sequence[dict[str, Any]]
@@ -431,6 +460,7 @@ class ServerReconciler:
         ):
             await self.write_status(server, status)
             self.report_transitions(server, current, status)
+        await self.record_run(server, status, moment)
         namespace = server.metadata.namespace or "default"
         for error in report_errors(status):
             rt.metrics.estimate_error.labels(namespace, server.metadata.name, error.figure).set(error.error)

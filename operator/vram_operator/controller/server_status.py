@@ -145,9 +145,10 @@ def decided_status(
             )
         else:
             source = outcome.estimate.source if outcome.estimate else "unknown"
-            conditions = set_condition(
-                conditions, "Estimated", True, "Estimated", f"sized from {source}", generation=generation, now=now
-            )
+            told = f"sized from {source}"
+            if source == "measured" and outcome.predicted_fit_message:
+                told = outcome.predicted_fit_message  # which run, where and when
+            conditions = set_condition(conditions, "Estimated", True, "Estimated", told, generation=generation, now=now)
         if outcome.placement is None:
             conditions = set_condition(
                 conditions,

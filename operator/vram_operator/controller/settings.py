@@ -21,4 +21,6 @@ class ControllerSettings:
     max_corrections: int = 3
     # EstimateAccurate=False when a figure the engine reported is further than this from the estimate.
     estimate_error_threshold: float = 0.10
+    # Where the measured runs are kept (the ConfigMap controller.measured_runs names): the operator's namespace.
+    measured_runs_namespace: str = "default"
     render: RenderSettings = field(default_factory=RenderSettings)

@@ -72,6 +72,9 @@ class FakeKube:
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         return self.config_maps.get((namespace, name))
 
+    def put_config_map_data(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        self.config_maps[(namespace, name)] = dict(data)
+
     def namespace_labels(self) -> dict[str, dict[str, str]]:
         return {}
 

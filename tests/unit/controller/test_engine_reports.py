@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from controller_builders import A5500_MIB
+from controller_builders import A5500, A5500_MIB, node
 from test_server_reconciler import QWEN_CONFIG, Harness, live_node
 
 from vram_operator.api.base import ObjectMeta
+from vram_operator.api.gpu_node import GpuDeviceStatus, GpuProcess
 from vram_operator.api.inference_server import (
     EngineReportStatus,
     EstimateStatus,
@@ -16,7 +17,10 @@ from vram_operator.api.inference_server import (
     InferenceServerStatus,
 )
 from vram_operator.controller.engine_reports import engine_report, pods_to_read, with_estimate_accuracy
+from vram_operator.controller.measured_runs import MEASURED_RUNS_CONFIG_MAP
 from vram_operator.controller.pods import PodFacts
+from vram_operator.controller.runtime import now, rfc3339
+from vram_operator.sizing.measured import MeasuredRun
 
 NOW = "2026-11-30T21:00:00Z"
 
@@ -38,6 +42,13 @@ def vllm_log(weights_gib: float, kv_gib: float, tokens: int) -> str:
         "(EngineCore pid=9) INFO 11-30 20:59:40 [kv_cache_utils.py:1091] Maximum concurrency for 4,096 tokens "
         "per request: 2.00x\n"
     )
+
+
+def gpu_with_process(uuid: str, *, pod_uid: str, used: float) -> GpuDeviceStatus:
+    return GpuDeviceStatus(
+        index=0, uuid=uuid, name=A5500, memory_total_mib=A5500_MIB, memory_used_mib=used,
+        memory_free_mib=A5500_MIB - used, processes=[GpuProcess(pid=42, used_mib=used, pod_uid=pod_uid)],
+    )  # fmt: skip
 
 
 def with_report(estimate: EstimateStatus, report: EngineReportStatus) -> InferenceServerStatus:
@@ -151,3 +162,32 @@ def test_a_new_pod_reporting_a_smaller_kv_cache_turns_the_estimate_off() -> None
 
 def test_a_generic_server_reads_no_report() -> None:
     assert engine_report("generic", vllm_log(1, 1, 1), "x", NOW) is None
+
+
+def test_a_second_server_of_the_model_is_sized_from_the_first_ones_measured_run() -> None:
+    h = placed_vllm({})
+    first = h.status("ns/llm")
+    assert first.estimate is not None and first.placement is not None
+    h.kube.pod_logs[("ns", "llm-1")] = vllm_log(first.estimate.weights_mib / 1024 * 1.05, 1.25, 4321)
+    used = first.placement.budget_mib + 300.0  # CUDA graphs beyond vLLM's share
+    h.nodes = [
+        node("ws", gpu_with_process(first.placement.gpus[0].uuid, pod_uid="p1", used=used), heartbeat=rfc3339(now()))
+    ]
+    check_with_pods(h, pod("llm-1", "p1"))
+    records = h.kube.config_maps[("default", MEASURED_RUNS_CONFIG_MAP)]
+    (run,) = [MeasuredRun.from_json(text) for text in records.values()]
+    assert run is not None and run.kv_cache_tokens == 4321 and run.budget_mib == round(used, 1)
+    assert run.server == "ns/llm" and run.gpu_product == A5500 and run.engine_version == "0.11.0"
+    check_with_pods(h, pod("llm-1", "p1"))
+    assert len(h.kube.config_maps[("default", MEASURED_RUNS_CONFIG_MAP)]) == 1  # kept once per pod
+
+    twin = vllm_server().model_copy(update={"metadata": ObjectMeta(name="llm2", namespace="ns", generation=1, uid="v")})
+    h.nodes.append(live_node("other", total=A5500_MIB))
+    h.add(twin)
+    outcome = h.reconcile("ns/llm2")
+    assert outcome.placement is not None and outcome.estimate is not None
+    assert outcome.placement.budget_mib == run.budget_mib and outcome.estimate.source == "measured"
+    assert outcome.estimate.kv_cache_tokens == 4321
+    assert h.condition("ns/llm2", "Estimated")[2].startswith("sized from a measured run of ns/llm on NVIDIA RTX A5500")
+    placed = [m for key, _, reason, m in h.events if key == "ns/llm2" and reason == "Placed"]
+    assert placed and "sized from a measured run of ns/llm" in placed[0]

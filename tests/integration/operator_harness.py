@@ -156,6 +156,8 @@ class Twin:
         self.work = work
         self.faults_path = work / "faults.yaml"
         self.state_path = work / "twin-state.json"
+        self.logs_dir = work / "engine-logs"  # served as the pods' logs (KWOK Logs objects)
+        self.logs_dir.mkdir(exist_ok=True)
         self.argv = [
             sys.executable,
             "-m",
@@ -177,6 +179,8 @@ class Twin:
             "4",
             "--heartbeat",
             "5",
+            "--logs-dir",
+            str(self.logs_dir),
         ]
         self.starts = 0
         self.process: subprocess.Popen[bytes] | None = None

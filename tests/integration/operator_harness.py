@@ -107,6 +107,9 @@ class Operator:
             "0",
             "--margin-mib",
             str(MARGIN_MIB),
+            # measured runs kept in the test's own namespace: one test's runs never size another's servers
+            "--measured-runs-namespace",
+            namespace,
             *extra,
         ]
         self.log_dir = log_dir

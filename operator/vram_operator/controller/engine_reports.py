@@ -3,6 +3,8 @@ EstimateAccurate condition comparing it with `status.estimate` (pure: log text a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from vram_operator.api.inference_server import EngineReportStatus, InferenceServerStatus
 from vram_operator.controller.conditions import set_condition
 from vram_operator.controller.pods import PodFacts
@@ -10,12 +12,18 @@ from vram_operator.sizing.engine_report import EngineFigures, FigureError, figur
 
 ESTIMATE_ACCURATE = "EstimateAccurate"
 ESTIMATE_OFF = "EstimateOff"
+VERSION_MAX = 64
 
 
-def pods_to_read(pods: list[PodFacts], read: set[str]) -> list[PodFacts]:
-    """Ready pods whose log was not read yet: an engine is Ready only after it sized itself, so one
-    read per pod is enough (a restarted container is a new start: its pod is read again only if new)."""
-    return sorted((pod for pod in pods if pod.ready and pod.uid not in read), key=lambda pod: pod.name)
+# A Ready pod's log is read until it holds the engine's complete report, at most this many times (a log
+# may lag its pod's readiness, e.g. one a runtime serves a moment later); then never again.
+MAX_LOG_READS = 3
+
+
+def pods_to_read(pods: list[PodFacts], reads: Mapping[str, int]) -> list[PodFacts]:
+    """Ready pods whose log is still to be read (`reads`: pod UID -> reads so far, MAX_LOG_READS once
+    its report was complete): an engine is Ready only after it sized itself."""
+    return sorted((p for p in pods if p.ready and reads.get(p.uid, 0) < MAX_LOG_READS), key=lambda p: p.name)
 
 
 def engine_report(engine: str, log_text: str, pod: str, now: str) -> EngineReportStatus | None:
@@ -28,9 +36,18 @@ def engine_report(engine: str, log_text: str, pod: str, now: str) -> EngineRepor
         kv_cache_mib=figures.kv_cache_mib,
         kv_cache_tokens=figures.kv_cache_tokens,
         max_concurrency=figures.max_concurrency,
-        engine_version=figures.engine_version,
+        engine_version=figures.engine_version[:VERSION_MAX],  # "0.11.0+cu118", "nightly": kept as printed
         pod=pod,
         reported_at=now,
+    )
+
+
+def report_complete(report: EngineReportStatus | None) -> bool:
+    """The engine finished sizing itself: its weights and its KV pool are in the report."""
+    return (
+        report is not None
+        and report.weights_mib is not None
+        and (report.kv_cache_mib is not None or report.kv_cache_tokens is not None)
     )
 
 

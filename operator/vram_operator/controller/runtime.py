@@ -55,8 +55,8 @@ class Runtime:
     refused: dict[str, str] = field(default_factory=dict)
     # Per server key: the children its last reconcile applied, by (kind, name): what they must stay.
     applied: dict[str, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)
-    # Per server key: the pods whose start-up log was read for the engine's report (once per pod).
-    logs_read: dict[str, set[str]] = field(default_factory=dict)
+    # Per server key, per pod UID: how often its start-up log was read for the engine's report.
+    logs_read: dict[str, dict[str, int]] = field(default_factory=dict)
     # Per server key: the pod whose run was last kept as a measured run (once per pod).
     runs_recorded: dict[str, str] = field(default_factory=dict)
     # Measured runs by settings key, read from their ConfigMap before each decision.

@@ -34,8 +34,10 @@ from vram_operator.controller.conditions import condition_status
 from vram_operator.controller.decision import Inputs
 from vram_operator.controller.engine_reports import (
     ESTIMATE_ACCURATE,
+    MAX_LOG_READS,
     engine_report,
     pods_to_read,
+    report_complete,
     report_errors,
     with_estimate_accuracy,
 )
@@ -473,14 +475,16 @@ class ServerReconciler:
     async def read_engine_report(
         self, server: InferenceServer, status: InferenceServerStatus, pods: list[PodFacts], moment: str
     ) -> InferenceServerStatus:
-        """`status.engineReport` from the start-up log of a newly Ready pod (each pod's log is read
-        once, bounded); the report of an earlier pod stands until then."""
-        read = self.rt.logs_read.setdefault(server.key, set())
-        read &= {pod.uid for pod in pods}  # forget pods that are gone
-        for pod in pods_to_read(pods, read):
-            read.add(pod.uid)
+        """`status.engineReport` from the start-up log of a newly Ready pod (read once, bounded; again on
+        a later check, a few times at most, while it holds no complete report); an earlier pod's report
+        stands until then."""
+        live = {pod.uid for pod in pods}
+        reads = {uid: n for uid, n in self.rt.logs_read.get(server.key, {}).items() if uid in live}
+        self.rt.logs_read[server.key] = reads
+        for pod in pods_to_read(pods, reads):
             text = await asyncio.to_thread(self.rt.kube.log_head, pod.namespace, pod.name, pod.container)
             report = engine_report(server.spec.engine, text, pod.name, moment)
+            reads[pod.uid] = MAX_LOG_READS if report_complete(report) else reads.get(pod.uid, 0) + 1
             if report is not None:
                 return status.model_copy(update={"engine_report": report})
         return status

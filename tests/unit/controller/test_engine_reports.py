@@ -16,7 +16,12 @@ from vram_operator.api.inference_server import (
     InferenceServerSpec,
     InferenceServerStatus,
 )
-from vram_operator.controller.engine_reports import engine_report, pods_to_read, with_estimate_accuracy
+from vram_operator.controller.engine_reports import (
+    MAX_LOG_READS,
+    engine_report,
+    pods_to_read,
+    with_estimate_accuracy,
+)
 from vram_operator.controller.measured_runs import MEASURED_RUNS_CONFIG_MAP
 from vram_operator.controller.pods import PodFacts
 from vram_operator.controller.runtime import now, rfc3339
@@ -82,9 +87,36 @@ def test_no_report_sets_no_condition() -> None:
     assert with_estimate_accuracy(status, 0.1, generation=1, now=NOW) == status
 
 
-def test_only_ready_pods_not_read_yet_are_read() -> None:
-    pods = [pod("b", "2"), pod("a", "1"), pod("c", "3", ready=False)]
-    assert [p.name for p in pods_to_read(pods, {"2"})] == ["a"]
+def test_only_ready_pods_whose_log_is_still_to_be_read_are_read() -> None:
+    pods = [pod("b", "2"), pod("a", "1"), pod("c", "3", ready=False), pod("d", "4")]
+    reads = {"2": MAX_LOG_READS, "4": MAX_LOG_READS - 1}
+    assert [p.name for p in pods_to_read(pods, reads)] == ["a", "d"]
+
+
+def test_a_log_without_a_report_yet_is_read_again_a_bounded_number_of_times() -> None:
+    h = placed_vllm({})
+    for _ in range(MAX_LOG_READS + 2):
+        check_with_pods(h, pod("llm-1", "p1"))
+    assert h.kube.log_reads == [("ns", "llm-1")] * MAX_LOG_READS
+    assert h.status("ns/llm").engine_report is None
+
+
+def test_a_log_served_late_is_still_read() -> None:
+    h = placed_vllm({})
+    check_with_pods(h, pod("llm-1", "p1"))  # Ready, but its log is not there yet
+    h.kube.pod_logs[("ns", "llm-1")] = vllm_log(1.0, 2.0, 3000)
+    check_with_pods(h, pod("llm-1", "p1"))
+    report = h.status("ns/llm").engine_report
+    assert report is not None and report.kv_cache_tokens == 3000
+    check_with_pods(h, pod("llm-1", "p1"))
+    assert len(h.kube.log_reads) == 2  # complete: not read again
+
+
+def test_an_odd_version_string_is_kept_as_printed_within_its_bound() -> None:
+    for version in ("0.11.0+cu118", "nightly", "v" * 100):
+        text = vllm_log(1.0, 2.0, 10).replace("version 0.11.0", f"version {version}")
+        report = engine_report("vllm", text, "p", NOW)
+        assert report is not None and report.engine_version == version[:64]
 
 
 def test_a_log_without_figures_gives_no_report() -> None:

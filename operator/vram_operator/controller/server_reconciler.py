@@ -260,9 +260,13 @@ class ServerReconciler:
 
     async def load_measured_runs(self) -> None:
         """The measured runs as their ConfigMap holds them now (none while it does not exist)."""
-        data = await asyncio.to_thread(
-            self.rt.kube.config_map_data, self.settings.measured_runs_namespace, MEASURED_RUNS_CONFIG_MAP
-        )
+        try:
+            data = await asyncio.to_thread(
+                self.rt.kube.config_map_data, self.settings.measured_runs_namespace, MEASURED_RUNS_CONFIG_MAP
+            )
+        except Exception as error:  # sizing goes on from the model and the runs read last
+            log.warning("cannot read the measured runs: %s", error)
+            return
         self.rt.measured = read_records(data or {})
 
     async def record_run(self, server: InferenceServer, status: InferenceServerStatus, moment: str) -> None:
@@ -274,11 +278,15 @@ class ServerReconciler:
         if run is None:
             return
         namespace = self.settings.measured_runs_namespace
-        data = await asyncio.to_thread(self.rt.kube.config_map_data, namespace, MEASURED_RUNS_CONFIG_MAP)
-        await asyncio.to_thread(
-            self.rt.kube.put_config_map_data, namespace, MEASURED_RUNS_CONFIG_MAP, with_record(data or {}, run)
-        )
-        self.rt.runs_recorded[server.key] = report.pod
+        self.rt.runs_recorded[server.key] = report.pod  # tried once per pod, kept or not
+        try:
+            data = await asyncio.to_thread(self.rt.kube.config_map_data, namespace, MEASURED_RUNS_CONFIG_MAP)
+            await asyncio.to_thread(
+                self.rt.kube.put_config_map_data, namespace, MEASURED_RUNS_CONFIG_MAP, with_record(data or {}, run)
+            )
+        except Exception as error:  # the server runs on; its run is only not kept for the next one
+            log.warning("%s: cannot keep %s: %s", server.key, run.describe(), error)
+            return
         log.info("%s: kept %s", server.key, run.describe())
 
     async def apply_children(

@@ -223,3 +223,18 @@ def test_a_second_server_of_the_model_is_sized_from_the_first_ones_measured_run(
     assert h.condition("ns/llm2", "Estimated")[2].startswith("sized from a measured run of ns/llm on NVIDIA RTX A5500")
     placed = [m for key, _, reason, m in h.events if key == "ns/llm2" and reason == "Placed"]
     assert placed and "sized from a measured run of ns/llm" in placed[0]
+
+
+def test_a_run_that_cannot_be_kept_leaves_the_server_running_and_is_tried_once_per_pod() -> None:
+    h = placed_vllm({})
+    placed = h.status("ns/llm").placement
+    assert placed is not None
+    h.kube.refuse_config_maps.add(("default", MEASURED_RUNS_CONFIG_MAP))
+    h.kube.pod_logs[("ns", "llm-1")] = vllm_log(1.0, 2.0, 3000)
+    h.nodes = [node("ws", gpu_with_process(placed.gpus[0].uuid, pod_uid="p1", used=9000.0), heartbeat=rfc3339(now()))]
+    check_with_pods(h, pod("llm-1", "p1"))
+    check_with_pods(h, pod("llm-1", "p1"))
+    status = h.status("ns/llm")
+    assert status.engine_report is not None and status.memory is not None and status.phase == "Running"
+    assert ("default", MEASURED_RUNS_CONFIG_MAP) not in h.kube.config_maps
+    assert h.rt.runs_recorded == {"ns/llm": "llm-1"}

@@ -44,6 +44,8 @@ from vram_operator.sizing.server import (
     vllm_profile_on_gpu,
 )
 
+# Budgets are written with one decimal: a budget this close to a run's is that run's.
+MIB_ROUNDING = 0.1
 # vLLM's start-up check of free memory: a measured run cannot vouch for what is free on a GPU now.
 STARTUP_FREE_MEMORY = "StartupFreeMemory"
 # ConfigMap data by (namespace, name).
@@ -452,7 +454,7 @@ def engine_fit(
 ) -> tuple[GpuFit, UtilizationChoice | None]:
     """What the engine does with `budget_mib` on `gpu`: the one fit check, for the planner and the decision."""
     run = run_on(sizing.measured, gpu.name, gpu.total_mib)
-    if run is not None:
+    if run is not None and budget_mib >= run.budget_mib - MIB_ROUNDING:  # shrunk below it: the model decides
         return _measured_fit(server, sizing, run, budget_mib, gpu)
     choice = _utilization_choice(server, sizing, budget_mib, gpu, margin_mib)
     fit = fit_on_gpu(

@@ -143,15 +143,16 @@ def measured_estimate(run: MeasuredRun, predicted: EstimateStatus) -> EstimateSt
 
 
 def sized_from_runs(sizing: ServerSizing, runs: Sequence[MeasuredRun]) -> ServerSizing:
-    """The sizing of a server with measured runs: placed with the budget they used (no shrinking),
-    saying so; the engine's fit on a GPU of a measured product takes the run's figures (fleet)."""
+    """The sizing of a server with measured runs: placed with the budget they used, saying so; the
+    engine's fit on a GPU of a measured product, with at least that budget, takes the run's figures
+    (fleet). Where a GPU is too small, it may still shrink to the model's floor (then sized by the model)."""
     budget = measured_budget(runs)
     if budget is None or sizing.engine == "generic":
         return sizing
     return dataclasses.replace(
         sizing,
         preferred_mib=budget,
-        min_mib=budget,
+        min_mib=min(sizing.min_mib, *(run.budget_mib for run in runs)),
         measured=tuple(runs),
         reasons=(*sizing.reasons, *(f"sized from {run.describe()}: {run.budget_mib:.0f} MiB per GPU" for run in runs)),
     )

@@ -155,13 +155,17 @@ def test_other_settings_or_another_gpu_product_are_sized_by_the_model() -> None:
     assert elsewhere.placement is not None and elsewhere.placement.budget_mib == run.budget_mib
 
 
-def test_a_measured_budget_is_placed_only_where_it_fits() -> None:
-    run = run_of(qwen("first"))
-    busy = GpuNode.model_validate(
-        gpu_node("ws", A5500, A5500_MIB).model_dump(by_alias=True)
-        | {"status": {"gpus": [{"index": 0, "uuid": "GPU-ws", "name": A5500, "memoryTotalMiB": A5500_MIB,
-                                "memoryUsedMiB": 6000, "memoryFreeMiB": A5500_MIB - 6000,
-                                "processes": [{"pid": 7, "name": "desktop", "usedMiB": 6000}]}]}}
+def test_a_gpu_too_small_for_the_measured_budget_shrinks_to_what_the_model_allows() -> None:
+    run = run_of(qwen("first"), budget_mib=22_000.0, utilization=0.89)
+    crowded = GpuNode.model_validate(
+        {"kind": "GpuNode", "metadata": {"name": "ws"},
+         "status": {"gpus": [{"index": 0, "uuid": "GPU-ws", "name": A5500, "memoryTotalMiB": A5500_MIB,
+                              "memoryUsedMiB": 4000, "memoryFreeMiB": A5500_MIB - 4000,
+                              "processes": [{"pid": 7, "name": "desktop", "usedMiB": 4000}]}]}}
     )  # fmt: skip
-    decision = decide([qwen("second")], [busy], config_maps=CONFIG_MAPS, measured={run.settings: [run]})
-    assert decision.servers["ai/second"].placement is None  # 19900 MiB do not fit beside 6000 MiB of desktop
+    placed = decide([qwen("second")], [crowded], config_maps=CONFIG_MAPS, measured={run.settings: [run]})
+    second = placed.servers["ai/second"]
+    assert second.placement is not None and second.placement.budget_mib < run.budget_mib
+    assert second.estimate is not None and second.estimate.source != "measured"  # the model fits what is left
+    assert second.gpu_memory_utilization is not None
+    assert second.gpu_memory_utilization * A5500_MIB <= second.placement.budget_mib

@@ -32,21 +32,13 @@ from vram_operator.controller import annotations as notes
 from vram_operator.controller.assignment import same_placement
 from vram_operator.controller.conditions import condition_status
 from vram_operator.controller.decision import Inputs
-from vram_operator.controller.engine_reports import (
-    ESTIMATE_ACCURATE,
-    MAX_LOG_READS,
-    engine_report,
-    pods_to_read,
-    report_complete,
-    report_errors,
-    with_estimate_accuracy,
-)
+from vram_operator.controller.engine_reports import ESTIMATE_ACCURATE, report_errors, with_estimate_accuracy
+from vram_operator.controller.engine_runs import EngineRuns
 from vram_operator.controller.failures import Failure, classify, correct
 from vram_operator.controller.gpu_health import placement_health
 from vram_operator.controller.gpu_view import headroom_mib, pod_uids_of, process_owners, reserved_by, stale_nodes
 from vram_operator.controller.kube import ChildRefusedError
 from vram_operator.controller.measure import estimate_error, measure_server, memory_changed
-from vram_operator.controller.measured_runs import MEASURED_RUNS_CONFIG_MAP, measured_run
 from vram_operator.controller.pods import PodFacts, readiness
 from vram_operator.controller.room import room_shortfall
 from vram_operator.controller.runtime import Runtime, now, rfc3339, values
@@ -61,7 +53,6 @@ from vram_operator.controller.server_status import (
 )
 from vram_operator.placement.demand import ManualAssignment, replica_key
 from vram_operator.render import RenderError, render
-from vram_operator.sizing.measured import read_records, with_record
 
 log = logging.getLogger(__name__)
 CHECK_CONCURRENCY = 32
@@ -169,6 +160,7 @@ class ServerReconciler:
         self.rt = rt
         self.settings = rt.settings
         self.post_event = post_event
+        self.engine_runs = EngineRuns(rt)
 
     # --- reconcile -------------------------------------------------------------------------------
 
@@ -200,7 +192,7 @@ class ServerReconciler:
         current = rt.latest_status(server)
         sized = with_overrides(server)
         config_maps = await self.config_maps_of(server)
-        await self.load_measured_runs()
+        await self.engine_runs.load_measured_runs()
         moment = now()
 
         def inputs_for(deciding: frozenset[str]) -> Inputs:
@@ -257,37 +249,6 @@ class ServerReconciler:
                 sum(r.placement.budget_mib for r in outcome.replicas) or outcome.placement.budget_mib
             )
         return outcome
-
-    async def load_measured_runs(self) -> None:
-        """The measured runs as their ConfigMap holds them now (none while it does not exist)."""
-        try:
-            data = await asyncio.to_thread(
-                self.rt.kube.config_map_data, self.settings.measured_runs_namespace, MEASURED_RUNS_CONFIG_MAP
-            )
-        except Exception as error:  # sizing goes on from the model and the runs read last
-            log.warning("cannot read the measured runs: %s", error)
-            return
-        self.rt.measured = read_records(data or {})
-
-    async def record_run(self, server: InferenceServer, status: InferenceServerStatus, moment: str) -> None:
-        """Keep the run of a server whose engine reported and whose memory was measured (once per pod)."""
-        report = status.engine_report
-        if report is None or self.rt.runs_recorded.get(server.key) == report.pod:
-            return
-        run = measured_run(server, status, moment)
-        if run is None:
-            return
-        namespace = self.settings.measured_runs_namespace
-        self.rt.runs_recorded[server.key] = report.pod  # tried once per pod, kept or not
-        try:
-            data = await asyncio.to_thread(self.rt.kube.config_map_data, namespace, MEASURED_RUNS_CONFIG_MAP)
-            await asyncio.to_thread(
-                self.rt.kube.put_config_map_data, namespace, MEASURED_RUNS_CONFIG_MAP, with_record(data or {}, run)
-            )
-        except Exception as error:  # the server runs on; its run is only not kept for the next one
-            log.warning("%s: cannot keep %s: %s", server.key, run.describe(), error)
-            return
-        log.info("%s: kept %s", server.key, run.describe())
 
     async def apply_children(
         self, server: InferenceServer, status: InferenceServerStatus, objects: Sequence[dict[str, Any]]
@@ -461,7 +422,7 @@ class ServerReconciler:
         )
         moment = rfc3339(now())
         status = observed_status(current, observation, generation=current.observed_generation, now=moment)
-        status = await self.read_engine_report(server, status, pods, moment)
+        status = await self.engine_runs.read_engine_report(server, status, pods, moment)
         status = with_estimate_accuracy(
             status, self.settings.estimate_error_threshold, generation=current.observed_generation, now=moment
         )
@@ -470,7 +431,7 @@ class ServerReconciler:
         ):
             await self.write_status(server, status)
             self.report_transitions(server, current, status)
-        await self.record_run(server, status, moment)
+        await self.engine_runs.record_run(server, status, moment)
         namespace = server.metadata.namespace or "default"
         for error in report_errors(status):
             rt.metrics.estimate_error.labels(namespace, server.metadata.name, error.figure).set(error.error)
@@ -479,23 +440,6 @@ class ServerReconciler:
             ratio = estimate_error(memory, placement.budget_mib)
             if ratio is not None:
                 rt.metrics.estimate_ratio.labels(namespace, server.metadata.name).set(ratio)
-
-    async def read_engine_report(
-        self, server: InferenceServer, status: InferenceServerStatus, pods: list[PodFacts], moment: str
-    ) -> InferenceServerStatus:
-        """`status.engineReport` from the start-up log of a newly Ready pod (read once, bounded; again on
-        a later check, a few times at most, while it holds no complete report); an earlier pod's report
-        stands until then."""
-        live = {pod.uid for pod in pods}
-        reads = {uid: n for uid, n in self.rt.logs_read.get(server.key, {}).items() if uid in live}
-        self.rt.logs_read[server.key] = reads
-        for pod in pods_to_read(pods, reads):
-            text = await asyncio.to_thread(self.rt.kube.log_head, pod.namespace, pod.name, pod.container)
-            report = engine_report(server.spec.engine, text, pod.name, moment)
-            reads[pod.uid] = MAX_LOG_READS if report_complete(report) else reads.get(pod.uid, 0) + 1
-            if report is not None:
-                return status.model_copy(update={"engine_report": report})
-        return status
 
     async def detect_failure(self, pods: list[PodFacts]) -> tuple[Failure | None, PodFacts | None]:
         """A memory failure of a crashing pod: its termination message, else a bounded log tail."""

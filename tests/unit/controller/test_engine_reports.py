@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from controller_builders import A5500, A5500_MIB, node
+from controller_builders import A5500, A5500_MIB, generic, node
 from test_server_reconciler import QWEN_CONFIG, Harness, live_node
 
 from vram_operator.api.base import ObjectMeta
@@ -238,3 +238,13 @@ def test_a_run_that_cannot_be_kept_leaves_the_server_running_and_is_tried_once_p
     assert status.engine_report is not None and status.memory is not None and status.phase == "Running"
     assert ("default", MEASURED_RUNS_CONFIG_MAP) not in h.kube.config_maps
     assert h.rt.runs_recorded == {"ns/llm": "llm-1"}
+
+
+def test_a_generic_servers_log_is_never_read() -> None:
+    h = Harness(live_node("ws"))
+    h.add(generic("svc"))
+    assert h.reconcile("ns/svc").placement is not None
+    indexes = h.indexes()
+    indexes["server_pods"] = {"ns/svc": [pod("svc-1", "g1")]}
+    asyncio.run(h.reconciler.check_servers(indexes))
+    assert h.kube.log_reads == []

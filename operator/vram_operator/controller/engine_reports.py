@@ -66,10 +66,12 @@ def with_estimate_accuracy(
     status: InferenceServerStatus, threshold: float, *, generation: int | None, now: str
 ) -> InferenceServerStatus:
     """EstimateAccurate: False (EstimateOff, naming the figure furthest off and both values) when a
-    reported figure differs from the estimate by more than `threshold`; True when all are within it."""
+    reported figure differs from the estimate by more than `threshold`; True when all are within it;
+    absent without a report to compare."""
     errors = report_errors(status)
-    if not errors:
-        return status
+    if not errors:  # nothing to compare (no report, e.g. a server re-placed): no condition
+        kept = [c for c in status.conditions if c.type != ESTIMATE_ACCURATE]
+        return status if len(kept) == len(status.conditions) else status.model_copy(update={"conditions": kept})
     worst = worst_error(errors, threshold)
     if worst is None:
         closest = max(errors, key=lambda e: abs(e.error))

@@ -210,6 +210,7 @@ def decided_status(
             "conditions": conditions,
             "phase": phase_of(conditions),
             "memory": base.memory if placement is not None else None,
+            "engine_report": base.engine_report if placement is not None else None,
         }
     )
 

@@ -25,6 +25,7 @@ from vram_operator.controller.engine_reports import (
 from vram_operator.controller.measured_runs import MEASURED_RUNS_CONFIG_MAP
 from vram_operator.controller.pods import PodFacts
 from vram_operator.controller.runtime import now, rfc3339
+from vram_operator.controller.server_status import Outcome, decided_status
 from vram_operator.sizing.measured import MeasuredRun
 
 NOW = "2026-11-30T21:00:00Z"
@@ -248,3 +249,13 @@ def test_a_generic_servers_log_is_never_read() -> None:
     indexes["server_pods"] = {"ns/svc": [pod("svc-1", "g1")]}
     asyncio.run(h.reconciler.check_servers(indexes))
     assert h.kube.log_reads == []
+
+
+def test_an_unplaced_server_loses_its_report_and_its_estimate_accuracy() -> None:
+    report = EngineReportStatus(weights_mib=1000.0)
+    off = with_estimate_accuracy(with_report(EstimateStatus(weights_mib=2000.0), report), 0.1, generation=1, now=NOW)
+    assert accuracy(off)[0] == "False"
+    cleared = with_estimate_accuracy(off.model_copy(update={"engine_report": None}), 0.1, generation=1, now=NOW)
+    assert all(c.type != "EstimateAccurate" for c in cleared.conditions)
+    unplaced = decided_status(off, Outcome(unplaced_reason="InsufficientMemory"), generation=2, now=NOW)
+    assert unplaced.engine_report is None

@@ -163,9 +163,12 @@ def up() -> int:
     faults = work / "faults.yaml"
     write_faults(faults, {"nodes": {node.name: {"gpus": {0: {"processes": DESKTOP}}}}})
     cli = [sys.executable, "-m", "vram_operator.cli"]
+    engine_logs = work / "engine-logs"  # the engines' start-up logs, served as their pods' logs
+    engine_logs.mkdir()
     components = [
         start("simulate", [*cli, "simulate", "--kubeconfig", kubeconfig, "--faults", str(faults),
-                           "--state-file", str(work / "simulated-gpus.json"), "--seed", str(SEED)], work),
+                           "--state-file", str(work / "simulated-gpus.json"), "--seed", str(SEED),
+                           "--logs-dir", str(engine_logs)], work),
         # the workstation mounts its model directory from the host (ai-llm): a trusted single-user setup
         start("operator", [*cli, "run", "--standalone", "--allow-host-access", "--kubeconfig", kubeconfig], work),
     ]  # fmt: skip

@@ -16,7 +16,7 @@ from typing import Any, Self
 
 import yaml
 
-from localcluster import fleet, process, resources
+from localcluster import fleet, kwok_logs, process, resources
 from localcluster.kubeconfig import write_kubeconfig
 from localcluster.kwok_config import KWOK_CONFIG
 from localcluster.pki import CertificateAuthority, write_service_account_keys
@@ -206,6 +206,8 @@ class LocalCluster:
                 # a loopback address is not a valid Endpoints address; nothing in-cluster needs it
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
+                # KWOK serves pods/log at the node's InternalIP (loopback), as a kubelet would
+                "--kubelet-preferred-address-types=InternalIP",
             ],
         )
         context = ssl.create_default_context(cafile=str(ca.pair.cert_path))
@@ -258,6 +260,13 @@ class LocalCluster:
                 f"--cert-dir={work / 'scheduler-certs'}",
             ],
         )
+        api = resources.admin_client(kubeconfigs["admin"])
+        try:  # before KWOK starts, so that it finds the kind of its Logs objects
+            resources.apply_manifest(api, kwok_logs.LOGS_CRD, "KWOK Logs")
+            resources.wait_crd_established(api, kwok_logs.LOGS_CRD_NAME, READY_TIMEOUT_SECONDS)
+        finally:
+            api.close()  # type: ignore[no-untyped-call]
+        kwok_serving = ca.issue("kwok", "kwok", ip_addresses=(LOOPBACK,), server=True)
         kwok_config = work / "kwok.yaml"
         kwok_config.write_text(KWOK_CONFIG)
         kwok = self._start(
@@ -268,10 +277,15 @@ class LocalCluster:
                 f"--config={kwok_config}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={fleet.KWOK_ANNOTATION}={fleet.KWOK_ANNOTATION_VALUE}",
+                # the node port: KWOK serves healthz and pods/log there, over TLS like a kubelet
                 f"--server-address={LOOPBACK}:{self.ports['kwok']}",
+                f"--node-port={self.ports['kwok']}",
+                f"--tls-cert-file={kwok_serving.cert_path}",
+                f"--tls-private-key-file={kwok_serving.key_path}",
+                "--enable-crds=Logs",
                 "--node-lease-duration-seconds=40",
                 "--cidr=10.244.0.0/16",
-                "--node-ip=10.77.0.1",
+                f"--node-ip={LOOPBACK}",
             ],
             extra_env={"KWOK_WORKDIR": str(work / "kwok")},  # else KWOK keeps state under ~/.kwok
         )
@@ -289,7 +303,10 @@ class LocalCluster:
             ssl_context=insecure,
         )
         process.wait_http_ok(
-            kwok, f"http://{LOOPBACK}:{self.ports['kwok']}/healthz", timeout_seconds=READY_TIMEOUT_SECONDS
+            kwok,
+            f"https://{LOOPBACK}:{self.ports['kwok']}/healthz",
+            timeout_seconds=READY_TIMEOUT_SECONDS,
+            ssl_context=insecure,
         )
 
     def _start(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> process.Component:

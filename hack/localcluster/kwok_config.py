@@ -46,6 +46,9 @@ spec:
         kubeletVersion: {{ printf "kwok-%s" Version | Quote }}
         kubeProxyVersion: ""
       phase: Running
+      daemonEndpoints:
+        kubeletEndpoint:
+          Port: {{ NodePort }}
 """
 
 # Scheduled pods start at once: every container running and ready, an IP from KWOK's CIDR.

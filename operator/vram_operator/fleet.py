@@ -34,6 +34,7 @@ from vram_operator.placement.utilization import (
 from vram_operator.render import LlamaCppLaunch, PlacedReplica
 from vram_operator.sizing.errors import SizingError
 from vram_operator.sizing.generic import parse_quantity_mib
+from vram_operator.sizing.measured import MeasuredRun, measured_estimate, run_on, settings_key, sized_from_runs
 from vram_operator.sizing.server import (
     REFERENCE_GPU_MIB,
     GpuFit,
@@ -43,6 +44,10 @@ from vram_operator.sizing.server import (
     vllm_profile_on_gpu,
 )
 
+# Budgets are written with one decimal: a budget this close to a run's is that run's.
+MIB_ROUNDING = 0.1
+# vLLM's start-up check of free memory: a measured run cannot vouch for what is free on a GPU now.
+STARTUP_FREE_MEMORY = "StartupFreeMemory"
 # ConfigMap data by (namespace, name).
 ConfigMaps = Mapping[tuple[str, str], Mapping[str, str]]
 
@@ -211,11 +216,14 @@ def decide(
     stale_nodes: frozenset[str] = frozenset(),
     manual: Sequence[ManualAssignment] = (),
     pod_uids: Mapping[str, Collection[str]] | None = None,
+    measured: Mapping[str, Sequence[MeasuredRun]] | None = None,
 ) -> FleetDecision:
     """Size and place `servers`; the placements of `reserved` servers (not re-planned) stand.
 
     `pod_uids` ("namespace/name" -> the UIDs of that server's pods) decides which GPU processes are
     ours; without it (offline, hand-written GpuNodes) a pod named after a server is (ownership.py).
+    `measured` (settings key -> runs the engines reported) sizes a server of those settings from
+    what its engine used before (sizing/measured.py).
     """
     deciding = {server.key for server in servers}
     standing = [server for server in reserved if server.key not in deciding]
@@ -231,6 +239,7 @@ def decide(
     for server in servers:
         try:
             sizing = size_server(server.spec, config_for(server, config_maps or {}), gpu_total_mib=reference_mib)
+            sizing = sized_from_runs(sizing, (measured or {}).get(settings_key(server.spec), ()))
             demands_of_server = replica_demands(server, sizing, margin_mib)
         except (SizingError, PlacementError) as error:
             decisions[server.key] = ServerDecision(server=server.key, sizing_error=str(error), sizing_field=error.field)
@@ -444,6 +453,9 @@ def engine_fit(
     server: InferenceServer, sizing: ServerSizing, budget_mib: float, gpu: GpuOffer, margin_mib: float
 ) -> tuple[GpuFit, UtilizationChoice | None]:
     """What the engine does with `budget_mib` on `gpu`: the one fit check, for the planner and the decision."""
+    run = run_on(sizing.measured, gpu.name, gpu.total_mib)
+    if run is not None and budget_mib >= run.budget_mib - MIB_ROUNDING:  # shrunk below it: the model decides
+        return _measured_fit(server, sizing, run, budget_mib, gpu)
     choice = _utilization_choice(server, sizing, budget_mib, gpu, margin_mib)
     fit = fit_on_gpu(
         sizing,
@@ -453,6 +465,38 @@ def engine_fit(
         gpu_free_mib=min(max(gpu.free_at_start_mib, 0.0), gpu.total_mib),
         gpu_name=gpu.name,
         utilization=choice.utilization if choice else None,
+    )
+    return fit, choice
+
+
+def _measured_fit(
+    server: InferenceServer, sizing: ServerSizing, run: MeasuredRun, budget_mib: float, gpu: GpuOffer
+) -> tuple[GpuFit, UtilizationChoice | None]:
+    """The engine on a GPU of the product it was measured on: what it used there, at the utilization it
+    ran at. Only vLLM's start-up check of free memory still applies (it depends on this GPU now)."""
+    fit = fit_on_gpu(
+        sizing,
+        server.spec,
+        budget_mib,
+        gpu.total_mib,
+        gpu_free_mib=min(max(gpu.free_at_start_mib, 0.0), gpu.total_mib),
+        gpu_name=gpu.name,
+        utilization=run.utilization,
+    )
+    told = f"sized from {run.describe()}"
+    if fit.reason != STARTUP_FREE_MEMORY:
+        fit = dataclasses.replace(fit, fits=True, reason="Fits", message=told)
+    fit = dataclasses.replace(fit, estimate=measured_estimate(run, fit.estimate))
+    if run.utilization is None:
+        return fit, None
+    choice = UtilizationChoice(
+        utilization=run.utilization,
+        mode="auto" if sizing.fixed_utilization is None else "manual",
+        tier=None,
+        kv_tokens=run.kv_cache_tokens,
+        fits=fit.fits,
+        reason=fit.reason,
+        explanation=(f"{run.utilization:.2f}: {told}, {run.kv_cache_tokens} KV tokens",),
     )
     return fit, choice
 

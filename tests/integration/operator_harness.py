@@ -107,6 +107,9 @@ class Operator:
             "0",
             "--margin-mib",
             str(MARGIN_MIB),
+            # measured runs kept in the test's own namespace: one test's runs never size another's servers
+            "--measured-runs-namespace",
+            namespace,
             *extra,
         ]
         self.log_dir = log_dir
@@ -156,6 +159,8 @@ class Twin:
         self.work = work
         self.faults_path = work / "faults.yaml"
         self.state_path = work / "twin-state.json"
+        self.logs_dir = work / "engine-logs"  # served as the pods' logs (KWOK Logs objects)
+        self.logs_dir.mkdir(exist_ok=True)
         self.argv = [
             sys.executable,
             "-m",
@@ -177,6 +182,8 @@ class Twin:
             "4",
             "--heartbeat",
             "5",
+            "--logs-dir",
+            str(self.logs_dir),
         ]
         self.starts = 0
         self.process: subprocess.Popen[bytes] | None = None

@@ -13,6 +13,7 @@ from kubernetes import client, dynamic
 from kubernetes.client.exceptions import ApiException
 
 from localcluster.waiting import eventually
+from vram_operator.controller.measured_runs import MEASURED_RUNS_CONFIG_MAP
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +47,7 @@ OPERATOR_MAY = [("vram.dev", "inferenceservers", "", verb, None) for verb in ("g
     ("", "namespaces", "", "list", None),
     ("", "nodes", "", "list", None),  # cordoned Nodes take no new placements
     ("", "nodes", "", "watch", None),
+    ("", "configmaps", "", "create", NAMESPACE),  # the ConfigMap of measured runs, in its own namespace
 ]
 OPERATOR_MUST_NOT = [
     ("", "secrets", "", "get", "ml"),
@@ -54,6 +56,8 @@ OPERATOR_MUST_NOT = [
     ("", "pods", "", "create", "ml"),
     ("", "pods", "exec", "create", "ml"),
     ("", "configmaps", "", "update", "ml"),
+    ("", "configmaps", "", "create", "ml"),
+    ("", "configmaps", "", "update", NAMESPACE),  # only the one named vram-operator-measured-runs
     ("vram.dev", "gpunodes", "", "patch", None),
     ("vram.dev", "inferenceservers", "", "delete", "ml"),
     ("apps", "daemonsets", "", "create", "ml"),
@@ -102,7 +106,9 @@ def apply(dyn: Any, obj: dict[str, Any], *, dry_run: bool) -> Any:
     )
 
 
-def allowed(api: client.ApiClient, user: str, check: tuple[str, str, str, str, str | None]) -> bool:
+def allowed(
+    api: client.ApiClient, user: str, check: tuple[str, str, str, str, str | None], name: str | None = None
+) -> bool:
     group, resource, subresource, verb, namespace = check
     review: Any = {
         "apiVersion": "authorization.k8s.io/v1",
@@ -116,6 +122,7 @@ def allowed(api: client.ApiClient, user: str, check: tuple[str, str, str, str, s
                 "subresource": subresource,
                 "verb": verb,
                 **({"namespace": namespace} if namespace else {}),
+                **({"name": name} if name else {}),
             },
         },
     }
@@ -185,6 +192,15 @@ def test_operator_may(applied: list[dict[str, Any]], api_client: client.ApiClien
 def test_operator_must_not(applied: list[dict[str, Any]], api_client: client.ApiClient, check: Any) -> None:
     assert eventually(lambda: allowed(api_client, OPERATOR, OPERATOR_MAY[0]), "the operator's binding", 30.0)
     assert not allowed(api_client, OPERATOR, check)
+
+
+def test_operator_replaces_only_its_measured_runs(applied: list[dict[str, Any]], api_client: client.ApiClient) -> None:
+    update = ("", "configmaps", "", "update", NAMESPACE)
+    assert eventually(
+        lambda: allowed(api_client, OPERATOR, update, name=MEASURED_RUNS_CONFIG_MAP), "update of measured runs", 30.0
+    )
+    assert not allowed(api_client, OPERATOR, update, name="kube-root-ca.crt")
+    assert not allowed(api_client, OPERATOR, ("", "configmaps", "", "update", "ml"), name=MEASURED_RUNS_CONFIG_MAP)
 
 
 @pytest.mark.parametrize("check", AGENT_MAY, ids=lambda c: "/".join(filter(None, c[:4])))

@@ -30,7 +30,7 @@ from vram_operator.api.quantity import budget_schema, quantity_mib
 Engine = Literal["vllm", "llamacpp", "generic"]
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 Phase = Literal["Pending", "Placed", "Running", "Degraded", "Failed"]
-EstimateSource = Literal["config", "safetensors", "gguf", "name", "catalog", "default"]
+EstimateSource = Literal["config", "safetensors", "gguf", "name", "catalog", "default", "measured"]
 
 # A server's name is its Service's name: a DNS-1035 label (a Deployment would take more).
 SERVER_NAME_MAX = 63
@@ -285,6 +285,20 @@ class EstimateStatus(ApiModel):
     source: EstimateSource = Field(default="default", description="Where the weights size came from.")
 
 
+class EngineReportStatus(ApiModel):
+    """What the engine itself reported at start (its log), per GPU: beside `estimate`, for comparison."""
+
+    weights_mib: float | None = Field(default=None, ge=0, description="Model weights the engine loaded.")
+    kv_cache_mib: float | None = Field(default=None, ge=0, description="KV cache pool the engine allocated.")
+    kv_cache_tokens: int | None = Field(default=None, ge=0, description="KV cache size in tokens.")
+    max_concurrency: float | None = Field(default=None, ge=0, description="Full-length requests that fit at once.")
+    engine_version: str = Field(default="", max_length=64, description="Engine version the log names.")
+    pod: str = Field(default="", max_length=NAME_MAX, description="The pod whose log this was read from.")
+    reported_at: str | None = Field(
+        default=None, description="When the log was read.", json_schema_extra={"format": "date-time"}
+    )
+
+
 class PlacedGpu(ApiModel):
     """One physical GPU a server is placed on."""
 
@@ -345,10 +359,13 @@ class InferenceServerStatus(ApiModel):
     conditions: list[Condition] = Field(
         default_factory=list,
         max_length=16,
-        description="Estimated, Placed, MemoryFits, Ready, Degraded.",
+        description="Estimated, Placed, MemoryFits, Ready, Degraded, EstimateAccurate.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     estimate: EstimateStatus | None = Field(default=None, description="VRAM the server needs.")
+    engine_report: EngineReportStatus | None = Field(
+        default=None, description="What the engine reported at start (its own log), beside the estimate."
+    )
     placement: PlacementStatus | None = Field(default=None, description="Where it runs (replica 0).")
     replica_placements: list[ReplicaPlacementStatus] = Field(
         default_factory=list,

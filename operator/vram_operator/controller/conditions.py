@@ -40,4 +40,6 @@ def condition_status(conditions: Sequence[Condition], type_: str) -> str | None:
 
 
 # Stable order so that status patches only differ when something changed.
-_ORDER = {name: i for i, name in enumerate(("Estimated", "Placed", "MemoryFits", "Ready", "Degraded"))}
+_ORDER = {
+    name: i for i, name in enumerate(("Estimated", "Placed", "MemoryFits", "Ready", "Degraded", "EstimateAccurate"))
+}

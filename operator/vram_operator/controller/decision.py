@@ -19,6 +19,7 @@ from vram_operator.placement.demand import ManualAssignment
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
 from vram_operator.placement.result import GpuSummary
 from vram_operator.render import LlamaCppLaunch
+from vram_operator.sizing.measured import MeasuredRun
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Inputs:
     margin_mib: float = float(DEFAULT_MARGIN_MIB)
     # "namespace/name" -> UIDs of the server's pods: which GPU processes are ours (None: not known yet).
     pod_uids: Mapping[str, Collection[str]] | None = None
+    # Measured runs by settings key (sizing.measured.settings_key): what servers of those settings used.
+    measured: Mapping[str, Sequence[MeasuredRun]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ def decide(servers: Sequence[InferenceServer], inputs: Inputs, manual: Sequence[
             stale_nodes=inputs.stale_nodes,
             manual=manual,
             pod_uids=inputs.pod_uids,
+            measured=inputs.measured,
         )
     except ValueError as error:  # sizing, placement and input errors all derive from ValueError
         failed = Outcome(

@@ -18,6 +18,8 @@ FIELD_MANAGER = "vram-operator"
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 60
 LOG_LIMIT_BYTES = 16384
+# An engine's start-up report sits at the start of its log: read at most this much of it.
+LOG_HEAD_BYTES = 512 * 1024
 
 
 # API answers that no retry can change: the object itself is refused.
@@ -57,7 +59,11 @@ class KubePort(Protocol):
 
     def namespace_labels(self) -> dict[str, dict[str, str]]: ...
 
+    def put_config_map_data(self, namespace: str, name: str, data: dict[str, str]) -> None: ...
+
     def log_tail(self, namespace: str, pod: str, container: str) -> str: ...
+
+    def log_head(self, namespace: str, pod: str, container: str) -> str: ...
 
 
 def api_message(error: ApiException) -> str:
@@ -183,6 +189,16 @@ class Kube:
             raise
         return dict(found.data or {})
 
+    def put_config_map_data(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        """Create the ConfigMap with `data`, or replace its data (keys left out are removed)."""
+        body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name, namespace=namespace), data=data)
+        try:
+            self.core.create_namespaced_config_map(namespace, body)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            self.core.replace_namespaced_config_map(name, namespace, body)
+
     def namespace_labels(self) -> dict[str, dict[str, str]]:
         labels: dict[str, dict[str, str]] = {}
         for namespace in self.core.list_namespace().items:
@@ -203,4 +219,14 @@ class Kube:
             )
         except ApiException:
             return ""  # no previous container, or the kubelet (KWOK) serves no logs
+        return text
+
+    def log_head(self, namespace: str, pod: str, container: str) -> str:
+        """The start of the running container's log (its start-up report), bounded in bytes."""
+        try:
+            text: str = self.core.read_namespaced_pod_log(
+                pod, namespace, container=container, limit_bytes=LOG_HEAD_BYTES
+            )
+        except ApiException:
+            return ""  # the kubelet serves no log (yet)
         return text

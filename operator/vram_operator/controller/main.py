@@ -53,6 +53,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check-interval", type=float, default=10.0, help="seconds between runtime checks per server")
     parser.add_argument("--max-corrections", type=int, default=3, help="memory-failure corrections per server")
     parser.add_argument(
+        "--estimate-error-threshold",
+        type=float,
+        default=0.10,
+        help="EstimateAccurate=False when the engine's own report differs from the estimate by more (0.10 = 10%%)",
+    )
+    parser.add_argument(
+        "--measured-runs-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="namespace of the ConfigMap of measured runs (default: the operator's, $POD_NAMESPACE)",
+    )
+    parser.add_argument(
         "--allow-host-access",
         action="store_true",
         help="render servers whose pass-through fields reach the host (hostPath volumes); refused by default",
@@ -73,6 +84,7 @@ def settings_from(args: argparse.Namespace) -> ControllerSettings:
         ("--heartbeat-stale-seconds", args.heartbeat_stale_seconds),
         ("--gpu-node-grace-seconds", args.gpu_node_grace_seconds),
         ("--max-corrections", args.max_corrections),
+        ("--estimate-error-threshold", args.estimate_error_threshold),
     ):
         if value < 0:
             raise InputError(f"must be positive, got {value}", field=flag)
@@ -84,6 +96,8 @@ def settings_from(args: argparse.Namespace) -> ControllerSettings:
         gpu_node_grace=timedelta(seconds=args.gpu_node_grace_seconds),
         check_interval=args.check_interval,
         max_corrections=args.max_corrections,
+        estimate_error_threshold=args.estimate_error_threshold,
+        measured_runs_namespace=args.measured_runs_namespace,
         render=RenderSettings(pinning_mode=args.pinning_mode, allow_host_access=args.allow_host_access),
     )
 

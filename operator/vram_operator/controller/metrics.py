@@ -13,6 +13,7 @@ vram_operator_server_measured_bytes{namespace,server}  VRAM the server uses on i
 vram_operator_gpu_reserved_bytes{node,Hostname,gpu,UUID}   VRAM reserved on a GPU by all servers
 vram_operator_gpu_measured_bytes{node,Hostname,gpu,UUID}   VRAM our servers' processes use on a GPU
 vram_operator_estimate_ratio{namespace,server}         measured / predicted per GPU (1.0 = exact)
+vram_operator_estimate_error_ratio{namespace,server,figure}  estimate / engine's own report - 1 (0.0 = exact)
 vram_operator_corrections_total{reason,action}         corrections of memory failures
 vram_operator_replacements_total{reason}               servers re-placed (GPU lost, unhealthy)
 vram_operator_drift_reverted_total{kind}               children changed or deleted by hand, restored
@@ -29,6 +30,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 # Reconcile latency includes waiting for the batch and the API: seconds to minutes under a burst.
 MIB = 1024 * 1024  # the operator sizes in MiB; the metrics are in bytes
 GPU_LABELS = ("node", "Hostname", "gpu", "UUID")
+# The figures of an engine's report compared with the estimate (status field names).
+REPORTED_FIGURES = ("weightsMiB", "kvCacheMiB", "kvCacheTokens")
 RECONCILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 
 
@@ -71,6 +74,12 @@ class Metrics:
         self.estimate_ratio = Gauge(
             "vram_operator_estimate_ratio", "Measured / predicted VRAM per GPU.", ["namespace", "server"], registry=r
         )
+        self.estimate_error = Gauge(
+            "vram_operator_estimate_error_ratio",
+            "Estimate / the engine's own start-up report - 1, per figure (weightsMiB, kvCacheMiB, kvCacheTokens).",
+            ["namespace", "server", "figure"],
+            registry=r,
+        )
         self.corrections = Counter(
             "vram_operator_corrections", "Corrections of memory failures.", ["reason", "action"], registry=r
         )
@@ -103,6 +112,9 @@ class Metrics:
         for gauge in (self.server_reserved, self.server_measured, self.estimate_ratio):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, server)
+        for figure in REPORTED_FIGURES:
+            with contextlib.suppress(KeyError):
+                self.estimate_error.remove(namespace, server, figure)
 
     def serve(self, port: int) -> None:
         start_http_server(port, registry=self.registry)

@@ -19,6 +19,7 @@ from vram_operator.controller.gpu_health import capacity_grew
 from vram_operator.controller.kube import KubePort
 from vram_operator.controller.metrics import Metrics
 from vram_operator.controller.settings import ControllerSettings
+from vram_operator.sizing.measured import MeasuredRun
 
 RESOURCE_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
 MAX_RETRY_SECONDS = 60.0
@@ -55,6 +56,12 @@ class Runtime:
     refused: dict[str, str] = field(default_factory=dict)
     # Per server key: the children its last reconcile applied, by (kind, name): what they must stay.
     applied: dict[str, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)
+    # Per server key, per pod UID: how often its start-up log was read for the engine's report.
+    logs_read: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Per server key: the pod whose run was last kept as a measured run (once per pod).
+    runs_recorded: dict[str, str] = field(default_factory=dict)
+    # Measured runs by settings key, read from their ConfigMap before each decision.
+    measured: dict[str, list[MeasuredRun]] = field(default_factory=dict)
     # kopf's indexes (live objects), captured from the first handler call, for the periodic checks.
     indexes: dict[str, Any] = field(default_factory=dict)
     # Periodic checks (servers, assignments), run one after the other every check interval.
@@ -87,6 +94,8 @@ class Runtime:
         self.written.pop(key, None)
         self.refused.pop(key, None)
         self.applied.pop(key, None)
+        self.logs_read.pop(key, None)
+        self.runs_recorded.pop(key, None)
         self.retry_unplaced.clear()
         self.server_locks.pop(key, None)
         namespace, _, name = key.partition("/")

@@ -33,6 +33,8 @@ from vram_operator.controller.assignment import same_placement
 from vram_operator.controller.conditions import condition_status
 from vram_operator.controller.cordons import unschedulable, with_cordons
 from vram_operator.controller.decision import Inputs
+from vram_operator.controller.engine_reports import ESTIMATE_ACCURATE, report_errors, with_estimate_accuracy
+from vram_operator.controller.engine_runs import EngineRuns
 from vram_operator.controller.failures import Failure, classify, correct
 from vram_operator.controller.gpu_health import placement_health
 from vram_operator.controller.gpu_view import headroom_mib, pod_uids_of, process_owners, reserved_by, stale_nodes
@@ -128,6 +130,8 @@ def decision_event(before: PlacementStatus | None, outcome: Outcome) -> tuple[st
     if after is None:
         return "Warning", outcome.unplaced_reason, outcome.unplaced_message or "not placed"
     where = f"{after.node} GPU {','.join(str(g.index) for g in after.gpus)} ({after.budget_mib:.0f}MiB per GPU)"
+    if outcome.estimate is not None and outcome.estimate.source == "measured":
+        where = f"{where}, {outcome.predicted_fit_message}"
     if before is not None and before.gpus and not same_placement(before, after):
         return "Normal", "Rebalanced", f"moved from {before.node} to {where}"
     if outcome.replicas_missing:
@@ -158,6 +162,7 @@ class ServerReconciler:
         self.rt = rt
         self.settings = rt.settings
         self.post_event = post_event
+        self.engine_runs = EngineRuns(rt)
 
     # --- reconcile -------------------------------------------------------------------------------
 
@@ -189,6 +194,7 @@ class ServerReconciler:
         current = rt.latest_status(server)
         sized = with_overrides(server)
         config_maps = await self.config_maps_of(server)
+        await self.engine_runs.load_measured_runs()
         moment = now()
 
         def inputs_for(deciding: frozenset[str]) -> Inputs:
@@ -203,6 +209,7 @@ class ServerReconciler:
                 strategy=settings.strategy,
                 margin_mib=settings.margin_mib,
                 pod_uids=pod_uids_of(rt.indexes.get("server_pods")),  # which GPU processes are ours
+                measured=rt.measured,
             )
 
         pins = pins_for(server, current, replace=replace, moving=moving)
@@ -421,12 +428,19 @@ class ServerReconciler:
         )
         moment = rfc3339(now())
         status = observed_status(current, observation, generation=current.observed_generation, now=moment)
+        status = await self.engine_runs.read_engine_report(server, status, pods, moment)
+        status = with_estimate_accuracy(
+            status, self.settings.estimate_error_threshold, generation=current.observed_generation, now=moment
+        )
         if status.model_dump(exclude={"memory"}) != current.model_dump(exclude={"memory"}) or memory_changed(
             current.memory, status.memory
         ):
             await self.write_status(server, status)
             self.report_transitions(server, current, status)
+        await self.engine_runs.record_run(server, status, moment)
         namespace = server.metadata.namespace or "default"
+        for error in report_errors(status):
+            rt.metrics.estimate_error.labels(namespace, server.metadata.name, error.figure).set(error.error)
         if memory is not None:
             rt.metrics.record_server_measured(namespace, server.metadata.name, [g.used_mib for g in memory.per_gpu])
             ratio = estimate_error(memory, placement.budget_mib)
@@ -511,6 +525,14 @@ class ServerReconciler:
             and (was is None or (was.status, was.reason) != ("False", fits.reason))
         ):
             self.post_event(server, "Warning", fits.reason, fits.message)
+        accurate = next((c for c in after.conditions if c.type == ESTIMATE_ACCURATE), None)
+        was_accurate = next((c for c in before.conditions if c.type == ESTIMATE_ACCURATE), None)
+        if (
+            accurate is not None
+            and accurate.status == "False"
+            and (was_accurate is None or was_accurate.status != "False")
+        ):
+            self.post_event(server, "Warning", accurate.reason, accurate.message)
         if condition_status(after.conditions, "Degraded") == "True" != condition_status(before.conditions, "Degraded"):
             degraded = next(c for c in after.conditions if c.type == "Degraded")
             if degraded.reason != CHILD_REJECTED:  # its Event was posted when the child was refused

@@ -145,9 +145,10 @@ def decided_status(
             )
         else:
             source = outcome.estimate.source if outcome.estimate else "unknown"
-            conditions = set_condition(
-                conditions, "Estimated", True, "Estimated", f"sized from {source}", generation=generation, now=now
-            )
+            told = f"sized from {source}"
+            if source == "measured" and outcome.predicted_fit_message:
+                told = outcome.predicted_fit_message  # which run, where and when
+            conditions = set_condition(conditions, "Estimated", True, "Estimated", told, generation=generation, now=now)
         if outcome.placement is None:
             conditions = set_condition(
                 conditions,
@@ -220,6 +221,7 @@ def decided_status(
             "conditions": conditions,
             "phase": phase_of(conditions),
             "memory": base.memory if placement is not None and not moved else None,
+            "engine_report": base.engine_report if placement is not None and not moved else None,
         }
     )
 
@@ -356,5 +358,8 @@ def with_refused_child(
 def status_patch(status: InferenceServerStatus) -> dict[str, object]:
     """A merge patch that sets status to exactly `status` (cleared fields become null)."""
     wire = status.wire()
-    cleared = {name: None for name in ("estimate", "placement", "memory", "gpuMemoryUtilization", "utilizationMode")}
+    cleared = {
+        name: None
+        for name in ("estimate", "engineReport", "placement", "memory", "gpuMemoryUtilization", "utilizationMode")
+    }
     return {"status": {**cleared, **wire}}

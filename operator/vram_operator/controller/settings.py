@@ -19,4 +19,8 @@ class ControllerSettings:
     gpu_node_grace: timedelta = timedelta(seconds=60)
     check_interval: float = 10.0  # seconds between runtime checks of a server
     max_corrections: int = 3
+    # EstimateAccurate=False when a figure the engine reported is further than this from the estimate.
+    estimate_error_threshold: float = 0.10
+    # Where the measured runs are kept (the ConfigMap controller.measured_runs names): the operator's namespace.
+    measured_runs_namespace: str = "default"
     render: RenderSettings = field(default_factory=RenderSettings)

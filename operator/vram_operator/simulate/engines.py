@@ -24,8 +24,9 @@ from vram_operator.simulate.engine_args import (
 )
 from vram_operator.sizing import vllm
 from vram_operator.sizing.errors import SizingError
-from vram_operator.sizing.llamacpp import LlamaCppSettings, estimate_llamacpp
-from vram_operator.sizing.server import size_server
+from vram_operator.sizing.llamacpp import LlamaCppEstimate, LlamaCppSettings, estimate_llamacpp
+from vram_operator.sizing.pipeline import binding_stage_profile
+from vram_operator.sizing.server import DEFAULT_TARGET_CONCURRENCY, size_server
 
 MIB_PER_GIB = 1024.0
 BYTES_PER_MIB = 1024 * 1024
@@ -87,6 +88,7 @@ class EngineRun:
     error: str | None = None
     exit_code: int = 0
     detail: str = ""
+    log: str = ""  # a running engine's start-up lines, as the engine prints them
 
     @property
     def running(self) -> bool:
@@ -186,16 +188,32 @@ def _play_vllm(launch: Launch, gpus: Sequence[GpuAtStart], perturbation: Perturb
         weights = sizing.weights
         if weights is None or weights.architecture is None:
             raise SizingError("the model's architecture is unknown", field="model")
-        arch = weights.architecture
-        per_rank = vllm.weights_per_rank(weights.total_bytes, arch, tp)
-        settings = _vllm_settings(launch.spec, given)
-        profiles = [vllm.profile(arch, per_rank, settings, gpu.total_mib, gpu_name=gpu.name) for gpu in gpus[:tp]]
+        arch, spec = weights.architecture, launch.spec
+        settings = _vllm_settings(spec, given)
+        # the operator's own sizing path (pipeline stages, what each GPU loads): the truth before its error
+        profiles = [
+            binding_stage_profile(
+                arch,
+                weights.total_bytes,
+                settings,
+                gpu.total_mib,
+                stages=spec.pipeline_parallel_size,
+                sequences=spec.max_num_seqs or DEFAULT_TARGET_CONCURRENCY,
+                gpu_name=gpu.name,
+                source=weights.source,
+                quantization=weights.quantization,
+                exact_weights=bool(spec.model and spec.model.weights_mib is not None),
+            )
+            for gpu in gpus[:tp]
+        ]
     except SizingError as error:
         return _vllm_error(str(error))
     weights_factor, activation_factor = perturbation.factors(launch.model_key)
     used: dict[str, float] = {}
     reserved: dict[str, float] = {}
     details = []
+    ranks: list[tuple[float, float]] = []
+    tokens, concurrency = 0, 0.0
     for rank, (gpu, predicted) in enumerate(zip(gpus[:tp], profiles, strict=True)):
         profile = dataclasses.replace(
             predicted,
@@ -222,7 +240,35 @@ def _play_vllm(launch: Launch, gpus: Sequence[GpuAtStart], perturbation: Perturb
         reserved[gpu.uuid] = utilization * gpu.total_mib
         used[gpu.uuid] = reserved[gpu.uuid] + graphs
         details.append(f"cuda:{rank} KV cache {fit.kv_cache_tokens} tokens")
-    return EngineRun(used_mib=used, reserved_mib=reserved, detail="; ".join(details))
+        ranks.append((profile.weights_mib, fit.kv_cache_mib))
+        tokens, concurrency = fit.kv_cache_tokens, fit.max_concurrency
+    log = vllm_startup_log(settings.engine_version, profiles[0].max_model_len, ranks, tokens, concurrency)
+    return EngineRun(used_mib=used, reserved_mib=reserved, detail="; ".join(details), log=log)
+
+
+def vllm_startup_log(
+    version: str, max_model_len: int, ranks: Sequence[tuple[float, float]], tokens: int, concurrency: float
+) -> str:
+    """vLLM's start-up lines about its memory (the format of 0.11-0.14): per rank the weights it loaded
+    and the KV cache memory left, then the pool in tokens and the concurrency it allows."""
+    lines = [f"(APIServer pid=1) INFO [api_server.py:1272] vLLM API server version {version}"]
+    for rank, (weights_mib, _) in enumerate(ranks):
+        lines.append(
+            f"(Worker_TP{rank} pid={100 + rank}) INFO [gpu_model_runner.py:2653] Model loading took "
+            f"{weights_mib / 1024:.4f} GiB memory and 12.5 seconds"
+        )
+    for rank, (_, kv_mib) in enumerate(ranks):
+        lines.append(
+            f"(Worker_TP{rank} pid={100 + rank}) INFO [gpu_worker.py:298] Available KV cache memory: "
+            f"{kv_mib / 1024:.2f} GiB"
+        )
+    lines += [
+        f"(EngineCore_DP0 pid=90) INFO [kv_cache_utils.py:1087] GPU KV cache size: {tokens:,} tokens",
+        f"(EngineCore_DP0 pid=90) INFO [kv_cache_utils.py:1091] Maximum concurrency for {max_model_len:,} tokens "
+        f"per request: {concurrency:.2f}x",
+        "(APIServer pid=1) INFO:     Application startup complete.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 # --- llama.cpp -----------------------------------------------------------------------------------
@@ -273,6 +319,7 @@ def _play_llamacpp(launch: Launch, gpus: Sequence[GpuAtStart], perturbation: Per
     if not gpus:
         return EngineRun(detail="no GPU visible: runs on the CPU")
     weights_factor, activation_factor = perturbation.factors(launch.model_key)
+    log = ""
     try:
         sizing = size_server(launch.spec.model_copy(update={"engine": "llamacpp"}), launch.config)
         if sizing.llamacpp_model is None:
@@ -286,6 +333,12 @@ def _play_llamacpp(launch: Launch, gpus: Sequence[GpuAtStart], perturbation: Per
                 n_gpu_layers=given.n_gpu_layers,
             )
             estimate = estimate_llamacpp(sizing.llamacpp_model, settings)
+            log = llamacpp_startup_log(
+                estimate,
+                weights_mib=estimate.weights_mib * weights_factor,
+                parallel=settings.parallel,
+                devices=len(gpus),
+            )
             stages = [
                 ("weights", (estimate.weights_mib + estimate.overhead_mib) * weights_factor),
                 ("kv", estimate.kv_cache_mib),
@@ -303,7 +356,25 @@ def _play_llamacpp(launch: Launch, gpus: Sequence[GpuAtStart], perturbation: Per
                 return _llamacpp_oom(model_name, stage, mib * share)
             taken += mib * share
         used[gpu.uuid] = taken
-    return EngineRun(used_mib=used, detail=f"llama.cpp {sum(used.values()):.0f} MiB")
+    return EngineRun(used_mib=used, detail=f"llama.cpp {sum(used.values()):.0f} MiB", log=log)
+
+
+def llamacpp_startup_log(estimate: LlamaCppEstimate, *, weights_mib: float, parallel: int, devices: int) -> str:
+    """llama.cpp's start-up lines about its buffers (2025 builds), split evenly over `devices` GPUs."""
+    share = 1.0 / max(devices, 1)
+    seqs = parallel
+    lines = ["build: 6123 (79c1160b) with cc (GCC) 13.2.0 for x86_64-linux-gnu"]
+    for d in range(devices):
+        lines.append(f"load_tensors:        CUDA{d} model buffer size = {weights_mib * share:8.2f} MiB")
+    lines.append(f"llama_context: n_seq_max     = {seqs}")
+    for d in range(devices):
+        lines.append(f"llama_kv_cache:      CUDA{d} KV buffer size = {estimate.kv_cache_mib * share:8.2f} MiB")
+    lines.append(
+        f"llama_kv_cache: size = {estimate.kv_cache_mib:8.2f} MiB ({estimate.kv_cells:6d} cells, {seqs}/{seqs} seqs)"
+    )
+    for d in range(devices):
+        lines.append(f"llama_context:      CUDA{d} compute buffer size = {estimate.compute_mib:8.2f} MiB")
+    return "\n".join(lines) + "\n"
 
 
 # --- generic -------------------------------------------------------------------------------------

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", help="Kubeconfig file (default: in-cluster config, then ~/.kube/config).")
     parser.add_argument("--faults", type=Path, help="Faults YAML, re-read whenever it changes (optional).")
     parser.add_argument("--state-file", type=Path, help="Write the simulated GPUs' state here as JSON every tick.")
+    parser.add_argument(
+        "--logs-dir", type=Path, help="Write engines' start-up logs here and serve them as pod logs (KWOK Logs)."
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the per-server model error (default: 0).")
     parser.add_argument(
         "--activation-error", type=float, default=0.08, help="Relative error on activation memory (default: 0.08)."
@@ -69,6 +72,7 @@ def settings_from(args: argparse.Namespace) -> TwinSettings:
         heartbeat_s=args.heartbeat,
         faults_path=args.faults,
         state_path=args.state_file,
+        logs_dir=args.logs_dir,
     )
 
 

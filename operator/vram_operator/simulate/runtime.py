@@ -79,6 +79,12 @@ class TwinSettings:
     heartbeat_s: float = 30.0
     faults_path: Path | None = None
     state_path: Path | None = None
+    # Engines' start-up logs are written here and served as their pods' logs through KWOK `Logs` objects.
+    logs_dir: Path | None = None
+
+
+# KWOK's Logs kind: pods/log of a pod on a KWOK node is read from the file its Logs object names.
+KWOK_GROUP, KWOK_VERSION, KWOK_LOGS = "kwok.x-k8s.io", "v1alpha1", "logs"
 
 
 def _status_code(error: Exception) -> int | None:
@@ -110,6 +116,7 @@ class Twin:
         self._reporters: dict[str, GpuNodeReporter] = {}
         self._previous: dict[str, GpuNodeStatus] = {}
         self._ticks = 0
+        self._logged: dict[str, str] = {}  # pod UID -> the start (started_at) whose log is published
 
     def tick(self) -> None:
         faults = self._faults.current()
@@ -122,6 +129,7 @@ class Twin:
         )
         for state in changed:
             self._patch_pod(state.pod, pod_status(state, stamp=stamp))
+        self._publish_logs()
         for node in self._nodes.values():
             node_faults = faults.node(node.name)
             if not (node_faults.gone or node_faults.agent_stalled):
@@ -266,6 +274,34 @@ class Twin:
         except Exception as error:
             if _status_code(error) != 404:  # the pod went meanwhile
                 log.warning("cannot patch pod %s/%s status: %s", pod.namespace, pod.name, error)
+
+    def _publish_logs(self) -> None:
+        """Each engine start's log, once: a file in the CRI log format and a KWOK Logs object naming it."""
+        logs_dir = self._settings.logs_dir
+        if logs_dir is None:
+            return
+        self._logged = {uid: started for uid, started in self._logged.items() if uid in self.world.engines}
+        for uid, state in self.world.engines.items():
+            if not state.run.log or self._logged.get(uid) == state.started_at:
+                continue
+            path = logs_dir / f"{uid}.log"
+            stamp = state.started_at or rfc3339(self._wall())
+            path.write_text("".join(f"{stamp} stdout F {line}\n" for line in state.run.log.splitlines()))
+            body = {
+                "apiVersion": f"{KWOK_GROUP}/{KWOK_VERSION}",
+                "kind": "Logs",
+                "metadata": {"name": state.pod.name, "namespace": state.pod.namespace},
+                "spec": {"logs": [{"containers": [], "logsFile": str(path)}]},
+            }
+            try:
+                self._custom.create_namespaced_custom_object(
+                    KWOK_GROUP, KWOK_VERSION, state.pod.namespace, KWOK_LOGS, body
+                )
+            except Exception as error:
+                if _status_code(error) != 409:  # 404: KWOK's Logs kind is not installed: no logs served
+                    log.warning("cannot publish the log of pod %s/%s: %s", state.pod.namespace, state.pod.name, error)
+                    continue
+            self._logged[uid] = state.started_at
 
     def _report(self, node: FakeNode, faults: Faults, stamp: str) -> None:
         reporter = self._reporters.get(node.name)

@@ -13,7 +13,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vram_operator.api.inference_server import EstimateSource, EstimateStatus, InferenceServerSpec
 from vram_operator.sizing import vllm
@@ -31,6 +31,9 @@ from vram_operator.sizing.llamacpp import (
 from vram_operator.sizing.pipeline import binding_stage_profile, layer_partition
 from vram_operator.sizing.runner import pooling_requested
 from vram_operator.sizing.weights import WeightsEstimate, resolve_weights
+
+if TYPE_CHECKING:
+    from vram_operator.sizing.measured import MeasuredRun
 
 # Without an explicit maxNumSeqs, auto mode budgets KV for this many full-length requests at
 # once: enough for a handful of concurrent users without claiming the whole GPU (vLLM's own
@@ -61,6 +64,8 @@ class ServerSizing:
     is_llm: bool = False
     warnings: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
+    # Runs of the same model and settings the engine reported (sizing.measured), one per GPU product.
+    measured: tuple[MeasuredRun, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,9 @@ class FakeKube:
     reads: int = 0
     child_patches: list[tuple[tuple[str, str], dict[str, Any]]] = field(default_factory=list)
     gpu_node_patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    pod_logs: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace, pod) -> its log
+    refuse_config_maps: set[tuple[str, str]] = field(default_factory=set)  # writes the API server refuses
+    log_reads: list[tuple[str, str]] = field(default_factory=list)
 
     def apply(self, obj: dict[str, Any]) -> None:
         kind, name = obj["kind"], obj["metadata"]["name"]
@@ -70,8 +73,17 @@ class FakeKube:
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         return self.config_maps.get((namespace, name))
 
+    def put_config_map_data(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        if (namespace, name) in self.refuse_config_maps:
+            raise RuntimeError(f"configmaps {name} is forbidden")
+        self.config_maps[(namespace, name)] = dict(data)
+
     def namespace_labels(self) -> dict[str, dict[str, str]]:
         return {}
 
     def log_tail(self, namespace: str, pod: str, container: str) -> str:
         return ""
+
+    def log_head(self, namespace: str, pod: str, container: str) -> str:
+        self.log_reads.append((namespace, pod))
+        return self.pod_logs.get((namespace, pod), "")

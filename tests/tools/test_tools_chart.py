@@ -12,7 +12,7 @@ import pytest
 import yaml
 from tool_helpers import run
 
-from ship_helpers import ALL_TOGGLES, CHART, RenderChart, by_kind, one
+from ship_helpers import ALL_TOGGLES, CHART, RenderChart, by_kind, one, strict_load_all
 
 DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
 
@@ -278,3 +278,16 @@ def test_values_file_satisfies_its_own_schema() -> None:
     jsonschema.validate(values, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**values, "typo": True}, schema)
+
+
+def test_pod_templates_carry_their_selector_labels_once(helm: Path) -> None:
+    """Helm's own parser keeps the last of a repeated key; the strict loader refuses one."""
+    done = run(
+        helm, "template", "vram-operator", str(CHART), *[arg for value in ALL_TOGGLES for arg in ("--set", value)]
+    )
+    assert done.returncode == 0, done.stderr
+    documents = strict_load_all(done.stdout)
+    for workload in by_kind(documents, "Deployment") + by_kind(documents, "DaemonSet"):
+        selector = workload["spec"]["selector"]["matchLabels"]
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items()

@@ -150,7 +150,17 @@ def test_agent_daemonset_reads_host_proc_on_gpu_nodes(render_chart: RenderChart)
     pod = daemonset["spec"]["template"]["spec"]
     assert pod["hostPID"] is True
     assert pod["runtimeClassName"] == "nvidia"
-    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert "nodeSelector" not in pod  # no label only the GPU Operator sets is required
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    keys = {expression["key"] for term in terms for expression in term["matchExpressions"]}
+    assert {
+        "nvidia.com/gpu.present",
+        "feature.node.kubernetes.io/pci-10de.present",
+        "cloud.google.com/gke-accelerator",
+    } <= keys
+    assert all(len(term["matchExpressions"]) == 1 for term in terms)  # terms are ORed: any one label suffices
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["priorityClassName"] == "system-node-critical"
     container = _container(daemonset)
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}

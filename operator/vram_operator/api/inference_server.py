@@ -300,6 +300,9 @@ class MeasuredMemory(ApiModel):
         default=None, description="When the agent measured it.", json_schema_extra={"format": "date-time"}
     )
     display: str = Field(default="", max_length=128, description='E.g. "Memory: 6134MiB / 12288MiB (49.9%)".')
+    summary: str = Field(
+        default="", max_length=128, description='display without its "Memory: " prefix (the printer column).'
+    )
 
 
 class InferenceServerStatus(ApiModel):

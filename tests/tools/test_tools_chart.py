@@ -128,6 +128,19 @@ def test_operator_flags_are_ones_the_operator_accepts(render_chart: RenderChart)
     assert parsed.verbose is True
 
 
+def test_server_tolerations_value_reaches_the_operator(render_chart: RenderChart) -> None:
+    import argparse
+
+    from vram_operator.controller.main import add_arguments, settings_from
+
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_arguments(parser)
+    default = settings_from(parser.parse_args(_container(one(render_chart(), "Deployment"))["args"]))
+    assert default.render.tolerations == ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
+    emptied = _container(one(render_chart("operator.serverTolerations=null"), "Deployment"))["args"]
+    assert settings_from(parser.parse_args(emptied)).render.tolerations == ()
+
+
 def test_agent_flags_are_ones_the_agent_accepts(render_chart: RenderChart) -> None:
     import argparse
 

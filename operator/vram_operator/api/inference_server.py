@@ -158,6 +158,14 @@ class InferenceServerSpec(ApiModel):
         max_length=LIST_MAX,
         description="Container volume mounts, passed through.",
     )
+    tolerations: list[PassThrough] = Field(
+        default_factory=list,
+        max_length=LIST_MAX,
+        description=(
+            "Pod tolerations (Kubernetes Toleration list), passed through after the operator's own "
+            "(--server-tolerations; default: nvidia.com/gpu Exists NoSchedule)."
+        ),
+    )
     max_model_len: int | None = Field(
         default=None, ge=16, le=16_777_216, description="Longest request (prompt + output) in tokens."
     )

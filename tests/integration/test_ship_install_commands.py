@@ -1,27 +1,33 @@
 """Every install command the README prints, run exactly as printed (read from README.md, so the
-test and the README cannot drift) with the real kubectl and helm against the local control plane."""
+test and the README cannot drift) with the real kubectl and helm, on a fresh local control plane of
+this module's own (no CRDs, as a new cluster); and `helm upgrade` upgrading a changed CRD."""
 
 from __future__ import annotations
 
 import os
 import re
 import shlex
+import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from localcluster import binary_path
+from localcluster import LocalCluster, binary_path
+from localcluster.resources import admin_client
 from localcluster.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
+CHART = REPO / "charts" / "vram-operator"
 # What a reader runs to install the operator, its monitoring, the examples, and to look at them.
 INSTALL_PREFIXES = ("kubectl apply", "kubectl get infs", "helm install", "helm upgrade")
 NAMESPACE_GONE_SECONDS = 120.0
@@ -73,6 +79,12 @@ def _run(kubeconfig: Path, command: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _ok(kubeconfig: Path, command: str) -> str:
+    done = _run(kubeconfig, command)
+    assert done.returncode == 0, f"{command}: {done.stderr}"
+    return done.stdout
+
+
 def _stand_in_crd(plural: str, kind: str) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -94,29 +106,23 @@ def _stand_in_crd(plural: str, kind: str) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class FreshCluster:
+    kubeconfig: Path
+    api: client.ApiClient
+
+
 @pytest.fixture(scope="module")
-def prometheus_operator_crds(api_client: client.ApiClient) -> Iterator[None]:
-    extensions = client.ApiextensionsV1Api(api_client)
-    created = []
-    for plural, kind in PROMETHEUS_OPERATOR_KINDS.items():
-        try:
+def fresh_cluster() -> Iterator[FreshCluster]:
+    """A control plane of its own without the project's CRDs, as a user's new cluster; with stand-ins
+    for the Prometheus operator's CRDs, which `kubectl apply -f manifests/monitoring/` needs."""
+    with LocalCluster(crd_dir=None) as local:
+        api = admin_client(local.kubeconfig)
+        extensions = client.ApiextensionsV1Api(api)
+        for plural, kind in PROMETHEUS_OPERATOR_KINDS.items():
             extensions.create_custom_resource_definition(_stand_in_crd(plural, kind))
-            created.append(f"{plural}.monitoring.coreos.com")
-        except ApiException as error:
-            if error.status != 409:
-                raise
-    for name in created:
-        eventually(
-            lambda name=name: any(
-                c.type == "Established" and c.status == "True"
-                for c in extensions.read_custom_resource_definition(name).status.conditions or []
-            ),
-            f"CRD {name} established",
-            30.0,
-        )
-    yield
-    for name in created:
-        extensions.delete_custom_resource_definition(name)
+        yield FreshCluster(local.kubeconfig, api)
+        api.close()  # type: ignore[no-untyped-call]
 
 
 def _namespace_gone(core_v1: client.CoreV1Api, name: str) -> None:
@@ -130,34 +136,47 @@ def _namespace_gone(core_v1: client.CoreV1Api, name: str) -> None:
     eventually(gone, f"namespace {name} deleted", NAMESPACE_GONE_SECONDS)
 
 
-def test_every_printed_install_command_works(
-    kubeconfig: Path, prometheus_operator_crds: None, core_v1: client.CoreV1Api, apps_v1: client.AppsV1Api
+def _printer_columns(api: client.ApiClient, crd: str) -> list[str]:
+    found: Any = client.ApiextensionsV1Api(api).read_custom_resource_definition(crd)
+    return [column.name for column in found.spec.versions[0].additional_printer_columns]
+
+
+def _chart_with_a_changed_crd(tmp_path: Path) -> Path:
+    """The chart with one more printer column on InferenceServer: the CRD change of an upgrade."""
+    chart = tmp_path / "vram-operator"
+    shutil.copytree(CHART, chart)
+    path = chart / "files" / "crds" / "vram.dev_inferenceservers.yaml"
+    crd = yaml.safe_load(path.read_text())
+    crd["spec"]["versions"][0]["additionalPrinterColumns"].append(
+        {"name": "Upgraded", "type": "string", "jsonPath": ".spec.engine"}
+    )
+    path.write_text(yaml.safe_dump(crd))
+    return chart
+
+
+def test_every_printed_install_command_works_and_helm_upgrades_the_crds(
+    fresh_cluster: FreshCluster, tmp_path: Path
 ) -> None:
-    """kubectl paths first, then (their objects deleted, CRDs kept) the Helm path, each exactly as printed."""
+    """The Helm path first (a new cluster), `helm upgrade` with a changed CRD, uninstall (the CRDs
+    stay); then the kubectl paths, each exactly as printed."""
+    kubeconfig, api = fresh_cluster.kubeconfig, fresh_cluster.api
+    core_v1, apps_v1 = client.CoreV1Api(api), client.AppsV1Api(api)
     commands = install_commands()
-    kubectl_commands = [c for c in commands if c.startswith("kubectl")]
-    helm_commands = [c for c in commands if c.startswith("helm")]
-    try:
-        for command in kubectl_commands:
-            done = _run(kubeconfig, command)
-            assert done.returncode == 0, f"{command}: {done.stderr}"
-            if command == "kubectl apply -k manifests/":
-                assert apps_v1.read_namespaced_deployment("vram-operator", "vram-system").spec.replicas == 1
-        listed = _run(kubeconfig, "kubectl get infs -A")
-        assert "qwen-72b-fp8" in listed.stdout
-    finally:
-        for cleanup in (
-            "kubectl delete -f manifests/monitoring/ --ignore-not-found",
-            "kubectl delete -f examples/reference-fleet/ --ignore-not-found",
-            "kubectl delete -f manifests/vram-operator.yaml --ignore-not-found",
-        ):
-            _run(kubeconfig, cleanup)
+    print("\n".join(["printed install commands:", *commands]))
+    for command in (c for c in commands if c.startswith("helm")):
+        _ok(kubeconfig, command)
+    assert apps_v1.read_namespaced_deployment("vram-operator", "vram-system").spec.replicas == 1
+    crd = "inferenceservers.vram.dev"
+    assert "Upgraded" not in _printer_columns(api, crd)
+    _ok(kubeconfig, f"helm upgrade vram-operator {_chart_with_a_changed_crd(tmp_path)} --namespace vram-system")
+    assert "Upgraded" in _printer_columns(api, crd)
+    _ok(kubeconfig, "helm uninstall vram-operator --namespace vram-system --wait")
+    assert "Upgraded" in _printer_columns(api, crd)  # kept: uninstalling never deletes the servers
+    core_v1.delete_namespace("vram-system")
     _namespace_gone(core_v1, "vram-system")
-    try:
-        for command in helm_commands:
-            done = _run(kubeconfig, command)
-            assert done.returncode == 0, f"{command}: {done.stderr}"
-        assert apps_v1.read_namespaced_deployment("vram-operator", "vram-system").spec.replicas == 1
-    finally:
-        _run(kubeconfig, "helm uninstall vram-operator --namespace vram-system")
-        core_v1.delete_namespace("vram-system")
+
+    for command in (c for c in commands if c.startswith("kubectl")):
+        _ok(kubeconfig, command)
+    assert apps_v1.read_namespaced_deployment("vram-operator", "vram-system").spec.replicas == 1
+    assert "Upgraded" not in _printer_columns(api, crd)  # kubectl apply -k manifests/ wrote the shipped CRD
+    assert "qwen-72b-fp8" in _ok(kubeconfig, "kubectl get infs -A")

@@ -47,8 +47,9 @@ def test_default_render_has_the_core_objects_and_no_monitoring(render_chart: Ren
         + ["Service"] * 2
         + ["NetworkPolicy"] * 2
         + ["Deployment", "DaemonSet"]
+        + ["CustomResourceDefinition"] * 3  # templates, so that helm upgrade upgrades them
     )
-    cluster_scoped = ("Cluster", "ValidatingAdmissionPolicy")
+    cluster_scoped = ("Cluster", "ValidatingAdmissionPolicy", "CustomResourceDefinition")
     assert all(
         doc["metadata"].get("namespace") == "vram-system"
         for doc in documents
@@ -314,3 +315,24 @@ def test_pod_templates_carry_their_selector_labels_once(helm: Path) -> None:
         selector = workload["spec"]["selector"]["matchLabels"]
         labels = workload["spec"]["template"]["metadata"]["labels"]
         assert selector.items() <= labels.items()
+
+
+def test_crds_are_templates_helm_upgrades_and_keeps(render_chart: RenderChart) -> None:
+    """Helm never upgrades a chart's crds/; rendered as templates they upgrade with the release."""
+    assert not (CHART / "crds").exists()
+    rendered = {crd["metadata"]["name"]: crd for crd in by_kind(render_chart(), "CustomResourceDefinition")}
+    shipped = {
+        crd["metadata"]["name"]: crd
+        for crd in (yaml.safe_load(p.read_text()) for p in (CHART / "files" / "crds").glob("*.yaml"))
+    }
+    assert (
+        rendered.keys()
+        == shipped.keys()
+        == {"inferenceservers.vram.dev", "gpunodes.vram.dev", "gpuassignments.vram.dev"}
+    )
+    for name, crd in rendered.items():
+        assert crd["spec"] == shipped[name]["spec"]  # nothing lost in Helm's YAML round trip (integers stay integers)
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert by_kind(render_chart("crds.install=false"), "CustomResourceDefinition") == []
+    unkept = by_kind(render_chart("crds.keep=false"), "CustomResourceDefinition")
+    assert all("annotations" not in crd["metadata"] for crd in unkept)

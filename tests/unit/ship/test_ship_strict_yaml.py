@@ -11,7 +11,7 @@ from ship_helpers import CHART, REPO, DuplicateKeyError, strict_load_all
 
 SHIPPED = sorted(
     path
-    for directory in (REPO / "crds", REPO / "manifests", REPO / "examples", CHART / "crds", REPO / "plugins")
+    for directory in (REPO / "crds", REPO / "manifests", REPO / "examples", CHART / "files" / "crds", REPO / "plugins")
     for path in directory.rglob("*.yaml")
 )
 

@@ -5,7 +5,7 @@
 #
 # usage: hack/build-tools.sh [component...]        (default: all)
 #        hack/build-tools.sh --bin-dir NAME       print the cache dir of binary NAME
-# components: kubernetes (kube-apiserver, kube-controller-manager, kube-scheduler),
+# components: kubernetes (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl),
 #             etcd, kwok, helm, prometheus (prometheus, promtool)
 set -euo pipefail
 
@@ -38,7 +38,7 @@ component_version() {
 
 component_binaries() {
   case "$1" in
-    kubernetes) echo kube-apiserver kube-controller-manager kube-scheduler ;;
+    kubernetes) echo kube-apiserver kube-controller-manager kube-scheduler kubectl ;;
     prometheus) echo prometheus promtool ;;
     *) echo "$1" ;;
   esac
@@ -46,7 +46,7 @@ component_binaries() {
 
 binary_component() {
   case "$1" in
-    kube-apiserver | kube-controller-manager | kube-scheduler) echo kubernetes ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo kubernetes ;;
     prometheus | promtool) echo prometheus ;;
     etcd | kwok | helm) echo "$1" ;;
     *) die "unknown binary '$1'" ;;

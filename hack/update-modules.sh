@@ -25,7 +25,7 @@ write_kubernetes_module() {
     echo "go ${GO_DIRECTIVE}"
     echo
     echo "tool ("
-    for cmd in kube-apiserver kube-controller-manager kube-scheduler; do
+    for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
       echo "	k8s.io/kubernetes/cmd/${cmd}"
     done
     echo ")"

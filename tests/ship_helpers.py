@@ -6,6 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "vram-operator"
 
@@ -29,3 +31,27 @@ def one(documents: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     found = by_kind(documents, kind)
     assert len(found) == 1, f"expected one {kind}, got {len(found)}"
     return found[0]
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping repeats a key: Helm's parser keeps the last, kustomize and kubectl refuse the file."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a repeated mapping key (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise DuplicateKeyError(
+                    "while constructing a mapping", node.start_mark, f"key {key!r} already defined", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def strict_load_all(text: str) -> list[Any]:
+    """Every non-empty document of a YAML stream, refusing duplicate keys."""
+    return [doc for doc in yaml.load_all(text, Loader=StrictLoader) if doc is not None]

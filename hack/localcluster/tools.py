@@ -13,6 +13,7 @@ _BINARY_VERSION_KEYS = {
     "kube-apiserver": "KUBERNETES_VERSION",
     "kube-controller-manager": "KUBERNETES_VERSION",
     "kube-scheduler": "KUBERNETES_VERSION",
+    "kubectl": "KUBERNETES_VERSION",
     "etcd": "ETCD_VERSION",
     "kwok": "KWOK_VERSION",
     "helm": "HELM_VERSION",

@@ -24,10 +24,12 @@ from vram_operator.api.base import GROUP, VERSION
 from vram_operator.api.gpu_assignment import STRATEGIES
 from vram_operator.api.gpu_node import GpuDeviceStatus, GpuProcess
 from vram_operator.commands.output import console, mib_text, print_json
-from vram_operator.commands.plan import plan_document
+from vram_operator.commands.plan import decide_from_manifests, plan_document
 from vram_operator.commands.plan import print_table as print_plan_table
 from vram_operator.controller.gpu_view import reserved_by
+from vram_operator.errors import InputError
 from vram_operator.fleet import FleetDecision, decide
+from vram_operator.manifests import load
 from vram_operator.placement.demand import replica_key
 from vram_operator.placement.ownership import ProcessOwners, not_ours
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
@@ -50,6 +52,11 @@ class Owner:
 
     def text(self) -> str:
         return {"server": f"infs {self.name}", "pod": f"pod {self.name}", "foreign": f"foreign: {self.name}"}[self.kind]
+
+
+def in_namespace(owner: Owner, namespace: str) -> bool:
+    """Whether a process's owner (a server or pod, named NAMESPACE/NAME) lives in `namespace`."""
+    return owner.kind != "foreign" and owner.name.partition("/")[0] == namespace
 
 
 def owner_of(process: GpuProcess, owners: ProcessOwners) -> Owner:
@@ -91,9 +98,11 @@ def top_table(
     nodes: Sequence[GpuNode],
     servers: Sequence[InferenceServer],
     pod_uids: Mapping[str, Collection[str]],
+    namespace: str | None = None,
 ) -> Table:
     """nvidia-smi for the cluster: one row per GPU (used / total, reserved by the operator), then one
-    row per process with its owner."""
+    row per process with its owner; with `namespace`, only the processes of that namespace's servers
+    and pods (every GPU row stays: its totals count everyone)."""
     reserved = reserved_by(servers)
     owners = ProcessOwners.of((server.key for server in servers), pod_uids)
     table = Table(title="GPU memory (from GpuNode status)", show_lines=False)
@@ -130,6 +139,8 @@ def top_table(
             )
             for process in sorted(gpu.processes, key=lambda p: -(p.used_mib or 0.0)):
                 owner = owner_of(process, owners)
+                if namespace is not None and not in_namespace(owner, namespace):
+                    continue
                 style = "yellow" if owner.kind == "foreign" else ""
                 table.add_row(*GPU_BLANK, str(process.pid), Text(owner.text(), style=style), mib_text(process.used_mib))
             if gpu.unattributed_mib > 0:
@@ -341,6 +352,19 @@ def api_client(kubeconfig: str | None, context: str | None) -> Any:
         raise PluginError(f"--kubeconfig: cannot load cluster credentials: {error}") from None
 
 
+def context_namespace(kubeconfig: str | None, context: str | None) -> str | None:
+    """The namespace the kubeconfig's (current or named) context sets, as kubectl defaults to."""
+    from kubernetes import config
+
+    try:
+        contexts, current = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError) as error:
+        raise PluginError(f"--kubeconfig: cannot load cluster credentials: {error}") from None
+    chosen = next((c for c in contexts if c["name"] == context), None) if context else current
+    namespace = ((chosen or {}).get("context") or {}).get("namespace")
+    return str(namespace) if namespace else None
+
+
 def split_server(reference: str, namespace: str | None) -> tuple[str, str]:
     """'ns/name', or 'name' with -n (default namespace "default")."""
     if "/" in reference:
@@ -354,26 +378,55 @@ def split_server(reference: str, namespace: str | None) -> tuple[str, str]:
 # --- command line -----------------------------------------------------------------------------
 
 
+def _fleet_scope() -> argparse.ArgumentParser:
+    """-n/-A of top and plan. GPUs are shared by every namespace, so both look at the whole fleet
+    (like `kubectl top node`); -n only narrows what is listed to that namespace's servers."""
+    scope = argparse.ArgumentParser(add_help=False)
+    scope.add_argument("-n", "--namespace", help="list only this namespace's servers and processes")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="list every namespace (the default)")
+    return scope
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubectl vram", description="GPU memory of the cluster, by VRAM.")
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     parser.add_argument("--context", help="kubeconfig context")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
-    verbs.add_parser("top", help="GPU memory per node, GPU and process, with owners")
-    plan = verbs.add_parser("plan", help="what a strategy would do with the live fleet (changes nothing)")
-    # Manual needs a GpuAssignment's pins: preview it with `vram-operator plan -f assignment.yaml`.
-    plan.add_argument("--strategy", choices=[s for s in STRATEGIES if s != "Manual"], default="VRAMBased")
+    verbs.add_parser("top", parents=[_fleet_scope()], help="GPU memory per node, GPU and process, with owners")
+    plan = verbs.add_parser(
+        "plan", parents=[_fleet_scope()], help="what a strategy would do with the live fleet (changes nothing)"
+    )
+    plan.add_argument("-f", "--filename", action="append", metavar="PATH",
+                      help="plan GpuNode/InferenceServer/GpuAssignment files offline (no cluster needed)")  # fmt: skip
+    # Manual needs a GpuAssignment's pins: with -f, a Manual GpuAssignment in the files is planned.
+    plan.add_argument("--strategy", choices=[s for s in STRATEGIES if s != "Manual"], default=None,
+                      help="default: VRAMBased (with -f: the GpuAssignment's, else VRAMBased)")  # fmt: skip
     plan.add_argument("--margin-mib", type=float, default=float(DEFAULT_MARGIN_MIB), help="safety margin per GPU")
     plan.add_argument("-o", "--output", choices=("table", "json"), default="table")
     why = verbs.add_parser("explain", help="why a server is where it is")
     why.add_argument("server", help="NAME or NAMESPACE/NAME")
-    why.add_argument("-n", "--namespace", help="namespace of NAME (default: default)")
+    why.add_argument("-n", "--namespace", help="namespace of NAME (default: the kubeconfig context's, else default)")
     return parser
 
 
-def _top(api: Any) -> int:
+def listed_namespace(args: argparse.Namespace) -> str | None:
+    """The namespace top/plan list (None: all): -A wins over -n, as in kubectl."""
+    return None if args.all_namespaces else args.namespace
+
+
+def _top(api: Any, args: argparse.Namespace) -> int:
     servers = fetch_servers(api)
-    console().print(top_table(fetch_gpu_nodes(api), servers, fetch_server_pod_uids(api)))
+    console().print(top_table(fetch_gpu_nodes(api), servers, fetch_server_pod_uids(api), listed_namespace(args)))
+    return 0
+
+
+def _plan_files(args: argparse.Namespace) -> int:
+    """plan -f: the offline planner over files, as `vram-operator plan -f`; no kubeconfig is read."""
+    decision = decide_from_manifests(load(args.filename), args.strategy, args.margin_mib)
+    if args.output == "json":
+        print_json(plan_document(decision))
+    else:
+        print_plan_table(decision)
     return 0
 
 
@@ -387,12 +440,13 @@ def _plan(api: Any, args: argparse.Namespace) -> int:
     decision = decide(
         servers,
         nodes,
-        strategy=args.strategy,
+        strategy=args.strategy or "VRAMBased",
         margin_mib=args.margin_mib,
         config_maps=fetch_config_maps(api, servers),
         pod_uids=fetch_server_pod_uids(api),
     )
-    changed = moves(servers, decision)
+    namespace = listed_namespace(args)
+    changed = [m for m in moves(servers, decision) if namespace is None or m.server.startswith(f"{namespace}/")]
     if args.output == "json":
         document = plan_document(decision)
         document["changes"] = [{"server": m.server, "now": m.now, "planned": m.planned} for m in changed]
@@ -416,7 +470,7 @@ def _explain(api: Any, args: argparse.Namespace) -> int:
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    namespace, name = split_server(args.server, args.namespace)
+    namespace, name = split_server(args.server, args.namespace or context_namespace(args.kubeconfig, args.context))
     try:
         body: Any = client.CustomObjectsApi(api).get_namespaced_custom_object(
             GROUP, VERSION, namespace, InferenceServer.plural, name
@@ -435,13 +489,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        if args.verb == "plan" and args.filename:
+            return _plan_files(args)
         api = api_client(args.kubeconfig, args.context)
         if args.verb == "top":
-            return _top(api)
+            return _top(api, args)
         if args.verb == "plan":
             return _plan(api, args)
         return _explain(api, args)
-    except PluginError as error:
+    except (PluginError, InputError) as error:
         print(f"kubectl-vram: error: {error}", file=sys.stderr)
         return 2
     except ApiException as error:

@@ -15,6 +15,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from localcluster import FakeNode, binary_path
+from localcluster.fleet import KWOK_ANNOTATION, KWOK_ANNOTATION_VALUE
 from localcluster.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -68,6 +69,9 @@ def release(kubeconfig: Path, nvidia_runtime_class: str, core_v1: client.CoreV1A
         "--create-namespace",
         "--set",
         "grafanaDashboards.enabled=true",
+        # The session's cluster has the CRDs already (installed without Helm): someone else manages them.
+        "--set",
+        "crds.install=false",
     )
     seconds = time.perf_counter() - started
     assert done.returncode == 0, done.stderr
@@ -138,3 +142,53 @@ def test_dashboards_are_labelled_for_the_sidecar(release: dict[str, Any], core_v
         release["namespace"], label_selector="grafana_dashboard=1"
     ).items
     assert sorted(m.metadata.name.rsplit("-dashboard-", 1)[1] for m in maps) == ["fleet-vram", "inference-servers"]
+
+
+def _kwok_node(name: str, labels: dict[str, str], taints: list[dict[str, str]]) -> dict[str, Any]:
+    resources = {"cpu": "8", "memory": "32Gi", "pods": "110"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {KWOK_ANNOTATION: KWOK_ANNOTATION_VALUE},
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok", **labels},
+        },
+        "spec": {"taints": taints},
+        "status": {"capacity": resources, "allocatable": resources},
+    }
+
+
+def test_agent_lands_on_gpu_nodes_without_the_gpu_operator_label(
+    release: dict[str, Any], core_v1: client.CoreV1Api
+) -> None:
+    """A GKE GPU pool node (gke-accelerator label, nvidia.com/gpu taint) and an NFD-labelled node get
+    an agent; a CPU node does not. The agent runs at system-node-critical priority."""
+    suffix = uuid.uuid4().hex[:5]
+    gke = f"gke-l4-{suffix}"
+    nfd = f"nfd-{suffix}"
+    cpu = f"cpu-{suffix}"
+    gke_taint = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+    nodes = [
+        _kwok_node(gke, {"cloud.google.com/gke-accelerator": "nvidia-l4"}, [gke_taint]),
+        _kwok_node(nfd, {"feature.node.kubernetes.io/pci-10de.present": "true"}, []),
+        _kwok_node(cpu, {}, []),
+    ]
+    for node in nodes:
+        core_v1.create_node(node)
+    try:
+        namespace = release["namespace"]
+        selector = f"app.kubernetes.io/component=agent,app.kubernetes.io/instance={release['name']}"
+
+        def agents_on_new_nodes() -> dict[str, Any] | None:
+            pods: list[Any] = core_v1.list_namespaced_pod(namespace, label_selector=selector).items
+            placed = {pod.spec.node_name: pod for pod in pods if pod.status.phase == "Running"}
+            return placed if {gke, nfd} <= placed.keys() else None
+
+        placed = eventually(agents_on_new_nodes, "agents Running on the GKE and NFD nodes", READY_SECONDS)
+        assert cpu not in placed
+        assert placed[gke].spec.priority_class_name == "system-node-critical"
+        assert placed[gke].spec.priority == 2000001000
+    finally:
+        for node in nodes:
+            core_v1.delete_node(node["metadata"]["name"])

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -95,3 +96,24 @@ def test_top_explain_and_plan_read_the_cluster(
 
     assert main(["--kubeconfig", str(kubeconfig), "explain", server + "-missing"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_namespace_flags_and_the_context_namespace(
+    kubeconfig: Path, gpu_node: str, server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    namespace, name = server.split("/")
+    assert main(["--kubeconfig", str(kubeconfig), "top", "-n", namespace]) == 0
+    narrowed = capsys.readouterr().out
+    assert gpu_node in narrowed and "foreign: Xorg" not in narrowed  # another namespace's (here: no pod's) process
+    assert main(["--kubeconfig", str(kubeconfig), "top", "-A"]) == 0
+    assert "foreign: Xorg" in capsys.readouterr().out
+
+    # kubectl's habit: a bare NAME is looked up in the current context's namespace.
+    config = yaml.safe_load(kubeconfig.read_text())
+    current = next(c for c in config["contexts"] if c["name"] == config["current-context"])
+    current["context"]["namespace"] = namespace
+    in_context = tmp_path / "kubeconfig"
+    in_context.write_text(yaml.safe_dump(config))
+    assert main(["--kubeconfig", str(in_context), "explain", name]) == 0
+    assert f"Placed on {gpu_node}" in capsys.readouterr().out
+    assert main(["--kubeconfig", str(kubeconfig), "explain", name]) == 2  # default namespace: not there

@@ -8,10 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from tool_helpers import run, tool
 
-from ship_helpers import CHART, RenderChart
+from ship_helpers import CHART, RenderChart, strict_load_all
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +25,8 @@ def promtool() -> Path:
 
 @pytest.fixture(scope="session")
 def render_chart(helm: Path) -> RenderChart:
-    """helm template with --set values; the documents parsed (the test fails when helm fails)."""
+    """helm template with --set values; the documents parsed, refusing duplicate keys (the test fails
+    when helm fails)."""
 
     def render(*values: str, release: str = "vram-operator", namespace: str = "vram-system") -> list[dict[str, object]]:
         args = ["template", release, str(CHART), "--namespace", namespace]
@@ -34,6 +34,6 @@ def render_chart(helm: Path) -> RenderChart:
             args += ["--set", value]
         done = run(helm, *args)
         assert done.returncode == 0, done.stderr
-        return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+        return [doc for doc in strict_load_all(done.stdout) if doc]
 
     return render

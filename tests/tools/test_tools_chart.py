@@ -12,7 +12,7 @@ import pytest
 import yaml
 from tool_helpers import run
 
-from ship_helpers import ALL_TOGGLES, CHART, RenderChart, by_kind, one
+from ship_helpers import ALL_TOGGLES, CHART, RenderChart, by_kind, one, strict_load_all
 
 DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
 
@@ -48,8 +48,9 @@ def test_default_render_has_the_core_objects_and_no_monitoring(render_chart: Ren
         + ["Service"] * 2
         + ["NetworkPolicy"] * 2
         + ["Deployment", "DaemonSet"]
+        + ["CustomResourceDefinition"] * 3  # templates, so that helm upgrade upgrades them
     )
-    cluster_scoped = ("Cluster", "ValidatingAdmissionPolicy")
+    cluster_scoped = ("Cluster", "ValidatingAdmissionPolicy", "CustomResourceDefinition")
     assert all(
         doc["metadata"].get("namespace") == "vram-system"
         for doc in documents
@@ -131,6 +132,19 @@ def test_operator_flags_are_ones_the_operator_accepts(render_chart: RenderChart)
     assert parsed.verbose is True
 
 
+def test_server_tolerations_value_reaches_the_operator(render_chart: RenderChart) -> None:
+    import argparse
+
+    from vram_operator.controller.main import add_arguments, settings_from
+
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_arguments(parser)
+    default = settings_from(parser.parse_args(_container(one(render_chart(), "Deployment"))["args"]))
+    assert default.render.tolerations == ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
+    emptied = _container(one(render_chart("operator.serverTolerations=null"), "Deployment"))["args"]
+    assert settings_from(parser.parse_args(emptied)).render.tolerations == ()
+
+
 def test_agent_flags_are_ones_the_agent_accepts(render_chart: RenderChart) -> None:
     import argparse
 
@@ -153,7 +167,17 @@ def test_agent_daemonset_reads_host_proc_on_gpu_nodes(render_chart: RenderChart)
     pod = daemonset["spec"]["template"]["spec"]
     assert pod["hostPID"] is True
     assert pod["runtimeClassName"] == "nvidia"
-    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert "nodeSelector" not in pod  # no label only the GPU Operator sets is required
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    keys = {expression["key"] for term in terms for expression in term["matchExpressions"]}
+    assert {
+        "nvidia.com/gpu.present",
+        "feature.node.kubernetes.io/pci-10de.present",
+        "cloud.google.com/gke-accelerator",
+    } <= keys
+    assert all(len(term["matchExpressions"]) == 1 for term in terms)  # terms are ORed: any one label suffices
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["priorityClassName"] == "system-node-critical"
     container = _container(daemonset)
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -283,3 +307,37 @@ def test_values_file_satisfies_its_own_schema() -> None:
     jsonschema.validate(values, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**values, "typo": True}, schema)
+
+
+def test_pod_templates_carry_their_selector_labels_once(helm: Path) -> None:
+    """Helm's own parser keeps the last of a repeated key; the strict loader refuses one."""
+    done = run(
+        helm, "template", "vram-operator", str(CHART), *[arg for value in ALL_TOGGLES for arg in ("--set", value)]
+    )
+    assert done.returncode == 0, done.stderr
+    documents = strict_load_all(done.stdout)
+    for workload in by_kind(documents, "Deployment") + by_kind(documents, "DaemonSet"):
+        selector = workload["spec"]["selector"]["matchLabels"]
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items()
+
+
+def test_crds_are_templates_helm_upgrades_and_keeps(render_chart: RenderChart) -> None:
+    """Helm never upgrades a chart's crds/; rendered as templates they upgrade with the release."""
+    assert not (CHART / "crds").exists()
+    rendered = {crd["metadata"]["name"]: crd for crd in by_kind(render_chart(), "CustomResourceDefinition")}
+    shipped = {
+        crd["metadata"]["name"]: crd
+        for crd in (yaml.safe_load(p.read_text()) for p in (CHART / "files" / "crds").glob("*.yaml"))
+    }
+    assert (
+        rendered.keys()
+        == shipped.keys()
+        == {"inferenceservers.vram.dev", "gpunodes.vram.dev", "gpuassignments.vram.dev"}
+    )
+    for name, crd in rendered.items():
+        assert crd["spec"] == shipped[name]["spec"]  # nothing lost in Helm's YAML round trip (integers stay integers)
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert by_kind(render_chart("crds.install=false"), "CustomResourceDefinition") == []
+    unkept = by_kind(render_chart("crds.keep=false"), "CustomResourceDefinition")
+    assert all("annotations" not in crd["metadata"] for crd in unkept)

@@ -26,6 +26,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: vram-operator
 {{- end -}}
 
+{{/* Selector labels: a subset of labels + app.kubernetes.io/component. A pod template carries
+     labels and its component only, never labels and a selector (a key repeated in one mapping is
+     refused by kustomize, kubectl and strict YAML parsers). */}}
 {{- define "vram-operator.operatorSelector" -}}
 app.kubernetes.io/name: {{ include "vram-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}

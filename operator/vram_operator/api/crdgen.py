@@ -21,8 +21,12 @@ PRINTER_COLUMNS: dict[str, list[dict[str, str]]] = {
         {"name": "Node", "type": "string", "jsonPath": ".status.placement.node"},
         {"name": "GPU", "type": "string", "jsonPath": ".status.placement.gpuSummary"},
         {"name": "Util", "type": "number", "jsonPath": ".status.gpuMemoryUtilization"},
-        {"name": "Memory", "type": "string", "jsonPath": ".status.memory.display"},
+        {"name": "Memory", "type": "string", "jsonPath": ".status.memory.summary"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        # The first condition that is False, in the conditions' fixed order (Estimated, Placed,
+        # MemoryFits, Ready): why the server is not ready. The API server shows the first match.
+        {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.status=="False")].reason'},
     ],
     "GpuNode": [
         {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpuCount"},

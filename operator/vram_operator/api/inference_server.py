@@ -170,6 +170,14 @@ class InferenceServerSpec(ApiModel):
         max_length=LIST_MAX,
         description="Container volume mounts, passed through.",
     )
+    tolerations: list[PassThrough] = Field(
+        default_factory=list,
+        max_length=LIST_MAX,
+        description=(
+            "Pod tolerations (Kubernetes Toleration list), passed through after the operator's own "
+            "(--server-tolerations; default: nvidia.com/gpu Exists NoSchedule)."
+        ),
+    )
     max_model_len: int | None = Field(
         default=None, ge=16, le=16_777_216, description="Longest request (prompt + output) in tokens."
     )
@@ -349,6 +357,9 @@ class MeasuredMemory(ApiModel):
         default=None, description="When the agent measured it.", json_schema_extra={"format": "date-time"}
     )
     display: str = Field(default="", max_length=128, description='E.g. "Memory: 6134MiB / 12288MiB (49.9%)".')
+    summary: str = Field(
+        default="", max_length=128, description='display without its "Memory: " prefix (the printer column).'
+    )
 
 
 class InferenceServerStatus(ApiModel):

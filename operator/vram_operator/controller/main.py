@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -27,7 +29,8 @@ from vram_operator.controller.settings import ControllerSettings
 from vram_operator.errors import InputError
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
 from vram_operator.placement.strategies import strategy_named
-from vram_operator.render import PINNING_MODES, RenderSettings
+from vram_operator.render import PINNING_MODES, RenderError, RenderSettings
+from vram_operator.render.tolerations import DEFAULT_TOLERATIONS, parse_tolerations
 
 KOPF_PREFIX = "kopf.vram.dev"
 API_THREADS = 32
@@ -68,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="render servers whose pass-through fields reach the host (hostPath volumes); refused by default",
     )
+    parser.add_argument(
+        "--server-tolerations",
+        default=json.dumps(list(DEFAULT_TOLERATIONS), separators=(",", ":")),
+        metavar="JSON",
+        help="tolerations of every server pod, a JSON list (default: nvidia.com/gpu Exists NoSchedule; [] for none)",
+    )
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     parser.add_argument("--verbose", action="store_true", help="debug logs")
 
@@ -98,8 +107,19 @@ def settings_from(args: argparse.Namespace) -> ControllerSettings:
         max_corrections=args.max_corrections,
         estimate_error_threshold=args.estimate_error_threshold,
         measured_runs_namespace=args.measured_runs_namespace,
-        render=RenderSettings(pinning_mode=args.pinning_mode, allow_host_access=args.allow_host_access),
+        render=RenderSettings(
+            pinning_mode=args.pinning_mode,
+            allow_host_access=args.allow_host_access,
+            tolerations=_tolerations(args.server_tolerations),
+        ),
     )
+
+
+def _tolerations(text: str) -> tuple[Mapping[str, Any], ...]:
+    try:
+        return parse_tolerations(text)
+    except RenderError as error:
+        raise InputError(str(error)) from None  # the message names the flag
 
 
 def api_client(kubeconfig: str | None) -> client.ApiClient:

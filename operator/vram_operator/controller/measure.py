@@ -8,10 +8,15 @@ from vram_operator.api.gpu_node import GpuNodeStatus
 from vram_operator.api.inference_server import MeasuredGpuMemory, MeasuredMemory
 
 
+def summary(used_mib: float, total_mib: float) -> str:
+    """`6134MiB / 12288MiB (49.9%)`: the printer column (its header already says Memory)."""
+    percent = 100.0 * used_mib / total_mib if total_mib else 0.0
+    return f"{round(used_mib)}MiB / {round(total_mib)}MiB ({percent:.1f}%)"
+
+
 def display(used_mib: float, total_mib: float) -> str:
     """`Memory: 6134MiB / 12288MiB (49.9%)`."""
-    percent = 100.0 * used_mib / total_mib if total_mib else 0.0
-    return f"Memory: {round(used_mib)}MiB / {round(total_mib)}MiB ({percent:.1f}%)"
+    return f"Memory: {summary(used_mib, total_mib)}"
 
 
 def measure_server(
@@ -45,6 +50,7 @@ def measure_server(
         per_gpu=ordered,
         measured_at=max(heartbeats) if heartbeats else None,
         display=display(used, total),
+        summary=summary(used, total),
     )
 
 

@@ -178,7 +178,8 @@ def render_deployment(
             **pinning.pod_fields,
             "containers": [container],
             "volumes": [dict(volume) for volume in server.spec.volumes] + shm_volumes,
-            "tolerations": [dict(toleration) for toleration in settings.tolerations],
+            "tolerations": [dict(toleration) for toleration in settings.tolerations]
+            + [dict(toleration) for toleration in server.spec.tolerations],
         }
     )
     refuse_host_access(pod_spec, settings)

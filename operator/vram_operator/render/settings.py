@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 from vram_operator.render.errors import RenderError
+from vram_operator.render.tolerations import DEFAULT_TOLERATIONS
 
 PinningMode = Literal["envvar", "dra"]
 PINNING_MODES: tuple[PinningMode, ...] = ("envvar", "dra")
@@ -38,8 +39,9 @@ class RenderSettings:
     # The attribute domain the NVIDIA DRA driver publishes its device attributes under.
     device_attribute_domain: str = "gpu.nvidia.com"
     image_pull_policy: ImagePullPolicy = "IfNotPresent"
-    # Pod tolerations for the GPU nodes' taints (e.g. nvidia.com/gpu:NoSchedule), as Kubernetes spells them.
-    tolerations: tuple[Mapping[str, str], ...] = ()
+    # Pod tolerations for the GPU nodes' taints, as Kubernetes spells them; a server's own
+    # spec.tolerations are added to these (--server-tolerations, chart operator.serverTolerations).
+    tolerations: tuple[Mapping[str, Any], ...] = DEFAULT_TOLERATIONS
     # Labels added to every rendered object (e.g. a Helm release label); ours win on conflict.
     extra_labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     vllm_command: tuple[str, ...] = ("vllm", "serve")

@@ -75,7 +75,17 @@ def test_crd_names_columns_and_subresources() -> None:
         kind: [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
         for kind, crd in by_kind.items()
     }
-    assert columns["InferenceServer"] == ["Engine", "Node", "GPU", "Util", "Memory", "Phase", "Age"]
+    assert columns["InferenceServer"] == [
+        "Engine",
+        "Node",
+        "GPU",
+        "Util",
+        "Memory",
+        "Phase",
+        "Ready",
+        "Reason",
+        "Age",
+    ]
     assert columns["GpuNode"] == ["GPUs", "Total", "Free", "Ready", "Heartbeat", "Age"]
     heartbeat = by_kind["GpuNode"]["spec"]["versions"][0]["additionalPrinterColumns"][4]
     assert (heartbeat["type"], heartbeat["jsonPath"]) == ("date", ".status.lastHeartbeat")  # shown as an age

@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vram_operator.api.gpu_node import GpuDeviceStatus, GpuNodeStatus, GpuProcess
-from vram_operator.controller.measure import display, estimate_error, measure_server, memory_changed
+from vram_operator.controller.measure import display, estimate_error, measure_server, memory_changed, summary
 
 
 def gpu(uuid: str, total: float, processes: list[GpuProcess]) -> GpuDeviceStatus:
@@ -15,6 +15,11 @@ def gpu(uuid: str, total: float, processes: list[GpuProcess]) -> GpuDeviceStatus
 
 def test_display_format() -> None:
     assert display(6134, 12288) == "Memory: 6134MiB / 12288MiB (49.9%)"
+
+
+def test_summary_is_the_column_without_the_repeated_header() -> None:
+    assert summary(6134, 12288) == "6134MiB / 12288MiB (49.9%)"
+    assert summary(0, 0) == "0MiB / 0MiB (0.0%)"
 
 
 def test_sums_over_tensor_parallel_gpus_and_ignores_others() -> None:
@@ -33,6 +38,7 @@ def test_sums_over_tensor_parallel_gpus_and_ignores_others() -> None:
     assert [g.uuid for g in memory.per_gpu] == ["GPU-0", "GPU-1"]
     assert memory.measured_at == "2026-01-01T00:00:00Z"
     assert memory.display == display(81000, 2 * 81559)
+    assert memory.summary == summary(81000, 2 * 81559)
 
 
 def test_no_agent_process_means_unknown() -> None:

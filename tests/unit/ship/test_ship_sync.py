@@ -11,7 +11,7 @@ from ship_helpers import CHART, REPO
 from vram_operator.api.crdgen import crd_files
 
 
-@pytest.mark.parametrize("directory", [REPO / "crds", CHART / "crds", REPO / "manifests" / "crds"])
+@pytest.mark.parametrize("directory", [REPO / "crds", CHART / "files" / "crds", REPO / "manifests" / "crds"])
 def test_crd_copies_match_the_api_models(directory: Path) -> None:
     generated = crd_files()
     on_disk = {path.name: path.read_text() for path in directory.glob("*.yaml")}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -33,6 +34,8 @@ QUANTITY_PATTERN = (
 )
 _QUANTITY = re.compile(QUANTITY_PATTERN)
 _MAX_EXPONENT = 30
+# Kubernetes' parser (untyped upstream): quantity text to its exact value.
+_parse_quantity: Callable[[str], Decimal] = parse_quantity
 BUDGET_RULE_MESSAGE = (
     f"must be a Kubernetes quantity from {MIN_QUANTITY} to {MAX_QUANTITY} (e.g. 650Mi, 1.5Gi, 6.8G) "
     "or a whole number of bytes"
@@ -86,7 +89,7 @@ def _parse_text(text: str) -> Decimal:
     if match["exponent"] is not None and abs(int(match["exponent"])) > _MAX_EXPONENT:
         raise ValueError(f"exponent of {text!r} is out of range")
     try:
-        return Decimal(parse_quantity(text))
+        return Decimal(_parse_quantity(text))
     except (ValueError, ArithmeticError) as error:
         raise ValueError(f"{text!r} is not a quantity") from error
 

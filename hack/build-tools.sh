@@ -6,7 +6,7 @@
 # usage: hack/build-tools.sh [component...]        (default: all)
 #        hack/build-tools.sh --bin-dir NAME       print the cache dir of binary NAME
 # components: kubernetes (kube-apiserver, kube-controller-manager, kube-scheduler),
-#             etcd, kwok, helm, prometheus (prometheus, promtool)
+#             etcd, kwok, helm, prometheus (prometheus, promtool), kube-score
 set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,6 +32,7 @@ component_version() {
     kwok) echo "${KWOK_VERSION}" ;;
     helm) echo "${HELM_VERSION}" ;;
     prometheus) prometheus_release ;;
+    kube-score) echo "${KUBE_SCORE_VERSION}" ;;
     *) die "unknown component '$1' (known: ${ALL_COMPONENTS[*]})" ;;
   esac
 }
@@ -48,7 +49,7 @@ binary_component() {
   case "$1" in
     kube-apiserver | kube-controller-manager | kube-scheduler) echo kubernetes ;;
     prometheus | promtool) echo prometheus ;;
-    etcd | kwok | helm) echo "$1" ;;
+    etcd | kwok | helm | kube-score) echo "$1" ;;
     *) die "unknown binary '$1'" ;;
   esac
 }
@@ -63,6 +64,7 @@ component_packages() {
     kwok) echo sigs.k8s.io/kwok/cmd/kwok ;;
     helm) echo helm.sh/helm/v3/cmd/helm ;;
     prometheus) echo github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool ;;
+    kube-score) echo github.com/zegl/kube-score/cmd/kube-score ;;
   esac
 }
 
@@ -101,6 +103,7 @@ component_ldflags() {
       flags+=" -X ${p}.Version=${v#v} -X ${p}.Branch=release -X ${p}.BuildUser=vram-operator"
       flags+=" -X ${p}.BuildDate=${BUILD_DATE}"
       ;;
+    kube-score) flags+=" -X main.version=${v#v} -X main.date=${BUILD_DATE}" ;;
   esac
   echo "${flags}"
 }
@@ -114,6 +117,7 @@ check_pin() {
     kwok) module=sigs.k8s.io/kwok want="${KWOK_VERSION}" ;;
     helm) module=helm.sh/helm/v3 want="${HELM_VERSION}" ;;
     prometheus) module=github.com/prometheus/prometheus want="${PROMETHEUS_MODULE_VERSION}" ;;
+    kube-score) module=github.com/zegl/kube-score want="${KUBE_SCORE_VERSION}" ;;
   esac
   [[ -f "${dir}/go.sum" ]] || die "${dir}/go.sum missing; run hack/update-modules.sh ${c}"
   got="$(module_version "${dir}" "${module}")"

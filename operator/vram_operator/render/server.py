@@ -24,6 +24,8 @@ class PlacedReplica:
     placement: PlacementStatus
     utilization: float | None = None
     launch: LlamaCppLaunch | None = None
+    # Weights per GPU rank (status.estimate.weightsMiB): sizes the pod's host-memory request.
+    weights_mib: float | None = None
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,9 @@ def render(server: InferenceServer, replicas: Sequence[PlacedReplica], settings:
     if not replicas:
         raise RenderError("no placed replica to render", field="status.replicaPlacements")
     deployments = [
-        render_deployment(server, r.placement, r.utilization, settings, r.launch, replica=r.replica)
+        render_deployment(
+            server, r.placement, r.utilization, settings, r.launch, replica=r.replica, weights_mib=r.weights_mib
+        )
         for r in sorted(replicas, key=lambda r: r.replica)
     ]
     claims = {

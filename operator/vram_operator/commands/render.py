@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin-mib", type=float, default=DEFAULT_MARGIN_MIB)
     parser.add_argument("--allow-host-access", action="store_true",
                         help="render hostPath volumes (as an operator run with --allow-host-access would)")  # fmt: skip
+    parser.add_argument("--no-server-network-policy", dest="server_network_policy", action="store_false",
+                        help="no NetworkPolicy per server (as an operator run with that flag)")  # fmt: skip
     parser.add_argument("--format", choices=("kubernetes", "compose"), default="kubernetes",
                         help=f"kubernetes: stdout; compose: {OVERRIDE_FILE} and {ASSIGNMENTS_FILE}")  # fmt: skip
     parser.add_argument("--output-dir", type=Path, default=Path("."), metavar="DIR",
@@ -44,7 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     manifests = load(args.filename)
     decision = decide_from_manifests(manifests, args.strategy, args.margin_mib)
-    settings = RenderSettings(pinning_mode=args.pinning_mode, allow_host_access=args.allow_host_access)
+    settings = RenderSettings(
+        pinning_mode=args.pinning_mode,
+        allow_host_access=args.allow_host_access,
+        server_network_policy=args.server_network_policy,
+    )
     if args.format == "compose":
         return _write_compose(manifests, decision, settings, args.output_dir)
     documents = []

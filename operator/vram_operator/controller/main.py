@@ -57,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="render servers whose pass-through fields reach the host (hostPath volumes); refused by default",
     )
+    parser.add_argument(
+        "--no-server-network-policy",
+        dest="server_network_policy",
+        action="store_false",
+        help="render no NetworkPolicy for servers (by default one admits in-cluster clients to the engine port)",
+    )
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     parser.add_argument("--verbose", action="store_true", help="debug logs")
 
@@ -84,7 +90,11 @@ def settings_from(args: argparse.Namespace) -> ControllerSettings:
         gpu_node_grace=timedelta(seconds=args.gpu_node_grace_seconds),
         check_interval=args.check_interval,
         max_corrections=args.max_corrections,
-        render=RenderSettings(pinning_mode=args.pinning_mode, allow_host_access=args.allow_host_access),
+        render=RenderSettings(
+            pinning_mode=args.pinning_mode,
+            allow_host_access=args.allow_host_access,
+            server_network_policy=args.server_network_policy,
+        ),
     )
 
 

@@ -6,7 +6,8 @@
 # usage: hack/build-tools.sh [component...]        (default: all)
 #        hack/build-tools.sh --bin-dir NAME       print the cache dir of binary NAME
 # components: kubernetes (kube-apiserver, kube-controller-manager, kube-scheduler),
-#             etcd, kwok, helm, prometheus (prometheus, promtool), kube-score
+#             etcd, kwok, helm, prometheus (prometheus, promtool), kube-score,
+#             checkov (not Go: pip-installed into a venv of its own in the same cache)
 set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -33,6 +34,7 @@ component_version() {
     helm) echo "${HELM_VERSION}" ;;
     prometheus) prometheus_release ;;
     kube-score) echo "${KUBE_SCORE_VERSION}" ;;
+    checkov) echo "${CHECKOV_VERSION}" ;;
     *) die "unknown component '$1' (known: ${ALL_COMPONENTS[*]})" ;;
   esac
 }
@@ -49,7 +51,7 @@ binary_component() {
   case "$1" in
     kube-apiserver | kube-controller-manager | kube-scheduler) echo kubernetes ;;
     prometheus | promtool) echo prometheus ;;
-    etcd | kwok | helm | kube-score) echo "$1" ;;
+    etcd | kwok | helm | kube-score | checkov) echo "$1" ;;
     *) die "unknown binary '$1'" ;;
   esac
 }
@@ -132,12 +134,31 @@ cached() {
   done
 }
 
+# checkov is a Python program: a venv of its own next to the Go binaries, the command linked in
+# last (what `cached` looks for), so an interrupted install is never taken for a finished one. The
+# venv is built in place: its scripts name their interpreter by absolute path.
+install_checkov() {
+  local dir
+  dir="$(bin_dir checkov)"
+  rm -rf "${dir}"
+  mkdir -p "${dir}"
+  python3 -m venv "${dir}/venv" && "${dir}/venv/bin/python" -m pip install --quiet "checkov==${CHECKOV_VERSION}" ||
+    { rm -rf "${dir}"; die "installing checkov ${CHECKOV_VERSION} failed"; }
+  ln -s venv/bin/checkov "${dir}/checkov"
+}
+
 build_component() {
   local c="$1" v start out b
   v="$(component_version "${c}")"
   start="$(date +%s)"
   if cached "${c}"; then
     printf '%-11s %-9s cache hit   %4ss\n' "${c}" "${v}" "$(($(date +%s) - start))"
+    return 0
+  fi
+  if [[ "${c}" == checkov ]]; then
+    mkdir -p "${CACHE_ROOT}"
+    install_checkov
+    printf '%-11s %-9s installed   %4ss\n' "${c}" "${v}" "$(($(date +%s) - start))"
     return 0
   fi
   check_pin "${c}"

@@ -6,7 +6,8 @@
 # usage: hack/build-tools.sh [component...]        (default: all)
 #        hack/build-tools.sh --bin-dir NAME       print the cache dir of binary NAME
 # components: kubernetes (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl),
-#             etcd, kwok, helm, prometheus (prometheus, promtool)
+#             etcd, kwok, helm, prometheus (prometheus, promtool), kube-score,
+#             checkov (not Go: pip-installed into a venv of its own in the same cache)
 set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,6 +33,8 @@ component_version() {
     kwok) echo "${KWOK_VERSION}" ;;
     helm) echo "${HELM_VERSION}" ;;
     prometheus) prometheus_release ;;
+    kube-score) echo "${KUBE_SCORE_VERSION}" ;;
+    checkov) echo "${CHECKOV_VERSION}" ;;
     *) die "unknown component '$1' (known: ${ALL_COMPONENTS[*]})" ;;
   esac
 }
@@ -48,7 +51,7 @@ binary_component() {
   case "$1" in
     kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo kubernetes ;;
     prometheus | promtool) echo prometheus ;;
-    etcd | kwok | helm) echo "$1" ;;
+    etcd | kwok | helm | kube-score | checkov) echo "$1" ;;
     *) die "unknown binary '$1'" ;;
   esac
 }
@@ -63,6 +66,7 @@ component_packages() {
     kwok) echo sigs.k8s.io/kwok/cmd/kwok ;;
     helm) echo helm.sh/helm/v3/cmd/helm ;;
     prometheus) echo github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool ;;
+    kube-score) echo github.com/zegl/kube-score/cmd/kube-score ;;
   esac
 }
 
@@ -101,6 +105,7 @@ component_ldflags() {
       flags+=" -X ${p}.Version=${v#v} -X ${p}.Branch=release -X ${p}.BuildUser=vram-operator"
       flags+=" -X ${p}.BuildDate=${BUILD_DATE}"
       ;;
+    kube-score) flags+=" -X main.version=${v#v} -X main.date=${BUILD_DATE}" ;;
   esac
   echo "${flags}"
 }
@@ -114,6 +119,7 @@ check_pin() {
     kwok) module=sigs.k8s.io/kwok want="${KWOK_VERSION}" ;;
     helm) module=helm.sh/helm/v3 want="${HELM_VERSION}" ;;
     prometheus) module=github.com/prometheus/prometheus want="${PROMETHEUS_MODULE_VERSION}" ;;
+    kube-score) module=github.com/zegl/kube-score want="${KUBE_SCORE_VERSION}" ;;
   esac
   [[ -f "${dir}/go.sum" ]] || die "${dir}/go.sum missing; run hack/update-modules.sh ${c}"
   got="$(module_version "${dir}" "${module}")"
@@ -128,12 +134,31 @@ cached() {
   done
 }
 
+# checkov is a Python program: a venv of its own next to the Go binaries, the command linked in
+# last (what `cached` looks for), so an interrupted install is never taken for a finished one. The
+# venv is built in place: its scripts name their interpreter by absolute path.
+install_checkov() {
+  local dir
+  dir="$(bin_dir checkov)"
+  rm -rf "${dir}"
+  mkdir -p "${dir}"
+  python3 -m venv "${dir}/venv" && "${dir}/venv/bin/python" -m pip install --quiet "checkov==${CHECKOV_VERSION}" ||
+    { rm -rf "${dir}"; die "installing checkov ${CHECKOV_VERSION} failed"; }
+  ln -s venv/bin/checkov "${dir}/checkov"
+}
+
 build_component() {
   local c="$1" v start out b
   v="$(component_version "${c}")"
   start="$(date +%s)"
   if cached "${c}"; then
     printf '%-11s %-9s cache hit   %4ss\n' "${c}" "${v}" "$(($(date +%s) - start))"
+    return 0
+  fi
+  if [[ "${c}" == checkov ]]; then
+    mkdir -p "${CACHE_ROOT}"
+    install_checkov
+    printf '%-11s %-9s installed   %4ss\n' "${c}" "${v}" "$(($(date +%s) - start))"
     return 0
   fi
   check_pin "${c}"

@@ -3,7 +3,7 @@
 
 HACK_DIR="${HACK_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}"
 TOOLS_DIR="${HACK_DIR}/tools"
-ALL_COMPONENTS=(kubernetes etcd kwok helm prometheus)
+ALL_COMPONENTS=(kubernetes etcd kwok helm prometheus kube-score checkov)
 # The wrapper modules declare this language version; Go 1.26 is the toolchain we use.
 GO_DIRECTIVE=1.26.0
 

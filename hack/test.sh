@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command: lint, types, unit tests, then (after the Go build) the tests that run
-# helm/promtool (tests/tools) and integration tests against a real
+# helm/promtool/kube-score (tests/tools) and integration tests against a real
 # local control plane (kube-apiserver, etcd, controller-manager, scheduler, KWOK) built from Go
 # modules by hack/build-tools.sh (cached under ~/.cache/vram-operator, so later runs are fast).
 #
@@ -27,7 +27,7 @@ fi
 echo "== tools for the local control plane"
 bash hack/build-tools.sh
 
-echo "== tests that run the built tools (helm, promtool; tests/tools)"
+echo "== tests that run the built tools (helm, promtool, kube-score; tests/tools)"
 pytest tests/tools -q -p no:cacheprovider
 
 echo "== integration and end-to-end tests (real control plane)"

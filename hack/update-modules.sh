@@ -111,6 +111,11 @@ main() {
         write_tool_module prometheus github.com/prometheus/prometheus "${PROMETHEUS_MODULE_VERSION}" \
           github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool
         ;;
+      kube-score)
+        write_tool_module kube-score github.com/zegl/kube-score "${KUBE_SCORE_VERSION}" \
+          github.com/zegl/kube-score/cmd/kube-score
+        ;;
+      checkov) continue ;; # a PyPI package, pinned in versions.env; no Go module
       *) die "unknown component '${c}' (known: ${ALL_COMPONENTS[*]})" ;;
     esac
     if [[ "${c}" == prometheus ]]; then tidy_prometheus; else tidy "${c}"; fi

@@ -19,6 +19,8 @@ _BINARY_VERSION_KEYS = {
     "helm": "HELM_VERSION",
     "prometheus": "PROMETHEUS_MODULE_VERSION",
     "promtool": "PROMETHEUS_MODULE_VERSION",
+    "kube-score": "KUBE_SCORE_VERSION",
+    "checkov": "CHECKOV_VERSION",
 }
 CONTROL_PLANE_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 

@@ -123,7 +123,13 @@ class FleetDecision:
 def placed_replicas(decision: ServerDecision) -> list[PlacedReplica]:
     """What render needs of each placed replica: its placement, utilization and llama.cpp launch."""
     return [
-        PlacedReplica(r.replica, r.placement, r.gpu_memory_utilization, r.llamacpp_launch)
+        PlacedReplica(
+            r.replica,
+            r.placement,
+            r.gpu_memory_utilization,
+            r.llamacpp_launch,
+            weights_mib=r.estimate.weights_mib if r.estimate else None,
+        )
         for r in decision.replicas
         if r.placement is not None
     ]

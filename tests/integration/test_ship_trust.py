@@ -319,6 +319,37 @@ def test_harmless_volumes_pass_and_a_later_host_path_is_refused(
     assert refused is not None and "hostPath volume root refused" in message(refused)
 
 
+@pytest.mark.parametrize(
+    "contexts",
+    [
+        {"securityContext": {"privileged": True}},
+        {"securityContext": {"capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}}},
+        {"securityContext": {"procMount": "Unmasked"}},
+        {"podSecurityContext": {"windowsOptions": {"hostProcess": True}}},
+    ],
+    ids=["privileged", "capabilities-add", "unmasked-proc", "host-process"],
+)
+def test_host_access_through_a_security_context_is_refused_at_admission(
+    release: Release, namespace: str, custom_objects: client.CustomObjectsApi, contexts: dict[str, Any]
+) -> None:
+    def create(spec: dict[str, Any], name: str) -> Any:
+        body = server(name, [])
+        body["spec"].update(spec)
+        return custom_objects.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "inferenceservers", body, dry_run="All"
+        )
+
+    refused = eventually(lambda: refusal(lambda: create(contexts, "host-context")), "the policy", TAKES_EFFECT_SECONDS)
+    assert "spec.securityContext/spec.podSecurityContext" in message(refused)
+    assert "admission.allowHostAccess" in message(refused)
+    # the same fields without host access pass: a non-root user, a read-only root, dropped capabilities
+    harmless = {
+        "securityContext": {"privileged": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
+        "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 1000},
+    }
+    assert create(harmless, "harmless-context")["spec"]["podSecurityContext"]["runAsUser"] == 1000
+
+
 def test_allow_host_access_lifts_the_refusal(
     release: Release, namespace: str, api_client: client.ApiClient, custom_objects: client.CustomObjectsApi
 ) -> None:

@@ -157,13 +157,33 @@ class InferenceServerSpec(ApiModel):
     )
     resources: dict[str, Any] | None = Field(
         default=None,
-        description="Container resources (CPU/memory), passed through; never nvidia.com/gpu.",
+        description=(
+            "Container resources (CPU/memory), passed through; never nvidia.com/gpu. Requests default to one CPU "
+            "per GPU rank and host memory sized from the model (weights + 2Gi per rank); each key given wins."
+        ),
         json_schema_extra=PASS_THROUGH,
     )
     volumes: list[PassThrough] = Field(
         default_factory=list,
         max_length=LIST_MAX,
         description="Pod volumes, passed through.",
+    )
+    security_context: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "Engine container securityContext; its fields replace the operator's defaults "
+            "(allowPrivilegeEscalation false, capabilities drop ALL). Privileged or added capabilities "
+            "are refused unless the operator allows host access."
+        ),
+        json_schema_extra=PASS_THROUGH,
+    )
+    pod_security_context: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "Pod securityContext (e.g. runAsUser for an image that runs as another user); its fields "
+            "replace the operator's default (seccompProfile RuntimeDefault)."
+        ),
+        json_schema_extra=PASS_THROUGH,
     )
     volume_mounts: list[PassThrough] = Field(
         default_factory=list,

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal, InvalidOperation
+from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
+
+from kubernetes.utils import parse_quantity
 
 from vram_operator.api.base import INT_OR_STRING, cel_rule
 
@@ -31,21 +34,8 @@ QUANTITY_PATTERN = (
 )
 _QUANTITY = re.compile(QUANTITY_PATTERN)
 _MAX_EXPONENT = 30
-_SUFFIX_FACTOR: dict[str, Decimal] = {
-    "Ki": Decimal(2) ** 10,
-    "Mi": Decimal(2) ** 20,
-    "Gi": Decimal(2) ** 30,
-    "Ti": Decimal(2) ** 40,
-    "Pi": Decimal(2) ** 50,
-    "Ei": Decimal(2) ** 60,
-    "m": Decimal("1e-3"),
-    "k": Decimal("1e3"),
-    "M": Decimal("1e6"),
-    "G": Decimal("1e9"),
-    "T": Decimal("1e12"),
-    "P": Decimal("1e15"),
-    "E": Decimal("1e18"),
-}
+# Kubernetes' parser (untyped upstream): quantity text to its exact value.
+_parse_quantity: Callable[[str], Decimal] = parse_quantity
 BUDGET_RULE_MESSAGE = (
     f"must be a Kubernetes quantity from {MIN_QUANTITY} to {MAX_QUANTITY} (e.g. 650Mi, 1.5Gi, 6.8G) "
     "or a whole number of bytes"
@@ -89,23 +79,19 @@ def quantity_value(value: str | int | float) -> Decimal:
 
 
 def _parse_text(text: str) -> Decimal:
+    # The pattern is the gate (the CRD's own, stricter than parse_quantity, which also takes
+    # "1_000", "NaN" or the n/u suffixes); parse_quantity does the arithmetic, as Kubernetes does.
     match = _QUANTITY.fullmatch(text)
     if match is None:
         if text.startswith("-"):
             raise ValueError(f"must not be negative, got {text!r}")
         raise ValueError(f"{text!r} is not a positive quantity (examples: 650Mi, 1.5Gi, 6.8G, 800M, 1500000000)")
+    if match["exponent"] is not None and abs(int(match["exponent"])) > _MAX_EXPONENT:
+        raise ValueError(f"exponent of {text!r} is out of range")
     try:
-        number = Decimal(match["number"])
-        if match["suffix"] is not None:
-            return number * _SUFFIX_FACTOR[match["suffix"]]
-        if match["exponent"] is not None:
-            exponent = int(match["exponent"])
-            if abs(exponent) > _MAX_EXPONENT:
-                raise ValueError(f"exponent of {text!r} is out of range")
-            return number.scaleb(exponent)
-    except InvalidOperation as error:
+        return Decimal(_parse_quantity(text))
+    except (ValueError, ArithmeticError) as error:
         raise ValueError(f"{text!r} is not a quantity") from error
-    return number
 
 
 def budget_schema(*, bound_strings: bool) -> dict[str, Any]:

@@ -77,6 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help="tolerations of every server pod, a JSON list (default: nvidia.com/gpu Exists NoSchedule; [] for none)",
     )
+    parser.add_argument(
+        "--no-server-network-policy",
+        dest="server_network_policy",
+        action="store_false",
+        help="render no NetworkPolicy for servers (by default one admits in-cluster clients to the engine port)",
+    )
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     parser.add_argument("--verbose", action="store_true", help="debug logs")
 
@@ -111,6 +117,7 @@ def settings_from(args: argparse.Namespace) -> ControllerSettings:
             pinning_mode=args.pinning_mode,
             allow_host_access=args.allow_host_access,
             tolerations=_tolerations(args.server_tolerations),
+            server_network_policy=args.server_network_policy,
         ),
     )
 

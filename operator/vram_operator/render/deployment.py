@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 from vram_operator.api import InferenceServer, PlacementStatus
 from vram_operator.render.engine import EngineContainer, LlamaCppLaunch, engine_container, probes
 from vram_operator.render.errors import RenderError
+from vram_operator.render.hardening import container_security_context, default_requests, pod_security_context
 from vram_operator.render.host_access import host_access
 from vram_operator.render.metadata import (
     deployment_name,
@@ -28,6 +29,13 @@ CONTAINER_NAME = "engine"
 SHM_VOLUME = "vram-dshm"
 SHM_PATH = "/dev/shm"
 HOST_ACCESS_REASON = "HostAccessRefused"
+# Pod fields that come from the server's spec: the user's volumes come first in the pod, at the
+# same index, and the engine container is the only one.
+SPEC_FIELDS_IN_POD = (
+    ("volumes[", "spec.volumes["),
+    ("securityContext.", "spec.podSecurityContext."),
+    ("containers[0].securityContext.", "spec.securityContext."),
+)
 
 
 class RenderedDeployment(NamedTuple):
@@ -72,9 +80,16 @@ def placement_hash(placement: PlacementStatus, engine: EngineContainer, settings
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _resources(server: InferenceServer, pinning: PodPinning) -> tuple[dict[str, Any], list[str]]:
-    """spec.resources without device-plugin GPUs, plus the GPU claims in dra mode."""
+def _resources(
+    server: InferenceServer, pinning: PodPinning, weights_mib: float | None
+) -> tuple[dict[str, Any], list[str]]:
+    """spec.resources over the default requests, without device-plugin GPUs, plus the GPU claims in dra mode."""
     resources = dict(server.spec.resources or {})
+    # A resource the user limits gets no default request: Kubernetes takes the limit as the request,
+    # and a default above a smaller limit would make the pod invalid.
+    limited = set(resources.get("limits") or {})
+    defaults = {name: amount for name, amount in default_requests(server, weights_mib).items() if name not in limited}
+    resources["requests"] = {**defaults, **(resources.get("requests") or {})}
     warnings: list[str] = []
     for section in ("requests", "limits"):
         amounts = dict(resources.get(section) or {})
@@ -118,14 +133,21 @@ def refuse_host_access(pod_spec: dict[str, Any], settings: RenderSettings) -> No
     if not found or settings.allow_host_access:
         return
     # The user's volumes come first in the pod, at the same index: name the spec field they came from.
-    first = found[0].field
-    field = f"spec.{first}" if first.startswith("volumes[") else f"spec.template.spec.{first}"
+    field = _spec_field(found[0].field)
     raise RenderError(
         f"host access refused ({'; '.join(access.what for access in found)}): the operator runs without "
         "--allow-host-access (chart value admission.allowHostAccess)",
         field=field,
         reason=HOST_ACCESS_REASON,
     )
+
+
+def _spec_field(pod_field: str) -> str:
+    """The InferenceServer field a pod field came from, where the server has one."""
+    for pod_prefix, spec_prefix in SPEC_FIELDS_IN_POD:
+        if pod_field.startswith(pod_prefix):
+            return spec_prefix + pod_field.removeprefix(pod_prefix)
+    return f"spec.template.spec.{pod_field}"
 
 
 def _without_empty(fields: dict[str, Any]) -> dict[str, Any]:
@@ -142,17 +164,19 @@ def render_deployment(
     launch: LlamaCppLaunch | None = None,
     *,
     replica: int = 0,
+    weights_mib: float | None = None,
 ) -> RenderedDeployment:
     """The apps/v1 Deployment running one replica of the server on that replica's placement.
 
     Each replica has a Deployment of its own with one pod (none while spec.replicas is 0), pinned to
     its own GPU(s). `utilization` is the replica's vLLM --gpu-memory-utilization (ignored by other
-    engines); `launch` carries llama.cpp's layer count and context from sizing.
+    engines); `launch` carries llama.cpp's layer count and context from sizing; `weights_mib` (per
+    rank) sizes the host-memory request.
     """
     check_placement(server, placement)
     engine = engine_container(server, placement, utilization, settings, launch)
     pinning = pod_pinning(placement, settings)
-    resources, resource_warnings = _resources(server, pinning)
+    resources, resource_warnings = _resources(server, pinning, weights_mib)
     env, env_warnings = _env(server, [*engine.env, *pinning.env])
     shm_volumes, shm_mounts = _shared_memory(server)
 
@@ -170,12 +194,16 @@ def render_deployment(
             # Engines print their memory errors to the log: the kubelet copies the tail into the
             # termination message, so the operator reads failures from the pod status.
             "terminationMessagePolicy": "FallbackToLogsOnError",
+            "securityContext": container_security_context(server),
             **probes(engine.probe_handler, settings),
         }
     )
     pod_spec = _without_empty(
         {
             **pinning.pod_fields,
+            # Engines never call the Kubernetes API: no token in the pod.
+            "automountServiceAccountToken": False,
+            "securityContext": pod_security_context(server),
             "containers": [container],
             "volumes": [dict(volume) for volume in server.spec.volumes] + shm_volumes,
             "tolerations": [dict(toleration) for toleration in settings.tolerations]

@@ -3,8 +3,9 @@
 The operator creates pods with its own privileges, so whoever may create an InferenceServer would
 otherwise get whatever the pod template allows. The checks follow the Pod Security "baseline"
 profile's host rules: hostPath volumes, host namespaces, host ports, privileged containers and
-added capabilities. Today only spec.volumes can carry one of them (the spec has no security
-context or host fields); the pod-wide scan keeps that true for any pass-through field added later.
+added capabilities, Windows host processes and unmasked /proc. spec.volumes, spec.securityContext and
+spec.podSecurityContext can carry them; the pod-wide scan keeps that true for any pass-through field
+added later.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def host_access(pod_spec: Mapping[str, Any]) -> list[HostAccess]:
     found += [
         HostAccess(name, f"{name}: true shares the node's namespace") for name in HOST_NAMESPACES if pod_spec.get(name)
     ]
+    found += _host_process("securityContext", pod_spec.get("securityContext") or {})
     for kind in CONTAINER_LISTS:
         for i, container in enumerate(pod_spec.get(kind) or []):
             found += _container_access(f"{kind}[{i}]", container)
@@ -48,6 +50,9 @@ def _container_access(where: str, container: Mapping[str, Any]) -> list[HostAcce
     found = []
     if security.get("privileged"):
         found.append(HostAccess(f"{where}.securityContext.privileged", "a privileged container"))
+    found += _host_process(f"{where}.securityContext", security)
+    if security.get("procMount") == "Unmasked":
+        found.append(HostAccess(f"{where}.securityContext.procMount", "an unmasked /proc"))
     added = (security.get("capabilities") or {}).get("add") or []
     if added:
         found.append(HostAccess(f"{where}.securityContext.capabilities.add", f"added capabilities {', '.join(added)}"))
@@ -57,3 +62,9 @@ def _container_access(where: str, container: Mapping[str, Any]) -> list[HostAcce
         if port.get("hostPort")
     ]
     return found
+
+
+def _host_process(where: str, security: Mapping[str, Any]) -> list[HostAccess]:
+    if (security.get("windowsOptions") or {}).get("hostProcess"):
+        return [HostAccess(f"{where}.windowsOptions.hostProcess", "a Windows host process")]
+    return []

@@ -11,6 +11,7 @@ from vram_operator.render.deployment import render_deployment
 from vram_operator.render.engine import LlamaCppLaunch
 from vram_operator.render.errors import RenderError
 from vram_operator.render.metadata import namespace_of
+from vram_operator.render.network_policy import render_network_policy
 from vram_operator.render.pinning import render_resource_claims
 from vram_operator.render.service import render_service
 from vram_operator.render.settings import RenderSettings
@@ -24,6 +25,8 @@ class PlacedReplica:
     placement: PlacementStatus
     utilization: float | None = None
     launch: LlamaCppLaunch | None = None
+    # Weights per GPU rank (status.estimate.weightsMiB): sizes the pod's host-memory request.
+    weights_mib: float | None = None
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class Rendered:
     service: dict[str, Any]
     resource_claims: tuple[dict[str, Any], ...]
     warnings: tuple[str, ...]
+    network_policy: dict[str, Any] | None = None
 
     @property
     def deployment(self) -> dict[str, Any]:
@@ -42,8 +46,9 @@ class Rendered:
 
     @property
     def objects(self) -> list[dict[str, Any]]:
-        """In apply order: the claims exist before the pods that reference them."""
-        return [*self.resource_claims, *self.deployments, self.service]
+        """In apply order: the claims exist before the pods that reference them, the policy before the pods."""
+        policy = [self.network_policy] if self.network_policy is not None else []
+        return [*self.resource_claims, *policy, *self.deployments, self.service]
 
 
 def render(server: InferenceServer, replicas: Sequence[PlacedReplica], settings: RenderSettings) -> Rendered:
@@ -51,7 +56,9 @@ def render(server: InferenceServer, replicas: Sequence[PlacedReplica], settings:
     if not replicas:
         raise RenderError("no placed replica to render", field="status.replicaPlacements")
     deployments = [
-        render_deployment(server, r.placement, r.utilization, settings, r.launch, replica=r.replica)
+        render_deployment(
+            server, r.placement, r.utilization, settings, r.launch, replica=r.replica, weights_mib=r.weights_mib
+        )
         for r in sorted(replicas, key=lambda r: r.replica)
     ]
     claims = {
@@ -64,4 +71,5 @@ def render(server: InferenceServer, replicas: Sequence[PlacedReplica], settings:
         service=render_service(server, settings),
         resource_claims=tuple(claims.values()),
         warnings=tuple(dict.fromkeys(w for d in deployments for w in d.warnings)),
+        network_policy=render_network_policy(server, settings),
     )

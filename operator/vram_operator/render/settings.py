@@ -61,6 +61,8 @@ class RenderSettings:
     # Pods may reach the host (hostPath volumes, privileged, host namespaces) only when the cluster
     # admin says so (`--allow-host-access`, chart value admission.allowHostAccess): see host_access.py.
     allow_host_access: bool = False
+    # A NetworkPolicy per server admitting in-cluster clients to the engine port only (network_policy.py).
+    server_network_policy: bool = True
 
     def __post_init__(self) -> None:
         # Settings come from flags and environment variables: reject a typo before it renders anything.

@@ -117,7 +117,7 @@ class _Parser:
             (value_type,) = self.take("I")
             fields[key] = self.value(value_type)
         tensors = tuple(self.tensor_info() for _ in range(tensor_count))
-        alignment = fields.get("general.alignment", DEFAULT_ALIGNMENT)
+        alignment = fields.get(gguf.Keys.General.ALIGNMENT, DEFAULT_ALIGNMENT)
         if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
             raise self.fail(f"alignment {alignment!r}")
         data_offset = -(-self.pos // alignment) * alignment

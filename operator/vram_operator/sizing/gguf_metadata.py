@@ -121,11 +121,11 @@ def read_gguf_model(path: Path) -> GgufModel:
     reader = _open(path)
     shard_paths = _split_shards(path, reader)
     readers = [reader] + [_open(shard) for shard in shard_paths[1:]]
-    arch = _string(reader, "general.architecture", path)
+    arch = _string(reader, gguf.Keys.General.ARCHITECTURE, path)
     tensors = [tensor for shard_reader in readers for tensor in shard_reader.tensors]
-    block_count = _int(reader, f"{arch}.block_count", path)
+    block_count = _int(reader, _key(gguf.Keys.LLM.BLOCK_COUNT, arch), path)
     if block_count <= 0:
-        raise SizingError(f"{path}: {arch}.block_count must be positive", field=FIELD)
+        raise SizingError(f"{path}: {_key(gguf.Keys.LLM.BLOCK_COUNT, arch)} must be positive", field=FIELD)
 
     block_bytes = [0] * block_count
     recurrent = [False] * block_count
@@ -144,11 +144,11 @@ def read_gguf_model(path: Path) -> GgufModel:
         else:
             other += size
 
-    embedding = _int(reader, f"{arch}.embedding_length", path)
-    head_count = max(_int_list(reader, f"{arch}.attention.head_count", path, block_count))
-    kv_heads = _int_list(reader, f"{arch}.attention.head_count_kv", path, block_count, head_count)
+    embedding = _int(reader, _key(gguf.Keys.LLM.EMBEDDING_LENGTH, arch), path)
+    head_count = max(_int_list(reader, _key(gguf.Keys.Attention.HEAD_COUNT, arch), path, block_count))
+    kv_heads = _int_list(reader, _key(gguf.Keys.Attention.HEAD_COUNT_KV, arch), path, block_count, head_count)
     head_dim = embedding // head_count if head_count else 0
-    key_length = _optional_int(reader, f"{arch}.attention.key_length") or head_dim
+    key_length = _optional_int(reader, _key(gguf.Keys.Attention.KEY_LENGTH, arch)) or head_dim
     return GgufModel(
         path=str(path),
         architecture=arch,
@@ -161,22 +161,24 @@ def read_gguf_model(path: Path) -> GgufModel:
         output_tied=not has_output,
         other_bytes=other,
         block_count=block_count,
-        context_length=_optional_int(reader, f"{arch}.context_length"),
+        context_length=_optional_int(reader, _key(gguf.Keys.LLM.CONTEXT_LENGTH, arch)),
         embedding_length=embedding,
         head_count=head_count,
         head_count_kv=tuple(kv_heads),
         key_length=key_length,
-        value_length=_optional_int(reader, f"{arch}.attention.value_length") or key_length,
-        feed_forward_length=max(_int_list(reader, f"{arch}.feed_forward_length", path, block_count, 0), default=0),
+        value_length=_optional_int(reader, _key(gguf.Keys.Attention.VALUE_LENGTH, arch)) or key_length,
+        feed_forward_length=max(
+            _int_list(reader, _key(gguf.Keys.LLM.FEED_FORWARD_LENGTH, arch), path, block_count, 0), default=0
+        ),
         vocab_size=_vocab_size(reader, arch),
-        expert_count=_optional_int(reader, f"{arch}.expert_count") or 0,
-        expert_used_count=_optional_int(reader, f"{arch}.expert_used_count") or 0,
-        expert_feed_forward_length=_optional_int(reader, f"{arch}.expert_feed_forward_length") or 0,
-        expert_shared_count=_optional_int(reader, f"{arch}.expert_shared_count") or 0,
-        leading_dense_block_count=_optional_int(reader, f"{arch}.leading_dense_block_count") or 0,
-        kv_lora_rank=_optional_int(reader, f"{arch}.attention.kv_lora_rank") or 0,
-        rope_dimension_count=_optional_int(reader, f"{arch}.rope.dimension_count") or 0,
-        sliding_window=_optional_int(reader, f"{arch}.attention.sliding_window"),
+        expert_count=_optional_int(reader, _key(gguf.Keys.LLM.EXPERT_COUNT, arch)) or 0,
+        expert_used_count=_optional_int(reader, _key(gguf.Keys.LLM.EXPERT_USED_COUNT, arch)) or 0,
+        expert_feed_forward_length=_optional_int(reader, _key(gguf.Keys.LLM.EXPERT_FEED_FORWARD_LENGTH, arch)) or 0,
+        expert_shared_count=_optional_int(reader, _key(gguf.Keys.LLM.EXPERT_SHARED_COUNT, arch)) or 0,
+        leading_dense_block_count=_optional_int(reader, _key(gguf.Keys.LLM.LEADING_DENSE_BLOCK_COUNT, arch)) or 0,
+        kv_lora_rank=_optional_int(reader, _key(gguf.Keys.Attention.KV_LORA_RANK, arch)) or 0,
+        rope_dimension_count=_optional_int(reader, _key(gguf.Keys.Rope.DIMENSION_COUNT, arch)) or 0,
+        sliding_window=_optional_int(reader, _key(gguf.Keys.Attention.SLIDING_WINDOW, arch)),
         sliding_window_layers=_sliding_window_layers(reader, arch, block_count),
         recurrent_layers=tuple(recurrent),
     )
@@ -189,7 +191,7 @@ def _open(path: Path) -> GgufHeader:
 
 
 def _split_shards(path: Path, reader: GgufHeader) -> list[Path]:
-    count = _optional_int(reader, "split.count") or 1
+    count = _optional_int(reader, gguf.Keys.Split.LLM_KV_SPLIT_COUNT) or 1
     if count <= 1:
         return [path]
     named = _SPLIT_NAME.match(path.name)
@@ -247,23 +249,28 @@ def _int_list(reader: GgufHeader, key: str, path: Path, layers: int, default: in
     return [int(value)] * layers
 
 
+def _key(template: str, arch: str) -> str:
+    """A per-architecture metadata key, from gguf's own table (``{arch}.block_count``)."""
+    return template.format(arch=arch)
+
+
 def _vocab_size(reader: GgufHeader, arch: str) -> int:
-    declared = _optional_int(reader, f"{arch}.vocab_size")
+    declared = _optional_int(reader, _key(gguf.Keys.LLM.VOCAB_SIZE, arch))
     if declared is not None:
         return declared
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    tokens = reader.fields.get(gguf.Keys.Tokenizer.LIST)
     return tokens.count if isinstance(tokens, GgufArray) else 0
 
 
 def _sliding_window_layers(reader: GgufHeader, arch: str, layers: int) -> tuple[bool, ...]:
-    pattern = _value(reader, f"{arch}.attention.sliding_window_pattern")
+    pattern = _value(reader, _key(gguf.Keys.Attention.SLIDING_WINDOW_PATTERN, arch))
     if isinstance(pattern, list) and len(pattern) == layers:
         return tuple(bool(item) for item in pattern)
     return ()
 
 
 def _file_type(reader: GgufHeader) -> str | None:
-    value = _optional_int(reader, "general.file_type")
+    value = _optional_int(reader, gguf.Keys.General.FILE_TYPE)
     if value is None:
         return None
     try:

@@ -23,6 +23,7 @@ SCHEMA_FILES = {
     ("apps/v1", "Deployment"): "apps-v1-deployment.json",
     ("v1", "Service"): "core-v1-service.json",
     ("resource.k8s.io/v1", "ResourceClaim"): "resource-v1-resourceclaim.json",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "networking-v1-networkpolicy.json",
 }
 
 
@@ -38,6 +39,7 @@ ENUMS: dict[str, dict[str, list[str]]] = {
         "effect": ["NoSchedule", "PreferNoSchedule", "NoExecute"],
     },
     "io.k8s.api.resource.v1.ExactDeviceRequest": {"allocationMode": ["ExactCount", "All"]},
+    "io.k8s.api.networking.v1.NetworkPolicyPort": {"protocol": ["TCP", "UDP", "SCTP"]},
 }
 
 

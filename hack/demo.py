@@ -113,6 +113,16 @@ def apply_examples(api: client.ApiClient) -> list[tuple[str, str]]:
     return servers
 
 
+def reported_gpus(api: client.ApiClient, node: str) -> bool:
+    try:
+        found = client.CustomObjectsApi(api).get_cluster_custom_object(GROUP, VERSION, "gpunodes", node)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return bool((cast(dict[str, Any], found).get("status") or {}).get("gpus"))
+
+
 def server_objects(api: client.ApiClient, servers: list[tuple[str, str]]) -> list[dict[str, Any]]:
     custom = client.CustomObjectsApi(api)
     objects: list[dict[str, Any]] = []
@@ -175,6 +185,9 @@ def up() -> int:
     cluster.components.extend(components)
     cluster.write_state(state_file())
     api = admin_client(cluster.kubeconfig)
+    # The servers go in once the node's GPUs are reported: servers that wait for GPU data are all
+    # decided when it arrives, in no fixed order, and this fleet is packed tight (first come, first placed).
+    wait_for(f"the GPUs of {node.name}", lambda: reported_gpus(api, node.name))
     servers = apply_examples(api)
     wait_for("placements", lambda: all(
         (o.get("status") or {}).get("phase") in PLACED_PHASES for o in server_objects(api, servers)))  # fmt: skip

@@ -40,10 +40,17 @@ class EngineVersion:
 
     @classmethod
     def parse(cls, text: str | None) -> EngineVersion:
-        """ "0.19.0", "v0.10.1.1", "~0.7.x (V0)" -> the leading major.minor[.patch]."""
+        """ "0.19.0", "v0.12", "0.11.0+cu118", "~0.7.x (V0)" -> the leading major.minor[.patch].
+
+        "nightly", "latest" and "main" mean the newest release this model knows (with a warning).
+        """
+        if text is not None and text.strip().lower() in UNRELEASED_NAMES:
+            return NEWEST_KNOWN_VERSION
         match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text or DEFAULT_ENGINE_VERSION)
         if match is None:
-            raise SizingError(f"engineVersion {text!r} is not a version like 0.19.0", field="engineVersion")
+            raise SizingError(
+                f"engineVersion {text!r} is not a version like 0.19.0 (or nightly)", field="engineVersion"
+            )
         return cls(int(match[1]), int(match[2]), int(match[3] or 0))
 
     def __str__(self) -> str:
@@ -57,15 +64,23 @@ BASELINE_PROFILING_SINCE = EngineVersion(0, 6, 4)  # before: others' memory coun
 HYBRID_KV_SINCE = EngineVersion(0, 10)  # hybrid KV cache manager: sliding/mamba groups
 CUDAGRAPH_ESTIMATE_SINCE = EngineVersion(0, 14)  # estimated and logged (opt-in subtraction)
 CUDAGRAPH_SUBTRACT_SINCE = EngineVersion(0, 21)  # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS on
-# The newest minor release whose memory behaviour the facts above describe; later ones are assumed to
-# behave like it.
-NEWEST_KNOWN_VERSION = EngineVersion(0, 21)
+# Model Runner V2 is the default for dense (non-MoE, non-hybrid) models (vllm PR #44443). Its
+# profile run builds the dummy batch without sampling parameters, so the sampler returns before
+# the fp32 upcast and the top-k/top-p sort: the warm-up holds only the logits in the model dtype.
+# Its CUDA graphs are whole-model graphs sharing one memory pool.
+MODEL_RUNNER_V2_SINCE = EngineVersion(0, 28)
+# The newest release (on PyPI) whose memory behaviour the facts above describe; later ones are
+# assumed to behave like it.
+NEWEST_KNOWN_VERSION = EngineVersion(0, 33)
+UNRELEASED_NAMES = frozenset({"nightly", "latest", "main"})
 
 
 def version_warnings(text: str | None) -> tuple[str, ...]:
     """A warning when the version is newer than this model knows: whose behaviour is assumed instead."""
     version = EngineVersion.parse(text)
     newest = NEWEST_KNOWN_VERSION
+    if text is not None and text.strip().lower() in UNRELEASED_NAMES:
+        return (f"engineVersion {text} is not a release: assuming vLLM {newest.major}.{newest.minor} behaviour",)
     if (version.major, version.minor) <= (newest.major, newest.minor):
         return ()
     return (
@@ -74,22 +89,72 @@ def version_warnings(text: str | None) -> tuple[str, ...]:
     )
 
 
-# Dummy sampler pass, bytes per logit element alive at its peak. V1: bf16 logits (2), their
-# fp32 copy (4), the sorted copy for top-k/top-p (4), its softmax (4), a bool mask (1).
-# V0 also keeps the int64 sort indices, probs and logprobs (2+4+4+8+4+4). The V1 figure
-# reproduces the activation peak logged by v0.19 for Llama-3.1-8B and Qwen2.5-7B within 2%.
-SAMPLER_BYTES_PER_LOGIT_V1 = 15
-SAMPLER_BYTES_PER_LOGIT_V0 = 26
+@dataclass(frozen=True)
+class ProfileConstants:
+    """What the code cannot give, measured from start-up logs, per range of versions (MiB, bytes).
+
+    The benchmark (benchmarks/estimator_calibration.py) refits them leaving one log out.
+    """
+
+    # Dummy sampler pass: bytes alive per logit element (rows x vocab) at its peak.
+    sampler_bytes_per_logit: float
+    # Memory outside torch allocated while profiling: workspaces at TP 1 (GPUs >= 70 GiB and
+    # smaller ones), NCCL / custom all-reduce buffers per rank at TP > 1.
+    non_torch_tp1_mib: float
+    non_torch_tp1_small_gpu_mib: float
+    non_torch_tp_many_mib: float
+
+
+# V0: bf16 logits, fp32 copy, sort values and int64 indices, probs, logprobs. 1 row (0.7, RTX 4060).
+V0_CONSTANTS = ProfileConstants(26.0, 40.0, 40.0, 400.0)
+# Model Runner V1, 0.8-0.16: the dummy sampler pass upcasts, sorts for top-k/top-p and applies the
+# penalties over max_num_seqs rows: 38.5 B per logit (11 logs of 0.11-0.16 on H100: 37.4-39.0 for
+# vocabularies of 128K-201K). Non-torch 0.13 GiB at TP 1 (11 logs), 0.54 GiB at TP 2 (2 logs).
+MR1_EARLY_CONSTANTS = ProfileConstants(38.5, 133.0, 133.0, 553.0)
+# 0.17+: the sampler warm-up costs 15 B per logit (0.17-0.19 logs, H100); non-torch 0.25 GiB at
+# TP 1 from 0.18 (H100) and 2.07 GiB per rank at TP >= 2 (NCCL symmetric memory / custom
+# all-reduce), from the 0.19 logs.
+MR1_SORT_SINCE = EngineVersion(0, 17)
+NON_TORCH_GROWS_SINCE = EngineVersion(0, 18)
+MR1_LATE_CONSTANTS = ProfileConstants(15.0, 256.0, 256.0, 2120.0)
+# Model Runner V2 (dense models): logits in the model dtype only (2 B, from the code). Non-torch at
+# TP 1 on a GPU below 70 GiB: fitted on 1 row, the 12 GB production report (see examples/shared-12gb).
+MR2_SAMPLER_BYTES_PER_LOGIT = 2.0
+SMALL_GPU_NON_TORCH_TP1_MIB = 105.0
+LARGE_GPU_MIB = 70 * 1024  # vLLM's own threshold for its large-GPU batch defaults
+
+
+def uses_model_runner_v2(version: EngineVersion, arch: ModelArchitecture) -> bool:
+    """MR V2 runs dense models by default from 0.28; MoE and hybrid (mamba) models stay on V1."""
+    hybrid = any(kind in STATE_LAYER_KINDS for kind in arch.layer_kinds())
+    return version >= MODEL_RUNNER_V2_SINCE and not arch.is_moe and not hybrid
+
+
+def profile_constants(version: EngineVersion, arch: ModelArchitecture) -> ProfileConstants:
+    """The measured constants for this version (and this model's model runner)."""
+    if version < V1_ENGINE_SINCE:
+        return V0_CONSTANTS
+    if version < MR1_SORT_SINCE:
+        return MR1_EARLY_CONSTANTS
+    if version < NON_TORCH_GROWS_SINCE:
+        return ProfileConstants(MR1_LATE_CONSTANTS.sampler_bytes_per_logit, 133.0, 133.0, 553.0)
+    if uses_model_runner_v2(version, arch):
+        return ProfileConstants(
+            MR2_SAMPLER_BYTES_PER_LOGIT,
+            MR1_LATE_CONSTANTS.non_torch_tp1_mib,
+            SMALL_GPU_NON_TORCH_TP1_MIB,
+            MR1_LATE_CONSTANTS.non_torch_tp_many_mib,
+        )
+    return MR1_LATE_CONSTANTS
+
+
 # Hidden-sized tensors alive in a decoder layer next to the MLP/attention intermediates
 # (residual, normed input, output and one temporary).
 HIDDEN_COPIES = 4
 # Fused-MoE kernels process at most this many tokens at once (VLLM_FUSED_MOE_CHUNK_SIZE).
 FUSED_MOE_CHUNK_TOKENS = 32768
-# Non-torch memory measured during profiling: cuBLAS/attention workspaces at TP=1; at TP>1
-# NCCL and custom all-reduce buffers (v0.19 logs ~2.07 GiB per rank at TP=2).
-NON_TORCH_MIB = {("v1", False): 256.0, ("v1", True): 2120.0, ("v0", False): 40.0, ("v0", True): 400.0}
-# CUDA graphs: about half a MiB per captured piece (one piece per layer plus one) per batch
-# size; v0.19 logs ~0.84 GiB for 32-layer models with 51 capture sizes.
+# CUDA graphs (piecewise, model runner V1): about half a MiB per captured piece (one piece per layer
+# plus one) per batch size; v0.19 logs ~0.84 GiB for 32-layer models with 51 capture sizes.
 CUDAGRAPH_MIB_PER_PIECE = 0.5
 # The attention kernels need KV blocks in multiples of this many tokens (page alignment for
 # mamba hybrids).
@@ -403,6 +468,7 @@ def profile(
     *,
     gpu_name: str = "",
     source: str = "config",
+    constants: ProfileConstants | None = None,
 ) -> VllmProfile:
     """What vLLM's start-up profiling would measure for this model on this GPU."""
     if weights_bytes_per_rank < 0:
@@ -439,16 +505,27 @@ def profile(
     )
 
     # Dummy forward over `batched` tokens, then the sampler over one logit row per request.
+    known = constants or profile_constants(version, arch)
     rows = min(batched, max_num_seqs) if is_v1 else max_num_seqs
-    per_logit = SAMPLER_BYTES_PER_LOGIT_V1 if is_v1 else SAMPLER_BYTES_PER_LOGIT_V0
     forward = _forward_peak_elements(arch, tp, batched) * act_bytes
-    sampler = rows * arch.vocab_size * per_logit + batched * arch.hidden_size * act_bytes
+    sampler = rows * arch.vocab_size * known.sampler_bytes_per_logit + batched * arch.hidden_size * act_bytes
     activation = max(forward, sampler) + layout.outside_state_bytes
+    if tp > 1:
+        non_torch = known.non_torch_tp_many_mib
+    elif gpu_total_mib >= LARGE_GPU_MIB:
+        non_torch = known.non_torch_tp1_mib
+    else:
+        non_torch = known.non_torch_tp1_small_gpu_mib
 
     graphs = 0.0
     if not settings.enforce_eager:
-        pieces = arch.num_layers + 1 if is_v1 else arch.num_layers
-        graphs = _cuda_graph_sizes(version, max_num_seqs) * pieces * CUDAGRAPH_MIB_PER_PIECE
+        if uses_model_runner_v2(version, arch):
+            # Whole-model graphs share one pool: the activations of the largest captured batch.
+            largest = min(2 * max_num_seqs, 512)
+            graphs = _forward_peak_elements(arch, tp, largest) * act_bytes / MIB
+        else:
+            pieces = arch.num_layers + 1 if is_v1 else arch.num_layers
+            graphs = _cuda_graph_sizes(version, max_num_seqs) * pieces * CUDAGRAPH_MIB_PER_PIECE
     subtract = settings.subtract_cuda_graphs
     if subtract is None:
         subtract = version >= CUDAGRAPH_SUBTRACT_SINCE
@@ -460,7 +537,7 @@ def profile(
         is_v1=is_v1,
         weights_mib=weights_bytes_per_rank / MIB,
         activation_mib=activation / MIB,
-        non_torch_mib=NON_TORCH_MIB[("v1" if is_v1 else "v0", tp > 1)],
+        non_torch_mib=non_torch,
         cuda_graph_mib=graphs,
         cuda_graph_subtracted=subtract,
         counts_foreign_memory=version < BASELINE_PROFILING_SINCE,

@@ -184,11 +184,9 @@ def estimate_row(row: dict[str, str], constants: ProfileConstants | None = None)
 
 
 def sampler_group(row: dict[str, str]) -> str:
-    """Rows sharing one sampler-bytes-per-logit constant (one range of versions)."""
+    """Rows sharing one sampler-bytes-per-logit constant (one range of versions; V0 shares 0.8-0.16's)."""
     version = EngineVersion.parse(row["vllm_version"])
-    if version < V1_ENGINE_SINCE:
-        return "v0"
-    return "mr1-early" if version < MR1_SORT_SINCE else "mr1-late"
+    return "before-0.17" if version < MR1_SORT_SINCE else "0.17+"
 
 
 def non_torch_group(row: dict[str, str]) -> tuple[str, str]:

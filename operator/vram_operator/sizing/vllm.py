@@ -105,8 +105,10 @@ class ProfileConstants:
     non_torch_tp_many_mib: float
 
 
-# V0: bf16 logits, fp32 copy, sort values and int64 indices, probs, logprobs. 1 row (0.7, RTX 4060).
-V0_CONSTANTS = ProfileConstants(26.0, 40.0, 40.0, 400.0)
+# V0 (sampler with logprobs over max_num_seqs rows): its one log (0.7, RTX 4060, 256 rows) implies
+# 38.4 B per logit, the figure of the early V1 sampler below; non-torch 0.03 GiB at TP 1 (1 row);
+# the 400 MiB at TP > 1 is not measured (0 rows).
+V0_CONSTANTS = ProfileConstants(38.5, 31.0, 31.0, 400.0)
 # Model Runner V1, 0.8-0.16: the dummy sampler pass upcasts, sorts for top-k/top-p and applies the
 # penalties over max_num_seqs rows: 38.5 B per logit (11 logs of 0.11-0.16 on H100: 37.4-39.0 for
 # vocabularies of 128K-201K). Non-torch 0.13 GiB at TP 1 (11 logs), 0.54 GiB at TP 2 (2 logs).

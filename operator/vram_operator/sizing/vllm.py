@@ -110,15 +110,17 @@ class ProfileConstants:
 # the 400 MiB at TP > 1 is not measured (0 rows).
 V0_CONSTANTS = ProfileConstants(38.5, 31.0, 31.0, 400.0)
 # Model Runner V1, 0.8-0.16: the dummy sampler pass upcasts, sorts for top-k/top-p and applies the
-# penalties over max_num_seqs rows: 38.5 B per logit (11 logs of 0.11-0.16 on H100: 37.4-39.0 for
-# vocabularies of 128K-201K). Non-torch 0.13 GiB at TP 1 (11 logs), 0.54 GiB at TP 2 (2 logs).
+# penalties over max_num_seqs rows: 38.5 B per logit (median of 14 logs of 9 models, 0.11-0.16 on
+# H100, vocabularies of 128K-201K). Non-torch 0.13 GiB at TP 1 (12 logs, 8 models), 0.54 GiB per
+# rank at TP 2 (2 logs). Counts: `python benchmarks/estimator_calibration.py`.
 MR1_EARLY_CONSTANTS = ProfileConstants(38.5, 133.0, 133.0, 553.0)
-# 0.17+: the sampler warm-up costs 15 B per logit (0.17-0.19 logs, H100); non-torch 0.25 GiB at
-# TP 1 from 0.18 (H100) and 2.07 GiB per rank at TP >= 2 (NCCL symmetric memory / custom
-# all-reduce), from the 0.19 logs.
+# From 0.17 the sampler warm-up costs 15 B per logit (48 logs of 29 models, 0.17-0.19, H100); from
+# 0.18 non-torch is 0.25 GiB at TP 1 (33 logs, 24 models) and 2.09 GiB per rank at TP >= 2 (15 logs,
+# 10 models: NCCL / custom all-reduce buffers). Where between the logged versions each change
+# happened is set by the Qwen3-14B logs of 0.15-0.18 (one per version).
 MR1_SORT_SINCE = EngineVersion(0, 17)
 NON_TORCH_GROWS_SINCE = EngineVersion(0, 18)
-MR1_LATE_CONSTANTS = ProfileConstants(15.0, 256.0, 256.0, 2120.0)
+MR1_LATE_CONSTANTS = ProfileConstants(15.0, 256.0, 256.0, 2140.0)
 # Model Runner V2 (dense models): logits in the model dtype only (2 B, from the code). Non-torch at
 # TP 1 on a GPU below 70 GiB: fitted on 1 row, the 12 GB production report (see examples/shared-12gb).
 MR2_SAMPLER_BYTES_PER_LOGIT = 2.0

@@ -32,6 +32,7 @@ from vram_operator.sizing.vllm import (
     LARGE_GPU_MIB,
     MIB,
     MR1_SORT_SINCE,
+    MR1_SORT_SINCE_0_11,
     NON_TORCH_GROWS_SINCE,
     V1_ENGINE_SINCE,
     EngineVersion,
@@ -206,9 +207,11 @@ def estimate_row(row: dict[str, str], constants: ProfileConstants | None = None)
 
 
 def sampler_group(row: dict[str, str]) -> str:
-    """Rows sharing one sampler-bytes-per-logit constant (one range of versions; V0 shares 0.8-0.16's)."""
+    """Rows sharing one sampler-bytes-per-logit constant (one range of versions; V0 shares 0.11-0.16's)."""
     version = EngineVersion.parse(row["vllm_version"])
-    return "before-0.17" if version < MR1_SORT_SINCE else "0.17+"
+    if V1_ENGINE_SINCE <= version < MR1_SORT_SINCE_0_11:
+        return "0.8-0.10"
+    return "V0, 0.11-0.16" if version < MR1_SORT_SINCE else "0.17+"
 
 
 def non_torch_group(row: dict[str, str]) -> tuple[str, str]:
@@ -221,15 +224,29 @@ def non_torch_group(row: dict[str, str]) -> tuple[str, str]:
     return era, "tp1" if large else "tp1-small-gpu"
 
 
-def implied_sampler_bytes(result: RowResult) -> float | None:
-    """Bytes per logit the logged activation implies, where the sampler (not the forward pass) set it."""
+def implied_activation_gib(result: RowResult) -> float | None:
+    """The logged activation; where the log has none, what its budget, weights and KV pool leave for it."""
     logged = result.logged("activation")
-    if logged is None or logged <= 1.1 * result.forward_gib:
+    if logged is not None:
+        return logged
+    kv, weights = result.logged("KV pool"), result.logged("weights")
+    if kv is None or weights is None or result.failed:
+        return None
+    prof = result.profile
+    graphs = prof.cuda_graph_mib if prof.cuda_graph_subtracted else 0.0
+    requested = result.fit.utilization * (gpu_total_mib(result.row) or 0.0)
+    return (requested - prof.non_torch_mib - graphs) / 1024 - weights - kv
+
+
+def implied_sampler_bytes(result: RowResult) -> float | None:
+    """Bytes per logit the activation implies, where the sampler (not the forward pass) set it."""
+    activation = implied_activation_gib(result)
+    if activation is None or activation <= 1.1 * result.forward_gib:
         return None
     prof = result.profile
     logits = min(prof.max_num_batched_tokens, prof.max_num_seqs) * _architecture(result.row).vocab_size
     hidden = prof.max_num_batched_tokens * _architecture(result.row).hidden_size * 2
-    return (logged * GIB - hidden) / logits
+    return (activation * GIB - hidden) / logits
 
 
 def _median_of_others(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vram_operator.sizing.architecture import (
     FULL_ATTENTION,
@@ -66,8 +66,8 @@ CUDAGRAPH_ESTIMATE_SINCE = EngineVersion(0, 14)  # estimated and logged (opt-in 
 CUDAGRAPH_SUBTRACT_SINCE = EngineVersion(0, 21)  # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS on
 # Model Runner V2 is the default for dense (non-MoE, non-hybrid) models (vllm PR #44443). Its
 # profile run builds the dummy batch without sampling parameters, so the sampler returns before
-# the fp32 upcast and the top-k/top-p sort: the warm-up holds only the logits in the model dtype.
-# Its CUDA graphs are whole-model graphs sharing one memory pool.
+# the fp32 upcast and the top-k/top-p sort: the warm-up holds only the logits in the model dtype
+# (vllm PR #57926 measures the difference).
 MODEL_RUNNER_V2_SINCE = EngineVersion(0, 28)
 # The newest release (on PyPI) whose memory behaviour the facts above describe; later ones are
 # assumed to behave like it.
@@ -106,25 +106,30 @@ class ProfileConstants:
 
 
 # V0 (sampler with logprobs over max_num_seqs rows): its one log (0.7, RTX 4060, 256 rows) implies
-# 38.4 B per logit, the figure of the early V1 sampler below; non-torch 0.03 GiB at TP 1 (1 row);
-# the 400 MiB at TP > 1 is not measured (0 rows).
+# 38.4 B per logit, the figure of the 0.11-0.16 sampler below; non-torch 0.03 GiB at TP 1 (1 row, the
+# only consumer-card log with a non-torch line); the 400 MiB at TP > 1 is not measured (0 rows).
 V0_CONSTANTS = ProfileConstants(38.5, 31.0, 31.0, 400.0)
-# Model Runner V1, 0.8-0.16: the dummy sampler pass upcasts, sorts for top-k/top-p and applies the
+# Non-torch at TP 1 on GPUs below 70 GiB before 0.18: the RTX 4060 log's 0.03 GiB (1 row).
+SMALL_GPU_NON_TORCH_TP1_MIB = 31.0
+# 0.8-0.10: the sampler warm-up costs 10.2 B per logit, the median of what the KV pools of the 0.10.1
+# logs imply (4 logs, 2 models, A100: 4.7-27.3; they print no activation line, so this is requested -
+# weights - KV - non-torch). Non-torch as logged from 0.11 (no earlier V1 log prints it).
+MR1_SORT_SINCE_0_11 = EngineVersion(0, 11)
+MR1_010_CONSTANTS = ProfileConstants(10.2, 133.0, SMALL_GPU_NON_TORCH_TP1_MIB, 553.0)
+# Model Runner V1, 0.11-0.16: the dummy sampler pass upcasts, sorts for top-k/top-p and applies the
 # penalties over max_num_seqs rows: 38.5 B per logit (median of 14 logs of 9 models, 0.11-0.16 on
 # H100, vocabularies of 128K-201K). Non-torch 0.13 GiB at TP 1 (12 logs, 8 models), 0.54 GiB per
 # rank at TP 2 (2 logs). Counts: `python benchmarks/estimator_calibration.py`.
-MR1_EARLY_CONSTANTS = ProfileConstants(38.5, 133.0, 133.0, 553.0)
+MR1_EARLY_CONSTANTS = ProfileConstants(38.5, 133.0, SMALL_GPU_NON_TORCH_TP1_MIB, 553.0)
 # From 0.17 the sampler warm-up costs 15 B per logit (48 logs of 29 models, 0.17-0.19, H100); from
-# 0.18 non-torch is 0.25 GiB at TP 1 (33 logs, 24 models) and 2.09 GiB per rank at TP >= 2 (15 logs,
-# 10 models: NCCL / custom all-reduce buffers). Where between the logged versions each change
-# happened is set by the Qwen3-14B logs of 0.15-0.18 (one per version).
+# 0.18 non-torch is 0.25 GiB at TP 1 (33 logs, 24 models; no log of a smaller GPU) and 2.09 GiB per
+# rank at TP >= 2 (15 logs, 10 models: NCCL / custom all-reduce buffers). Where between the logged
+# versions each change happened is set by the Qwen3-14B logs of 0.15-0.18 (one per version).
 MR1_SORT_SINCE = EngineVersion(0, 17)
 NON_TORCH_GROWS_SINCE = EngineVersion(0, 18)
 MR1_LATE_CONSTANTS = ProfileConstants(15.0, 256.0, 256.0, 2140.0)
-# Model Runner V2 (dense models): logits in the model dtype only (2 B, from the code). Non-torch at
-# TP 1 on a GPU below 70 GiB: fitted on 1 row, the 12 GB production report (see examples/shared-12gb).
+# Model Runner V2 (dense models): logits in the model dtype only (2 B, from the code).
 MR2_SAMPLER_BYTES_PER_LOGIT = 2.0
-SMALL_GPU_NON_TORCH_TP1_MIB = 105.0
 LARGE_GPU_MIB = 70 * 1024  # vLLM's own threshold for its large-GPU batch defaults
 
 
@@ -138,17 +143,14 @@ def profile_constants(version: EngineVersion, arch: ModelArchitecture) -> Profil
     """The measured constants for this version (and this model's model runner)."""
     if version < V1_ENGINE_SINCE:
         return V0_CONSTANTS
+    if version < MR1_SORT_SINCE_0_11:
+        return MR1_010_CONSTANTS
     if version < MR1_SORT_SINCE:
         return MR1_EARLY_CONSTANTS
     if version < NON_TORCH_GROWS_SINCE:
-        return ProfileConstants(MR1_LATE_CONSTANTS.sampler_bytes_per_logit, 133.0, 133.0, 553.0)
+        return replace(MR1_EARLY_CONSTANTS, sampler_bytes_per_logit=MR1_LATE_CONSTANTS.sampler_bytes_per_logit)
     if uses_model_runner_v2(version, arch):
-        return ProfileConstants(
-            MR2_SAMPLER_BYTES_PER_LOGIT,
-            MR1_LATE_CONSTANTS.non_torch_tp1_mib,
-            SMALL_GPU_NON_TORCH_TP1_MIB,
-            MR1_LATE_CONSTANTS.non_torch_tp_many_mib,
-        )
+        return replace(MR1_LATE_CONSTANTS, sampler_bytes_per_logit=MR2_SAMPLER_BYTES_PER_LOGIT)
     return MR1_LATE_CONSTANTS
 
 
@@ -523,13 +525,8 @@ def profile(
 
     graphs = 0.0
     if not settings.enforce_eager:
-        if uses_model_runner_v2(version, arch):
-            # Whole-model graphs share one pool: the activations of the largest captured batch.
-            largest = min(2 * max_num_seqs, 512)
-            graphs = _forward_peak_elements(arch, tp, largest) * act_bytes / MIB
-        else:
-            pieces = arch.num_layers + 1 if is_v1 else arch.num_layers
-            graphs = _cuda_graph_sizes(version, max_num_seqs) * pieces * CUDAGRAPH_MIB_PER_PIECE
+        pieces = arch.num_layers + 1 if is_v1 else arch.num_layers
+        graphs = _cuda_graph_sizes(version, max_num_seqs) * pieces * CUDAGRAPH_MIB_PER_PIECE
     subtract = settings.subtract_cuda_graphs
     if subtract is None:
         subtract = version >= CUDAGRAPH_SUBTRACT_SINCE

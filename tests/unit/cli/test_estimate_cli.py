@@ -123,7 +123,7 @@ def test_an_engine_version_newer_than_the_model_knows_is_a_warning(capsys: pytes
 SHARED_12GB = [
     "--config", str(CONFIGS / "Qwen__Qwen2.5-7B-Instruct.json"), "--quantization", "awq",
     "--gpu-memory-mib", "12288", "--gpu-free-mib", "10547", "--gpu-name", "NVIDIA GeForce RTX 3060",
-    "--max-model-len", "2048", "--engine-version", "0.28.0",
+    "--max-model-len", "2048", "--engine-version", "0.10.1",
 ]  # fmt: skip
 
 

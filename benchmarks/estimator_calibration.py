@@ -29,10 +29,10 @@ from vram_operator.sizing.architecture import ModelArchitecture, from_config
 from vram_operator.sizing.dtypes import weights_bytes_for_architecture
 from vram_operator.sizing.vllm import (
     GIB,
+    HEAVY_SAMPLER_SINCE,
     LARGE_GPU_MIB,
+    LIGHTER_SAMPLER_SINCE,
     MIB,
-    MR1_SORT_SINCE,
-    MR1_SORT_SINCE_0_11,
     NON_TORCH_GROWS_SINCE,
     V1_ENGINE_SINCE,
     EngineVersion,
@@ -209,9 +209,9 @@ def estimate_row(row: dict[str, str], constants: ProfileConstants | None = None)
 def sampler_group(row: dict[str, str]) -> str:
     """Rows sharing one sampler-bytes-per-logit constant (one range of versions; V0 shares 0.11-0.16's)."""
     version = EngineVersion.parse(row["vllm_version"])
-    if V1_ENGINE_SINCE <= version < MR1_SORT_SINCE_0_11:
+    if V1_ENGINE_SINCE <= version < HEAVY_SAMPLER_SINCE:
         return "0.8-0.10"
-    return "V0, 0.11-0.16" if version < MR1_SORT_SINCE else "0.17+"
+    return "V0, 0.11-0.16" if version < LIGHTER_SAMPLER_SINCE else "0.17+"
 
 
 def non_torch_group(row: dict[str, str]) -> tuple[str, str]:

@@ -93,7 +93,7 @@ def version_warnings(text: str | None) -> tuple[str, ...]:
 class ProfileConstants:
     """What the code cannot give, measured from start-up logs, per range of versions (MiB, bytes).
 
-    The benchmark (benchmarks/estimator_calibration.py) refits them leaving one log out.
+    The benchmark (benchmarks/estimator_calibration.py) refits them leaving one model out.
     """
 
     # Dummy sampler pass: bytes alive per logit element (rows x vocab) at its peak.
@@ -114,7 +114,7 @@ SMALL_GPU_NON_TORCH_TP1_MIB = 31.0
 # 0.8-0.10: the sampler warm-up costs 10.2 B per logit, the median of what the KV pools of the 0.10.1
 # logs imply (4 logs, 2 models, A100: 4.7-27.3; they print no activation line, so this is requested -
 # weights - KV - non-torch). Non-torch as logged from 0.11 (no earlier V1 log prints it).
-MR1_SORT_SINCE_0_11 = EngineVersion(0, 11)
+HEAVY_SAMPLER_SINCE = EngineVersion(0, 11)
 MR1_010_CONSTANTS = ProfileConstants(10.2, 133.0, SMALL_GPU_NON_TORCH_TP1_MIB, 553.0)
 # Model Runner V1, 0.11-0.16: the dummy sampler pass upcasts, sorts for top-k/top-p and applies the
 # penalties over max_num_seqs rows: 38.5 B per logit (median of 14 logs of 9 models, 0.11-0.16 on
@@ -125,7 +125,7 @@ MR1_EARLY_CONSTANTS = ProfileConstants(38.5, 133.0, SMALL_GPU_NON_TORCH_TP1_MIB,
 # 0.18 non-torch is 0.25 GiB at TP 1 (33 logs, 24 models; no log of a smaller GPU) and 2.09 GiB per
 # rank at TP >= 2 (15 logs, 10 models: NCCL / custom all-reduce buffers). Where between the logged
 # versions each change happened is set by the Qwen3-14B logs of 0.15-0.18 (one per version).
-MR1_SORT_SINCE = EngineVersion(0, 17)
+LIGHTER_SAMPLER_SINCE = EngineVersion(0, 17)
 NON_TORCH_GROWS_SINCE = EngineVersion(0, 18)
 MR1_LATE_CONSTANTS = ProfileConstants(15.0, 256.0, 256.0, 2140.0)
 # Model Runner V2 (dense models): logits in the model dtype only (2 B, from the code).
@@ -143,9 +143,9 @@ def profile_constants(version: EngineVersion, arch: ModelArchitecture) -> Profil
     """The measured constants for this version (and this model's model runner)."""
     if version < V1_ENGINE_SINCE:
         return V0_CONSTANTS
-    if version < MR1_SORT_SINCE_0_11:
+    if version < HEAVY_SAMPLER_SINCE:
         return MR1_010_CONSTANTS
-    if version < MR1_SORT_SINCE:
+    if version < LIGHTER_SAMPLER_SINCE:
         return MR1_EARLY_CONSTANTS
     if version < NON_TORCH_GROWS_SINCE:
         return replace(MR1_EARLY_CONSTANTS, sampler_bytes_per_logit=MR1_LATE_CONSTANTS.sampler_bytes_per_logit)

@@ -268,7 +268,7 @@ def test_an_unknown_engine_version_is_a_warning_saying_what_is_assumed() -> None
     fleet = [node("n", ("NVIDIA L40S", 46068, 0))]
     decision = decide([qwen("llm", engineVersion="9.9.9")], fleet, config_maps=CONFIG_MAPS).servers["ai/llm"]
     assert decision.placement is not None
-    assert any("engineVersion 9.9.9" in w and "assuming 0.21 behaviour" in w for w in decision.warnings)
+    assert any("engineVersion 9.9.9" in w and "assuming 0.33 behaviour" in w for w in decision.warnings)
     known = decide([qwen("llm", engineVersion="0.21.0")], fleet, config_maps=CONFIG_MAPS).servers["ai/llm"]
     assert not any("engineVersion" in w for w in known.warnings)
 

@@ -62,7 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--dtype", default="auto", metavar="D")
     add("--quantization", metavar="Q")
     add("--weights-mib", type=float, metavar="W", help="weights size, overriding every estimate")
-    add("--engine-version", metavar="V", help="engine version (vLLM memory model by version)")
+    add(
+        "--engine-version",
+        metavar="V",
+        help="engine version, e.g. 0.19.0, v0.12, 0.11.0+cu118 (vLLM memory model by version; newer than 0.33: 0.33)",
+    )
     add("--vram-budget", metavar="Q", help="generic engines: the whole footprint (e.g. 650Mi)")
     add("-o", "--output", choices=("table", "json"), default="table")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vram_operator.sizing.architecture import (
     FULL_ATTENTION,
@@ -40,10 +40,17 @@ class EngineVersion:
 
     @classmethod
     def parse(cls, text: str | None) -> EngineVersion:
-        """ "0.19.0", "v0.10.1.1", "~0.7.x (V0)" -> the leading major.minor[.patch]."""
+        """ "0.19.0", "v0.12", "0.11.0+cu118", "~0.7.x (V0)" -> the leading major.minor[.patch].
+
+        "nightly", "latest" and "main" mean the newest release this model knows (with a warning).
+        """
+        if text is not None and text.strip().lower() in UNRELEASED_NAMES:
+            return NEWEST_KNOWN_VERSION
         match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text or DEFAULT_ENGINE_VERSION)
         if match is None:
-            raise SizingError(f"engineVersion {text!r} is not a version like 0.19.0", field="engineVersion")
+            raise SizingError(
+                f"engineVersion {text!r} is not a version like 0.19.0 (or nightly)", field="engineVersion"
+            )
         return cls(int(match[1]), int(match[2]), int(match[3] or 0))
 
     def __str__(self) -> str:
@@ -57,15 +64,23 @@ BASELINE_PROFILING_SINCE = EngineVersion(0, 6, 4)  # before: others' memory coun
 HYBRID_KV_SINCE = EngineVersion(0, 10)  # hybrid KV cache manager: sliding/mamba groups
 CUDAGRAPH_ESTIMATE_SINCE = EngineVersion(0, 14)  # estimated and logged (opt-in subtraction)
 CUDAGRAPH_SUBTRACT_SINCE = EngineVersion(0, 21)  # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS on
-# The newest minor release whose memory behaviour the facts above describe; later ones are assumed to
-# behave like it.
-NEWEST_KNOWN_VERSION = EngineVersion(0, 21)
+# Model Runner V2 is the default for dense (non-MoE, non-hybrid) models (vllm PR #44443). Its
+# profile run builds the dummy batch without sampling parameters, so the sampler returns before
+# the fp32 upcast and the top-k/top-p sort: the warm-up holds only the logits in the model dtype
+# (vllm PR #57926 measures the difference).
+MODEL_RUNNER_V2_SINCE = EngineVersion(0, 28)
+# The newest release (on PyPI) whose memory behaviour the facts above describe; later ones are
+# assumed to behave like it.
+NEWEST_KNOWN_VERSION = EngineVersion(0, 33)
+UNRELEASED_NAMES = frozenset({"nightly", "latest", "main"})
 
 
 def version_warnings(text: str | None) -> tuple[str, ...]:
     """A warning when the version is newer than this model knows: whose behaviour is assumed instead."""
     version = EngineVersion.parse(text)
     newest = NEWEST_KNOWN_VERSION
+    if text is not None and text.strip().lower() in UNRELEASED_NAMES:
+        return (f"engineVersion {text} is not a release: assuming vLLM {newest.major}.{newest.minor} behaviour",)
     if (version.major, version.minor) <= (newest.major, newest.minor):
         return ()
     return (
@@ -74,22 +89,78 @@ def version_warnings(text: str | None) -> tuple[str, ...]:
     )
 
 
-# Dummy sampler pass, bytes per logit element alive at its peak. V1: bf16 logits (2), their
-# fp32 copy (4), the sorted copy for top-k/top-p (4), its softmax (4), a bool mask (1).
-# V0 also keeps the int64 sort indices, probs and logprobs (2+4+4+8+4+4). The V1 figure
-# reproduces the activation peak logged by v0.19 for Llama-3.1-8B and Qwen2.5-7B within 2%.
-SAMPLER_BYTES_PER_LOGIT_V1 = 15
-SAMPLER_BYTES_PER_LOGIT_V0 = 26
+@dataclass(frozen=True)
+class ProfileConstants:
+    """What the code cannot give, measured from start-up logs, per range of versions (MiB, bytes).
+
+    The benchmark (benchmarks/estimator_calibration.py) refits them leaving one model out.
+    """
+
+    # Dummy sampler pass: bytes alive per logit element (rows x vocab) at its peak.
+    sampler_bytes_per_logit: float
+    # Memory outside torch allocated while profiling: workspaces at TP 1 (GPUs >= 70 GiB and
+    # smaller ones), NCCL / custom all-reduce buffers per rank at TP > 1.
+    non_torch_tp1_mib: float
+    non_torch_tp1_small_gpu_mib: float
+    non_torch_tp_many_mib: float
+
+
+# V0 (sampler with logprobs over max_num_seqs rows): its one log (0.7, RTX 4060, 256 rows) implies
+# 38.4 B per logit, the figure of the 0.11-0.16 sampler below; non-torch 0.03 GiB at TP 1 (1 row, the
+# only consumer-card log with a non-torch line); the 400 MiB at TP > 1 is not measured (0 rows).
+V0_CONSTANTS = ProfileConstants(38.5, 31.0, 31.0, 400.0)
+# Non-torch at TP 1 on GPUs below 70 GiB before 0.18: the RTX 4060 log's 0.03 GiB (1 row).
+SMALL_GPU_NON_TORCH_TP1_MIB = 31.0
+# 0.8-0.10: the sampler warm-up costs 10.2 B per logit, the median of what the KV pools of the 0.10.1
+# logs imply (4 logs, 2 models, A100: 4.7-27.3; they print no activation line, so this is requested -
+# weights - KV - non-torch). Non-torch as logged from 0.11 (no earlier V1 log prints it).
+HEAVY_SAMPLER_SINCE = EngineVersion(0, 11)
+MR1_010_CONSTANTS = ProfileConstants(10.2, 133.0, SMALL_GPU_NON_TORCH_TP1_MIB, 553.0)
+# Model Runner V1, 0.11-0.16: the dummy sampler pass upcasts, sorts for top-k/top-p and applies the
+# penalties over max_num_seqs rows: 38.5 B per logit (median of 14 logs of 9 models, 0.11-0.16 on
+# H100, vocabularies of 128K-201K). Non-torch 0.13 GiB at TP 1 (12 logs, 8 models), 0.54 GiB per
+# rank at TP 2 (2 logs). Counts: `python benchmarks/estimator_calibration.py`.
+MR1_EARLY_CONSTANTS = ProfileConstants(38.5, 133.0, SMALL_GPU_NON_TORCH_TP1_MIB, 553.0)
+# From 0.17 the sampler warm-up costs 15 B per logit (48 logs of 29 models, 0.17-0.19, H100); from
+# 0.18 non-torch is 0.25 GiB at TP 1 (33 logs, 24 models; no log of a smaller GPU) and 2.09 GiB per
+# rank at TP >= 2 (15 logs, 10 models: NCCL / custom all-reduce buffers). Where between the logged
+# versions each change happened is set by the Qwen3-14B logs of 0.15-0.18 (one per version).
+LIGHTER_SAMPLER_SINCE = EngineVersion(0, 17)
+NON_TORCH_GROWS_SINCE = EngineVersion(0, 18)
+MR1_LATE_CONSTANTS = ProfileConstants(15.0, 256.0, 256.0, 2140.0)
+# Model Runner V2 (dense models): logits in the model dtype only (2 B, from the code).
+MR2_SAMPLER_BYTES_PER_LOGIT = 2.0
+LARGE_GPU_MIB = 70 * 1024  # vLLM's own threshold for its large-GPU batch defaults
+
+
+def uses_model_runner_v2(version: EngineVersion, arch: ModelArchitecture) -> bool:
+    """MR V2 runs dense models by default from 0.28; MoE and hybrid (mamba) models stay on V1."""
+    hybrid = any(kind in STATE_LAYER_KINDS for kind in arch.layer_kinds())
+    return version >= MODEL_RUNNER_V2_SINCE and not arch.is_moe and not hybrid
+
+
+def profile_constants(version: EngineVersion, arch: ModelArchitecture) -> ProfileConstants:
+    """The measured constants for this version (and this model's model runner)."""
+    if version < V1_ENGINE_SINCE:
+        return V0_CONSTANTS
+    if version < HEAVY_SAMPLER_SINCE:
+        return MR1_010_CONSTANTS
+    if version < LIGHTER_SAMPLER_SINCE:
+        return MR1_EARLY_CONSTANTS
+    if version < NON_TORCH_GROWS_SINCE:
+        return replace(MR1_EARLY_CONSTANTS, sampler_bytes_per_logit=MR1_LATE_CONSTANTS.sampler_bytes_per_logit)
+    if uses_model_runner_v2(version, arch):
+        return replace(MR1_LATE_CONSTANTS, sampler_bytes_per_logit=MR2_SAMPLER_BYTES_PER_LOGIT)
+    return MR1_LATE_CONSTANTS
+
+
 # Hidden-sized tensors alive in a decoder layer next to the MLP/attention intermediates
 # (residual, normed input, output and one temporary).
 HIDDEN_COPIES = 4
 # Fused-MoE kernels process at most this many tokens at once (VLLM_FUSED_MOE_CHUNK_SIZE).
 FUSED_MOE_CHUNK_TOKENS = 32768
-# Non-torch memory measured during profiling: cuBLAS/attention workspaces at TP=1; at TP>1
-# NCCL and custom all-reduce buffers (v0.19 logs ~2.07 GiB per rank at TP=2).
-NON_TORCH_MIB = {("v1", False): 256.0, ("v1", True): 2120.0, ("v0", False): 40.0, ("v0", True): 400.0}
-# CUDA graphs: about half a MiB per captured piece (one piece per layer plus one) per batch
-# size; v0.19 logs ~0.84 GiB for 32-layer models with 51 capture sizes.
+# CUDA graphs (piecewise, model runner V1): about half a MiB per captured piece (one piece per layer
+# plus one) per batch size; v0.19 logs ~0.84 GiB for 32-layer models with 51 capture sizes.
 CUDAGRAPH_MIB_PER_PIECE = 0.5
 # The attention kernels need KV blocks in multiples of this many tokens (page alignment for
 # mamba hybrids).
@@ -403,6 +474,7 @@ def profile(
     *,
     gpu_name: str = "",
     source: str = "config",
+    constants: ProfileConstants | None = None,
 ) -> VllmProfile:
     """What vLLM's start-up profiling would measure for this model on this GPU."""
     if weights_bytes_per_rank < 0:
@@ -439,14 +511,20 @@ def profile(
     )
 
     # Dummy forward over `batched` tokens, then the sampler over one logit row per request.
+    known = constants or profile_constants(version, arch)
     rows = min(batched, max_num_seqs) if is_v1 else max_num_seqs
-    per_logit = SAMPLER_BYTES_PER_LOGIT_V1 if is_v1 else SAMPLER_BYTES_PER_LOGIT_V0
     forward = _forward_peak_elements(arch, tp, batched) * act_bytes
-    sampler = rows * arch.vocab_size * per_logit + batched * arch.hidden_size * act_bytes
+    sampler = rows * arch.vocab_size * known.sampler_bytes_per_logit + batched * arch.hidden_size * act_bytes
     if not arch.holds_lm_head:
         # Pooling models and pipeline stages before the last compute no logits: no sampler pass.
         sampler = 0
     activation = max(forward, sampler) + layout.outside_state_bytes
+    if tp > 1:
+        non_torch = known.non_torch_tp_many_mib
+    elif gpu_total_mib >= LARGE_GPU_MIB:
+        non_torch = known.non_torch_tp1_mib
+    else:
+        non_torch = known.non_torch_tp1_small_gpu_mib
 
     graphs = 0.0
     if not settings.enforce_eager:
@@ -463,7 +541,7 @@ def profile(
         is_v1=is_v1,
         weights_mib=weights_bytes_per_rank / MIB,
         activation_mib=activation / MIB,
-        non_torch_mib=NON_TORCH_MIB[("v1" if is_v1 else "v0", tp > 1)],
+        non_torch_mib=non_torch,
         cuda_graph_mib=graphs,
         cuda_graph_subtracted=subtract,
         counts_foreign_memory=version < BASELINE_PROFILING_SINCE,

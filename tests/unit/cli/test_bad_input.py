@@ -150,3 +150,13 @@ def test_estimate_rejects_bad_numbers(capsys: pytest.CaptureFixture[str], argv: 
         base = base[:3]
     code, _, err = _run(capsys, *base, *argv)
     _assert_one_line_error(code, err, needle)
+
+
+@pytest.mark.parametrize("version", ["stable-ish", "x.y", "nightly"])
+def test_estimate_with_a_version_string_without_a_version_names_the_flag(
+    capsys: pytest.CaptureFixture[str], version: str
+) -> None:
+    code, _, err = _run(
+        capsys, "estimate", "--config", str(QWEN), "--gpu-memory-mib", "24564", "--engine-version", version
+    )
+    _assert_one_line_error(code, err, "--engine-version")

@@ -111,8 +111,44 @@ def test_an_engine_version_newer_than_the_model_knows_is_a_warning(capsys: pytes
     common = ["--config", str(CONFIGS / "Qwen__Qwen2.5-7B-Instruct.json"), "--gpu-memory-mib", "24564"]
     result = _estimate(capsys, *common, "--engine-version", "9.9.9", "--max-model-len", "8192")
     assert result["fits"] is True
-    assert any("9.9.9" in w and "assuming 0.21 behaviour" in w for w in result["warnings"])  # type: ignore[attr-defined]
-    assert _estimate(capsys, *common, "--engine-version", "0.21.3", "--max-model-len", "8192")["warnings"] == []
+    assert any("9.9.9" in w and "assuming 0.33 behaviour" in w for w in result["warnings"])  # type: ignore[attr-defined]
+    assert _estimate(capsys, *common, "--engine-version", "0.33.0", "--max-model-len", "8192")["warnings"] == []
+    assert _estimate(capsys, *common, "--engine-version", "0.11.0+cu118", "--max-model-len", "8192")["warnings"] == []
+
+
+# The 12 GB production report: an RTX 3060 (12288 MiB) with ~1.7 GB held by other services,
+# Qwen2.5-7B-Instruct AWQ at 2048 tokens. vLLM failed at 0.40 ("No available memory for the cache
+# blocks") and at 0.50 logged "Available KV cache memory: 0.37 GiB", "GPU KV cache size: 6,976
+# tokens", "Maximum concurrency for 2,048 tokens per request: 3.41x".
+SHARED_12GB = [
+    "--config", str(CONFIGS / "Qwen__Qwen2.5-7B-Instruct.json"), "--quantization", "awq",
+    "--gpu-memory-mib", "12288", "--gpu-free-mib", "10547", "--gpu-name", "NVIDIA GeForce RTX 3060",
+    "--max-model-len", "2048", "--engine-version", "0.10.1",
+]  # fmt: skip
+
+
+def test_the_12gb_production_case_fails_at_040_for_the_kv_cache(capsys: pytest.CaptureFixture[str]) -> None:
+    result = _estimate(capsys, *SHARED_12GB, "--utilization", "0.40")
+    assert (result["fits"], result["reason"], result["kvCacheTokens"]) == (False, "NoCacheBlocks", 0)
+
+
+def test_the_12gb_production_case_runs_at_050_with_the_logged_kv_cache(capsys: pytest.CaptureFixture[str]) -> None:
+    result = _estimate(capsys, *SHARED_12GB, "--utilization", "0.50")
+    assert result["fits"] is True
+    assert result["kvCacheTokens"] == pytest.approx(6976, rel=0.15)
+    assert result["kvCacheMiB"] == pytest.approx(0.37 * 1024, rel=0.15)
+    assert result["maxConcurrency"] == pytest.approx(3.41, rel=0.15)
+    assert result["kvBytesPerToken"] == 57344
+
+
+def test_the_12gb_production_case_auto_picks_a_working_value_within_free_memory(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    result = _estimate(capsys, *SHARED_12GB)
+    utilization = float(result["utilization"])  # type: ignore[arg-type]
+    assert result["fits"] is True
+    assert utilization >= 0.50 and utilization * 12288 <= 10547
+    assert result["kvCacheTokens"] > 6976  # more than the hand-set 0.50 gave
 
 
 def test_what_would_fit_respects_the_free_memory(capsys: pytest.CaptureFixture[str]) -> None:

@@ -353,11 +353,31 @@ def test_rope_scaling_lengthens_the_context_as_vllm_derives_it(rope_scaling: Any
 
 
 @pytest.mark.parametrize(
-    ("version", "warns"), [("0.19.0", False), ("0.21.9", False), ("0.22.0", True), ("9.9.9", True)]
+    ("version", "warns"),
+    [("0.19.0", False), ("0.33.9", False), ("0.34.0", True), ("9.9.9", True), ("nightly", True), ("latest", True)],
 )
 def test_versions_newer_than_the_model_knows_say_which_behaviour_is_assumed(version: str, warns: bool) -> None:
     warnings = version_warnings(version)
     assert bool(warnings) is warns
     if warns:
-        assert version in warnings[0] and "assuming 0.21 behaviour" in warnings[0]
+        assert version in warnings[0] and "0.33 behaviour" in warnings[0]
     assert version_warnings(None) == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [("0.11.0+cu118", (0, 11, 0)), ("v0.12", (0, 12, 0)), ("v0.10.1.1", (0, 10, 1)), ("nightly", (0, 33, 0))],
+)
+def test_odd_version_strings_have_a_clear_meaning(text: str, parsed: tuple[int, int, int]) -> None:
+    version = EngineVersion.parse(text)
+    assert (version.major, version.minor, version.patch) == parsed
+
+
+@pytest.mark.parametrize("text", ["stable-ish", "v", "", "x.y"])
+def test_a_version_string_without_a_version_names_the_field(text: str) -> None:
+    if text == "":
+        assert EngineVersion.parse(text) == EngineVersion.parse(None)  # empty = the default
+        return
+    with pytest.raises(SizingError) as raised:
+        EngineVersion.parse(text)
+    assert raised.value.field == "engineVersion"

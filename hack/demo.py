@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""The demo: the reference fleet on a local control plane, with simulated node agents and the operator.
+"""The demo: the reference fleet on a local control plane, with the simulated GPU runtime and the operator.
 
-    python hack/demo.py            up: cluster, agents, operator, examples/reference-fleet; prints
-                                   placements and measured memory, and leaves it running
+    python hack/demo.py            up: cluster, simulated runtime, operator, examples/reference-fleet;
+                                   prints placements and measured memory, and leaves it running
     python hack/demo.py --down     stop every process it started
 
-The workstation node is a KWOK fake; its agent runs the simulated backend from a profile that the
-demo rewrites once the servers' pods run, as if each server had loaded its model (90% of its
-budget), so measured memory flows back into the statuses exactly as from NVML.
+Real: the control plane (kube-apiserver, etcd, controller-manager, scheduler) and the operator.
+Simulated: the workstation node (KWOK), its GPUs and the engines in its pods (`vram-operator
+simulate`): each pod bound there starts its engine on the GPUs it is pinned to, takes the memory the
+sizing model says (give or take a seeded error), or crashes with the engine's own message and
+restarts with back-off; the GpuNode status is written as the node agent would write it. Any server
+applied later is placed, started and measured the same way.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "hack"))
 
 from localcluster import LocalCluster, workstation  # noqa: E402
-from localcluster.fleet import FakeNode, fake_gpu_uuid  # noqa: E402
 from localcluster.process import start  # noqa: E402
 from localcluster.resources import admin_client  # noqa: E402
 
@@ -38,35 +40,55 @@ GROUP, VERSION = "vram.dev", "v1alpha1"
 PLACED_PHASES = {"Placed", "Running", "Degraded", "Failed"}
 # The desktop on GPU 0 of the workstation, as in examples/reference-fleet/gpunode-workstation.yaml.
 DESKTOP = [{"pid": 1873, "name": "Xorg", "usedMiB": 356}, {"pid": 2410, "name": "gnome-shell", "usedMiB": 92}]
-LOADED_SHARE = 0.9  # a loaded server uses this share of its budget in the demo
 WAIT_SECONDS = 180.0
+# The simulated runtime's seed: under it Qwen2.5-0.5B really needs a little more than the sizing
+# model predicts, which the "try" below shows (vLLM crash-loops at the predicted minimum).
+SEED = 5
+TRY_LATER: dict[str, dict[str, Any]] = {
+    "detector": {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceServer",
+        "metadata": {"name": "detector", "namespace": "ai"},
+        "spec": {"engine": "generic", "image": "registry.example.com/ai/detector:1", "vramBudget": "128Mi"},
+    },
+    "qwen": {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceServer",
+        "metadata": {"name": "qwen", "namespace": "ai"},
+        "spec": {
+            "engine": "vllm",
+            "image": "vllm/vllm-openai:v0.19.0",
+            "model": {"name": "Qwen/Qwen2.5-0.5B-Instruct"},
+            "maxModelLen": 4096,
+            "gpuMemoryUtilization": 0.45,  # the predicted minimum on the A400
+            "placement": {"node": "workstation", "gpus": [1]},
+        },
+    },
+}
+TRY = """\
+Try (each server is placed, started by the simulated runtime and measured):
+  kubectl apply -f {work}/try-detector.yaml      # a 128Mi service: fits the A5500's leftover
+  kubectl -n ai delete infs ai-enrichment         # frees the A400, then:
+  kubectl apply -f {work}/try-qwen.yaml           # vLLM at utilization 0.45 on the A400: the model needs
+                                                  # a little more than predicted, vLLM crash-loops with its
+                                                  # own message, the operator raises the utilization
+  kubectl -n ai get infs,pods -w; kubectl -n ai describe infs qwen"""
+SIMULATED = """\
+Simulated here: the node "workstation" (KWOK) with an RTX A5500 and an RTX A400, and the engines in
+its pods (vram-operator simulate): vLLM, llama.cpp and generic servers start on the GPUs their pod is
+pinned to, take what the sizing model says give or take a seeded error, or crash-loop with the
+engine's own message. Real: the control plane and the operator.
+Faults (foreign processes, lost GPU, agent stall) can be changed live in {faults}."""
 
 
 def state_file() -> Path:
     return Path(os.environ.get("VRAM_DEMO_STATE", Path(tempfile.gettempdir()) / f"vram-demo-{os.getuid()}.json"))
 
 
-def profile(node: FakeNode, loaded: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
-    """A simulated-agent profile of a fake node: its GPUs, the desktop, and the loaded servers."""
-    return {
-        "driverVersion": "580.95.05",
-        "gpus": [
-            {
-                "name": gpu.product.replace("-", " "),
-                "memoryTotalMiB": gpu.memory_mib,
-                "uuid": fake_gpu_uuid(node.name, index),
-                "computeCapability": "8.6",
-                "processes": (DESKTOP if index == 0 else []) + loaded.get(index, []),
-            }
-            for index, gpu in enumerate(node.gpus)
-        ],
-    }
-
-
-def write_profile(path: Path, content: dict[str, Any]) -> None:
+def write_faults(path: Path, content: dict[str, Any]) -> None:
     temporary = path.with_suffix(".tmp")
     temporary.write_text(yaml.safe_dump(content, sort_keys=False))
-    temporary.replace(path)  # atomic: the agent never reads half a profile
+    temporary.replace(path)  # atomic: the runtime never reads half a file
 
 
 def apply_examples(api: client.ApiClient) -> list[tuple[str, str]]:
@@ -109,30 +131,6 @@ def wait_for(what: str, check: Any, timeout: float = WAIT_SECONDS) -> None:
     print(f"warning: gave up waiting for {what} after {timeout:.0f}s", file=sys.stderr)
 
 
-def loaded_processes(api: client.ApiClient, objects: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
-    """One process per running pod of each placed server, using LOADED_SHARE of its budget."""
-    core = client.CoreV1Api(api)
-    by_gpu: dict[int, list[dict[str, Any]]] = {}
-    pid = 30000
-    for obj in objects:
-        placement = (obj.get("status") or {}).get("placement") or {}
-        if not placement.get("gpus"):
-            continue
-        meta = obj["metadata"]
-        pods = core.list_namespaced_pod(meta["namespace"], label_selector=f"vram.dev/server={meta['name']}").items
-        for pod in pods:
-            if pod.status is None or pod.status.phase != "Running" or pod.metadata is None:
-                continue
-            for gpu in placement["gpus"]:
-                pid += 1
-                by_gpu.setdefault(gpu["index"], []).append(
-                    {"pid": pid, "usedMiB": round(placement["budgetMiB"] * LOADED_SHARE),
-                     "pod": f"{meta['namespace']}/{pod.metadata.name}", "podUID": pod.metadata.uid,
-                     "container": "server"}
-                )  # fmt: skip
-    return by_gpu
-
-
 def print_servers(objects: list[dict[str, Any]]) -> None:
     header = f"{'SERVER':<20} {'NODE':<12} {'GPU':<4} {'BUDGET':>10} {'UTIL':>5}  {'PHASE':<9} MEMORY"
     print(header)
@@ -162,13 +160,12 @@ def up() -> int:
     work = cluster.workdir
     assert work is not None
     kubeconfig = str(cluster.kubeconfig)
-    profile_path = work / f"agent-{node.name}.yaml"
-    write_profile(profile_path, profile(node, {}))
+    faults = work / "faults.yaml"
+    write_faults(faults, {"nodes": {node.name: {"gpus": {0: {"processes": DESKTOP}}}}})
     cli = [sys.executable, "-m", "vram_operator.cli"]
     components = [
-        start(f"agent-{node.name}", [*cli, "agent", "--backend", "simulated", "--profile", str(profile_path),
-                                     "--node-name", node.name, "--kubeconfig", kubeconfig, "--interval", "2",
-                                     "--metrics-port", "0"], work),
+        start("simulate", [*cli, "simulate", "--kubeconfig", kubeconfig, "--faults", str(faults),
+                           "--state-file", str(work / "simulated-gpus.json"), "--seed", str(SEED)], work),
         start("operator", [*cli, "run", "--standalone", "--kubeconfig", kubeconfig], work),
     ]  # fmt: skip
     cluster.components.extend(components)
@@ -177,12 +174,14 @@ def up() -> int:
     servers = apply_examples(api)
     wait_for("placements", lambda: all(
         (o.get("status") or {}).get("phase") in PLACED_PHASES for o in server_objects(api, servers)))  # fmt: skip
-    wait_for("pods", lambda: bool(loaded_processes(api, server_objects(api, servers))), timeout=60)
-    write_profile(profile_path, profile(node, loaded_processes(api, server_objects(api, servers))))
     wait_for("measured memory", lambda: all(
         (o.get("status") or {}).get("memory") for o in server_objects(api, servers)
         if ((o.get("status") or {}).get("placement") or {}).get("gpus")), timeout=120)  # fmt: skip
     print_servers(server_objects(api, servers))
+    for name, manifest in TRY_LATER.items():
+        (work / f"try-{name}.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    print("\n" + SIMULATED.format(faults=faults))
+    print("\n" + TRY.format(work=work))
     print(f"\nup in {time.monotonic() - started:.0f}s; logs in {work}")
     print(f"export KUBECONFIG={kubeconfig}")
     print("kubectl get infs -A; kubectl get gpunodes   |   stop: bash hack/demo.sh --down")

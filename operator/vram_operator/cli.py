@@ -1,4 +1,4 @@
-"""`vram-operator` command line: plan, estimate, render, crds, run, agent."""
+"""`vram-operator` command line: plan, estimate, render, crds, run, agent, simulate."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "crds": ("vram_operator.commands.crds", "write the CRDs generated from the API models"),
     "run": ("vram_operator.controller.main", "the operator: place, roll out and measure InferenceServers"),
     "agent": ("vram_operator.agent.main", "node agent: report this node's GPUs into GpuNode/<node>"),
+    "simulate": (
+        "vram_operator.simulate.main",
+        "the simulated GPU runtime for KWOK nodes: plays the engines' memory behaviour for the pods bound there",
+    ),
 }
 
 

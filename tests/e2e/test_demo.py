@@ -1,4 +1,4 @@
-"""The README's main command end to end: local cluster, simulated agent, operator, reference fleet."""
+"""The README's main command end to end: local cluster, simulated GPU runtime, operator, reference fleet."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,4 +77,73 @@ def test_demo_runs_control_plane_agent_and_operator(demo: tuple[str, dict[str, o
     _, state = demo
     components = state["components"]
     assert isinstance(components, list)
-    assert {c["name"] for c in components} >= {"kube-apiserver", "etcd", "operator", "agent-workstation"}
+    assert {c["name"] for c in components} >= {"kube-apiserver", "etcd", "operator", "simulate"}
+
+
+def test_demo_says_what_is_simulated(demo: tuple[str, dict[str, object]]) -> None:
+    output, _ = demo
+    assert 'Simulated here: the node "workstation" (KWOK)' in output
+    assert "Real: the control plane and the operator." in output
+
+
+def _apply_file(kubeconfig: str, path: str) -> None:
+    import yaml
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=kubeconfig)
+    body = yaml.safe_load(Path(path).read_text())
+    client.CustomObjectsApi(api).create_namespaced_custom_object("vram.dev", "v1alpha1", "ai", "inferenceservers", body)
+
+
+def _server(kubeconfig: str, name: str) -> dict[str, Any]:
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=kubeconfig)
+    found: dict[str, Any] = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "vram.dev", "v1alpha1", "ai", "inferenceservers", name
+    )
+    return found
+
+
+def _until(check: Callable[[], dict[str, Any] | None], what: str, timeout: float = 180.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(1.0)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_what_the_demo_says_to_try(demo: tuple[str, dict[str, object]]) -> None:
+    """The "Try" lines work: a server applied later is measured; the vLLM one crash-loops with vLLM's
+    own message and runs once the operator has raised its utilization."""
+    from kubernetes import client, config
+
+    output, state = demo
+    kubeconfig = str(state["kubeconfig"])
+    files = dict(re.findall(r"kubectl apply -f (\S+/try-(\w+)\.yaml)", output))
+    by_name = {name: path for path, name in files.items()}
+    assert set(by_name) == {"detector", "qwen"}
+    _apply_file(kubeconfig, by_name["detector"])
+    status = _until(lambda: (_server(kubeconfig, "detector").get("status") or {}).get("memory"), "detector measured")
+    assert status["display"].startswith("Memory: 128MiB / 24564MiB")
+
+    api = config.new_client_from_config(config_file=kubeconfig)
+    client.CustomObjectsApi(api).delete_namespaced_custom_object(
+        "vram.dev", "v1alpha1", "ai", "inferenceservers", "ai-enrichment"
+    )
+    _apply_file(kubeconfig, by_name["qwen"])
+
+    def degraded() -> dict[str, Any] | None:
+        conditions = (_server(kubeconfig, "qwen").get("status") or {}).get("conditions", [])
+        found = next((c for c in conditions if c["type"] == "Degraded" and c["status"] == "True"), None)
+        return found if found and found["reason"] == "MaxModelLenTooLarge" else None
+
+    assert "To serve at least one request with the model's max seq len (4096)" in _until(degraded, "crash")["message"]
+
+    def corrected() -> dict[str, Any] | None:
+        status = _server(kubeconfig, "qwen").get("status") or {}
+        raised = (status.get("gpuMemoryUtilization") or 0) > 0.45
+        return status if raised and status.get("phase") == "Running" and status.get("memory") else None
+
+    assert _until(corrected, "qwen corrected and running")["memory"]["usedMiB"] > 0.45 * 4094

@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack"))
 
-from operator_harness import Operator, gpu_node_status, publish, start_operator
+from operator_harness import Operator, Twin, gpu_node_status, publish, start_operator, start_twin
 
 from localcluster import UNPRIVILEGED_USER, FakeNode, LocalCluster
 from localcluster.fleet import FAKE_GPUS_ANNOTATION, FAKE_NODE_LABEL, parse_fake_gpus
@@ -198,3 +198,17 @@ def gpu_fleet(
 def operator(kubeconfig: Path, namespace: str, tmp_path: Path, gpu_fleet: list[FakeNode]) -> Iterator[Operator]:
     """The operator as a subprocess, watching the test's namespace; its logs are printed afterwards."""
     yield from start_operator(kubeconfig, namespace, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def gpu_twin(
+    request: pytest.FixtureRequest,
+    kubeconfig: Path,
+    gpu_fleet: list[FakeNode],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Twin]:
+    """The simulated GPU runtime over every fake node (for the module): plays the engines of the pods
+    bound there and reports their memory in the GpuNodes, replacing gpu_fleet's static statuses.
+    Seeded by the module's TWIN_SEED (default 0)."""
+    seed = int(getattr(request.module, "TWIN_SEED", 0))
+    yield from start_twin(kubeconfig, tmp_path_factory.mktemp("twin"), seed=seed)

@@ -4,6 +4,7 @@ InferenceServer and wait helpers. The fixtures built on it (gpu_fleet, operator)
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -145,6 +147,86 @@ def start_operator(kubeconfig: Path, namespace: str, tmp_path: Path, *extra: str
     finally:
         operator.stop()
         print(operator.logs())  # shown by pytest when the test fails
+
+
+class Twin:
+    """The simulated GPU runtime (`vram-operator simulate`) as a subprocess, with its faults and state files."""
+
+    def __init__(self, kubeconfig: Path, work: Path, *, seed: int = 0, interval: float = 0.5) -> None:
+        self.work = work
+        self.faults_path = work / "faults.yaml"
+        self.state_path = work / "twin-state.json"
+        self.argv = [
+            sys.executable,
+            "-m",
+            "vram_operator.cli",
+            "simulate",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--faults",
+            str(self.faults_path),
+            "--state-file",
+            str(self.state_path),
+            "--seed",
+            str(seed),
+            "--interval",
+            str(interval),
+            "--backoff-seconds",
+            "1",
+            "--backoff-max-seconds",
+            "4",
+            "--heartbeat",
+            "5",
+        ]
+        self.starts = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.starts += 1
+        log = (self.work / f"twin-{self.starts}.log").open("wb")
+        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def set_faults(self, faults: dict[str, Any]) -> None:
+        """Replace the faults file (atomically: the twin never reads half of it)."""
+        temporary = self.faults_path.with_suffix(".tmp")
+        temporary.write_text(yaml.safe_dump(faults))
+        temporary.replace(self.faults_path)
+
+    def state(self) -> dict[str, Any]:
+        """The twin's last state file ({} before its first pass)."""
+        try:
+            found: dict[str, Any] = json.loads(self.state_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+        return found
+
+    def wait_tick(self, timeout: float = 30.0) -> dict[str, Any]:
+        """The state of a pass that began after this call."""
+        after = self.state().get("tick", 0)
+        return eventually(lambda: (s := self.state()) and s.get("tick", 0) > after + 1 and s, "a twin pass", timeout)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-4000:] for p in sorted(self.work.glob("twin-*.log")))
+
+
+def start_twin(kubeconfig: Path, work: Path, *, seed: int = 0) -> Iterator[Twin]:
+    twin = Twin(kubeconfig, work, seed=seed)
+    twin.set_faults({})
+    twin.start()
+    try:
+        yield twin
+    finally:
+        twin.stop()
+        print(twin.logs())
 
 
 def generic(name: str, budget: str, replicas: int = 1, labels: dict[str, str] | None = None) -> dict[str, Any]:

@@ -77,7 +77,7 @@ def _backend(args: argparse.Namespace) -> GpuBackend:
     return NvmlBackend()
 
 
-def _kubernetes(kubeconfig: str | None) -> tuple[Any, Any]:
+def kubernetes_clients(kubeconfig: str | None) -> tuple[Any, Any]:
     from kubernetes import client, config
 
     if kubeconfig:
@@ -96,7 +96,7 @@ def build_agent(args: argparse.Namespace) -> tuple[Agent, AgentMetrics]:
     metrics = AgentMetrics(args.node_name)
     reporter = pods = None
     if not args.no_report and not args.once:
-        custom_api, core_api = _kubernetes(args.kubeconfig)
+        custom_api, core_api = kubernetes_clients(args.kubeconfig)
         reporter = GpuNodeReporter(custom_api, args.node_name, heartbeat_s=args.heartbeat)
         pods = PodDirectory(kubernetes_pod_lister(core_api, args.node_name))
     agent = Agent(_backend(args), proc_root=args.proc_root, pods=pods, metrics=metrics, reporter=reporter)

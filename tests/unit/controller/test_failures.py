@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -94,3 +95,43 @@ def test_adjusted_utilization_always_fits_headroom(
         assert fix.utilization is not None
         assert fix.utilization * 81559 <= headroom - 512 + 1e-6
         assert fix.utilization != utilization
+
+
+MAX_MODEL_LEN_LOG = (
+    "(EngineCore_DP0 pid=215) ValueError: To serve at least one request with the model's max seq len (4096), "
+    "(0.58 GiB KV cache is needed, which is larger than the available KV cache memory (0.47 GiB). Based on the "
+    "available memory, the estimated maximum model length is 3280. Try increasing `gpu_memory_utilization` or "
+    "decreasing `max_model_len` when initializing the engine.\n"
+)
+
+
+def test_classifies_kv_cache_smaller_than_one_request() -> None:
+    failure = classify(MAX_MODEL_LEN_LOG)
+    assert failure is not None
+    assert failure.kind is FailureKind.KV_CACHE_TOO_SMALL
+    assert failure.kind.value == "MaxModelLenTooLarge"
+    assert failure.message.startswith("To serve at least one request with the model's max seq len (4096)")
+    assert failure.missing_mib == pytest.approx((0.58 - 0.47) * 1024)
+
+
+def test_classifies_the_older_models_s_spelling() -> None:
+    failure = classify(MAX_MODEL_LEN_LOG.replace("model's", "models's"))
+    assert failure is not None and failure.kind is FailureKind.KV_CACHE_TOO_SMALL
+
+
+def test_kv_cache_too_small_raises_utilization_by_what_it_lacks() -> None:
+    failure = classify(MAX_MODEL_LEN_LOG)
+    assert failure is not None
+    # 0.11 GiB short on a 1 GiB GPU: 0.11 of it, more than the 0.05 step.
+    fix = correct(failure, attempts=0, max_attempts=3, utilization=0.5, total_mib=1024, headroom_mib=1024, margin_mib=0)
+    assert fix.action == "adjust" and fix.utilization == 0.61
+    # On a large GPU what it lacks is under the step: the step.
+    fix = correct(
+        failure, attempts=0, max_attempts=3, utilization=0.5, total_mib=81920, headroom_mib=81920, margin_mib=0
+    )
+    assert fix.action == "adjust" and fix.utilization == 0.55
+    # Less room than it lacks: as much as there is; no room above: re-place.
+    fix = correct(failure, attempts=0, max_attempts=3, utilization=0.5, total_mib=1024, headroom_mib=600, margin_mib=0)
+    assert fix.action == "adjust" and fix.utilization == 0.58
+    fix = correct(failure, attempts=0, max_attempts=3, utilization=0.5, total_mib=1024, headroom_mib=512, margin_mib=0)
+    assert fix.action == "replace"

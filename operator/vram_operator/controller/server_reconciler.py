@@ -256,10 +256,12 @@ class ServerReconciler:
                 await asyncio.to_thread(self.rt.kube.apply, obj)
             except ChildRefusedError as error:
                 refused.append(str(error))
+        namespace = server.metadata.namespace or "default"
         if objects:  # replicas no longer rendered (scaled down, or fewer placed) lose their Deployments
             names = {obj["metadata"]["name"] for obj in objects if obj["kind"] == "Deployment"}
-            namespace = server.metadata.namespace or "default"
             await asyncio.to_thread(self.rt.kube.delete_stale_replicas, namespace, server.metadata.name, names)
+        elif status.placement is None:  # unplaced or failed: its reservation is gone, so are its pods
+            await asyncio.to_thread(self.rt.kube.delete_deployments, namespace, server.metadata.name)
         message = "; ".join(refused) or None
         before = self.rt.refused.get(key)
         if message is None:

@@ -13,7 +13,12 @@ from fake_kube import FakeKube
 
 from vram_operator.api.base import ObjectMeta
 from vram_operator.api.gpu_node import GpuNode
-from vram_operator.api.inference_server import InferenceServer, InferenceServerSpec, InferenceServerStatus
+from vram_operator.api.inference_server import (
+    InferenceServer,
+    InferenceServerSpec,
+    InferenceServerStatus,
+    ManualPlacement,
+)
 from vram_operator.controller.metrics import Metrics
 from vram_operator.controller.runtime import Runtime, now, rfc3339
 from vram_operator.controller.server_reconciler import ServerReconciler
@@ -217,3 +222,24 @@ def test_a_partly_placed_server_waits_out_a_missing_gpu_node_before_retrying() -
     h.check()
     assert {name for kind, name in h.kube.applied if kind == "Deployment"} == running
     assert sorted(p.node for p in h.status("ns/web").placed_replicas()) == ["a", "b"]
+
+
+def test_a_server_left_without_a_placement_keeps_no_deployment() -> None:
+    # Before: a spec edit that could not be placed (a pin to a GPU too small) gave up the reservation in
+    # status but left the old Deployments running on GPUs the ledger counted as free.
+    # Found by the randomized driver (tests/model_based, seed 3).
+    h = Harness(
+        node("ws", gpu("GPU-0"), gpu("GPU-1"), gpu("GPU-2", foreign=A5500_MIB - 1024), heartbeat=rfc3339(now()))
+    )
+    det = h.add(generic("det", "6Gi", replicas=2))
+    assert h.reconcile("ns/det").placement is not None
+    assert sorted(n for k, n in h.kube.applied if k == "Deployment") == ["det", "det-replica-1"]
+    pinned = det.spec.model_copy(update={"placement": ManualPlacement(node="ws", gpus=[2])})
+    h.servers["ns/det"] = det.model_copy(update={"spec": pinned})
+    assert h.reconcile("ns/det").placement is None
+    assert h.status("ns/det").phase == "Pending"
+    assert [n for k, n in h.kube.applied if k == "Deployment"] == []
+    # Placed again (the pin lifted): its Deployments come back.
+    h.servers["ns/det"] = det
+    assert h.reconcile("ns/det").placement is not None
+    assert sorted(n for k, n in h.kube.applied if k == "Deployment") == ["det", "det-replica-1"]

@@ -29,14 +29,14 @@ from localcluster.resources import admin_client  # noqa: E402
 from model_based.driver import Driver  # noqa: E402
 from model_based.session import run_seed, summary_line  # noqa: E402
 from model_based.steps import load_steps  # noqa: E402
-from model_based.twin import PublishedTwin, usable_slots  # noqa: E402
+from model_based.twin import GpuTwin, PublishedTwin, SimulatedTwin, usable_slots  # noqa: E402
 
 MARGIN_MIB = 256  # the operator harness's --margin-mib
 USABLE_GPUS = {"workstation": 2, "h100-0": 3}  # as in tests/integration/test_model_based.py
 
 
 def seed_list(text: str) -> list[int]:
-    """"1-5,9" -> [1, 2, 3, 4, 5, 9]."""
+    """ "1-5,9" -> [1, 2, 3, 4, 5, 9]."""
     seeds: list[int] = []
     for part in text.split(","):
         low, _, high = part.partition("-")
@@ -51,16 +51,27 @@ def main() -> int:
     parser.add_argument("--check-every", type=int, default=20, help="operations between invariant checks")
     parser.add_argument("--shrink", type=int, default=8, help="replays spent shrinking a failing seed (0: none)")
     parser.add_argument("--replay", type=Path, help="run this step list (JSON) instead of seeds")
+    parser.add_argument("--replay-seed", type=int, default=0, help="the twin's seed for --replay")
+    parser.add_argument(
+        "--twin",
+        choices=("simulated", "published"),
+        default="simulated",
+        help="simulated: vram-operator simulate plays the engines; published: static GpuNode reports",
+    )
     args = parser.parse_args()
 
     started = time.monotonic()
     with LocalCluster() as cluster, tempfile.TemporaryDirectory(prefix="vram-soak-") as logs:
         api = admin_client(cluster.kubeconfig)
         usable = usable_slots(list(cluster.nodes), USABLE_GPUS)
-        twin = PublishedTwin(api, list(cluster.nodes), usable)
+        twin: GpuTwin = (
+            SimulatedTwin(cluster.kubeconfig, list(cluster.nodes), usable, Path(logs))
+            if args.twin == "simulated"
+            else PublishedTwin(api, list(cluster.nodes), usable)
+        )
         driver = Driver(api, cluster.kubeconfig, twin, usable, Path(logs), margin_mib=MARGIN_MIB)
         if args.replay:
-            result = driver.run("replay", load_steps(args.replay.read_text()))
+            result = driver.run("replay", load_steps(args.replay.read_text()), args.replay_seed)
             for violation in result.violations:
                 print(violation)
             print(f"replay: {result.operations} operations, {len(result.violations)} violations")

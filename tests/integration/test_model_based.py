@@ -22,7 +22,7 @@ from model_based.driver import Driver
 from model_based.generate import GpuSlot
 from model_based.session import REPLAY_ENV, run_seed, summary_line
 from model_based.steps import load_steps
-from model_based.twin import GpuTwin, PublishedTwin, usable_slots
+from model_based.twin import GpuTwin, SimulatedTwin, usable_slots
 
 pytestmark = pytest.mark.integration
 
@@ -36,17 +36,16 @@ SHRINK_BUDGET = 6  # replays spent shrinking a failing seed
 USABLE_GPUS = {"workstation": 2, "h100-0": 3}
 
 
-def make_twin(api_client: client.ApiClient, nodes: list[FakeNode], usable: list[GpuSlot]) -> GpuTwin:
-    """The GPU twin the runs play against (the one place to swap it)."""
-    return PublishedTwin(api_client, nodes, usable)
+def make_twin(kubeconfig: Path, nodes: list[FakeNode], usable: list[GpuSlot], work: Path) -> GpuTwin:
+    """The GPU twin the runs play against (the one place to swap it): the simulated GPU runtime."""
+    return SimulatedTwin(kubeconfig, nodes, usable, work)
 
 
 @pytest.fixture
 def driver(api_client: client.ApiClient, kubeconfig: Path, gpu_fleet: list[FakeNode], tmp_path: Path) -> Driver:
     usable = usable_slots(gpu_fleet, USABLE_GPUS)
-    return Driver(
-        api_client, kubeconfig, make_twin(api_client, gpu_fleet, usable), usable, tmp_path, margin_mib=MARGIN_MIB
-    )
+    twin = make_twin(kubeconfig, gpu_fleet, usable, tmp_path)
+    return Driver(api_client, kubeconfig, twin, usable, tmp_path, margin_mib=MARGIN_MIB)
 
 
 def test_random_sequences_keep_the_invariants(driver: Driver) -> None:

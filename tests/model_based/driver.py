@@ -85,7 +85,7 @@ class Driver:
         self.margin_mib = margin_mib
         self.timing = timing or Timing()
 
-    def run(self, run: str, steps: list[Step]) -> RunResult:
+    def run(self, run: str, steps: list[Step], seed: int = 0) -> RunResult:
         """Run the steps (and a final check if the list does not end with one); stops at the first
         check that finds a violation."""
         if not steps or steps[-1].op != CHECK:
@@ -93,7 +93,7 @@ class Driver:
         started = time.monotonic()
         result = RunResult(run)
         state = _RunState(run, [f"{run}-{suffix}" for suffix in NAMESPACES])
-        operator = self._setup(state)
+        operator = self._setup(state, seed)
         try:
             for index, step in enumerate(steps):
                 if step.op == CHECK:
@@ -113,13 +113,13 @@ class Driver:
 
     # --- set-up and tear-down ---
 
-    def _setup(self, state: _RunState) -> Operator:
+    def _setup(self, state: _RunState, seed: int) -> Operator:
         for namespace in state.namespaces:
             body: Any = {"metadata": {"name": namespace, "labels": {RUN_LABEL: state.run}}}
             self.core.create_namespace(body=body)
         for namespace in state.namespaces:
             wait_service_account(self.api, namespace, 60.0)
-        self.twin.start(state.namespaces)
+        self.twin.start(state.namespaces, seed)
         log_dir = self.log_dir / state.run
         log_dir.mkdir(parents=True, exist_ok=True)
         extra = [f"--namespace={ns}" for ns in state.namespaces[1:]]

@@ -54,7 +54,7 @@ def run_seed(
     log: Callable[[str], None] = print,
 ) -> SeedReport:
     steps = generate(seed, gpus, operations, check_every, weights)
-    report = SeedReport(seed, steps, driver.run(f"mb{seed}", steps))
+    report = SeedReport(seed, steps, driver.run(f"mb{seed}", steps, seed))
     if report.ok or shrink_budget <= 0:
         return report
     failing = {v.invariant for v in report.result.violations}
@@ -65,7 +65,7 @@ def run_seed(
     def fails(candidate: list[Step]) -> bool:
         nonlocal attempt
         attempt += 1
-        replay = driver.run(f"mb{seed}r{attempt}", candidate)
+        replay = driver.run(f"mb{seed}r{attempt}", candidate, seed)
         log(f"  replay {attempt}: {operation_count(candidate)} operations -> {len(replay.violations)} violation(s)")
         return bool({v.invariant for v in replay.violations} & failing)
 

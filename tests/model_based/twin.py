@@ -11,10 +11,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from operator_harness import Twin as HarnessTwin
 
 from localcluster import FakeNode
 from localcluster.fleet import fake_gpu_uuid
@@ -26,7 +28,7 @@ PUBLISH_SECONDS = 1.0
 
 
 class GpuTwin(Protocol):
-    def start(self, namespaces: Iterable[str]) -> None:
+    def start(self, namespaces: Iterable[str], seed: int = 0) -> None:
         """Play the GPUs for the pods of these namespaces; every GPU healthy, no spike, agents live."""
 
     def stop(self) -> None: ...
@@ -74,7 +76,7 @@ class PublishedTwin:
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
 
-    def start(self, namespaces: Iterable[str]) -> None:
+    def start(self, namespaces: Iterable[str], seed: int = 0) -> None:
         self.stop()
         self.namespaces = list(namespaces)
         self.lost, self.foreign, self.stalled = set(), {}, set()
@@ -207,3 +209,109 @@ class PublishedTwin:
             body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuNode", "metadata": {"name": node.name}}
             self.custom.create_cluster_custom_object(GROUP, VERSION, "gpunodes", body)
             self.custom.patch_cluster_custom_object_status(GROUP, VERSION, "gpunodes", node.name, {"status": status})
+
+
+class SimulatedTwin:
+    """The simulated GPU runtime (`vram-operator simulate`), one subprocess per run seeded with the
+    run's seed: engines that start, fail and crash-loop as vLLM, llama.cpp and generic services would.
+    Faults go through its faults file; the truth comes from its state file."""
+
+    def __init__(self, kubeconfig: Path, nodes: list[FakeNode], usable: list[GpuSlot], work: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.nodes = nodes
+        self.usable = {slot.uuid for slot in usable}
+        self.work = work
+        self.runs = 0
+        self.process: HarnessTwin | None = None
+        self.faults: dict[str, Any] = {}
+        self.stalled: set[str] = set()
+
+    def start(self, namespaces: Iterable[str], seed: int = 0) -> None:
+        self.stop()
+        self.runs += 1
+        work = self.work / f"twin-{self.runs}"
+        work.mkdir(parents=True, exist_ok=True)
+        self.process = HarnessTwin(self.kubeconfig, work, seed=seed)
+        self.faults, self.stalled = {"nodes": {}}, set()
+        for node in self.nodes:  # the GPUs the run may not use are held whole by a foreign process
+            for index, gpu in enumerate(node.gpus):
+                if fake_gpu_uuid(node.name, index) not in self.usable:
+                    held = {"pid": 90000 + index, "name": "held-by-test", "usedMiB": gpu.memory_mib}
+                    self._gpu(node.name, index)["processes"] = [held]
+        self.process.set_faults(self.faults)
+        self.process.start()
+        self.process.wait_tick()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
+
+    def lose_gpu(self, uuid: str) -> None:
+        self._change(uuid, lost=True)
+
+    def recover_gpu(self, uuid: str) -> None:
+        self._change(uuid, lost=False)
+
+    def set_foreign(self, uuid: str, mib: float) -> None:
+        self._change(uuid, foreignMiB=mib)
+
+    def stall_agent(self, node: str) -> None:
+        self.stalled.add(node)
+        self._node(node)["agentStalled"] = True
+        self._write()
+
+    def resume_agent(self, node: str) -> None:
+        self.stalled.discard(node)
+        self._node(node)["agentStalled"] = False
+        self._write()
+
+    def gpus(self) -> list[GpuTruth]:
+        state = self.process.state() if self.process else {}
+        return [
+            GpuTruth(
+                gpu["node"],
+                int(gpu["index"]),
+                uuid,
+                float(gpu["totalMiB"]),
+                float(gpu.get("foreignMiB", 0)),
+                bool(gpu.get("healthy", True)),
+                gpu["node"] not in self.stalled,
+            )
+            for uuid, gpu in (state.get("gpus") or {}).items()
+        ]
+
+    def engine_use(self) -> list[EngineUse]:
+        """What every running engine reserves by its own rule (any namespace: the GPU's truth)."""
+        state = self.process.state() if self.process else {}
+        return [
+            EngineUse(f"{pod['namespace']}/{pod['name']}", uuid, float(mib))
+            for pod in (state.get("pods") or {}).values()
+            if pod.get("state") == "Running"
+            for uuid, mib in (pod.get("reservedMiB") or {}).items()
+        ]
+
+    def _slot(self, uuid: str) -> tuple[str, int]:
+        return next(
+            (node.name, index)
+            for node in self.nodes
+            for index in range(len(node.gpus))
+            if fake_gpu_uuid(node.name, index) == uuid
+        )
+
+    def _node(self, name: str) -> dict[str, Any]:
+        nodes: dict[str, Any] = self.faults.setdefault("nodes", {})
+        found: dict[str, Any] = nodes.setdefault(name, {})
+        return found
+
+    def _gpu(self, node: str, index: int) -> dict[str, Any]:
+        found: dict[str, Any] = self._node(node).setdefault("gpus", {}).setdefault(index, {})
+        return found
+
+    def _change(self, uuid: str, **fields: Any) -> None:
+        self._gpu(*self._slot(uuid)).update(fields)
+        self._write()
+
+    def _write(self) -> None:
+        if self.process is not None:
+            self.process.set_faults(self.faults)

@@ -75,6 +75,8 @@ def main() -> int:
             for violation in result.violations:
                 print(violation)
             print(f"replay: {result.operations} operations, {len(result.violations)} violations")
+            print(f"observed: {dict(sorted(result.observed.items()))}")
+            print("\n".join(result.final))
             return 1 if result.violations else 0
         reports = []
         for seed in args.seeds:

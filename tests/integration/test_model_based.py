@@ -19,9 +19,9 @@ from operator_harness import MARGIN_MIB
 
 from localcluster import FakeNode
 from model_based.driver import Driver
-from model_based.generate import GpuSlot
+from model_based.generate import GpuSlot, generic_spec
 from model_based.session import REPLAY_ENV, run_seed, summary_line
-from model_based.steps import load_steps
+from model_based.steps import CHECK, CREATE, UPDATE, Step, load_steps
 from model_based.twin import GpuTwin, SimulatedTwin, usable_slots
 
 pytestmark = pytest.mark.integration
@@ -34,6 +34,16 @@ SHRINK_BUDGET = 6  # replays spent shrinking a failing seed
 # A small part of the fleet, so that servers compete for room: the workstation's two GPUs and three
 # H100s of one node (tensor parallel 2 fits there); every other GPU is held by a foreign process.
 USABLE_GPUS = {"workstation": 2, "h100-0": 3}
+# Step lists the driver found failing, replayed as regression tests (each failed before its fix).
+REGRESSIONS = {
+    # Seed 3: a spec edit that could not be placed (pinned to the 4 GiB A400) gave up the server's
+    # reservation but left its Deployments running on the H100s (NoDuplicates: Deployments, no placement).
+    "unplaced-keeps-no-deployment": [
+        Step(CREATE, {"namespace": "b", "name": "s7", "group": "x", "spec": generic_spec("36Gi", replicas=2)}, 3.0),
+        Step(UPDATE, {"namespace": "b", "name": "s7", "patch": {"placement": {"node": "workstation", "gpus": [1]}}}),
+        Step(CHECK),
+    ],
+}
 
 
 def make_twin(kubeconfig: Path, nodes: list[FakeNode], usable: list[GpuSlot], work: Path) -> GpuTwin:
@@ -46,6 +56,12 @@ def driver(api_client: client.ApiClient, kubeconfig: Path, gpu_fleet: list[FakeN
     usable = usable_slots(gpu_fleet, USABLE_GPUS)
     twin = make_twin(kubeconfig, gpu_fleet, usable, tmp_path)
     return Driver(api_client, kubeconfig, twin, usable, tmp_path, margin_mib=MARGIN_MIB)
+
+
+@pytest.mark.parametrize("name", sorted(REGRESSIONS))
+def test_sequences_the_driver_found_stay_fixed(driver: Driver, name: str) -> None:
+    result = driver.run(f"mbreg-{name[:20]}", REGRESSIONS[name])
+    assert result.checks == 1 and not result.violations, "\n".join(str(v) for v in result.violations)
 
 
 def test_random_sequences_keep_the_invariants(driver: Driver) -> None:

@@ -8,6 +8,7 @@ never see each other's servers; the twin plays the GPUs for those namespaces onl
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,18 @@ from operator_harness import Operator
 
 from localcluster.resources import wait_service_account
 from model_based.generate import MAX_CONTEXT, NAMESPACES, GpuSlot
-from model_based.invariants import Causes, Expectations, Snapshot, Violation, check, flaps, placements_by_replica
+from model_based.invariants import (
+    Causes,
+    Expectations,
+    Snapshot,
+    Violation,
+    brief_conditions,
+    check,
+    flaps,
+    key,
+    placements_by_replica,
+    replica_placements,
+)
 from model_based.steps import (
     AGENT_RESUME,
     AGENT_STALL,
@@ -60,6 +72,9 @@ class RunResult:
     violations: list[Violation] = field(default_factory=list)
     seconds: float = 0.0
     failed_at: int | None = None  # index of the check step that found violations
+    # What the checks saw (phases, reasons, crash-looping pods): that the run exercised what it should.
+    observed: Counter[str] = field(default_factory=Counter)
+    final: list[str] = field(default_factory=list)  # each server as the last check saw it
 
 
 class Driver:
@@ -99,6 +114,9 @@ class Driver:
                 if step.op == CHECK:
                     result.checks += 1
                     result.violations = self._settle_and_check(state, operator)
+                    last = self.snapshot(state)
+                    result.observed.update(observe(last))
+                    result.final = [describe_server(server) for server in last.servers]
                     if result.violations:
                         result.failed_at = index
                         break
@@ -329,6 +347,31 @@ class Driver:
         moved = flaps(state.placements, placements, snap.servers, state.causes)
         state.placements, state.causes = placements, Causes()
         return moved
+
+
+def describe_server(server: dict[str, Any]) -> str:
+    st = server.get("status") or {}
+    placements = [(p["node"], [g["uuid"][:12] for g in p["gpus"]], p["budgetMiB"]) for p in replica_placements(server)]
+    utilization = st.get("gpuMemoryUtilization")
+    return f"{key(server)} {st.get('phase')} {placements} util={utilization}: {brief_conditions(server)}"
+
+
+def observe(snapshot: Snapshot) -> Counter[str]:
+    """Phases and the reasons behind them, and pods whose engine crash-loops."""
+    seen: Counter[str] = Counter()
+    for server in snapshot.servers:
+        st = server.get("status") or {}
+        seen[f"phase:{st.get('phase')}"] += 1
+        for c in st.get("conditions") or []:
+            failing = "True" if c.get("type") == "Degraded" else "False"
+            if c.get("type") in ("Placed", "Degraded", "MemoryFits") and c.get("status") == failing:
+                seen[f"{c['type']}:{c.get('reason')}"] += 1
+    for pod in snapshot.pods:
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") == "CrashLoopBackOff":
+                seen["pod:CrashLoopBackOff"] += 1
+    return seen
 
 
 @dataclass

@@ -136,7 +136,7 @@ class Generator:
         spec: dict[str, Any] = {"engine": engine, "replicas": self.rng.choices((1, 2, 3, 0), weights=(14, 3, 2, 1))[0]}
         tensor_parallel = 1
         if engine == "generic":
-            spec |= {"image": "example.invalid/service:1", "vramBudget": self.rng.choice(GENERIC_BUDGETS)}
+            spec |= generic_spec(self.rng.choice(GENERIC_BUDGETS), spec["replicas"])
         elif engine == "vllm":
             model = self.rng.choice(VLLM_MODELS)
             spec |= {"image": "vllm/vllm-openai:v0.19.0", "model": {"name": model}}
@@ -271,6 +271,10 @@ class Generator:
 
     def _operatorRestart(self) -> Step:  # noqa: N802
         return Step(OPERATOR_RESTART)
+
+
+def generic_spec(budget: str, replicas: int = 1) -> dict[str, Any]:
+    return {"engine": "generic", "image": "example.invalid/service:1", "vramBudget": budget, "replicas": replicas}
 
 
 def generate(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -83,6 +84,7 @@ def summary(reports: list[SeedReport], seconds: float) -> dict[str, object]:
         "violations": sum(len(r.result.violations) for r in reports),
         "failingSeeds": [r.seed for r in reports if not r.ok],
         "wallSeconds": round(seconds, 1),
+        "observed": dict(sorted(sum((r.result.observed for r in reports), Counter()).items())),
     }
 
 

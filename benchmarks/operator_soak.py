@@ -27,6 +27,7 @@ sys.path[:0] = [str(ROOT / "hack"), str(ROOT / "tests"), str(ROOT / "tests" / "i
 from localcluster import LocalCluster  # noqa: E402
 from localcluster.resources import admin_client  # noqa: E402
 from model_based.driver import Driver  # noqa: E402
+from model_based.generate import WEIGHTS  # noqa: E402
 from model_based.session import run_seed, summary_line  # noqa: E402
 from model_based.steps import load_steps  # noqa: E402
 from model_based.twin import GpuTwin, PublishedTwin, SimulatedTwin, usable_slots  # noqa: E402
@@ -50,6 +51,14 @@ def main() -> int:
     parser.add_argument("--operations", type=int, default=100, help="operations per seed")
     parser.add_argument("--check-every", type=int, default=20, help="operations between invariant checks")
     parser.add_argument("--shrink", type=int, default=8, help="replays spent shrinking a failing seed (0: none)")
+    parser.add_argument(
+        "--weight",
+        action="append",
+        default=[],
+        metavar="OP=N",
+        help="override an operation's weight (e.g. assignApply=20; 0 leaves it out); repeat",
+    )
+    parser.add_argument("--logs", type=Path, help="keep each run's operator and twin logs here (default: a temp dir)")
     parser.add_argument("--replay", type=Path, help="run this step list (JSON) instead of seeds")
     parser.add_argument("--replay-seed", type=int, default=0, help="the twin's seed for --replay")
     parser.add_argument(
@@ -60,16 +69,23 @@ def main() -> int:
     )
     args = parser.parse_args()
 
+    weights = dict(WEIGHTS)
+    for item in args.weight:
+        op, _, number = item.partition("=")
+        if op not in WEIGHTS or not number.isdigit():
+            parser.error(f"--weight {item}: want OP=N with OP one of {', '.join(WEIGHTS)}")
+        weights[op] = int(number)
     started = time.monotonic()
-    with LocalCluster() as cluster, tempfile.TemporaryDirectory(prefix="vram-soak-") as logs:
+    with LocalCluster() as cluster, tempfile.TemporaryDirectory(prefix="vram-soak-") as temporary:
+        logs = args.logs or Path(temporary)
         api = admin_client(cluster.kubeconfig)
         usable = usable_slots(list(cluster.nodes), USABLE_GPUS)
         twin: GpuTwin = (
-            SimulatedTwin(cluster.kubeconfig, list(cluster.nodes), usable, Path(logs))
+            SimulatedTwin(cluster.kubeconfig, list(cluster.nodes), usable, logs)
             if args.twin == "simulated"
             else PublishedTwin(api, list(cluster.nodes), usable)
         )
-        driver = Driver(api, cluster.kubeconfig, twin, usable, Path(logs), margin_mib=MARGIN_MIB)
+        driver = Driver(api, cluster.kubeconfig, twin, usable, logs, margin_mib=MARGIN_MIB)
         if args.replay:
             result = driver.run("replay", load_steps(args.replay.read_text()), args.replay_seed)
             for violation in result.violations:
@@ -81,7 +97,13 @@ def main() -> int:
         reports = []
         for seed in args.seeds:
             report = run_seed(
-                driver, seed, usable, args.operations, check_every=args.check_every, shrink_budget=args.shrink
+                driver,
+                seed,
+                usable,
+                args.operations,
+                check_every=args.check_every,
+                shrink_budget=args.shrink,
+                weights=weights,
             )
             reports.append(report)
             print(report.describe(), flush=True)

@@ -75,6 +75,7 @@ class RunResult:
     # What the checks saw (phases, reasons, crash-looping pods): that the run exercised what it should.
     observed: Counter[str] = field(default_factory=Counter)
     final: list[str] = field(default_factory=list)  # each server as the last check saw it
+    logs: Path | None = None  # the operator's logs of the run
 
 
 class Driver:
@@ -106,7 +107,7 @@ class Driver:
         if not steps or steps[-1].op != CHECK:
             steps = [*steps, Step(CHECK)]
         started = time.monotonic()
-        result = RunResult(run)
+        result = RunResult(run, logs=self.log_dir / run)
         state = _RunState(run, [f"{run}-{suffix}" for suffix in NAMESPACES])
         operator = self._setup(state, seed)
         try:

@@ -95,6 +95,7 @@ def check(snapshot: Snapshot, expect: Expectations) -> list[Violation]:
         *memory(snapshot, expect),
         *children(snapshot),
         *unplaced_with_room(snapshot, expect),
+        *rollouts_end(snapshot),
     ]
 
 
@@ -414,6 +415,30 @@ def parse_mib(quantity: str) -> float:
         if quantity.endswith(suffix):
             return float(quantity[: -len(suffix)]) * factor
     return float(quantity) / (1024 * 1024)
+
+
+# --- an applied GpuAssignment finishes its rollout ---
+
+
+def rollouts_end(snapshot: Snapshot) -> list[Violation]:
+    """An assignment in Apply mode is no longer rolling out once the system has settled: done, or
+    stopped with a reason that says what blocks it."""
+    found = []
+    for assignment in snapshot.assignments:
+        if (assignment.get("spec") or {}).get("mode") != "Apply":
+            continue
+        applied = condition(assignment, "Applied") or {}
+        pending = (status(assignment).get("rollout") or {}).get("pending") or []
+        if applied.get("status") != "True" and applied.get("reason") in (None, "RollingOut"):
+            found.append(
+                Violation(
+                    "RolloutEnds",
+                    assignment["metadata"]["name"],
+                    f"Applied={applied.get('status')} {applied.get('reason')}: {applied.get('message')}; "
+                    f"pending {pending}",
+                )
+            )
+    return found
 
 
 # --- no server flaps between GPUs without a cause ---

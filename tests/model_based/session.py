@@ -32,7 +32,10 @@ class SeedReport:
     def describe(self) -> str:
         if self.ok:
             return f"seed {self.seed}: {self.result.operations} operations, 0 violations ({self.result.seconds:.0f}s)"
-        lines = [f"seed {self.seed}: {len(self.result.violations)} violation(s) at step {self.result.failed_at}:"]
+        lines = [
+            f"seed {self.seed}: {len(self.result.violations)} violation(s) at step {self.result.failed_at}"
+            f" (logs: {self.result.logs}):"
+        ]
         lines += [f"  {violation}" for violation in self.result.violations]
         if self.minimal:
             done = "1-minimal" if self.shrink_complete else "shrinking budget spent"

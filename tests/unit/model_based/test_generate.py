@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model_based.generate import GpuSlot, generate
-from model_based.steps import CHECK, CREATE, UPDATE, dump_steps, load_steps, operation_count
+from model_based.steps import CHECK, CREATE, DELETE, UPDATE, dump_steps, load_steps, operation_count
 from vram_operator.api import InferenceServer
 
 GPUS = [
@@ -52,6 +52,8 @@ def test_every_spec_created_or_updated_to_is_valid(seed: int) -> None:
             merged = {**specs[key], **step.args["patch"]}
             specs[key] = {k: v for k, v in merged.items() if v is not None}
         else:
+            if step.op == DELETE:
+                specs.pop(key, None)
             continue
         spec = specs[key]
         parsed = server(spec)  # the admission model: refuses what the API server would

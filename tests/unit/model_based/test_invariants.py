@@ -16,6 +16,7 @@ from model_based.invariants import (
     flaps,
     memory,
     placements_by_replica,
+    rollouts_end,
     unplaced_with_room,
 )
 
@@ -180,3 +181,15 @@ def test_a_move_without_a_cause_is_a_flap_and_a_cause_excuses_it() -> None:
 
 def test_a_healthy_snapshot_has_no_violation() -> None:
     assert check(snap([server("x", 1000), server("y", 2000)]), EXPECT) == []
+
+
+def test_an_applied_assignment_still_rolling_out_after_settling_is_a_violation() -> None:
+    def assignment(mode: str, applied: dict[str, str]) -> dict[str, Any]:
+        return {"metadata": {"name": "g"}, "spec": {"mode": mode}, "status": {"conditions": [applied]}}
+
+    rolling = cond("Applied", "False", "RollingOut")
+    assert [v.invariant for v in rollouts_end(snap([], assignments=[assignment("Apply", rolling)]))] == ["RolloutEnds"]
+    assert rollouts_end(snap([], assignments=[assignment("Preview", rolling)])) == []
+    assert rollouts_end(snap([], assignments=[assignment("Apply", cond("Applied", "True", "RolloutDone"))])) == []
+    blocked = cond("Applied", "False", "WaitingForRoom")  # stopped, and says why
+    assert rollouts_end(snap([], assignments=[assignment("Apply", blocked)])) == []

@@ -453,12 +453,15 @@ def flaps(
     if causes.assignment_changed:
         return []
     names = {s["metadata"]["uid"]: key(s) for s in servers}
+    # A server one of whose replicas lost its GPU may renumber the others: replica 0 is always placed
+    # (the planner gives its number to a placed sibling when it cannot be placed itself).
+    hit = {uid for (uid, _), (_, gpus) in before.items() if set(gpus) & causes.lost}
     found = []
     for (uid, replica), (node, gpus) in sorted(after.items()):
         previous = before.get((uid, replica))
         if previous is None or previous == (node, gpus) or uid not in names:
             continue
-        if names[uid] in causes.respecced or set(previous[1]) & causes.lost:
+        if names[uid] in causes.respecced or uid in hit:
             continue
         found.append(
             Violation("NoFlapping", f"{names[uid]}#{replica}", f"moved {previous} -> {(node, gpus)} without a cause")

@@ -193,3 +193,20 @@ def test_an_applied_assignment_still_rolling_out_after_settling_is_a_violation()
     assert rollouts_end(snap([], assignments=[assignment("Apply", cond("Applied", "True", "RolloutDone"))])) == []
     blocked = cond("Applied", "False", "WaitingForRoom")  # stopped, and says why
     assert rollouts_end(snap([], assignments=[assignment("Apply", blocked)])) == []
+
+
+def test_a_lost_gpu_of_one_replica_excuses_its_siblings_renumbering() -> None:
+    def two(first: str, second: str) -> dict[str, Any]:
+        srv = server("x", 100, uuid=first)
+        srv["status"]["replicaPlacements"] = [
+            {"replica": 0, "node": "ws", "gpus": [{"uuid": first}], "budgetMiB": 100},
+            {"replica": 1, "node": "ws", "gpus": [{"uuid": second}], "budgetMiB": 100},
+        ]
+        return srv
+
+    before = placements_by_replica([two("GPU-0", "GPU-1")])
+    # Replica 0's GPU lost, no room: replica 1 became replica 0; room later: a new replica 1 elsewhere.
+    renumbered = two("GPU-1", "GPU-2")
+    after = placements_by_replica([renumbered])
+    assert flaps(before, after, [renumbered], Causes(lost={"GPU-0"})) == []
+    assert [v.subject for v in flaps(before, after, [renumbered], Causes(lost={"GPU-9"}))] == ["a/x#0", "a/x#1"]

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 CRASH_REASONS = frozenset({"CrashLoopBackOff", "Error", "OOMKilled"})
+# Degraded reason of a pod that keeps crashing for a reason the operator cannot correct.
+ENGINE_CRASHING = "EngineCrashing"
+CRASH_MESSAGE_MAX = 300
 
 
 @dataclass(frozen=True)
@@ -51,3 +54,15 @@ def readiness(pods: Iterable[PodFacts], replicas: int) -> tuple[bool, str]:
     listed = list(pods)
     ready = sum(1 for pod in listed if pod.ready)
     return ready >= replicas > 0, f"{ready}/{replicas} pods ready"
+
+
+def crash_report(pods: Iterable[PodFacts]) -> str | None:
+    """The Degraded message for pods that crash for a reason no correction applies to (a lost device,
+    a bad image, a failing engine): which pod, how often, and the end of its last message. None when
+    no pod crashes now (a pod that crashed once and runs ready again is not crashing)."""
+    crashing = [pod for pod in pods if pod.crashing and not pod.ready]
+    if not crashing:
+        return None
+    pod = max(crashing, key=lambda p: p.restarts)
+    last = pod.termination_message.strip().splitlines()[-1:] or ["no termination message"]
+    return f"pod {pod.name} crashing ({pod.restarts} restarts): {last[0][-CRASH_MESSAGE_MAX:]}"

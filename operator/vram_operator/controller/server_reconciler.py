@@ -37,7 +37,7 @@ from vram_operator.controller.gpu_health import placement_health
 from vram_operator.controller.gpu_view import headroom_mib, pod_uids_of, process_owners, reserved_by, stale_nodes
 from vram_operator.controller.kube import ChildRefusedError
 from vram_operator.controller.measure import estimate_error, measure_server, memory_changed
-from vram_operator.controller.pods import PodFacts, readiness
+from vram_operator.controller.pods import ENGINE_CRASHING, PodFacts, crash_report, readiness
 from vram_operator.controller.room import room_shortfall
 from vram_operator.controller.runtime import Runtime, now, rfc3339, values
 from vram_operator.controller.server_status import (
@@ -387,6 +387,9 @@ class ServerReconciler:
         refused = rt.refused.get(server.key)
         if reason is None and refused is not None:
             reason, message = CHILD_REJECTED, refused
+        crashing = crash_report(pods) if reason is None else None
+        if crashing is not None:
+            reason, message = ENGINE_CRASHING, crashing
         others = rt.book.standing(values(servers), exclude=server.key)
         owners = process_owners(values(servers), rt.indexes.get("server_pods"))
         replicas = current.placed_replicas()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from vram_operator.api.inference_server import (
     ManualPlacement,
 )
 from vram_operator.controller.metrics import Metrics
+from vram_operator.controller.pods import PodFacts
 from vram_operator.controller.runtime import Runtime, now, rfc3339
 from vram_operator.controller.server_reconciler import ServerReconciler
 from vram_operator.controller.settings import ControllerSettings
@@ -243,3 +245,24 @@ def test_a_server_left_without_a_placement_keeps_no_deployment() -> None:
     h.servers["ns/det"] = det
     assert h.reconcile("ns/det").placement is not None
     assert sorted(n for k, n in h.kube.applied if k == "Deployment") == ["det", "det-replica-1"]
+
+
+def test_a_pod_crashing_for_a_reason_no_correction_fixes_is_degraded() -> None:
+    # Before: a pod in CrashLoopBackOff for anything but a vLLM memory error (here its GPU fell off the
+    # bus while the node's agent was silent) left the server Degraded=False "Healthy".
+    # Found by the randomized driver (tests/model_based, seed 16).
+    h = Harness(live_node("ws"))
+    h.add(generic("a"))
+    assert h.reconcile("ns/a").placement is not None
+    message = "Traceback (most recent call last):\nRuntimeError: CUDA error: no CUDA-capable device is detected"
+    pod = PodFacts("uid-p", "a-7d9f", "ns", False, 26, True, "engine", message)
+    plain = h.indexes
+    h.indexes = lambda: {**plain(), "server_pods": {"ns/a": [pod]}}  # type: ignore[method-assign]
+    h.check()
+    status, reason, text = h.condition("ns/a", "Degraded")
+    assert (status, reason) == ("True", "EngineCrashing")
+    assert text == "pod a-7d9f crashing (26 restarts): RuntimeError: CUDA error: no CUDA-capable device is detected"
+    assert h.status("ns/a").phase == "Degraded"
+    h.indexes = lambda: {**plain(), "server_pods": {"ns/a": [dataclasses.replace(pod, ready=True)]}}  # type: ignore[method-assign]
+    h.check()
+    assert h.condition("ns/a", "Degraded")[:2] == ("False", "Healthy")

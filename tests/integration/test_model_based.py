@@ -18,10 +18,11 @@ from kubernetes import client
 from operator_harness import MARGIN_MIB
 
 from localcluster import FakeNode
+from localcluster.fleet import fake_gpu_uuid
 from model_based.driver import Driver
 from model_based.generate import GpuSlot, generic_spec
 from model_based.session import REPLAY_ENV, run_seed, summary_line
-from model_based.steps import CHECK, CREATE, UPDATE, Step, load_steps
+from model_based.steps import AGENT_STALL, CHECK, CREATE, GPU_LOSE, UPDATE, Step, load_steps
 from model_based.twin import GpuTwin, SimulatedTwin, usable_slots
 
 pytestmark = pytest.mark.integration
@@ -34,15 +35,34 @@ SHRINK_BUDGET = 6  # replays spent shrinking a failing seed
 # A small part of the fleet, so that servers compete for room: the workstation's two GPUs and three
 # H100s of one node (tensor parallel 2 fits there); every other GPU is held by a foreign process.
 USABLE_GPUS = {"workstation": 2, "h100-0": 3}
-# Step lists the driver found failing, replayed as regression tests (each failed before its fix).
-REGRESSIONS = {
+# Step lists the driver found failing, replayed as regression tests (each failed before its fix), with
+# what the last check must show of its servers.
+LOST_WHILE_SILENT = fake_gpu_uuid("h100-0", 2)
+PINNED_TO_LOST = generic_spec("3Gi") | {"placement": {"node": "h100-0", "gpus": [2]}}
+REGRESSIONS: dict[str, tuple[list[Step], list[str]]] = {
     # Seed 3: a spec edit that could not be placed (pinned to the 4 GiB A400) gave up the server's
     # reservation but left its Deployments running on the H100s (NoDuplicates: Deployments, no placement).
-    "unplaced-keeps-no-deployment": [
-        Step(CREATE, {"namespace": "b", "name": "s7", "group": "x", "spec": generic_spec("36Gi", replicas=2)}, 3.0),
-        Step(UPDATE, {"namespace": "b", "name": "s7", "patch": {"placement": {"node": "workstation", "gpus": [1]}}}),
-        Step(CHECK),
-    ],
+    "unplaced-keeps-no-deployment": (
+        [
+            Step(CREATE, {"namespace": "b", "name": "s7", "group": "x", "spec": generic_spec("36Gi", replicas=2)}, 3.0),
+            Step(
+                UPDATE, {"namespace": "b", "name": "s7", "patch": {"placement": {"node": "workstation", "gpus": [1]}}}
+            ),
+            Step(CHECK),
+        ],
+        ["-b/s7 Pending [] "],
+    ),
+    # Seed 16: a GPU lost while its node's agent was silent: the engine crash-looped ("no CUDA-capable
+    # device") and the server stayed Placed with Degraded=False Healthy (Converges).
+    "crash-loop-is-degraded": (
+        [
+            Step(CREATE, {"namespace": "a", "name": "s7", "group": "y", "spec": PINNED_TO_LOST}, 4.0),
+            Step(AGENT_STALL, {"node": "h100-0"}, 8.0),
+            Step(GPU_LOSE, {"uuid": LOST_WHILE_SILENT}),
+            Step(CHECK),
+        ],
+        ["-a/s7 Degraded ", "Degraded=True EngineCrashing: pod s7-", "no CUDA-capable device"],
+    ),
 }
 
 
@@ -60,8 +80,11 @@ def driver(api_client: client.ApiClient, kubeconfig: Path, gpu_fleet: list[FakeN
 
 @pytest.mark.parametrize("name", sorted(REGRESSIONS))
 def test_sequences_the_driver_found_stay_fixed(driver: Driver, name: str) -> None:
-    result = driver.run(f"mbreg-{name[:20]}", REGRESSIONS[name])
+    steps, shown = REGRESSIONS[name]
+    result = driver.run(f"mbreg-{name[:20]}", steps)
     assert result.checks == 1 and not result.violations, "\n".join(str(v) for v in result.violations)
+    final = "\n".join(result.final)
+    assert all(text in final for text in shown), final
 
 
 def test_random_sequences_keep_the_invariants(driver: Driver) -> None:

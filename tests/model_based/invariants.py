@@ -17,6 +17,11 @@ OVER_COMMIT_WORDS = "over-commits"
 FOREIGN_GREW = "ForeignMemoryGrew"
 # Tolerance for rounding (MiB budgets are written as integers, utilizations with 2-4 decimals).
 ROUNDING_MIB = 2.0
+# Degraded reasons the operator corrects (auto utilization, a bounded number of times); any other
+# Degraded reason (a crash no correction fixes, a refused child) is a converged state with a reason.
+CORRECTABLE = frozenset({"NoCacheBlocks", "MaxModelLenTooLarge", "StartupFreeMemory"})
+CORRECTIONS_ANNOTATION = "vram.dev/corrections"
+MAX_CORRECTIONS = 3  # the operator's --max-corrections default
 
 
 @dataclass(frozen=True)
@@ -131,8 +136,7 @@ def convergence(snapshot: Snapshot, expect: Expectations) -> list[Violation]:
                 found.append(Violation("Converges", name, f"Pending without a reason: Placed={placed}"))
         elif phase == "Degraded":
             degraded = condition(server, "Degraded") or {}
-            manual = bool(server["spec"].get("gpuMemoryUtilization"))
-            if not (manual and degraded.get("reason")):
+            if not degraded.get("reason") or (degraded["reason"] in CORRECTABLE and not correction_spent(server)):
                 found.append(Violation("Converges", name, f"Degraded: {degraded}"))
         elif phase == "Placed" and at_rest(server):
             pass
@@ -145,6 +149,14 @@ def convergence(snapshot: Snapshot, expect: Expectations) -> list[Violation]:
                     Violation("LeavesLostGpus", name, f"replica {placement.get('replica', 0)} on lost {on_lost}")
                 )
     return found
+
+
+def correction_spent(server: dict[str, Any]) -> bool:
+    """A manual utilization is the user's to fix; an auto one stays Degraded only once the operator's
+    corrections are used up."""
+    annotations = server["metadata"].get("annotations") or {}
+    manual = bool(server["spec"].get("gpuMemoryUtilization"))
+    return manual or int(annotations.get(CORRECTIONS_ANNOTATION, "0") or 0) >= MAX_CORRECTIONS
 
 
 def at_rest(server: dict[str, Any]) -> bool:

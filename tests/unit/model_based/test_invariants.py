@@ -210,3 +210,19 @@ def test_a_lost_gpu_of_one_replica_excuses_its_siblings_renumbering() -> None:
     after = placements_by_replica([renumbered])
     assert flaps(before, after, [renumbered], Causes(lost={"GPU-0"})) == []
     assert [v.subject for v in flaps(before, after, [renumbered], Causes(lost={"GPU-9"}))] == ["a/x#0", "a/x#1"]
+
+
+def test_degraded_is_converged_with_a_reason_no_correction_fixes_or_corrections_spent() -> None:
+    def degraded(reason: str, **spec: Any) -> dict[str, Any]:
+        srv = server("d", 100, phase="Degraded", **spec)
+        srv["status"]["conditions"].append(cond("Degraded", "True", reason))
+        return srv
+
+    assert convergence(snap([degraded("EngineCrashing")]), EXPECT) == []
+    assert [v.invariant for v in convergence(snap([degraded("NoCacheBlocks")]), EXPECT)] == ["Converges"]
+    assert convergence(snap([degraded("NoCacheBlocks", gpuMemoryUtilization=0.1)]), EXPECT) == []
+    spent = degraded("StartupFreeMemory")
+    spent["metadata"]["annotations"] = {"vram.dev/corrections": "3"}
+    assert convergence(snap([spent]), EXPECT) == []
+    spent["metadata"]["annotations"] = {"vram.dev/corrections": "2"}
+    assert convergence(snap([spent]), EXPECT) != []

@@ -39,6 +39,12 @@ USABLE_GPUS = {"workstation": 2, "h100-0": 3}
 # what the last check must show of its servers.
 LOST_WHILE_SILENT = fake_gpu_uuid("h100-0", 2)
 PINNED_TO_LOST = generic_spec("3Gi") | {"placement": {"node": "h100-0", "gpus": [2]}}
+QWEN_WEIGHTS_GIVEN = {
+    "engine": "vllm",
+    "image": "vllm/vllm-openai:v0.19.0",
+    "model": {"name": "Qwen/Qwen2.5-0.5B-Instruct", "weightsMiB": 1800},
+    "maxModelLen": 4096,
+}
 REGRESSIONS: dict[str, tuple[list[Step], list[str]]] = {
     # Seed 3: a spec edit that could not be placed (pinned to the 4 GiB A400) gave up the server's
     # reservation but left its Deployments running on the H100s (NoDuplicates: Deployments, no placement).
@@ -62,6 +68,12 @@ REGRESSIONS: dict[str, tuple[list[Step], list[str]]] = {
             Step(CHECK),
         ],
         ["-a/s7 Degraded ", "Degraded=True EngineCrashing: pod s7-", "no CUDA-capable device"],
+    ),
+    # Seed 206: an update merged weightsMiB into a catalogued vLLM model; the override dropped the
+    # catalog's architecture and the server went Failed "... or a model name the catalog knows".
+    "weights-override-keeps-catalog-shape": (
+        [Step(CREATE, {"namespace": "b", "name": "s3", "group": "x", "spec": QWEN_WEIGHTS_GIVEN}), Step(CHECK)],
+        ["-b/s3 Running "],
     ),
 }
 

@@ -225,6 +225,9 @@ def start_twin(kubeconfig: Path, work: Path, *, seed: int = 0) -> Iterator[Twin]
     try:
         yield twin
     finally:
+        if twin.process is not None and twin.process.poll() is None:
+            twin.set_faults({})  # leave the GpuNodes healthy and every node in place for the next module
+            twin.wait_tick()
         twin.stop()
         print(twin.logs())
 

@@ -210,16 +210,11 @@ class Twin:
         return uuids
 
     def _launches(self, pods: list[PodView], faults: Faults) -> dict[str, Launch]:
-        servers: dict[tuple[str, str], InferenceServer | None] = {}
+        servers = self._servers() if any(p.running and p.server for p in pods) else {}
         launches = {}
         for pod in pods:
-            if not pod.running or pod.server is None:
-                continue
-            key = (pod.namespace, pod.server)
-            if key not in servers:
-                servers[key] = self._server(*key)
-            server = servers[key]
-            if server is None:
+            server = servers.get((pod.namespace, pod.server or ""))
+            if not pod.running or server is None:
                 continue
             try:
                 config = config_for(server, self._config_maps(server))
@@ -237,14 +232,18 @@ class Twin:
             )
         return launches
 
-    def _server(self, namespace: str, name: str) -> InferenceServer | None:
-        try:
-            raw = self._custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers", name)
-            return InferenceServer.model_validate(raw)
-        except Exception as error:
-            if _status_code(error) != 404:
-                log.warning("cannot read InferenceServer %s/%s: %s", namespace, name, error)
-            return None
+    def _servers(self) -> dict[tuple[str, str], InferenceServer]:
+        """Every InferenceServer, by namespace and name (one list call per pass)."""
+        listed = self._custom.list_cluster_custom_object(GROUP, VERSION, "inferenceservers")
+        servers = {}
+        for raw in listed.get("items", []):
+            try:
+                server = InferenceServer.model_validate(raw)
+            except ValueError as error:  # the API server admitted something the model refuses: skip it
+                log.warning("skipping InferenceServer %s: %s", (raw.get("metadata") or {}).get("name"), error)
+                continue
+            servers[(server.metadata.namespace or "default", server.metadata.name)] = server
+        return servers
 
     def _config_maps(self, server: InferenceServer) -> dict[tuple[str, str], dict[str, str]]:
         ref = server.spec.model.config_map_ref if server.spec.model else None

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from vram_operator.agent.simulated import SimulatedGpu, SimulatedProcess, SimulatedProfile
+from vram_operator.render.metadata import SERVER_LABEL
 from vram_operator.simulate.engines import EngineRun, GpuAtStart, Launch, Perturbation, play
 from vram_operator.simulate.faults import Faults
 
+# Set on the fake nodes by the local cluster (hack/localcluster/fleet.py), which the package cannot import.
 FAKE_NODE_LABEL = "vram.dev/fake-node"
 FAKE_GPUS_ANNOTATION = "vram.dev/fake-gpus"
-SERVER_LABEL = "vram.dev/server"
 LOST_GPU_MESSAGE = "RuntimeError: CUDA error: unspecified launch failure (the GPU fell off the bus: Xid 79)"
 NO_DEVICE_MESSAGE = "RuntimeError: CUDA error: no CUDA-capable device is detected"
 
@@ -163,18 +164,15 @@ class World:
     ) -> list[EngineState]:
         """Advance every engine; the states whose pod status must be written (a crash, a recovery).
 
-        `launches` maps pod UID -> what its container starts (pods without one hold no GPU).
+        `launches` maps pod UID -> what its container starts; a pod without one starts nothing (its
+        server is unknown), but an engine already running keeps running while its pod does.
         A pod gone (or on a gone node) loses its engine; a pod seen Running for the first time
         starts; a crashed one starts again once its back-off has passed; a running one on a GPU
         that was lost crashes.
         """
         gpus = {gpu.uuid: (node, gpu) for node in nodes for gpu in node.gpus}
-        live = {
-            pod.uid: pod
-            for pod in pods
-            if pod.running and pod.uid in launches and pod.node in {n.name for n in nodes}
-            if not faults.node(pod.node).gone
-        }
+        names = {n.name for n in nodes}
+        live = {pod.uid: pod for pod in pods if pod.running and pod.node in names and not faults.node(pod.node).gone}
         self.engines = {uid: state for uid, state in self.engines.items() if uid in live}
         changed: list[EngineState] = []
         for pod in sorted(live.values(), key=lambda p: p.order):
@@ -186,14 +184,14 @@ class World:
                     state = self._crashed(state, crashed, now=now, stamp=stamp)
                     changed.append(state)
                 continue
-            if state is not None and state.restart_at is not None and now < state.restart_at:
+            launch = launches.get(pod.uid)
+            if launch is None or (state is not None and state.restart_at is not None and now < state.restart_at):
                 continue
             run = (
                 EngineRun(error=NO_DEVICE_MESSAGE, exit_code=1)
                 if lost or any(u not in gpus for u in pod.gpu_uuids)
-                else play(launches[pod.uid], self._at_start(pod, gpus, faults), self.perturbation)
+                else play(launch, self._at_start(pod, gpus, faults), self.perturbation)
             )
-            launch = launches[pod.uid]
             if state is None:
                 state = EngineState(pod=pod, engine=launch.engine, run=run, started_at=stamp)
                 if run.running:

@@ -3,6 +3,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vram_operator.agent.simulated import profile_snapshot
 from vram_operator.agent.status import build_status
@@ -14,6 +16,7 @@ from vram_operator.simulate.faults import parse_faults
 from vram_operator.simulate.world import (
     LOST_GPU_MESSAGE,
     Backoff,
+    PodView,
     World,
     parse_fake_gpus,
     pod_status,
@@ -174,3 +177,60 @@ def test_same_seed_same_world() -> None:
         return world.state([NODE], parse_faults(""), seed=seed, tick=1, stamp="t")
 
     assert run(5) == run(5)
+
+
+def test_a_running_engine_outlives_its_server_until_the_pod_goes() -> None:
+    world = World(perturbation=EXACT)
+    raw = pod("a", 0.5)
+    step(world, [raw])
+    view = pod_view(raw)
+    # The InferenceServer is gone (no launch): the engine keeps its memory while the pod runs.
+    assert world.step([NODE], [view], {}, parse_faults(""), now=1, stamp="t") == []
+    assert world.used_on(UUID) > 0
+    # A new pod of an unknown server starts nothing.
+    other = pod_view(pod("b", 0.2))
+    world.step([NODE], [view, other], {}, parse_faults(""), now=2, stamp="t")
+    assert set(world.engines) == {"uid-a"}
+
+
+def generic_pod(name: str, budget_mib: int) -> tuple[PodView, Launch]:
+    raw = pod(name, 0.1)
+    raw["spec"]["containers"][0]["env"].append({"name": "VRAM_BUDGET_MIB", "value": str(budget_mib)})
+    view = pod_view(raw)
+    spec = InferenceServerSpec.model_validate({"engine": "generic", "image": "x", "vramBudget": f"{budget_mib}Mi"})
+    return view, Launch("generic", view.args, view.env, spec)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    engines=st.lists(
+        st.one_of(
+            st.tuples(st.just("vllm"), st.integers(min_value=5, max_value=95)),
+            st.tuples(st.just("generic"), st.integers(min_value=100, max_value=20_000)),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    foreign=st.integers(min_value=0, max_value=8_000),
+)
+def test_what_engines_reserve_on_a_gpu_never_exceeds_what_was_free(
+    engines: list[tuple[str, int]], foreign: int
+) -> None:
+    """Every engine checks (vLLM) or allocates (the others) against what is free when it starts, so
+    what the engines on a GPU reserve is at most its memory less the foreign memory. (vLLM's CUDA
+    graphs come on top of its reservation, unchecked, as in vLLM 0.19.)"""
+    world = World(perturbation=Perturbation(seed=1))
+    faults = parse_faults(f"nodes: {{workstation: {{gpus: {{0: {{foreignMiB: {foreign}}}}}}}}}")
+    views, launches = [], {}
+    for position, (engine, size) in enumerate(engines):
+        if engine == "vllm":
+            raw = pod(f"v{position}", size / 100, created=f"2026-01-01T00:00:{position:02d}Z")
+            view, launch = pod_view(raw), launch_of(raw)
+        else:
+            view, launch = generic_pod(f"g{position}", size)
+        views.append(view)
+        launches[view.uid] = launch
+        world.step([NODE], views, launches, faults, now=float(position), stamp="t")
+    running = [s.run for s in world.engines.values() if s.run.running]
+    reserved = sum(run.reserved_mib.get(UUID, run.used_mib.get(UUID, 0.0)) for run in running)
+    assert reserved <= A5500 - foreign

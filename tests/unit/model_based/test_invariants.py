@@ -97,14 +97,33 @@ def test_engines_holding_more_than_total_minus_foreign_is_an_over_commit() -> No
     assert [v.invariant for v in found] == ["NoOverCommit"] and "20000MiB foreign" in found[0].detail
 
 
+def reported(unattributed: float) -> list[dict[str, Any]]:
+    """A GpuNode whose agent reports `unattributed` MiB on GPU-0 (a spike no process accounts for)."""
+    gpu = {"uuid": "GPU-0", "processes": [], "unattributedMiB": unattributed}
+    return [{"metadata": {"name": "ws"}, "status": {"gpus": [gpu]}}]
+
+
 def test_foreign_growth_is_excused_only_when_every_server_there_reports_it() -> None:
     spiked = GpuTruth("ws", 0, "GPU-0", TOTAL, 20000.0, True, True)
     expect = Expectations(usable=EXPECT.usable, margin_mib=MARGIN, spiked=frozenset({"GPU-0"}))
     quiet = server("x", 6000)
-    assert memory(snap([quiet], gpus=[spiked, OTHER]), expect) != []
+    assert memory(snap([quiet], gpus=[spiked, OTHER], gpu_nodes=reported(20000)), expect) != []
     told = server("x", 6000)
     told["status"]["conditions"].append(cond("MemoryFits", "False", "ForeignMemoryGrew"))
-    assert memory(snap([told], gpus=[spiked, OTHER]), expect) == []
+    assert memory(snap([told], gpus=[spiked, OTHER], gpu_nodes=reported(20000)), expect) == []
+
+
+def test_after_a_spike_the_reported_room_counts_without_the_margin() -> None:
+    # The twin's spike took more than was free (truth 20000 + 6000 > total); the agent reports what
+    # the GPU holds: the server still has its room (a restart fits), so no warning is owed.
+    spiked = GpuTruth("ws", 0, "GPU-0", TOTAL, 20000.0, True, True)
+    expect = Expectations(usable=EXPECT.usable, margin_mib=MARGIN, spiked=frozenset({"GPU-0"}))
+    fits_exactly = TOTAL - 6000
+    assert memory(snap([server("x", 6000)], gpus=[spiked, OTHER], gpu_nodes=reported(fits_exactly)), expect) == []
+    over = reported(fits_exactly + 10)
+    assert [v.invariant for v in memory(snap([server("x", 6000)], gpus=[spiked, OTHER], gpu_nodes=over), expect)] == [
+        "NoOverCommit"
+    ]
 
 
 def test_a_manual_over_commit_is_excused_when_warned() -> None:

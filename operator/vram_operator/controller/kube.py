@@ -45,6 +45,8 @@ class KubePort(Protocol):
 
     def delete_stale_replicas(self, namespace: str, server: str, rendered: Collection[str]) -> list[str]: ...
 
+    def delete_deployments(self, namespace: str, server: str) -> list[str]: ...
+
     def patch_server_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None: ...
 
     def annotate_server(self, namespace: str, name: str, annotations: Mapping[str, str | None]) -> None: ...
@@ -151,6 +153,17 @@ class Kube:
         for name in stale:
             self.delete_child("apps/v1", "Deployment", namespace, name)
         return stale
+
+    def delete_deployments(self, namespace: str, server: str) -> list[str]:
+        """Delete every Deployment of a server (replica 0's too): it holds no placement, so nothing of it
+        may keep running on memory no reservation covers; returns their names."""
+        found = self.dynamic.get(
+            self._resource("apps/v1", "Deployment"), namespace=namespace, label_selector=f"{SERVER_LABEL}={server}"
+        )
+        names = sorted(item.metadata.name for item in found.items)
+        for name in names:
+            self.delete_child("apps/v1", "Deployment", namespace, name)
+        return names
 
     def patch_server_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "inferenceservers", name, patch)

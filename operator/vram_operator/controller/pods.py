@@ -10,6 +10,9 @@ from vram_operator.api.inference_server import ReplicaPlacementStatus
 from vram_operator.render.deployment import BUDGET_ANNOTATION, GPUS_ANNOTATION
 
 CRASH_REASONS = frozenset({"CrashLoopBackOff", "Error", "OOMKilled"})
+# Degraded reason of a pod that keeps crashing for a reason the operator cannot correct.
+ENGINE_CRASHING = "EngineCrashing"
+CRASH_MESSAGE_MAX = 300
 
 
 @dataclass(frozen=True)
@@ -74,3 +77,15 @@ def current_pods(pods: Iterable[PodFacts], placements: Iterable[ReplicaPlacement
     """The pods rendered for one of these placements (a pod of an older placement is left out)."""
     wanted = [(p.node, [g.uuid for g in p.gpus], p.budget_mib) for p in placements]
     return [pod for pod in pods if any(pod.runs_on(*where) for where in wanted)]
+
+
+def crash_report(pods: Iterable[PodFacts]) -> str | None:
+    """The Degraded message for pods that crash for a reason no correction applies to (a lost device,
+    a bad image, a failing engine): which pod, how often, and the end of its last message. None when
+    no pod crashes now (a pod that crashed once and runs ready again is not crashing)."""
+    crashing = [pod for pod in pods if pod.crashing and not pod.ready]
+    if not crashing:
+        return None
+    pod = max(crashing, key=lambda p: p.restarts)
+    last = pod.termination_message.strip().splitlines()[-1:] or ["no termination message"]
+    return f"pod {pod.name} crashing ({pod.restarts} restarts): {last[0][-CRASH_MESSAGE_MAX:]}"

@@ -40,7 +40,7 @@ from vram_operator.controller.gpu_health import placement_health
 from vram_operator.controller.gpu_view import headroom_mib, pod_uids_of, process_owners, reserved_by, stale_nodes
 from vram_operator.controller.kube import ChildRefusedError
 from vram_operator.controller.measure import estimate_error, measure_server, memory_changed
-from vram_operator.controller.pods import PodFacts, current_pods, readiness
+from vram_operator.controller.pods import ENGINE_CRASHING, PodFacts, crash_report, current_pods, readiness
 from vram_operator.controller.rollout_state import assigned_pin, pin_refused
 from vram_operator.controller.room import room_shortfall
 from vram_operator.controller.runtime import Runtime, now, rfc3339, values
@@ -273,10 +273,12 @@ class ServerReconciler:
                 refused.append(str(error))
             else:
                 applied[(obj["kind"], obj["metadata"]["name"])] = obj
+        namespace = server.metadata.namespace or "default"
         if objects:  # replicas no longer rendered (scaled down, or fewer placed) lose their Deployments
             names = {obj["metadata"]["name"] for obj in objects if obj["kind"] == "Deployment"}
-            namespace = server.metadata.namespace or "default"
             await asyncio.to_thread(self.rt.kube.delete_stale_replicas, namespace, server.metadata.name, names)
+        elif status.placement is None:  # unplaced or failed: its reservation is gone, so are its pods
+            await asyncio.to_thread(self.rt.kube.delete_deployments, namespace, server.metadata.name)
         message = "; ".join(refused) or None
         before = self.rt.refused.get(key)
         if message is None:
@@ -402,6 +404,9 @@ class ServerReconciler:
         refused = rt.refused.get(server.key)
         if reason is None and refused is not None:
             reason, message = CHILD_REJECTED, refused
+        crashing = crash_report(pods) if reason is None else None
+        if crashing is not None:
+            reason, message = ENGINE_CRASHING, crashing
         others = rt.book.standing(values(servers), exclude=server.key)
         owners = process_owners(values(servers), rt.indexes.get("server_pods"))
         replicas = current.placed_replicas()

@@ -212,6 +212,8 @@ def _from_override(
             field="weightsMiB",
         )
     steps.take(f"explicit weightsMiB {weights_mib:g}")
+    if architecture is None and entry is not None:
+        architecture = entry.architecture  # the size is overridden, the shape (KV cache) still comes from the catalog
     params_b = architecture.total_params() / 1e9 if architecture is not None else None
     # The override is user-given configuration, reported under the contract's "config".
     return steps.result(

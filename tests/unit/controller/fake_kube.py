@@ -52,6 +52,17 @@ class FakeKube:
             del self.applied[("Deployment", name)]
         return stale
 
+    def delete_deployments(self, namespace: str, server: str) -> list[str]:
+        """Every Deployment of the server (replica 0 and replicas i >= 1), like the real port."""
+        gone = sorted(
+            name
+            for kind, name in self.applied
+            if kind == "Deployment" and (name == server or name.startswith(f"{server}-replica-"))
+        )
+        for name in gone:
+            del self.applied[("Deployment", name)]
+        return gone
+
     def patch_server_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self.statuses[f"{namespace}/{name}"] = patch["status"]
         self.status_writes += 1

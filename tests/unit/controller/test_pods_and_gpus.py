@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from vram_operator.api.base import ObjectMeta
@@ -13,7 +14,7 @@ from vram_operator.api.inference_server import (
 )
 from vram_operator.controller import annotations as notes
 from vram_operator.controller.gpu_view import free_after_reservations, headroom_mib, stale_nodes
-from vram_operator.controller.pods import pod_facts, readiness
+from vram_operator.controller.pods import crash_report, pod_facts, readiness
 from vram_operator.placement.ownership import ProcessOwners
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -109,3 +110,15 @@ def test_assigned_placement_round_trip_and_bad_values() -> None:
     assert notes.corrections({notes.CORRECTIONS: "x"}) == 0
     assert notes.utilization_override({notes.UTILIZATION: "0.62"}) == 0.62
     assert notes.utilization_override({notes.UTILIZATION: "1.5"}) is None
+
+
+def test_a_crash_no_correction_applies_to_is_reported_until_the_pod_is_ready() -> None:
+    crashing = pod_facts(POD)
+    report = crash_report([crashing])
+    assert report is not None and report.startswith(f"pod {crashing.name} crashing (4 restarts): ")
+    assert report.endswith(crashing.termination_message.strip().splitlines()[-1][-300:])
+    recovered = replace(crashing, ready=True)  # crashed once (lastState), runs ready again
+    assert crash_report([recovered]) is None
+    assert crash_report([pod_facts({"metadata": {"uid": "u"}, "status": {}})]) is None
+    silent = replace(crashing, termination_message="")
+    assert crash_report([silent]) == f"pod {crashing.name} crashing (4 restarts): no termination message"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,12 @@ from fake_kube import FakeKube
 
 from vram_operator.api.base import ObjectMeta
 from vram_operator.api.gpu_node import GpuNode, GpuProcess
-from vram_operator.api.inference_server import InferenceServer, InferenceServerSpec, InferenceServerStatus
+from vram_operator.api.inference_server import (
+    InferenceServer,
+    InferenceServerSpec,
+    InferenceServerStatus,
+    ManualPlacement,
+)
 from vram_operator.controller.metrics import Metrics
 from vram_operator.controller.pods import PodFacts
 from vram_operator.controller.runtime import Runtime, now, rfc3339
@@ -271,3 +277,45 @@ def test_a_tensor_parallel_servers_gauges_compare_per_gpu() -> None:
     labels = {"namespace": "ns", "server": "tp"}
     assert registry.get_sample_value("vram_operator_server_reserved_bytes", labels) == 4096 * mib
     assert registry.get_sample_value("vram_operator_server_measured_bytes", labels) == 3500 * mib
+
+
+def test_a_server_left_without_a_placement_keeps_no_deployment() -> None:
+    # Before: a spec edit that could not be placed (a pin to a GPU too small) gave up the reservation in
+    # status but left the old Deployments running on GPUs the ledger counted as free.
+    # Found by the randomized driver (tests/model_based, seed 3).
+    h = Harness(
+        node("ws", gpu("GPU-0"), gpu("GPU-1"), gpu("GPU-2", foreign=A5500_MIB - 1024), heartbeat=rfc3339(now()))
+    )
+    det = h.add(generic("det", "6Gi", replicas=2))
+    assert h.reconcile("ns/det").placement is not None
+    assert sorted(n for k, n in h.kube.applied if k == "Deployment") == ["det", "det-replica-1"]
+    pinned = det.spec.model_copy(update={"placement": ManualPlacement(node="ws", gpus=[2])})
+    h.servers["ns/det"] = det.model_copy(update={"spec": pinned})
+    assert h.reconcile("ns/det").placement is None
+    assert h.status("ns/det").phase == "Pending"
+    assert [n for k, n in h.kube.applied if k == "Deployment"] == []
+    # Placed again (the pin lifted): its Deployments come back.
+    h.servers["ns/det"] = det
+    assert h.reconcile("ns/det").placement is not None
+    assert sorted(n for k, n in h.kube.applied if k == "Deployment") == ["det", "det-replica-1"]
+
+
+def test_a_pod_crashing_for_a_reason_no_correction_fixes_is_degraded() -> None:
+    # Before: a pod in CrashLoopBackOff for anything but a vLLM memory error (here its GPU fell off the
+    # bus while the node's agent was silent) left the server Degraded=False "Healthy".
+    # Found by the randomized driver (tests/model_based, seed 16).
+    h = Harness(live_node("ws"))
+    h.add(generic("a"))
+    assert h.reconcile("ns/a").placement is not None
+    message = "Traceback (most recent call last):\nRuntimeError: CUDA error: no CUDA-capable device is detected"
+    pod = PodFacts("uid-p", "a-7d9f", "ns", False, 26, True, "engine", message)
+    plain = h.indexes
+    h.indexes = lambda: {**plain(), "server_pods": {"ns/a": [pod]}}  # type: ignore[method-assign]
+    h.check()
+    status, reason, text = h.condition("ns/a", "Degraded")
+    assert (status, reason) == ("True", "EngineCrashing")
+    assert text == "pod a-7d9f crashing (26 restarts): RuntimeError: CUDA error: no CUDA-capable device is detected"
+    assert h.status("ns/a").phase == "Degraded"
+    h.indexes = lambda: {**plain(), "server_pods": {"ns/a": [dataclasses.replace(pod, ready=True)]}}  # type: ignore[method-assign]
+    h.check()
+    assert h.condition("ns/a", "Degraded")[:2] == ("False", "Healthy")

@@ -30,6 +30,16 @@ def test_explicit_override_wins(tmp_path: Path) -> None:
     assert estimate.reasons == ("used: explicit weightsMiB 5000",)
 
 
+def test_an_override_of_a_catalogued_model_keeps_the_catalogs_architecture() -> None:
+    # Before: weightsMiB dropped the catalog's architecture, so vLLM sizing failed "the KV cache depends
+    # on the architecture ... or a model name the catalog knows" for a model the catalog knows.
+    # Found by the randomized driver (tests/model_based, seed 206).
+    estimate = resolve_weights(weights_mib=1800, model_name="Qwen/Qwen2.5-0.5B-Instruct")
+    assert (estimate.total_bytes, estimate.source) == (1800 * MIB, "config")
+    assert estimate.architecture is not None and estimate.architecture.num_layers == 24
+    assert resolve_weights(weights_mib=1800, model_name="my-org/unknown-model").architecture is None
+
+
 @pytest.mark.parametrize("weights_mib", [0, -1, 1e12, float("nan")])
 def test_bad_override_is_refused(weights_mib: float) -> None:
     with pytest.raises(SizingError) as error:

@@ -99,6 +99,18 @@ def test_sequences_the_driver_found_stay_fixed(driver: Driver, name: str) -> Non
     assert all(text in final for text in shown), final
 
 
+FOUND = Path(__file__).resolve().parents[1] / "model_based" / "found"
+
+
+@pytest.mark.parametrize("path", sorted(FOUND.glob("*.json")), ids=lambda p: p.stem)
+def test_step_lists_found_before_their_fix_replay_clean(driver: Driver, path: Path) -> None:
+    """Whole soak sequences that failed before a fix elsewhere (seed 101: a Manual GpuAssignment rollout
+    that never ended, fixed by the rollout work of issue 10): replayed in full, no violation."""
+    seed = int(path.stem.split("-")[0].removeprefix("seed"))  # the soak seed it was found with (the twin's)
+    result = driver.run(f"mbfound-{path.stem[:12]}", load_steps(path.read_text()), seed)
+    assert result.checks >= 1 and not result.violations, "\n".join(str(v) for v in result.violations)
+
+
 def test_random_sequences_keep_the_invariants(driver: Driver) -> None:
     replay = os.environ.get(REPLAY_ENV)
     if replay:

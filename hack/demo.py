@@ -107,10 +107,23 @@ def apply_examples(api: client.ApiClient) -> list[tuple[str, str]]:
                     custom.create_namespaced_custom_object(GROUP, VERSION, meta["namespace"], "inferenceservers",
                                                            document)  # fmt: skip
                     servers.append((meta["namespace"], meta["name"]))
+                    # One at a time, each decided before the next: the fleet is packed tight and the
+                    # operator places first come, first served, so the order is the demo's, not the load's.
+                    namespace, name = meta["namespace"], meta["name"]
+                    wait_for(f"{name} decided", lambda ns=namespace, n=name: decided(api, ns, n), 60)
             except ApiException as error:
                 if error.status != 409:
                     raise
     return servers
+
+
+def decided(api: client.ApiClient, namespace: str, name: str) -> bool:
+    """The operator has placed the server or said why not (a Placed condition)."""
+    found = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "inferenceservers", name
+    )
+    conditions = (cast(dict[str, Any], found).get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Placed" for c in conditions)
 
 
 def reported_gpus(api: client.ApiClient, node: str) -> bool:

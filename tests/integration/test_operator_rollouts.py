@@ -290,7 +290,18 @@ def test_a_spec_the_pinned_gpu_cannot_hold_is_a_reason_not_an_overcommit(
     reason = eventually(refused, "det's bigger spec refused on its pinned GPU")
     assert reason["reason"] == "InsufficientMemory", reason
     assert f"GpuAssignment {assignments.name}" in reason["message"], reason
-    assert env_of(apps_v1, namespace, "det")["VRAM_BUDGET_MIB"] != str(20 * 1024)  # never rendered over-committed
+    # Never rendered over-committed: an unplaced server holds no reservation, so it keeps no Deployment.
+    eventually(lambda: not deployment_exists(apps_v1, namespace, "det"), "det's Deployment removed")
+
+
+def deployment_exists(apps: client.AppsV1Api, namespace: str, name: str) -> bool:
+    try:
+        apps.read_namespaced_deployment(name, namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
 
 
 @pytest.fixture

@@ -51,6 +51,9 @@ from model_based.steps import (
 )
 from model_based.twin import GpuTwin
 
+# How long a re-created GpuAssignment waits for its deleted namesake's finalizer.
+ASSIGNMENT_GONE_SECONDS = 90.0
+
 GROUP, VERSION = "vram.dev", "v1alpha1"
 RUN_LABEL, GROUP_LABEL = "mbt.vram.dev/run", "mbt.vram.dev/group"
 POLL_SECONDS = 1.0
@@ -262,8 +265,21 @@ class Driver:
             patch = {"spec": {**spec, "rollbackToRevision": None}}
             self.custom.patch_cluster_custom_object(GROUP, VERSION, "gpuassignments", name, patch)
         else:
-            self.custom.create_cluster_custom_object(GROUP, VERSION, "gpuassignments", body)
+            self._create_assignment(name, body)
             state.assignments.add(name)
+
+    def _create_assignment(self, name: str, body: dict[str, Any]) -> None:
+        """Create it; one of the same name still being deleted (the operator's finalizer gives its
+        servers back first) is waited out."""
+        deadline = time.monotonic() + ASSIGNMENT_GONE_SECONDS
+        while True:
+            try:
+                self.custom.create_cluster_custom_object(GROUP, VERSION, "gpuassignments", body)
+                return
+            except ApiException as error:
+                if error.status != 409 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
 
     def _apply(self, state: _RunState, args: dict[str, Any], op: str) -> None:
         name = f"{state.run}-{args['name']}"

@@ -68,7 +68,7 @@ TRY_LATER: dict[str, dict[str, Any]] = {
 TRY = """\
 Try (each server is placed, started by the simulated runtime and measured):
   kubectl apply -f {work}/try-detector.yaml      # a 128Mi service: fits the A5500's leftover
-  kubectl -n ai delete infs ai-enrichment         # frees the A400, then:
+  kubectl -n ai delete infs ai-enrichment ai-florence   # frees the A400, then:
   kubectl apply -f {work}/try-qwen.yaml           # vLLM at utilization 0.45 on the A400: the model needs
                                                   # a little more than predicted, vLLM crash-loops with its
                                                   # own message, the operator raises the utilization

@@ -129,9 +129,10 @@ def test_what_the_demo_says_to_try(demo: tuple[str, dict[str, object]]) -> None:
     assert status["display"].startswith("Memory: 128MiB / 24564MiB")
 
     api = config.new_client_from_config(config_file=kubeconfig)
-    client.CustomObjectsApi(api).delete_namespaced_custom_object(
-        "vram.dev", "v1alpha1", "ai", "inferenceservers", "ai-enrichment"
-    )
+    for name in ("ai-enrichment", "ai-florence"):  # as the demo says: frees the A400
+        client.CustomObjectsApi(api).delete_namespaced_custom_object(
+            "vram.dev", "v1alpha1", "ai", "inferenceservers", name
+        )
     _apply_file(kubeconfig, by_name["qwen"])
 
     def degraded() -> dict[str, Any] | None:

@@ -5,7 +5,9 @@ Measures, in one run:
   pool with no operator running (what any controller could at best write);
 - the operator: seconds until every server is Placed, placements per second, reconcile latency
   p50/p99 (from its own histogram), its peak RSS;
-- the ratio placements/s : ceiling (create+patch)/s.
+- the ratio placements/s : ceiling (create+patch)/s;
+- the API requests the operator's run cost per server, by verb and resource (from the API
+  server's own apiserver_request_total).
 
     python benchmarks/operator_scale.py                      # 1,000 servers, 250 nodes
     python benchmarks/operator_scale.py --servers 200 --nodes 50
@@ -138,6 +140,28 @@ def reconciled(metrics: str) -> float:
     )
 
 
+def api_requests(api: client.ApiClient) -> dict[str, float]:
+    """The API server's request counters, "VERB resource" -> requests served so far."""
+    method, url, headers, body, post = api.param_serialize("GET", "/metrics", auth_settings=["BearerToken"])
+    response = api.call_api(method, url, headers, body, post)
+    response.read()
+    counts: dict[str, float] = {}
+    for line in response.data.decode().splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        pairs = (part.split("=", 1) for part in line[line.index("{") + 1 : line.rindex("}")].split(","))
+        labels = {name: value.strip('"') for name, value in pairs}
+        key = f"{labels['verb']} {labels.get('resource', '')}"
+        counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def per_server(before: dict[str, float], after: dict[str, float], servers: int) -> dict[str, float]:
+    """Requests per server between two readings of api_requests (the busiest first)."""
+    spent = {key: after[key] - before.get(key, 0.0) for key in after}
+    return {key: round(n / servers, 2) for key, n in sorted(spent.items(), key=lambda kv: -kv[1]) if n >= servers / 10}
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -162,15 +186,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with LocalCluster(nodes=nodes, crd_dir=args.crds) as cluster:
         api = admin_client(cluster.kubeconfig)
         custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
-        publish_gpu_nodes(custom, nodes)
-        client.NodeV1Api(api).create_runtime_class(
-            {
-                "apiVersion": "node.k8s.io/v1",
-                "kind": "RuntimeClass",
-                "metadata": {"name": "nvidia"},
-                "handler": "nvidia",
-            }  # type: ignore[arg-type]
-        )
+        publish_gpu_nodes(custom, nodes)  # LocalCluster already created the nvidia RuntimeClass
         create_namespace(core, "ceiling")
         ceiling = api_ceiling(custom, "ceiling", args.servers, args.workers)
 
@@ -201,6 +217,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         try:
             time.sleep(3)  # the operator lists and indexes before it handles anything
+            requests_before = api_requests(api)
             rng = random.Random(args.seed)
             started = time.perf_counter()
             with ThreadPoolExecutor(args.workers) as pool:
@@ -232,6 +249,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     break
                 time.sleep(1)
             settled = time.perf_counter() - started
+            requests = per_server(requests_before, api_requests(api), args.servers)
             rss = peak_rss_mib(operator.pid)
         finally:
             operator.terminate()
@@ -254,6 +272,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "reconcileP50Seconds": histogram_quantile(metrics, "vram_operator_reconcile_seconds", 0.5),
         "reconcileP99Seconds": histogram_quantile(metrics, "vram_operator_reconcile_seconds", 0.99),
         "operatorPeakRssMiB": round(rss, 1),
+        "apiRequestsPerServer": requests,
         "operatorLog": str(log),
     }
 

@@ -28,6 +28,9 @@ class ReservationBook:
         self._pending: dict[str, PlacementStatus | None] = {}
         # server key -> every replica's decided placement (each holds a budget of its own)
         self._replicas: dict[str, list[ReplicaPlacementStatus]] = {}
+        # server key -> (stored object, the stored object with its pending decision laid over it): made
+        # once per decision and stored version, not once per reader (hold and drop forget it)
+        self._overlaid: dict[str, tuple[InferenceServer, InferenceServer]] = {}
 
     def hold(
         self, key: str, placement: PlacementStatus | None, replicas: Sequence[ReplicaPlacementStatus] = ()
@@ -36,11 +39,13 @@ class ReservationBook:
         replicas, every replica's placement."""
         self._pending[key] = placement
         self._replicas[key] = list(replicas)
+        self._overlaid.pop(key, None)
 
     def drop(self, key: str) -> None:
         """Forget a decision (its patch failed, or the index now shows it)."""
         self._pending.pop(key, None)
         self._replicas.pop(key, None)
+        self._overlaid.pop(key, None)
 
     @property
     def pending(self) -> Mapping[str, PlacementStatus | None]:
@@ -70,14 +75,25 @@ class ReservationBook:
                 if same_placement(decided, current) and _same_replicas(replicas, stored.status):
                     self.drop(key)
                 else:
-                    status = (stored.status or InferenceServerStatus()).model_copy(
-                        update={"placement": decided, "replica_placements": replicas}
-                    )
-                    server = stored.model_copy(update={"status": status})
+                    server = self._overlay(stored, decided, replicas)
                     current = decided
             if key not in excluded and current is not None and current.gpus:
                 result.append(server)
         return result
+
+    def _overlay(
+        self, stored: InferenceServer, decided: PlacementStatus | None, replicas: list[ReplicaPlacementStatus]
+    ) -> InferenceServer:
+        """`stored` with its pending decision as its status (the copy made last while neither changed)."""
+        made = self._overlaid.get(stored.key)
+        if made is not None and made[0] is stored:
+            return made[1]
+        status = (stored.status or InferenceServerStatus()).model_copy(
+            update={"placement": decided, "replica_placements": replicas}
+        )
+        server = stored.model_copy(update={"status": status})
+        self._overlaid[stored.key] = (stored, server)
+        return server
 
 
 def _same_replicas(decided: list[ReplicaPlacementStatus], status: InferenceServerStatus | None) -> bool:

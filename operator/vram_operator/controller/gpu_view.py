@@ -60,6 +60,26 @@ def reserved_by(servers: Iterable[InferenceServer]) -> dict[str, float]:
     return reserved
 
 
+class Reservations:
+    """Who reserves how much on each GPU UUID, so what the others hold besides one server is read
+    without going through every server again (one pass of the runtime check reads it per server)."""
+
+    def __init__(self, servers: Iterable[InferenceServer]) -> None:
+        self._by_gpu: dict[str, list[tuple[str, float]]] = {}
+        for server in servers:
+            for placement in server.status.placed_replicas() if server.status else []:
+                for gpu in placement.gpus:
+                    self._by_gpu.setdefault(gpu.uuid, []).append((server.key, placement.budget_mib))
+
+    def besides(self, key: str, uuid: str) -> float:
+        """MiB reserved on GPU `uuid` by every server but `key` (what reserved_by sums without it)."""
+        total = 0.0
+        for holder, mib in self._by_gpu.get(uuid, ()):
+            if holder != key:
+                total += mib
+        return total
+
+
 def headroom_mib(
     uuid: str, node: str, nodes: Sequence[GpuNode], others: Iterable[InferenceServer], owners: ProcessOwners
 ) -> float:

@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -37,7 +38,14 @@ from vram_operator.controller.engine_reports import ESTIMATE_ACCURATE, report_er
 from vram_operator.controller.engine_runs import EngineRuns
 from vram_operator.controller.failures import Failure, classify, correct
 from vram_operator.controller.gpu_health import placement_health
-from vram_operator.controller.gpu_view import headroom_mib, pod_uids_of, process_owners, reserved_by, stale_nodes
+from vram_operator.controller.gpu_view import (
+    Reservations,
+    headroom_mib,
+    pod_uids_of,
+    process_owners,
+    reserved_by,
+    stale_nodes,
+)
 from vram_operator.controller.kube import ChildRefusedError
 from vram_operator.controller.measure import estimate_error, measure_server, memory_changed
 from vram_operator.controller.pods import ENGINE_CRASHING, PodFacts, crash_report, current_pods, readiness
@@ -54,6 +62,7 @@ from vram_operator.controller.server_status import (
     with_refused_child,
 )
 from vram_operator.placement.demand import ManualAssignment, replica_key
+from vram_operator.placement.ownership import ProcessOwners
 from vram_operator.render import RenderError, render
 
 log = logging.getLogger(__name__)
@@ -155,6 +164,15 @@ def referenced_config_map(server: InferenceServer) -> tuple[str, str] | None:
     return None if ref is None else (server.metadata.namespace or "default", ref.name)
 
 
+@dataclass(frozen=True)
+class CheckPass:
+    """What each server's runtime check reads of all the others, taken once per pass of the check
+    (not once per server: that would cost the square of the fleet); the next pass sees changes."""
+
+    reservations: Reservations
+    owners: ProcessOwners
+
+
 class ServerReconciler:
     """Reconcile, check, observe and heal InferenceServers; state lives in the Runtime."""
 
@@ -194,7 +212,6 @@ class ServerReconciler:
         current = rt.latest_status(server)
         sized = with_overrides(server)
         config_maps = await self.config_maps_of(server)
-        await self.engine_runs.load_measured_runs()
         moment = now()
 
         def inputs_for(deciding: frozenset[str]) -> Inputs:
@@ -213,7 +230,9 @@ class ServerReconciler:
             )
 
         pins = pins_for(server, current, replace=replace, moving=moving)
-        outcome, _ = await rt.batcher.decide(sized, pins, config_maps, inputs_for)
+        outcome, _ = await rt.batcher.decide(
+            sized, pins, config_maps, inputs_for, refresh=self.engine_runs.load_measured_runs
+        )
         outcome = pin_refused(outcome, notes.assigned_placement(server.metadata.annotations))
         placement = _with_assignment(outcome.placement, server)
         objects: list[dict[str, Any]] = []
@@ -243,7 +262,7 @@ class ServerReconciler:
             self.post_event(server, *decision_event(before, outcome))
         if before is not None and before.gpus and (placement is None or placement.budget_mib < before.budget_mib):
             rt.retry_unplaced.clear()  # memory was freed: unplaced servers may fit now
-        await self.apply_children(server, status, objects)
+        await self.apply_children(server, status, objects, ever_rendered=current is not None)
         result = "failed" if outcome.estimate_error else ("placed" if outcome.placement else "unplaced")
         rt.metrics.placements.labels(settings.strategy, result).inc()
         rt.metrics.reconciles.labels("InferenceServer", result).inc()
@@ -257,11 +276,18 @@ class ServerReconciler:
         return outcome
 
     async def apply_children(
-        self, server: InferenceServer, status: InferenceServerStatus, objects: Sequence[dict[str, Any]]
+        self,
+        server: InferenceServer,
+        status: InferenceServerStatus,
+        objects: Sequence[dict[str, Any]],
+        *,
+        ever_rendered: bool = True,
     ) -> None:
         """Apply every child; one the API server refuses is reported (status and Event), not retried.
 
-        Other API errors propagate: kopf retries them with its backoff."""
+        `ever_rendered` False: the server never had a status, so it has no children yet (its status
+        is written before any child is applied) and none can be stale. Other API errors propagate:
+        kopf retries them with its backoff."""
         key = server.key
         refused: list[str] = []
         applied: dict[tuple[str, str], dict[str, Any]] = {}
@@ -274,10 +300,10 @@ class ServerReconciler:
             else:
                 applied[(obj["kind"], obj["metadata"]["name"])] = obj
         namespace = server.metadata.namespace or "default"
-        if objects:  # replicas no longer rendered (scaled down, or fewer placed) lose their Deployments
+        if ever_rendered and objects:  # replicas no longer rendered (scaled down, fewer placed) lose their Deployments
             names = {obj["metadata"]["name"] for obj in objects if obj["kind"] == "Deployment"}
             await asyncio.to_thread(self.rt.kube.delete_stale_replicas, namespace, server.metadata.name, names)
-        elif status.placement is None:  # unplaced or failed: its reservation is gone, so are its pods
+        elif ever_rendered and status.placement is None:  # unplaced or failed: its reservation is gone, so are its pods
             await asyncio.to_thread(self.rt.kube.delete_deployments, namespace, server.metadata.name)
         message = "; ".join(refused) or None
         before = self.rt.refused.get(key)
@@ -316,7 +342,7 @@ class ServerReconciler:
                 if placed.node not in present:
                     self.rt.missing_since.setdefault(placed.node, moment)
 
-    async def check(self, server: InferenceServer, indexes: Mapping[str, Any]) -> None:
+    async def check(self, server: InferenceServer, indexes: Mapping[str, Any], seen: CheckPass) -> None:
         """The runtime check of one server: retry placement, leave lost GPUs, measure, heal."""
         rt = self.rt
         key = server.key
@@ -361,7 +387,9 @@ class ServerReconciler:
                 rt.record_unplaced(key, moment, outcome.fully_placed)
                 return
             pods = list(indexes["server_pods"].get(key, []))
-            await self.observe(server, current, placement, servers=indexes["inference_servers"], nodes=nodes, pods=pods)
+            await self.observe(
+                server, current, placement, servers=indexes["inference_servers"], nodes=nodes, pods=pods, seen=seen
+            )
 
     async def check_servers(self, indexes: Mapping[str, Any]) -> None:
         limit = asyncio.Semaphore(CHECK_CONCURRENCY)
@@ -369,13 +397,16 @@ class ServerReconciler:
         async def one(server: InferenceServer) -> None:
             async with limit:
                 try:
-                    await self.check(server, indexes)
+                    await self.check(server, indexes, seen)
                 except Exception:  # one server's trouble must not stop the others' checks
                     log.exception("check of %s failed", server.key)
 
         nodes = nodes_of(indexes["gpu_nodes"])
         indexed = [s for s in values(indexes["inference_servers"]) if s is not None]
         self.note_missing_nodes(indexed, nodes, now())
+        seen = CheckPass(
+            Reservations(self.rt.book.standing(indexed)), process_owners(indexed, self.rt.indexes.get("server_pods"))
+        )
         await asyncio.gather(*(one(s) for s in indexed))
         record_gpu_gauges(self.rt, self.rt.book.standing(indexed), nodes)
 
@@ -388,6 +419,7 @@ class ServerReconciler:
         servers: Mapping[Any, Any],
         nodes: list[GpuNode],
         pods: list[PodFacts],
+        seen: CheckPass,
     ) -> None:
         rt = self.rt
         ready, ready_message = readiness(current_pods(pods, current.placed_replicas()), server.spec.replicas)
@@ -407,8 +439,6 @@ class ServerReconciler:
         crashing = crash_report(pods) if reason is None else None
         if crashing is not None:
             reason, message = ENGINE_CRASHING, crashing
-        others = rt.book.standing(values(servers), exclude=server.key)
-        owners = process_owners(values(servers), rt.indexes.get("server_pods"))
         replicas = current.placed_replicas()
         shortfall = next(
             (
@@ -416,7 +446,11 @@ class ServerReconciler:
                 for placed in replicas
                 if (
                     short := room_shortfall(
-                        placed, placed.gpu_memory_utilization, nodes, besides(placed, replicas, others), owners
+                        placed,
+                        placed.gpu_memory_utilization,
+                        nodes,
+                        besides(placed, replicas, seen.reservations.besides, server.key),
+                        seen.owners,
                     )
                 )
                 is not None
@@ -545,15 +579,20 @@ class ServerReconciler:
 
 
 def besides(
-    placed: ReplicaPlacementStatus, replicas: Sequence[ReplicaPlacementStatus], others: Sequence[InferenceServer]
+    placed: ReplicaPlacementStatus,
+    replicas: Sequence[ReplicaPlacementStatus],
+    reserved_besides: Callable[[str, str], float],
+    key: str,
 ) -> dict[str, float]:
-    """MiB reserved per GPU by everything but this replica: other servers and the server's other replicas
-    (two replicas share a GPU only when both budgets fit; each needs its room at its own restart)."""
-    reserved = reserved_by(others)
+    """MiB reserved on each GPU of this replica by everything but it: other servers (`reserved_besides`
+    (server key, GPU UUID)) and the server's other replicas (two replicas share a GPU only when both
+    budgets fit; each needs its room at its own restart)."""
+    reserved = {gpu.uuid: reserved_besides(key, gpu.uuid) for gpu in placed.gpus}
     for sibling in replicas:
         if sibling.replica != placed.replica:
             for gpu in sibling.gpus:
-                reserved[gpu.uuid] = reserved.get(gpu.uuid, 0.0) + sibling.budget_mib
+                if gpu.uuid in reserved:
+                    reserved[gpu.uuid] += sibling.budget_mib
     return reserved
 
 

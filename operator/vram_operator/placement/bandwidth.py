@@ -7,6 +7,7 @@ matches "RTX A400".
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -83,6 +84,7 @@ def _contains(tokens: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
     return any(tokens[i : i + width] == pattern for i in range(len(tokens) - width + 1))
 
 
+@functools.lru_cache(maxsize=256)  # a fleet has few products; every planning run asks for each of its GPUs
 def bandwidth_of(name: str, total_mib: float) -> Bandwidth:
     """Memory bandwidth of a product by name; estimated from memory size when the name is unknown."""
     tokens = _tokens(name)

@@ -20,7 +20,7 @@ from vram_operator.controller import annotations as notes
 from vram_operator.controller.book import ReservationBook
 from vram_operator.controller.conditions import condition_status
 from vram_operator.controller.decision import Inputs, decide
-from vram_operator.controller.gpu_view import reserved_by
+from vram_operator.controller.gpu_view import Reservations, reserved_by
 from vram_operator.controller.room import room_shortfall
 from vram_operator.controller.server_reconciler import besides, decision_event, pins_for, replicas_missing
 from vram_operator.controller.server_status import (
@@ -221,6 +221,7 @@ def test_a_replica_needs_its_room_beside_its_sibling_on_the_same_gpu() -> None:
     first, second = on("GPU-n-0", budget=10240), on("GPU-n-0", budget=10240, replica=1)
     for desktop, short in ((4000.0, False), (4500.0, True)):
         nodes = [node("n", gpu("GPU-n-0", foreign=desktop))]
-        found = room_shortfall(second, None, nodes, besides(second, [first, second], []), ProcessOwners())
+        reserved = besides(second, [first, second], Reservations([]).besides, "ns/a")
+        found = room_shortfall(second, None, nodes, reserved, ProcessOwners())
         assert (found is not None) is short
         assert room_shortfall(second, None, nodes, reserved_by([]), ProcessOwners()) is None  # blind to the sibling

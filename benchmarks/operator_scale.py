@@ -3,8 +3,9 @@
 Measures, in one run:
 - the API server's raw ceiling: InferenceServer create + status patch per second from a client
   pool with no operator running (what any controller could at best write);
-- the operator: seconds until every server is Placed, placements per second, reconcile latency
-  p50/p99 (from its own histogram), its peak RSS;
+- the operator: seconds until every server is Placed, placements per second, decision latency
+  p50/p99 (creation to the Placed condition), reconcile latency p50/p99 (from its own histogram:
+  decision and children applied), its peak RSS and CPU time per server;
 - the ratio placements/s : ceiling (create+patch)/s;
 - the API requests the operator's run cost per server, by verb and resource (from the API
   server's own apiserver_request_total).
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import socket
 import subprocess
@@ -162,6 +164,12 @@ def per_server(before: dict[str, float], after: dict[str, float], servers: int) 
     return {key: round(n / servers, 2) for key, n in sorted(spent.items(), key=lambda kv: -kv[1]) if n >= servers / 10}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -169,16 +177,35 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def placed_count(custom: client.CustomObjectsApi, namespace: str) -> tuple[int, int]:
+def placed_count(custom: client.CustomObjectsApi, namespace: str) -> tuple[int, int, list[float]]:
+    """Servers decided and placed, and each decided server's seconds from creation to its Placed
+    condition (whole seconds: the API server's timestamps)."""
     items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers")["items"]
     decided = placed = 0
+    waits: list[float] = []
     for item in items:
         conditions = (item.get("status") or {}).get("conditions", [])
         placed_condition = next((c for c in conditions if c["type"] == "Placed"), None)
         if placed_condition is not None:
             decided += 1
             placed += placed_condition["status"] == "True"
-    return decided, placed
+            waits.append(seconds_between(item["metadata"]["creationTimestamp"], placed_condition["lastTransitionTime"]))
+    return decided, placed, waits
+
+
+def seconds_between(earlier: str, later: str) -> float:
+    def parsed(stamp: str) -> datetime:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+    return (parsed(later) - parsed(earlier)).total_seconds()
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    """The q-quantile of `values` (nearest rank)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -235,8 +262,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             created = time.perf_counter() - started
             decided = placed = 0
+            waits: list[float] = []
             while time.perf_counter() - started < args.timeout:
-                decided, placed = placed_count(custom, "bench")
+                decided, placed, waits = placed_count(custom, "bench")
                 if decided == args.servers:
                     break
                 time.sleep(1)
@@ -251,6 +279,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             settled = time.perf_counter() - started
             requests = per_server(requests_before, api_requests(api), args.servers)
             rss = peak_rss_mib(operator.pid)
+            cpu = cpu_seconds(operator.pid)
         finally:
             operator.terminate()
             operator.wait(timeout=30)
@@ -269,9 +298,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "placed": placed,
         "decisionsPerSecond": round(rate, 1),
         "ratioToCeiling": round(rate / ceiling, 3),
+        # Creation to the Placed condition, per server (the decision as the user sees it; whole seconds).
+        "decisionP50Seconds": quantile(waits, 0.5),
+        "decisionP99Seconds": quantile(waits, 0.99),
         "reconcileP50Seconds": histogram_quantile(metrics, "vram_operator_reconcile_seconds", 0.5),
         "reconcileP99Seconds": histogram_quantile(metrics, "vram_operator_reconcile_seconds", 0.99),
         "operatorPeakRssMiB": round(rss, 1),
+        # The operator's own CPU per server (start-up included): what it costs, whatever the machine's load.
+        "operatorCpuMillisecondsPerServer": round(cpu * 1000 / args.servers, 1),
         "apiRequestsPerServer": requests,
         "operatorLog": str(log),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,9 @@ INDEX_NAMES = (
 )
 
 
+STATUS_WRITE_THREADS = 8
+
+
 @dataclass
 class Runtime:
     settings: ControllerSettings
@@ -41,6 +45,11 @@ class Runtime:
     metrics: Metrics
     book: ReservationBook = field(default_factory=ReservationBook)
     batcher: DecisionBatcher = field(init=False)
+    # Threads of their own for writing decided statuses (the state of record): a decision is not
+    # kept waiting behind the children of the servers decided before it, which use the default ones.
+    status_writer: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(STATUS_WRITE_THREADS, thread_name_prefix="status-write")
+    )
     # One lock per server: its reconcile and its runtime check never write its status at once.
     server_locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     # The last status this process wrote per server: newer than the watch until the event arrives.

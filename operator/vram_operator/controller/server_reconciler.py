@@ -186,7 +186,9 @@ class ServerReconciler:
 
     async def write_status(self, server: InferenceServer, status: InferenceServerStatus) -> None:
         namespace, name = server.metadata.namespace or "default", server.metadata.name
-        await asyncio.to_thread(self.rt.kube.patch_server_status, namespace, name, status_patch(status))
+        await asyncio.get_running_loop().run_in_executor(
+            self.rt.status_writer, self.rt.kube.patch_server_status, namespace, name, status_patch(status)
+        )
         self.rt.written[server.key] = (server.metadata.uid, status)
 
     async def config_maps_of(self, server: InferenceServer) -> dict[tuple[str, str], dict[str, str]]:

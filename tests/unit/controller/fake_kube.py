@@ -26,6 +26,8 @@ class FakeKube:
     pod_logs: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace, pod) -> its log
     refuse_config_maps: set[tuple[str, str]] = field(default_factory=set)  # writes the API server refuses
     log_reads: list[tuple[str, str]] = field(default_factory=list)
+    deployment_lists: int = 0  # the real port lists a server's Deployments to delete any
+    config_map_reads: list[tuple[str, str]] = field(default_factory=list)
 
     def apply(self, obj: dict[str, Any]) -> None:
         kind, name = obj["kind"], obj["metadata"]["name"]
@@ -43,6 +45,7 @@ class FakeKube:
 
     def delete_stale_replicas(self, namespace: str, server: str, rendered: Collection[str]) -> list[str]:
         """Replica Deployments (named after the server, not rendered now) are deleted, like the real port."""
+        self.deployment_lists += 1
         stale = sorted(
             name
             for kind, name in self.applied
@@ -54,6 +57,7 @@ class FakeKube:
 
     def delete_deployments(self, namespace: str, server: str) -> list[str]:
         """Every Deployment of the server (replica 0 and replicas i >= 1), like the real port."""
+        self.deployment_lists += 1
         gone = sorted(
             name
             for kind, name in self.applied
@@ -82,6 +86,7 @@ class FakeKube:
         return True
 
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        self.config_map_reads.append((namespace, name))
         return self.config_maps.get((namespace, name))
 
     def put_config_map_data(self, namespace: str, name: str, data: dict[str, str]) -> None:

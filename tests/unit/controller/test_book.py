@@ -54,3 +54,20 @@ def test_deleted_server_loses_its_pending_reservation() -> None:
     book.hold("ns/gone", placement("G0"))
     assert book.standing([server("a")]) == []
     assert book.pending == {}
+
+
+def test_a_pending_decision_is_laid_over_its_server_once_until_either_changes() -> None:
+    # Every decision reads the standing reservations: a decision still in flight is copied onto its
+    # stored server once, not on every read, and copied again when the decision or the object changes.
+    book = ReservationBook()
+    stored = server("a")
+    book.hold("ns/a", placement("G0"))
+    first = book.standing([stored])[0]
+    assert first.status is not None and first.status.placement == placement("G0")
+    assert book.standing([stored])[0] is first
+    book.hold("ns/a", placement("G1"))
+    moved = book.standing([stored])[0]
+    assert moved is not first and moved.status is not None and moved.status.placement == placement("G1")
+    edited = server("a")  # a new version of the object from the watch, its status not yet written
+    again = book.standing([edited])[0]
+    assert again is not moved and again.status is not None and again.status.placement == placement("G1")

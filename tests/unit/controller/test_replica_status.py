@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 from controller_builders import T0, generic, gpu, gpu_node, node
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vram_operator.api.inference_server import (
     EstimateStatus,
@@ -225,3 +227,30 @@ def test_a_replica_needs_its_room_beside_its_sibling_on_the_same_gpu() -> None:
         found = room_shortfall(second, None, nodes, reserved, ProcessOwners())
         assert (found is not None) is short
         assert room_shortfall(second, None, nodes, reserved_by([]), ProcessOwners()) is None  # blind to the sibling
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 5),  # server
+            st.integers(0, 3),  # GPU
+            st.floats(0.1, 80000.0, allow_nan=False),  # budget
+        ),
+        max_size=24,
+    ),
+    st.integers(0, 5),
+    st.integers(0, 3),
+)
+def test_what_others_reserve_is_what_reserved_by_sums_without_the_server(
+    held: list[tuple[int, int, float]], me: int, gpu_index: int
+) -> None:
+    # One runtime-check pass reads the others' reservations per server from one Reservations; it must
+    # be exactly (same float sums) what reserved_by gives over every other server.
+    by_server: dict[int, list[ReplicaPlacementStatus]] = defaultdict(list)
+    for server, gpu_no, budget in held:
+        by_server[server].append(on(f"GPU-n-{gpu_no}", budget, replica=len(by_server[server])))
+    servers = [placed(generic(f"s{i}", "1Gi", len(rs)), *rs) for i, rs in by_server.items()]
+    others = [s for s in servers if s.key != f"ns/s{me}"]
+    uuid = f"GPU-n-{gpu_index}"
+    assert Reservations(servers).besides(f"ns/s{me}", uuid) == reserved_by(others).get(uuid, 0.0)

@@ -20,6 +20,8 @@ from vram_operator.api.inference_server import (
     InferenceServerStatus,
     ManualPlacement,
 )
+from vram_operator.controller.book import ReservationBook
+from vram_operator.controller.measured_runs import MEASURED_RUNS_CONFIG_MAP
 from vram_operator.controller.metrics import Metrics
 from vram_operator.controller.pods import PodFacts
 from vram_operator.controller.runtime import Runtime, now, rfc3339
@@ -319,3 +321,53 @@ def test_a_pod_crashing_for_a_reason_no_correction_fixes_is_degraded() -> None:
     h.indexes = lambda: {**plain(), "server_pods": {"ns/a": [dataclasses.replace(pod, ready=True)]}}  # type: ignore[method-assign]
     h.check()
     assert h.condition("ns/a", "Degraded")[:2] == ("False", "Healthy")
+
+
+def test_a_new_server_lists_no_deployments_and_a_placed_one_looks_for_stale_ones() -> None:
+    # A server without a status has no children yet (its status is written before any child): no
+    # list call to find stale ones. Once placed, a reconcile still deletes replicas scaled away.
+    h = Harness(live_node("ws", 2))
+    h.add(generic("a", "4Gi", replicas=2))
+    assert h.reconcile("ns/a").placement is not None
+    assert h.kube.deployment_lists == 0
+    assert ("Deployment", "a-replica-1") in h.kube.applied
+    h.servers["ns/a"] = generic("a", "4Gi", replicas=1)
+    h.reconcile("ns/a")
+    assert h.kube.deployment_lists == 1
+    assert ("Deployment", "a-replica-1") not in h.kube.applied
+
+
+def test_servers_decided_together_read_the_measured_runs_once_per_batch() -> None:
+    h = Harness(live_node("ws", 2, total=81559))
+    keys = [h.add(generic(f"s{i}", "2Gi")).key for i in range(12)]
+
+    async def together() -> list[Any]:
+        index = h.indexes()
+        return await asyncio.gather(
+            *(h.reconciler.reconcile(h.stored(k), index["inference_servers"], h.nodes, replace=False) for k in keys)
+        )
+
+    outcomes = asyncio.run(together())
+    assert all(outcome.placement is not None for outcome in outcomes)
+    measured_reads = [r for r in h.kube.config_map_reads if r[1] == MEASURED_RUNS_CONFIG_MAP]
+    assert 1 <= len(measured_reads) == h.rt.batcher.runs < len(keys)
+
+
+def test_one_check_pass_reads_the_standing_reservations_once_whatever_the_fleet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = Harness(live_node("ws", 2, total=81559))
+    for i in range(10):
+        h.add(generic(f"s{i}", "2Gi"))
+        h.reconcile(f"ns/s{i}")
+    reads: list[int] = []
+    standing = ReservationBook.standing
+
+    def counted(book: ReservationBook, *args: Any, **kwargs: Any) -> list[InferenceServer]:
+        reads.append(1)
+        return standing(book, *args, **kwargs)
+
+    monkeypatch.setattr(ReservationBook, "standing", counted)
+    h.check()
+    assert h.kube.status_writes >= 10  # every placed server was observed
+    assert len(reads) <= 2  # the pass's view and the GPU gauges, not one per server

@@ -106,7 +106,7 @@ A5500; Xorg, whisper-server and piper-tts, {foreign:.0f}MiB, on the RTX 3060), a
 pods with the start-up lines they print (vram-operator simulate): vLLM, llama.cpp and generic servers
 start on the GPUs their pod is pinned to, take what the sizing model says give or take a seeded
 error, or crash-loop with the engine's own message.
-Real: the control plane and the operator. Every node, GPU, budget, utilization, warning and refusal
+Real: the control plane and the operator. Every placement, budget, utilization, warning and refusal
 above is the operator's decision, from what the (simulated) node agents report.
 Faults (foreign processes, lost GPU, agent stall) can be changed live in {faults}."""
 
@@ -216,9 +216,9 @@ def wait_for(what: str, check: Any, timeout: float = WAIT_SECONDS) -> None:
     print(f"warning: gave up waiting for {what} after {timeout:.0f}s", file=sys.stderr)
 
 
-def kubectl(kubeconfig: str, *args: str) -> None:
+def kubectl(binary: Path, kubeconfig: str, *args: str) -> None:
     """Print a kubectl command and what the real kubectl (built with the control plane) shows."""
-    shown = subprocess.run([str(binary_path("kubectl")), "--kubeconfig", kubeconfig, *args],
+    shown = subprocess.run([str(binary), "--kubeconfig", kubeconfig, *args],
                            capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
     print(f"$ kubectl {' '.join(args)}")
     print(shown.stdout.rstrip() or shown.stderr.rstrip())
@@ -258,6 +258,7 @@ def up() -> int:
         print("(stop it with: bash hack/demo.sh --down)")
         return 0
     started = time.monotonic()
+    kubectl_binary = binary_path("kubectl")  # built with the control plane; missing: fail before starting
     node, joining = workstation(), desktop()
     cluster = LocalCluster(nodes=[node]).up()
     work = cluster.workdir
@@ -292,11 +293,11 @@ def up() -> int:
     wait_for("measured memory", lambda: all(
         (o.get("status") or {}).get("memory") for o in server_objects(api, servers)
         if ((o.get("status") or {}).get("placement") or {}).get("gpus")), timeout=120)  # fmt: skip
-    kubectl(kubeconfig, "get", "infs", "-A")
+    kubectl(kubectl_binary, kubeconfig, "get", "infs", "-A")
     print_why(server_objects(api, servers))
-    print(f"\nThe start-up lines of {ASSISTANT['metadata']['name']}'s (simulated) vLLM, which the operator reads "
-          "into status.engineReport:")  # fmt: skip
-    kubectl(kubeconfig, "-n", ASSISTANT["metadata"]["namespace"], "logs", f"deploy/{ASSISTANT['metadata']['name']}")
+    assistant = ASSISTANT["metadata"]
+    print(f"\nThe start-up lines of {assistant['name']}'s (simulated) vLLM; the operator reads them into its status:")
+    kubectl(kubectl_binary, kubeconfig, "-n", assistant["namespace"], "logs", f"deploy/{assistant['name']}")
     for name, manifest in TRY_LATER.items():
         (work / f"try-{name}.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     foreign = sum(float(process["usedMiB"]) for process in outside)

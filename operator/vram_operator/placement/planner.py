@@ -28,13 +28,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from vram_operator.placement.demand import GpuOffer, GpuRef, ManualAssignment, ServerDemand, replica_key
+from vram_operator.fit.offer import GpuOffer
+from vram_operator.placement.demand import GpuRef, ManualAssignment, ServerDemand, replica_key
 from vram_operator.placement.errors import PlacementError
 from vram_operator.placement.exchange import best_fill
 from vram_operator.placement.explain import Choice, GpuView
-from vram_operator.placement.fleet import Fleet, GpuState, Score, Tenant
 from vram_operator.placement.inventory import Inventory
 from vram_operator.placement.ledger import Ledger
+from vram_operator.placement.occupancy import GpuState, Occupancy, Score, Tenant
 from vram_operator.placement.result import GpuSummary, Placement, Plan, Unplaced
 from vram_operator.placement.search import Bin, Item, pack
 from vram_operator.placement.strategies import Strategy, strategy_named
@@ -212,10 +213,10 @@ class _Planner:
         self.strategy = strategy
         self.packing = packing
         self.margin = margin_mib
-        self.fleet = Fleet(inventory, ledger, margin_mib, frozenset(demands), packing=packing is not None)
+        self.occupancy = Occupancy(inventory, ledger, margin_mib, frozenset(demands), packing=packing is not None)
         self.decisions: dict[str, _Decision] = {}
         self.unplaced: dict[str, Unplaced] = {}
-        self.warnings: list[str] = list(self.fleet.orphans)
+        self.warnings: list[str] = list(self.occupancy.orphans)
         self.evicted: list[ServerDemand] = []
         self.leftover: list[ServerDemand] = []  # unplaced after every pass; reasons are given in result()
         self.visits = 0
@@ -292,13 +293,13 @@ class _Planner:
                     self.leftover.append(demand)
             else:
                 searchable.append(demand)
-        bins = [Bin(_group_key(g), g.free, vacant=g.vacant, open=g.key is not None) for g in self.fleet.gpus]
+        bins = [Bin(_group_key(g), g.free, vacant=g.vacant, open=g.key is not None) for g in self.occupancy.gpus]
         items = [Item(d.key, d.preferred_mib, d.tensor_parallel, d.dedicated) for d in searchable]
         found = pack(bins, items, beat=beat - self.placed_mib, steps=SEARCH_STEPS) or {}
         why = "exact search: part of the set of servers that places the most VRAM"
         for demand in searchable:
             if demand.key in found:
-                group = [self.fleet.gpus[p] for p in found[demand.key]]
+                group = [self.occupancy.gpus[p] for p in found[demand.key]]
                 if self._refusal(demand, group, demand.preferred_mib) is None:
                     self._commit(demand, group, demand.preferred_mib, runners_up=[], too_small=[], why=why)
                 else:
@@ -314,19 +315,19 @@ class _Planner:
 
     @property
     def placed_mib(self) -> float:
-        return sum(self.fleet.tenants[s].budget_mib * len(self.fleet.tenants[s].uuids) for s in self.decisions)
+        return sum(self.occupancy.tenants[s].budget_mib * len(self.occupancy.tenants[s].uuids) for s in self.decisions)
 
     def polish(self) -> None:
         """Move each movable server, in strategy order, to the GPU its strategy ranks best (it fits at least
         where it was, so what is placed never drops)."""
         self.packing = None
         for demand in sorted((d.demand for d in self.decisions.values()), key=self._order_key):
-            if not self.fleet.tenants[demand.key].movable:
+            if not self.occupancy.tenants[demand.key].movable:
                 continue
-            tenant = self.fleet.remove(demand.key)
+            tenant = self.occupancy.remove(demand.key)
             decision = self.decisions.pop(demand.key)
             if not self._place_free(demand, shrink=False):  # its old GPU has room again, but others moved
-                self.fleet.place(tenant)
+                self.occupancy.place(tenant)
                 self.decisions[demand.key] = decision
 
     def spread_out(self) -> None:
@@ -337,25 +338,25 @@ class _Planner:
             moved = False
             for decision in sorted(self.decisions.values(), key=lambda d: self._order_key(d.demand)):
                 demand = decision.demand
-                tenant = self.fleet.tenants[demand.key]
+                tenant = self.occupancy.tenants[demand.key]
                 if self.replica_counts.get(demand.server, 1) < 2 or not tenant.movable:
                     continue
                 tiers = self._spread(demand)
-                own = {self.fleet.by_uuid[u].position for u in tenant.uuids}
+                own = {self.occupancy.by_uuid[u].position for u in tenant.uuids}
                 apart = next(i for i, hidden in enumerate(tiers) if not own & hidden)
                 if apart == 0:
                     continue  # as far apart as it gets
-                self.fleet.remove(demand.key)
+                self.occupancy.remove(demand.key)
                 del self.decisions[demand.key]
                 if self._place_apart(demand, tiers[:apart]):
                     moved = True
                 else:
-                    self.fleet.place(tenant)
+                    self.occupancy.place(tenant)
                     self.decisions[demand.key] = decision
 
     def _place_apart(self, demand: ServerDemand, tiers: list[frozenset[int]]) -> bool:
         for hidden in tiers:
-            with self.fleet.hidden(hidden):
+            with self.occupancy.hidden(hidden):
                 if self._place_open(demand, shrink=False):
                     return True
         return False
@@ -397,21 +398,21 @@ class _Planner:
         their nodes, then their GPUs, then none; so replicas share a GPU only where nothing else has
         room, and then each with its own budget (the sibling's reservation is counted like any other)."""
         held = [
-            self.fleet.tenants[key]
+            self.occupancy.tenants[key]
             for i in range(self.replica_counts.get(demand.server, 1))
-            if i != demand.replica and (key := replica_key(demand.server, i)) in self.fleet.tenants
+            if i != demand.replica and (key := replica_key(demand.server, i)) in self.occupancy.tenants
         ]
         if not held:
             return [frozenset()]
-        on_gpus = frozenset(self.fleet.by_uuid[u].position for tenant in held for u in tenant.uuids)
-        nodes = {self.fleet.gpus[p].slot.node for p in on_gpus}
-        on_nodes = frozenset(g.position for node in nodes for g in self.fleet.by_node[node])
+        on_gpus = frozenset(self.occupancy.by_uuid[u].position for tenant in held for u in tenant.uuids)
+        nodes = {self.occupancy.gpus[p].slot.node for p in on_gpus}
+        on_nodes = frozenset(g.position for node in nodes for g in self.occupancy.by_node[node])
         return [on_nodes, on_gpus, frozenset()] if on_nodes != on_gpus else [on_gpus, frozenset()]
 
     def _place_free(self, demand: ServerDemand, *, shrink: bool, rank: Ranking | None = None) -> bool:
         """Place where the strategy prefers, a replica away from its siblings where it can (see _spread)."""
         for hidden in self._spread(demand):
-            with self.fleet.hidden(hidden):
+            with self.occupancy.hidden(hidden):
                 if self._place_open(demand, shrink=shrink, rank=rank):
                     return True
         return False
@@ -433,7 +434,7 @@ class _Planner:
                 budget = self._budget(demand, [gpu], shrink=shrink)
                 return budget is not None and self._refusal(demand, [gpu], budget) is None
 
-            gpu, runners_up, too_small = self.fleet.best_single(
+            gpu, runners_up, too_small = self.occupancy.best_single(
                 need_on, score, vacant_only=demand.dedicated, admits=admits if demand.engine_check else None
             )
             if gpu is None:
@@ -442,7 +443,7 @@ class _Planner:
             assert budget is not None  # the search only returns GPUs with room for need_on(total)
             self._commit(demand, [gpu], budget, runners_up=[[g] for g in runners_up], too_small=too_small)
             return True
-        groups = self._groups(demand, self.fleet.by_node, shrink=shrink, rank=ranking)
+        groups = self._groups(demand, self.occupancy.by_node, shrink=shrink, rank=ranking)
         if not groups:
             return False
         _, best, budget = groups[0]
@@ -459,11 +460,11 @@ class _Planner:
         elif fit == "most_free":
             return self._place_free(demand, shrink=False, rank=_most_free)
         elif size == 1:
-            gpu = self.fleet.first_fitting(need, vacant_only=demand.dedicated)
+            gpu = self.occupancy.first_fitting(need, vacant_only=demand.dedicated)
             group = None if gpu is None else (gpu.slot.uuid,)
         else:
             group = None
-            for gpus in self.fleet.by_node.values():
+            for gpus in self.occupancy.by_node.values():
                 fitting = [
                     g.slot.uuid
                     for g in gpus
@@ -477,7 +478,7 @@ class _Planner:
                     break
         if group is None:
             return False
-        gpus = [self.fleet.by_uuid[u] for u in group]
+        gpus = [self.occupancy.by_uuid[u] for u in group]
         if self._refusal(demand, gpus, need) is not None:
             return False
         self._commit(demand, gpus, need, runners_up=[], too_small=[], why=f"{fit} fit in the packing pass")
@@ -499,7 +500,7 @@ class _Planner:
         same_need = floor if floor is not None else (demand.preferred_mib if demand.fixed_utilization is None else None)
         shortlist: list[tuple[Score, str]] = []
         for node in nodes:
-            open_gpus = _groupable(self.fleet.open_gpus(node), size)
+            open_gpus = _groupable(self.occupancy.open_gpus(node), size)
             if len(open_gpus) < size:
                 continue
             pivot = open_gpus[size - 1]
@@ -510,7 +511,7 @@ class _Planner:
         for _, node in heapq.nsmallest(GROUP_NODES, shortlist):
             fitting = [
                 g
-                for g in _groupable(self.fleet.open_gpus(node), size)
+                for g in _groupable(self.occupancy.open_gpus(node), size)
                 if (g.vacant or not demand.dedicated)
                 and g.free >= (same_need if same_need is not None else demand.budget_on((g.slot.total_mib,))) - _EPS
             ]
@@ -529,14 +530,16 @@ class _Planner:
     # --- pins ------------------------------------------------------------------------------------
     def _resolve_pins(self, demand: ServerDemand) -> Group:
         node = demand.pin_node
-        fleet = self.fleet
-        if node is not None and node not in fleet.by_node:
+        occupancy = self.occupancy
+        if node is not None and node not in occupancy.by_node:
             raise _PinError("PinnedGpuNotFound", f"pinned node {node} has no GPUs in the inventory")
         group: Group = []
         for ref in demand.pin_gpus:
             gpu = self._find_gpu(node, ref)
             if gpu is None:
-                on = f" on {node} (GPUs {', '.join(str(g.slot.index) for g in fleet.by_node[node])})" if node else ""
+                on = (
+                    f" on {node} (GPUs {', '.join(str(g.slot.index) for g in occupancy.by_node[node])})" if node else ""
+                )
                 raise _PinError("PinnedGpuNotFound", f"pinned GPU {ref}{on} not found")
             if gpu in group:
                 raise _PinError("PinnedGpuNotFound", f"pinned GPU {ref} listed twice")
@@ -553,7 +556,7 @@ class _Planner:
         if isinstance(ref, int) or ref.isdigit():
             if node is None:
                 raise _PinError("PinnedGpuNotFound", f"pinned GPU index {ref} needs a node")
-            found = [g for g in self.fleet.by_node[node] if g.slot.index == int(ref)]
+            found = [g for g in self.occupancy.by_node[node] if g.slot.index == int(ref)]
             if len(found) > 1:
                 raise _PinError(
                     "PinnedGpuNotFound",
@@ -561,7 +564,7 @@ class _Planner:
                     f"({', '.join(g.slot.uuid for g in found)})",
                 )
             return found[0] if found else None
-        gpu = self.fleet.by_uuid.get(ref)
+        gpu = self.occupancy.by_uuid.get(ref)
         return gpu if gpu is not None and node in (None, gpu.slot.node) else None
 
     def _place_pinned(self, demand: ServerDemand) -> None:
@@ -570,7 +573,7 @@ class _Planner:
         if not group:
             assert demand.pin_node is not None  # pinned with no GPUs means pinned to a node
             for hidden in self._spread(demand):
-                with self.fleet.hidden(hidden):
+                with self.occupancy.hidden(hidden):
                     groups = self._groups(demand, [demand.pin_node], shrink=True)
                 if groups:
                     break
@@ -621,7 +624,7 @@ class _Planner:
         """Nothing fits on the pinned node: its most-free GPUs, so the pin fails (or Manual over-commits) there."""
         assert demand.pin_node is not None
         usable = sorted(
-            (g for g in _groupable(self.fleet.by_node[demand.pin_node], demand.tensor_parallel) if g.slot.usable),
+            (g for g in _groupable(self.occupancy.by_node[demand.pin_node], demand.tensor_parallel) if g.slot.usable),
             key=lambda g: (-g.free, g.slot.index),
         )
         if len(usable) < demand.tensor_parallel:
@@ -635,7 +638,7 @@ class _Planner:
     def _recreate(self, pending: list[ServerDemand]) -> list[ServerDemand]:
         """Node by node: take the movable servers off one node and best-fit them and the unplaced ones back,
         in a few orders; keep the first result that places more VRAM, else put everything back."""
-        for gpus in self.fleet.by_node.values():
+        for gpus in self.occupancy.by_node.values():
             if not pending or self.visits > REPAIR_GPU_VISITS:
                 break
             cleared = {t.key: t for g in gpus for t in g.tenants.values() if t.movable}
@@ -644,7 +647,7 @@ class _Planner:
             before = self.placed_mib
             saved = {server: self.decisions.pop(server) for server in cleared}
             for server in cleared:
-                self.fleet.remove(server)
+                self.occupancy.remove(server)
             candidates = [d.demand for d in saved.values()] + pending
             for order in RECREATE_ORDERS:
                 self.visits += len(candidates) * len(gpus)
@@ -653,11 +656,11 @@ class _Planner:
                     pending = [d for d in candidates if d.key not in self.decisions]
                     break
                 for demand in placed:
-                    self.fleet.remove(demand.key)
+                    self.occupancy.remove(demand.key)
                     del self.decisions[demand.key]
             else:
                 for server, tenant in cleared.items():
-                    self.fleet.place(tenant)
+                    self.occupancy.place(tenant)
                     self.decisions[server] = saved[server]
         return sorted(pending, key=self._order_key)
 
@@ -668,7 +671,7 @@ class _Planner:
         group = self._best_fit_group(need, demand.tensor_parallel, dedicated=demand.dedicated, keep=frozenset())
         if group is None:
             return False
-        gpus = [self.fleet.by_uuid[u] for u in group]
+        gpus = [self.occupancy.by_uuid[u] for u in group]
         if self._refusal(demand, gpus, need) is not None:
             return False
         self._commit(demand, gpus, need, runners_up=[], too_small=[], why="best fit when re-packing a node")
@@ -682,7 +685,7 @@ class _Planner:
         stuck = [d for d in pending if not self._tradable(d)]
         for _ in range(REPAIR_ROUNDS):
             improved = False
-            for gpu in self.fleet.gpus:
+            for gpu in self.occupancy.gpus:
                 if not tradable or self.visits > REPAIR_GPU_VISITS:
                     break
                 self.visits += 1
@@ -697,7 +700,7 @@ class _Planner:
                 incoming = [tradable[i] for i in into]
                 tradable = [d for i, d in enumerate(tradable) if i not in into]
                 for tenant in out:
-                    self.fleet.remove(tenant.key)
+                    self.occupancy.remove(tenant.key)
                     tradable.append(self.decisions.pop(tenant.key).demand)
                 traded = ", ".join(t.key for t in out)
                 for demand in incoming:
@@ -745,7 +748,7 @@ class _Planner:
         need = demand.budget_on((1.0,))
         size = demand.tensor_parallel
         candidates: list[tuple[float, str, int, Group]] = []
-        for node, gpus in self.fleet.by_node.items():
+        for node, gpus in self.occupancy.by_node.items():
             self.visits += len(gpus)
             roomy = [g for g in _groupable(gpus, size) if self._room_possible(g, demand, need)]
             if len(roomy) < size:
@@ -793,7 +796,7 @@ class _Planner:
                 else:
                     return False
         for tenant in chosen:
-            self.fleet.remove(tenant.key)
+            self.occupancy.remove(tenant.key)
             target = self._relocation(tenant, keep | {gpu.position})
             if target is None:
                 journal.append((tenant, None))
@@ -801,7 +804,7 @@ class _Planner:
                     return False
                 continue
             moved = replace(tenant, uuids=target)
-            self.fleet.place(moved)
+            self.occupancy.place(moved)
             journal.append((tenant, moved))
         return gpu.free >= need - _EPS and (not vacant or gpu.vacant)
 
@@ -811,7 +814,7 @@ class _Planner:
         demand = self.demands.get(tenant.key)
         if target is None or demand is None:
             return target
-        gpus = [self.fleet.by_uuid[u] for u in target]
+        gpus = [self.occupancy.by_uuid[u] for u in target]
         return target if self._refusal(demand, gpus, tenant.budget_mib) is None else None
 
     def _best_fit_group(
@@ -819,10 +822,10 @@ class _Planner:
     ) -> tuple[str, ...] | None:
         """`size` open GPUs of one node with `need` free each that leave the least free memory, or None."""
         if size == 1:
-            gpu = self.fleet.best_fit(need, vacant_only=dedicated, exclude=keep)
+            gpu = self.occupancy.best_fit(need, vacant_only=dedicated, exclude=keep)
             return None if gpu is None else (gpu.slot.uuid,)
         best: tuple[float, tuple[str, ...]] | None = None
-        for gpus in self.fleet.by_node.values():
+        for gpus in self.occupancy.by_node.values():
             self.visits += len(gpus)
             fitting = sorted(
                 (
@@ -845,8 +848,8 @@ class _Planner:
     def _rollback(self, journal: Journal) -> None:
         for old, new in reversed(journal):
             if new is not None:
-                self.fleet.remove(new.key)
-            self.fleet.place(old)
+                self.occupancy.remove(new.key)
+            self.occupancy.place(old)
 
     def _where_group(self, group: Group) -> str:
         return self._where(tuple(g.slot.uuid for g in group))
@@ -876,7 +879,7 @@ class _Planner:
         return tenant.budget_mib if tenant is not None else 0.0
 
     def _where(self, uuids: tuple[str, ...]) -> str:
-        gpus = [self.fleet.by_uuid[u].slot for u in uuids]
+        gpus = [self.occupancy.by_uuid[u].slot for u in uuids]
         if len(gpus) == 1:
             return gpus[0].label
         return f"{gpus[0].node} GPUs {','.join(str(g.index) for g in gpus)}"
@@ -932,7 +935,7 @@ class _Planner:
                 f"shrunk to {budget:.0f}MiB"
             )
         movable = not demand.pinned and demand.fixed_utilization is None
-        self.fleet.place(
+        self.occupancy.place(
             Tenant(
                 demand.key,
                 tuple(g.slot.uuid for g in group),
@@ -950,9 +953,12 @@ class _Planner:
         return f" (can shrink to {demand.min_mib:.0f}MiB)" if demand.shrinkable else ""
 
     def _diagnose(self, demand: ServerDemand) -> tuple[str, str]:
-        usable = [g for g in self.fleet.gpus if g.slot.usable and not g.dedicated]
+        usable = [g for g in self.occupancy.gpus if g.slot.usable and not g.dedicated]
         if not usable:
-            return "NoHealthyGpu", f"none of the {len(self.fleet.gpus)} GPUs is healthy, schedulable and not dedicated"
+            return (
+                "NoHealthyGpu",
+                f"none of the {len(self.occupancy.gpus)} GPUs is healthy, schedulable and not dedicated",
+            )
         size = demand.tensor_parallel
         need = demand.budget_on((max(g.slot.total_mib for g in usable),))
         floor = demand.min_mib if demand.shrinkable else need
@@ -1057,8 +1063,8 @@ class _Planner:
         all_warnings = list(self.warnings)
         for key in sorted(self.decisions):
             decision = self.decisions[key]
-            tenant = self.fleet.tenants[key]
-            gpus = [self.fleet.by_uuid[u] for u in tenant.uuids]
+            tenant = self.occupancy.tenants[key]
+            gpus = [self.occupancy.by_uuid[u] for u in tenant.uuids]
             all_warnings += decision.warnings
             placements.append(
                 Placement(
@@ -1077,7 +1083,7 @@ class _Planner:
                 )
             )
         summaries = []
-        for gpu in self.fleet.gpus:
+        for gpu in self.occupancy.gpus:
             slot = gpu.slot
             if gpu.free < -_EPS:
                 all_warnings.append(

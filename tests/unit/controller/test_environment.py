@@ -30,10 +30,10 @@ from vram_operator.controller.server_status import (
     observed_status,
     with_refused_child,
 )
+from vram_operator.fit.utilization import AUTO_MAX, GpuRoom, Tier, auto_utilization
 from vram_operator.placement.agent_data import usable_agent_data
 from vram_operator.placement.inventory import Inventory
 from vram_operator.placement.ownership import ProcessOwners
-from vram_operator.placement.utilization import AUTO_MAX, GpuRoom, Tier, auto_utilization
 from vram_operator.sizing import vllm as vllm_sizing
 from vram_operator.sizing.architecture import from_config
 from vram_operator.sizing.dtypes import weights_bytes_for_architecture

@@ -66,7 +66,7 @@ class GpuState:
         return not self.tenants
 
 
-class Fleet:
+class Occupancy:
     """All GPUs of a planning run; place/remove keep the buckets in order."""
 
     def __init__(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from test_fleet import CONFIG_MAPS, node, qwen
+from test_decide import CONFIG_MAPS, node, qwen
 
 from vram_operator.decide import decide
 

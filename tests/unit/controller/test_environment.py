@@ -93,7 +93,7 @@ def test_a_planning_run_that_fails_is_pending_and_retried(monkeypatch: pytest.Mo
     def broken(*_: object, **__: object) -> None:
         raise SizingError("utilization 0.0 must be in (0, 1]", field="gpuMemoryUtilization")
 
-    monkeypatch.setattr(decision.fleet, "decide", broken)
+    monkeypatch.setattr(decision.fleet_decisions, "decide", broken)
     decided = decide([generic("a", "1Gi")], Inputs(nodes=[node("ws", gpu("GPU-ws-0"))], reserved=[]))
     outcome = decided.outcomes["ns/a"]
     assert decided.run_error is not None

@@ -23,7 +23,7 @@ from vram_operator.fit.utilization import Tier, usual_range_warnings
 from vram_operator.placement.agent_data import usable_agent_data
 from vram_operator.placement.demand import ManualAssignment, ServerDemand
 from vram_operator.placement.errors import PlacementError
-from vram_operator.placement.inventory import Inventory
+from vram_operator.placement.inventory import Inventory, SlotCache
 from vram_operator.placement.ledger import Ledger
 from vram_operator.placement.ownership import ProcessOwners
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB, plan
@@ -213,19 +213,21 @@ def decide(
     manual: Sequence[ManualAssignment] = (),
     pod_uids: Mapping[str, Collection[str]] | None = None,
     measured: Mapping[str, Sequence[MeasuredRun]] | None = None,
+    slot_cache: SlotCache | None = None,
 ) -> FleetDecision:
     """Size and place `servers`; the placements of `reserved` servers (not re-planned) stand.
 
     `pod_uids` ("namespace/name" -> the UIDs of that server's pods) decides which GPU processes are
     ours; without it (offline, hand-written GpuNodes) a pod named after a server is (ownership.py).
     `measured` (settings key -> runs the engines reported) sizes a server of those settings from
-    what its engine used before (sizing/measured.py).
+    what its engine used before (sizing/measured.py). `slot_cache` keeps the GPUs of unchanged nodes
+    from one call to the next (the operator decides batch after batch against the same fleet).
     """
     deciding = {server.key for server in servers}
     standing = [server for server in reserved if server.key not in deciding]
     owners = ProcessOwners.of([*deciding, *(s.key for s in standing)], pod_uids)
     usable_nodes, unusable = usable_agent_data(list(nodes))  # odd agent data: left out with a reason
-    inventory = Inventory.from_gpu_nodes(usable_nodes, owners, stale_nodes)
+    inventory = Inventory.from_gpu_nodes(usable_nodes, owners, stale_nodes, slot_cache)
     usable = [slot.total_mib for slot in inventory.slots if slot.usable]
     reference_mib = max(usable) if usable else REFERENCE_GPU_MIB
 

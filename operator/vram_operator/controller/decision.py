@@ -16,6 +16,7 @@ from vram_operator.api.gpu_node import GpuNode
 from vram_operator.api.inference_server import InferenceServer
 from vram_operator.controller.server_status import Outcome
 from vram_operator.placement.demand import ManualAssignment
+from vram_operator.placement.inventory import SlotCache
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
 from vram_operator.placement.result import GpuSummary
 from vram_operator.render import LlamaCppLaunch
@@ -36,6 +37,8 @@ class Inputs:
     pod_uids: Mapping[str, Collection[str]] | None = None
     # Measured runs by settings key (sizing.measured.settings_key): what servers of those settings used.
     measured: Mapping[str, Sequence[MeasuredRun]] = field(default_factory=dict)
+    # The GPUs of unchanged nodes, kept from one decision to the next (None: built afresh).
+    slot_cache: SlotCache | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ def decide(servers: Sequence[InferenceServer], inputs: Inputs, manual: Sequence[
             manual=manual,
             pod_uids=inputs.pod_uids,
             measured=inputs.measured,
+            slot_cache=inputs.slot_cache,
         )
     except ValueError as error:  # sizing, placement and input errors all derive from ValueError
         failed = Outcome(

@@ -20,6 +20,7 @@ from vram_operator.controller.gpu_health import capacity_grew
 from vram_operator.controller.kube import KubePort
 from vram_operator.controller.metrics import Metrics
 from vram_operator.controller.settings import ControllerSettings
+from vram_operator.placement.inventory import SlotCache
 from vram_operator.sizing.measured import MeasuredRun
 
 RESOURCE_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
@@ -44,6 +45,8 @@ class Runtime:
     kube: KubePort
     metrics: Metrics
     book: ReservationBook = field(default_factory=ReservationBook)
+    # The GPUs of each unchanged GpuNode as the planner sees them, kept from one batch to the next.
+    slot_cache: SlotCache = field(default_factory=SlotCache)
     batcher: DecisionBatcher = field(init=False)
     # Threads of their own for writing decided statuses (the state of record): a decision is not
     # kept waiting behind the children of the servers decided before it, which use the default ones.

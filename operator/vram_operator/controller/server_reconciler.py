@@ -229,6 +229,7 @@ class ServerReconciler:
                 margin_mib=settings.margin_mib,
                 pod_uids=pod_uids_of(rt.indexes.get("server_pods")),  # which GPU processes are ours
                 measured=rt.measured,
+                slot_cache=rt.slot_cache,
             )
 
         pins = pins_for(server, current, replace=replace, moving=moving)

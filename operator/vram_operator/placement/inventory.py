@@ -118,41 +118,72 @@ class Inventory:
         nodes: Iterable[GpuNode],
         owners: ProcessOwners,
         stale_nodes: frozenset[str] = frozenset(),
+        cache: SlotCache | None = None,
     ) -> Inventory:
         """Build the inventory from GpuNode statuses.
 
         Memory that is not ours (ownership.not_ours: processes of no server, unattributed and
         driver-reserved memory) is foreign.
         GPUs of cordoned nodes and of nodes in `stale_nodes` (agent heartbeat too old: the caller
-        decides) are unschedulable.
+        decides) are unschedulable. With a `cache`, a node unchanged since the last build keeps its slots.
         """
         slots: list[GpuSlot] = []
         for node in nodes:
             if node.status is None:
                 continue
-            name = node.metadata.name
-            schedulable = not node.spec.cordoned and name not in stale_nodes
-            mig_parents = {gpu.parent_uuid for gpu in node.status.gpus if gpu.mig}
-            for gpu in node.status.gpus:
-                if gpu.mig_enabled or gpu.uuid in mig_parents:
-                    continue  # its MIG devices are the slots
-                foreign = not_ours(gpu, owners)
-                bandwidth = bandwidth_of(gpu.name, gpu.memory_total_mib)
-                slots.append(
-                    GpuSlot(
-                        node=name,
-                        index=gpu.index,
-                        uuid=gpu.uuid,
-                        name=gpu.name,
-                        total_mib=gpu.memory_total_mib,
-                        foreign_mib=foreign.mib,
-                        healthy=gpu.healthy,
-                        schedulable=schedulable,
-                        bandwidth_gbps=bandwidth.gbps,
-                        bandwidth_estimated=bandwidth.estimated,
-                        compute_capability=gpu.compute_capability,
-                        foreign_detail=foreign.detail,
-                        mig=gpu.mig,
-                    )
-                )
+            schedulable = not node.spec.cordoned and node.metadata.name not in stale_nodes
+            slots.extend(cache.slots_of(node, schedulable, owners) if cache else node_slots(node, schedulable, owners))
         return cls(tuple(slots))
+
+
+class SlotCache:
+    """Each node's slots as last built, for planning runs one after another (the operator plans each
+    batch of decisions against the whole fleet): a node whose report is the same object and whose
+    schedulability is the same keeps its slots. Only nodes whose GPUs report no process are kept: which
+    process is ours changes with the servers, so those nodes are built again every time."""
+
+    def __init__(self) -> None:
+        self._by_node: dict[str, tuple[GpuNode, bool, tuple[GpuSlot, ...]]] = {}
+
+    def slots_of(self, node: GpuNode, schedulable: bool, owners: ProcessOwners) -> tuple[GpuSlot, ...]:
+        name = node.metadata.name
+        kept = self._by_node.get(name)
+        if kept is not None and kept[0] is node and kept[1] == schedulable:
+            return kept[2]
+        built = node_slots(node, schedulable, owners)
+        if node.status is not None and not any(gpu.processes for gpu in node.status.gpus):
+            self._by_node[name] = (node, schedulable, built)
+        else:
+            self._by_node.pop(name, None)
+        return built
+
+
+def node_slots(node: GpuNode, schedulable: bool, owners: ProcessOwners) -> tuple[GpuSlot, ...]:
+    """The slots of one node's GPUs (a GPU in MIG mode: its MIG devices)."""
+    if node.status is None:
+        return ()
+    mig_parents = {gpu.parent_uuid for gpu in node.status.gpus if gpu.mig}
+    slots: list[GpuSlot] = []
+    for gpu in node.status.gpus:
+        if gpu.mig_enabled or gpu.uuid in mig_parents:
+            continue  # its MIG devices are the slots
+        foreign = not_ours(gpu, owners)
+        bandwidth = bandwidth_of(gpu.name, gpu.memory_total_mib)
+        slots.append(
+            GpuSlot(
+                node=node.metadata.name,
+                index=gpu.index,
+                uuid=gpu.uuid,
+                name=gpu.name,
+                total_mib=gpu.memory_total_mib,
+                foreign_mib=foreign.mib,
+                healthy=gpu.healthy,
+                schedulable=schedulable,
+                bandwidth_gbps=bandwidth.gbps,
+                bandwidth_estimated=bandwidth.estimated,
+                compute_capability=gpu.compute_capability,
+                foreign_detail=foreign.detail,
+                mig=gpu.mig,
+            )
+        )
+    return tuple(slots)

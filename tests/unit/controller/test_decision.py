@@ -136,3 +136,28 @@ def test_batched_decisions_share_planner_runs_and_never_overcommit() -> None:
     # 2 GPUs x floor((24564 - 256) / 3000) = 16 fit; the other 24 wait.
     assert len(placed) == 16
     assert batcher.runs < 40
+
+
+def test_each_batch_reads_its_inputs_through_its_newest_request() -> None:
+    # A flood keeps one batch runner going; each batch must read the fleet as its newest request sees
+    # it (the clock that judges heartbeats, the nodes), not as the request that started the runner did.
+    from vram_operator.controller.batching import DecisionBatcher
+
+    book = ReservationBook()
+    batcher = DecisionBatcher(book)
+    fleet_then = Inputs(nodes=[gpu_node("n0", 1)], reserved=[], margin_mib=MARGIN)
+    fleet_now = Inputs(nodes=[gpu_node("n0", 1)], reserved=[], stale_nodes=frozenset({"n0"}), margin_mib=MARGIN)
+
+    async def main() -> tuple[str | None, str | None]:
+        async with book.lock:  # the first batch waits for the book while the second request queues
+            first = asyncio.create_task(batcher.decide(generic("a", "1Gi"), [], {}, lambda _: fleet_then))
+            await asyncio.sleep(0.01)
+            second = asyncio.create_task(batcher.decide(generic("b", "1Gi"), [], {}, lambda _: fleet_now))
+            await asyncio.sleep(0.01)
+        (a, _), (b, _) = await first, await second
+        return (a.placement.node if a.placement else None), b.unplaced_reason if b.placement is None else None
+
+    placed_on, refused = asyncio.run(main())
+    assert placed_on == "n0"
+    assert batcher.runs == 2
+    assert refused == "NoGpus"  # its node's agent went stale by the time its batch was decided

@@ -8,7 +8,7 @@ from vram_operator.api.base import ObjectMeta
 from vram_operator.api.gpu_node import GpuDeviceStatus, GpuNode, GpuNodeSpec, GpuNodeStatus, GpuProcess
 from vram_operator.placement.bandwidth import bandwidth_of
 from vram_operator.placement.errors import PlacementError
-from vram_operator.placement.inventory import Inventory, make_slot
+from vram_operator.placement.inventory import Inventory, SlotCache, make_slot
 from vram_operator.placement.ownership import ProcessOwners
 
 
@@ -100,3 +100,32 @@ def test_slots_are_sorted_by_node_then_index() -> None:
     inventory = Inventory((make_slot("b", 1, 10), make_slot("a", 2, 10), make_slot("b", 0, 10)))
     assert [(s.node, s.index) for s in inventory.slots] == [("a", 2), ("b", 0), ("b", 1)]
     assert [s.index for s in inventory.on_node("b")] == [0, 1]
+
+
+def test_a_slot_cache_gives_what_a_fresh_build_gives_as_nodes_change() -> None:
+    # The operator plans batch after batch with one SlotCache: every build must equal a fresh one
+    # while nodes are reported again, go stale, get processes, and their owners change.
+    cache = SlotCache()
+    chat = GpuProcess(pid=1, used_mib=6000, pod_namespace="ai", pod_name="chat-7d9f-abc")
+    idle = _node("a", [_gpu(0, [])])
+    busy = _node("b", [_gpu(1, [chat])])
+    rounds: list[tuple[list[GpuNode], ProcessOwners, frozenset[str]]] = [
+        ([idle, busy], ProcessOwners(), frozenset()),
+        ([idle, busy], ProcessOwners.of(["ai/chat"]), frozenset()),  # the process is ours now
+        ([idle, busy], ProcessOwners.of(["ai/chat"]), frozenset({"a"})),  # a's agent went stale
+        ([_node("a", [_gpu(0, [], healthy=False)]), busy], ProcessOwners(), frozenset()),  # a new report
+        ([_node("a", [_gpu(0, [chat])]), busy], ProcessOwners.of(["ai/chat"]), frozenset()),
+    ]
+    for nodes, owners, stale in rounds:
+        cached = Inventory.from_gpu_nodes(nodes, owners, stale, cache)
+        assert cached.slots == Inventory.from_gpu_nodes(nodes, owners, stale).slots
+
+
+def test_an_unchanged_node_keeps_its_slots_from_one_build_to_the_next() -> None:
+    cache = SlotCache()
+    node = _node("a", [_gpu(0, []), _gpu(1, [])])
+    first = Inventory.from_gpu_nodes([node], ProcessOwners(), cache=cache).slots
+    again = Inventory.from_gpu_nodes([node], ProcessOwners.of(["ai/chat"]), cache=cache).slots
+    assert all(a is b for a, b in zip(first, again, strict=True))
+    stale = Inventory.from_gpu_nodes([node], ProcessOwners(), frozenset({"a"}), cache).slots
+    assert not any(slot.schedulable for slot in stale)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -371,3 +373,24 @@ def test_one_check_pass_reads_the_standing_reservations_once_whatever_the_fleet(
     h.check()
     assert h.kube.status_writes >= 10  # every placed server was observed
     assert len(reads) <= 2  # the pass's view and the GPU gauges, not one per server
+
+
+def test_a_decided_status_is_written_while_every_api_thread_applies_children() -> None:
+    # Children of earlier decisions can hold every default API thread (slow server-side applies under
+    # load); the status of the next decision, its state of record, must not wait behind them.
+    h = Harness(live_node("ws"))
+    server = h.add(generic("a"))
+    release = threading.Event()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+        busy = loop.run_in_executor(None, release.wait)  # the only default thread, applying a child
+        try:
+            await asyncio.wait_for(h.reconciler.write_status(server, InferenceServerStatus(phase="Pending")), 5)
+        finally:
+            release.set()
+            await busy
+
+    asyncio.run(main())
+    assert h.kube.statuses["ns/a"]["phase"] == "Pending"

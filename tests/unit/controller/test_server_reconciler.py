@@ -394,3 +394,25 @@ def test_a_decided_status_is_written_while_every_api_thread_applies_children() -
 
     asyncio.run(main())
     assert h.kube.statuses["ns/a"]["phase"] == "Pending"
+
+
+def test_a_server_check_reads_only_the_gpu_nodes_its_replicas_are_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Scanning every GpuNode for every server costs servers x nodes per pass; a server's memory is
+    # measured from the nodes that report its GPUs, and it is found all the same.
+    from vram_operator.controller import server_reconciler
+
+    h = Harness(*(live_node(f"n{i}", 1) for i in range(8)))
+    for i in range(4):
+        h.add(generic(f"s{i}", "20Gi"))
+        h.reconcile(f"ns/s{i}")
+    read: list[int] = []
+    measure = server_reconciler.measure_server
+
+    def counted(pod_uids: Any, uuids: Any, nodes: Any) -> Any:
+        statuses = list(nodes)
+        read.append(len(statuses))
+        return measure(pod_uids, uuids, statuses)
+
+    monkeypatch.setattr(server_reconciler, "measure_server", counted)
+    h.check()
+    assert read == [1, 1, 1, 1]

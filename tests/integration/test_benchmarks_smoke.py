@@ -35,8 +35,9 @@ def test_operator_scale_places_every_server_and_reports_against_the_ceiling() ->
     assert report["reconcileP99Seconds"] is not None and report["operatorPeakRssMiB"] > 0
     requests = report["apiRequestsPerServer"]
     assert requests["POST inferenceservers"] == 1  # the benchmark's own creates
-    # A new server has no children yet: its reconcile lists no Deployments to find stale ones.
-    assert "LIST deployments" not in requests, requests
+    # A new server has no children yet: its reconcile lists no Deployments to find stale ones (on main
+    # every reconcile listed them; the operator's own watch may list them once).
+    assert requests.get("LIST deployments", 0.0) < 1, requests
 
 
 def test_operator_soak_runs_a_seed_and_sums_it_up() -> None:

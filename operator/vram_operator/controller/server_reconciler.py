@@ -17,8 +17,8 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -166,34 +166,17 @@ def referenced_config_map(server: InferenceServer) -> tuple[str, str] | None:
 
 @dataclass(frozen=True)
 class CheckPass:
-    """What each server's runtime check reads of all the others and of the GpuNodes, taken once per
-    pass of the check (not once per server: that would cost the square of the fleet); the next pass
-    sees changes. A server looks up only the GpuNodes that concern it."""
+    """What each server's runtime check reads of all the other servers, taken once per pass of the
+    check (not once per server: that would cost the square of the fleet); the next pass sees changes."""
 
     reservations: Reservations
     owners: ProcessOwners
-    nodes: list[GpuNode]
-    _by_name: dict[str, list[GpuNode]] = field(init=False, repr=False)
-    _by_gpu: dict[str, list[int]] = field(init=False, repr=False)  # GPU UUID -> positions in `nodes`
 
-    def __post_init__(self) -> None:
-        by_name: dict[str, list[GpuNode]] = {}
-        by_gpu: dict[str, list[int]] = {}
-        for position, node in enumerate(self.nodes):
-            by_name.setdefault(node.metadata.name, []).append(node)
-            for gpu in node.status.gpus if node.status else []:
-                by_gpu.setdefault(gpu.uuid, []).append(position)
-        object.__setattr__(self, "_by_name", by_name)
-        object.__setattr__(self, "_by_gpu", by_gpu)
 
-    def named(self, name: str) -> list[GpuNode]:
-        """The GpuNodes of that name (in their order): all that a lookup by node name can find."""
-        return self._by_name.get(name, [])
-
-    def reporting(self, uuids: Sequence[str]) -> list[GpuNode]:
-        """The GpuNodes that report any of these GPUs, in their order."""
-        positions = sorted({p for uuid in uuids for p in self._by_gpu.get(uuid, [])})
-        return [self.nodes[p] for p in positions]
+def nodes_named(nodes: Sequence[GpuNode], names: Collection[str]) -> list[GpuNode]:
+    """The GpuNodes of these names, in their order: all that a lookup of a placement's GPUs can find
+    (each server then reads its own nodes' GPUs, not every GPU of the fleet)."""
+    return [node for node in nodes if node.metadata.name in names]
 
 
 class ServerReconciler:
@@ -376,7 +359,7 @@ class ServerReconciler:
             current = rt.latest_status(server)
             if current is None or current.phase == "Failed":
                 return  # the spec (or its ConfigMap's content) must change first: their events reconcile
-            nodes = seen.nodes
+            nodes = nodes_of(indexes["gpu_nodes"])
             placement = current.placement
             if placement is None:
                 moment = time.monotonic()
@@ -387,7 +370,7 @@ class ServerReconciler:
             healths = {
                 placed.replica: placement_health(
                     placed,
-                    seen.named(placed.node),
+                    nodes,
                     missing_since=rt.missing_since.get(placed.node),
                     now=now(),
                     grace=self.settings.gpu_node_grace,
@@ -431,9 +414,7 @@ class ServerReconciler:
         indexed = [s for s in values(indexes["inference_servers"]) if s is not None]
         self.note_missing_nodes(indexed, nodes, now())
         seen = CheckPass(
-            Reservations(self.rt.book.standing(indexed)),
-            process_owners(indexed, self.rt.indexes.get("server_pods")),
-            nodes,
+            Reservations(self.rt.book.standing(indexed)), process_owners(indexed, self.rt.indexes.get("server_pods"))
         )
         await asyncio.gather(*(one(s) for s in indexed))
         record_gpu_gauges(self.rt, self.rt.book.standing(indexed), nodes)
@@ -452,7 +433,9 @@ class ServerReconciler:
         rt = self.rt
         ready, ready_message = readiness(current_pods(pods, current.placed_replicas()), server.spec.replicas)
         uuids = list(dict.fromkeys(gpu.uuid for placed in current.placed_replicas() for gpu in placed.gpus))
-        memory = measure_server({pod.uid for pod in pods}, uuids, [n.status for n in seen.reporting(uuids) if n.status])
+        replicas = current.placed_replicas()
+        own_nodes = nodes_named(nodes, {placed.node for placed in replicas})
+        memory = measure_server({pod.uid for pod in pods}, uuids, [n.status for n in own_nodes if n.status])
         failure, crashed = await self.detect_failure(pods)
         reason = failure.kind.value if failure else None
         message = failure.message if failure else ""
@@ -467,7 +450,6 @@ class ServerReconciler:
         crashing = crash_report(pods) if reason is None else None
         if crashing is not None:
             reason, message = ENGINE_CRASHING, crashing
-        replicas = current.placed_replicas()
         shortfall = next(
             (
                 short
@@ -476,7 +458,7 @@ class ServerReconciler:
                     short := room_shortfall(
                         placed,
                         placed.gpu_memory_utilization,
-                        seen.named(placed.node),
+                        own_nodes,
                         besides(placed, replicas, seen.reservations.besides, server.key),
                         seen.owners,
                     )

@@ -141,9 +141,9 @@ RECREATE_ORDERS: tuple[Packing, ...] = (Packing("size"), Packing("per_gpu"), Pac
 # problems, the unplaced ones (up to REGION_SERVERS, largest first) with the servers on the nodes that
 # have the most room for them (about REGION_GPUS GPUs). It stops after SOLVER_NODES branch-and-bound
 # nodes (deterministic), or after SOLVER_SECONDS on a starved machine.
-SOLVER_CELLS = 4_000
-REGION_SERVERS = 24
-REGION_GPUS = 16
+SOLVER_CELLS = 1_500
+REGION_SERVERS = 8
+REGION_GPUS = 6
 SOLVER_NODES = 1_000
 SOLVER_SECONDS = 1.0
 

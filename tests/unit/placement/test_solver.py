@@ -252,6 +252,6 @@ def test_a_large_problem_gives_the_solver_only_the_unplaced_part(monkeypatch: py
     result = plan(many, demands, "VRAMBased")
     assert result.unplaced and len(seen) == 1
     gpus, servers = seen[0]
-    assert 0 < gpus <= planner.REGION_GPUS + 3  # whole nodes, until REGION_GPUS are reached
+    assert 0 < gpus <= planner.REGION_GPUS + 3  # whole nodes (of 4 here) until REGION_GPUS are reached
     assert servers <= planner.REGION_SERVERS + gpus * 20
     assert planner.SOLVER_CELLS < (160 * 48)  # the whole problem is above the limit

@@ -25,9 +25,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 import highspy
-import numpy as np
 
 _EPS = 1e-6
 _INF = highspy.kHighsInf
@@ -196,8 +196,8 @@ class _Model:
     def _row(self, lower: float, upper: float, columns: list[int], values: list[float]) -> None:
         self.rows.append((lower, upper, columns, values))
 
-    def _start(self, start: Mapping[str, Assignment]) -> np.ndarray:
-        values = np.zeros(len(self.lower))
+    def _start(self, start: Mapping[str, Assignment]) -> list[float]:
+        values = [0.0] * len(self.lower)
         for i, server in enumerate(self.servers):
             chosen = start.get(server.key)
             if chosen is None or not set(chosen.gpus) <= set(self.x[i]):
@@ -231,26 +231,24 @@ class _Model:
         ):
             h.setOptionValue(option, value)
         n = len(self.lower)
-        h.addVars(n, np.array(self.lower), np.array(self.upper))
-        h.changeColsCost(n, np.arange(n, dtype=np.int32), np.array(self.cost))
+        h.addVars(n, self.lower, self.upper)
+        h.changeColsCost(n, list(range(n)), self.cost)
         if self.integer:
-            h.changeColsIntegrality(
-                len(self.integer),
-                np.array(self.integer, dtype=np.int32),
-                np.full(len(self.integer), highspy.HighsVarType.kInteger.value, dtype=np.uint8),
+            kind = highspy.HighsVarType.kInteger.value
+            # highspy converts the list; its stub names only a uint8 array.
+            h.changeColsIntegrality(len(self.integer), self.integer, [kind] * len(self.integer))  # type: ignore[arg-type]
+        if self.rows:
+            h.addRows(
+                len(self.rows),
+                [row[0] for row in self.rows],
+                [row[1] for row in self.rows],
+                sum(len(row[2]) for row in self.rows),
+                list(accumulate((len(row[2]) for row in self.rows[:-1]), initial=0)),
+                [c for row in self.rows for c in row[2]],
+                [v for row in self.rows for v in row[3]],
             )
-        starts = np.cumsum([0] + [len(columns) for _, _, columns, _ in self.rows[:-1]], dtype=np.int32)
-        h.addRows(
-            len(self.rows),
-            np.array([row[0] for row in self.rows]),
-            np.array([row[1] for row in self.rows]),
-            int(sum(len(row[2]) for row in self.rows)),
-            starts,
-            np.array([c for row in self.rows for c in row[2]], dtype=np.int32),
-            np.array([v for row in self.rows for v in row[3]]),
-        )
         if start:
-            h.setSolution(n, np.arange(n, dtype=np.int32), self._start(start))
+            h.setSolution(n, list(range(n)), self._start(start))
         h.run()
         info = h.getInfo()
         bound = -float(info.mip_dual_bound) if math.isfinite(info.mip_dual_bound) else placed_mib(start)

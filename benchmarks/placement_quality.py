@@ -9,8 +9,8 @@ reservations and margin; tensor parallel on one node with one budget per GPU; sh
 anywhere within [floor, budget]; dedicated alone, also away from existing reservations), solved by
 HiGHS without a node limit for --time-limit seconds; "optimum" is the best plan known (that or a
 strategy's, whichever places more), and an instance the solver did not prove is counted with its
-proven upper bound too. The baseline is the planner's greedy first pass alone (pins, greedy, repair,
-shrink: what plan() did before any packing pass or solver).
+proven upper bound too. The baseline, beside each strategy, is its greedy first pass alone (pins,
+greedy, repair, shrink: what plan() does before the packing pass and the solver).
 
 Run: python benchmarks/placement_quality.py [--instances 60] [--seed 1] [--time-limit 60] [--jobs N]
                                             [--show-worst K]
@@ -35,7 +35,7 @@ from vram_operator.placement.solver import Gpu, Server, solve
 from vram_operator.placement.strategies import strategy_named
 
 STRATEGIES = ("VRAMBased", "LatencyOptimized", "IsolationFirst", "Balanced")
-BASELINE = "greedy only"
+BASELINE = "greedy "  # + strategy: its first pass alone
 GPU_MODELS = (
     ("NVIDIA RTX A400", 4094),
     ("NVIDIA RTX A2000", 8192),
@@ -159,7 +159,7 @@ def evaluate(args: tuple[int, int, float]) -> Outcome:
     start = time.perf_counter()
     exact = solve(gpus, servers, nodes=None, seconds=time_limit)
     solver_s = time.perf_counter() - start
-    results = {BASELINE: greedy_only(instance, "VRAMBased")}
+    results = {BASELINE + name: greedy_only(instance, name) for name in STRATEGIES}
     start = time.perf_counter()
     for name in STRATEGIES:
         results[name] = plan(instance.inventory, instance.demands, name, ledger=instance.ledger).placed_mib
@@ -191,7 +191,7 @@ def main() -> None:
             outcomes = list(pool.map(evaluate, work))
     else:
         outcomes = [evaluate(w) for w in work]
-    columns = (BASELINE, *STRATEGIES)
+    columns = [column for name in STRATEGIES for column in (BASELINE + name, name)]
     unproven = sum(not o.proven for o in outcomes)
     gpus = sorted(o.gpus for o in outcomes)
     servers = sorted(o.servers for o in outcomes)

@@ -144,8 +144,8 @@ RECREATE_ORDERS: tuple[Packing, ...] = (Packing("size"), Packing("per_gpu"), Pac
 SOLVER_CELLS = 1_500
 REGION_SERVERS = 8
 REGION_GPUS = 6
-SOLVER_NODES = 1_000
-SOLVER_SECONDS = 1.0
+SOLVER_NODES = 50
+SOLVER_SECONDS = 3.0
 
 
 class Planner:

@@ -98,7 +98,12 @@ def scaled(demands: list[ServerDemand], inventory: Inventory, ledger: Ledger, lo
     free = sum(s.total_mib - s.foreign_mib - DEFAULT_MARGIN_MIB for s in inventory.slots)
     free -= sum(r.budget_mib * len(r.gpu_uuids) for r in ledger.reservations)
     largest = max(s.total_mib for s in inventory.slots) * 0.9
-    factor = load * free / sum(d.preferred_mib * d.tensor_parallel for d in demands)
+    factor = 1.0
+    for _ in range(20):  # budgets capped at the largest GPU ask less than scaled: scale the others up again
+        asked = sum(min(d.preferred_mib * factor, largest) * d.tensor_parallel for d in demands)
+        if abs(asked - load * free) <= 0.001 * load * free:
+            break
+        factor *= load * free / asked
     out = []
     for d in demands:
         budget = float(round(min(d.preferred_mib * factor, largest)))

@@ -27,8 +27,8 @@ from vram_operator.commands.output import console, mib_text, print_json
 from vram_operator.commands.plan import decide_from_manifests, plan_document
 from vram_operator.commands.plan import print_table as print_plan_table
 from vram_operator.controller.gpu_view import reserved_by
+from vram_operator.decide import FleetDecision, decide
 from vram_operator.errors import InputError
-from vram_operator.fleet import FleetDecision, decide
 from vram_operator.manifests import load
 from vram_operator.placement.demand import replica_key
 from vram_operator.placement.ownership import ProcessOwners, not_ours

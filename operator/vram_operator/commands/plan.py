@@ -9,8 +9,9 @@ from rich.table import Table
 
 from vram_operator.api.gpu_assignment import STRATEGIES
 from vram_operator.commands.output import console, mib_text, print_json
+from vram_operator.decide import FleetDecision, decide, manual_assignments
 from vram_operator.errors import InputError
-from vram_operator.fleet import FleetDecision, decide, manual_assignments
+from vram_operator.fit.errors import FitError
 from vram_operator.manifests import Manifests, load
 from vram_operator.placement.demand import ManualAssignment
 from vram_operator.placement.errors import PlacementError
@@ -75,7 +76,7 @@ def decide_from_manifests(manifests: Manifests, strategy: str | None, margin_mib
             config_maps=manifests.config_maps,
             manual=pins,
         )
-    except PlacementError as error:
+    except (PlacementError, FitError) as error:
         raise InputError(str(error), field=error.field) from None
     for server in manifests.servers:
         failed = decision.servers[server.key]

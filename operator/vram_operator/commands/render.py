@@ -13,8 +13,8 @@ import yaml
 
 from vram_operator.api.gpu_assignment import STRATEGIES
 from vram_operator.commands.plan import decide_from_manifests, plan_document
+from vram_operator.decide import FleetDecision, placed_replicas
 from vram_operator.errors import InputError
-from vram_operator.fleet import FleetDecision, placed_replicas
 from vram_operator.manifests import Manifests, load
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
 from vram_operator.render import PINNING_MODES, RenderError, RenderSettings, render

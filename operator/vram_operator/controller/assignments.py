@@ -66,8 +66,8 @@ from vram_operator.controller.rollout_state import (
 )
 from vram_operator.controller.runtime import Runtime, first_error, now, plain, rfc3339, values
 from vram_operator.controller.server_reconciler import nodes_of
+from vram_operator.decide import manual_assignments
 from vram_operator.errors import InputError
-from vram_operator.fleet import manual_assignments
 from vram_operator.placement.demand import ManualAssignment
 
 ASSIGNMENTS = (GROUP, VERSION, "gpuassignments")

@@ -1,4 +1,4 @@
-"""The one door into the planner: the call into the fleet facade, turned into what the handlers
+"""The one door into the planner: the call into decide (the fleet facade), turned into what the handlers
 write and render.
 
 What the environment causes (no room, odd agent data, a missing ConfigMap, a planning run that
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from vram_operator import fleet
+from vram_operator import decide as fleet_decisions
 from vram_operator.api.gpu_node import GpuNode
 from vram_operator.api.inference_server import InferenceServer
 from vram_operator.controller.server_status import Outcome
@@ -72,7 +72,7 @@ def sizing_failure(error: str, field: str | None) -> Outcome:
     return Outcome(estimate_error=error, estimate_error_reason="EstimateFailed")
 
 
-def outcome_of(decision: fleet.ServerDecision, *, no_gpus_anywhere: bool) -> Outcome:
+def outcome_of(decision: fleet_decisions.ServerDecision, *, no_gpus_anywhere: bool) -> Outcome:
     if decision.sizing_error is not None:
         return sizing_failure(decision.sizing_error, decision.sizing_field)
     reason = decision.unplaced_reason or "Unschedulable"
@@ -94,7 +94,7 @@ def outcome_of(decision: fleet.ServerDecision, *, no_gpus_anywhere: bool) -> Out
         unplaced_message=message,
         predicted_fit_reason=decision.fit_reason if decision.placement is not None else "",
         predicted_fit_message=decision.fit_message,
-        replicas=tuple(fleet.placed_replicas(decision)),
+        replicas=tuple(fleet_decisions.placed_replicas(decision)),
         replicas_wanted=decision.replicas_wanted,
     )
 
@@ -102,12 +102,12 @@ def outcome_of(decision: fleet.ServerDecision, *, no_gpus_anywhere: bool) -> Out
 def decide(servers: Sequence[InferenceServer], inputs: Inputs, manual: Sequence[ManualAssignment] = ()) -> Decided:
     """Decide `servers` against the standing reservations; bad specs become estimate errors.
 
-    GPUs whose agent data the planner cannot use are left out by fleet.decide. A planning
+    GPUs whose agent data the planner cannot use are left out by fleet_decisions.decide. A planning
     run that fails as a whole depends on the fleet as it is now: every server in it stays unplaced
     with reason PlanningFailed and is tried again later.
     """
     try:
-        result = fleet.decide(
+        result = fleet_decisions.decide(
             servers,
             inputs.nodes,
             strategy=inputs.strategy,

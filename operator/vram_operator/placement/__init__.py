@@ -8,12 +8,10 @@ from vram_operator.placement.ownership import ProcessOwners, not_ours
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB, plan
 from vram_operator.placement.result import GpuSummary, Placement, Plan, Unplaced
 from vram_operator.placement.strategies import STRATEGY_NAMES, strategy_named
-from vram_operator.placement.utilization import GpuRoom, UtilizationChoice, auto_utilization, manual_utilization
 
 __all__ = [
     "DEFAULT_MARGIN_MIB",
     "STRATEGY_NAMES",
-    "GpuRoom",
     "GpuSlot",
     "GpuSummary",
     "Inventory",
@@ -26,9 +24,6 @@ __all__ = [
     "Reservation",
     "ServerDemand",
     "Unplaced",
-    "UtilizationChoice",
-    "auto_utilization",
-    "manual_utilization",
     "not_ours",
     "plan",
     "strategy_named",

@@ -2,7 +2,7 @@
 
 A GPU reported with no memory (NVML lost it) or under a UUID another GPU already has is left out
 with a reason; the rest of the fleet stays plannable. The operator and the offline `plan` both go
-through here (fleet.decide), so they see the same fleet.
+through here (decide.decide), so they see the same fleet.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vram_operator.fit.offer import GpuOffer
 from vram_operator.placement.errors import PlacementError
 
 GpuRef = str | int  # a GPU index on the pinned node, or a GPU UUID
@@ -13,22 +14,6 @@ GpuRef = str | int  # a GPU index on the pinned node, or a GPU UUID
 def replica_key(server: str, replica: int) -> str:
     """The planner's name of one replica of a server: the server itself for replica 0, else "ns/name[i]"."""
     return server if replica == 0 else f"{server}[{replica}]"
-
-
-@dataclass(frozen=True)
-class GpuOffer:
-    """A GPU as an engine would find it at start-up (for a group: its smallest GPU, the least free).
-
-    Two GPUs alike in these figures get the same answer (the planner leaves `label` empty so that an
-    engine check can be cached across them).
-    """
-
-    name: str
-    total_mib: float
-    foreign_mib: float
-    reserved_by_others_mib: float
-    free_at_start_mib: float
-    label: str = ""
 
 
 # Why the engine would fail with this budget (MiB per GPU) on this GPU, or None when it starts and serves.

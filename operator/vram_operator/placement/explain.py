@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vram_operator.placement.fleet import GpuState
 from vram_operator.placement.inventory import GpuSlot
+from vram_operator.placement.occupancy import GpuState
 
 MAX_ALTERNATIVES = 3
 

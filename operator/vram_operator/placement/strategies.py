@@ -13,7 +13,7 @@ from typing import Literal
 
 from vram_operator.placement.demand import ServerDemand
 from vram_operator.placement.errors import PlacementError
-from vram_operator.placement.fleet import GpuState, Score
+from vram_operator.placement.occupancy import GpuState, Score
 
 StrategyName = Literal["Manual", "VRAMBased", "LatencyOptimized", "IsolationFirst", "Balanced"]
 STRATEGY_NAMES: tuple[StrategyName, ...] = ("Manual", "VRAMBased", "LatencyOptimized", "IsolationFirst", "Balanced")

@@ -21,8 +21,8 @@ from vram_operator.agent.status import build_status
 from vram_operator.api.base import GROUP, VERSION
 from vram_operator.api.gpu_node import GpuNodeStatus
 from vram_operator.api.inference_server import InferenceServer
+from vram_operator.decide import config_for
 from vram_operator.errors import InputError
-from vram_operator.fleet import config_for
 from vram_operator.render.pinning import GPU_UUID_ANNOTATION
 from vram_operator.simulate.engines import Launch, Perturbation
 from vram_operator.simulate.faults import Faults, parse_faults

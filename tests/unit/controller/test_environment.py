@@ -30,10 +30,10 @@ from vram_operator.controller.server_status import (
     observed_status,
     with_refused_child,
 )
+from vram_operator.fit.utilization import AUTO_MAX, GpuRoom, Tier, auto_utilization
 from vram_operator.placement.agent_data import usable_agent_data
 from vram_operator.placement.inventory import Inventory
 from vram_operator.placement.ownership import ProcessOwners
-from vram_operator.placement.utilization import AUTO_MAX, GpuRoom, Tier, auto_utilization
 from vram_operator.sizing import vllm as vllm_sizing
 from vram_operator.sizing.architecture import from_config
 from vram_operator.sizing.dtypes import weights_bytes_for_architecture
@@ -93,7 +93,7 @@ def test_a_planning_run_that_fails_is_pending_and_retried(monkeypatch: pytest.Mo
     def broken(*_: object, **__: object) -> None:
         raise SizingError("utilization 0.0 must be in (0, 1]", field="gpuMemoryUtilization")
 
-    monkeypatch.setattr(decision.fleet, "decide", broken)
+    monkeypatch.setattr(decision.fleet_decisions, "decide", broken)
     decided = decide([generic("a", "1Gi")], Inputs(nodes=[node("ws", gpu("GPU-ws-0"))], reserved=[]))
     outcome = decided.outcomes["ns/a"]
     assert decided.run_error is not None

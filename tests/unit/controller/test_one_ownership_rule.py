@@ -17,7 +17,7 @@ from vram_operator.api.inference_server import (
 )
 from vram_operator.controller.gpu_view import headroom_mib, process_owners
 from vram_operator.controller.pods import PodFacts
-from vram_operator.fleet import decide
+from vram_operator.decide import decide
 
 TOTAL = 24564.0
 UUID = "GPU-w0"

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from placement_helpers import fleet, generic, llm
 
-from vram_operator.placement.demand import GpuOffer, ServerDemand
+from vram_operator.fit.offer import GpuOffer
+from vram_operator.placement.demand import ServerDemand
 from vram_operator.placement.ledger import Ledger, Reservation
 from vram_operator.placement.planner import plan
 from vram_operator.placement.strategies import STRATEGY_NAMES

@@ -13,7 +13,7 @@ from rich.console import Console, RenderableType
 from vram_operator.api import GpuNode, InferenceServer
 from vram_operator.api.gpu_node import GpuProcess
 from vram_operator.controller.gpu_view import reserved_by
-from vram_operator.fleet import decide
+from vram_operator.decide import decide
 from vram_operator.kubectl_plugin import (
     Owner,
     PluginError,

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vram_operator.api import GpuNode, InferenceServer
-from vram_operator.fleet import decide
+from vram_operator.decide import decide
 from vram_operator.sizing.measured import (
     MeasuredRun,
     read_records,

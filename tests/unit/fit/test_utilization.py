@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vram_operator.placement.errors import PlacementError
-from vram_operator.placement.inventory import make_slot
-from vram_operator.placement.utilization import GpuRoom, auto_utilization, manual_utilization
+from vram_operator.fit.errors import FitError
+from vram_operator.fit.utilization import GpuRoom, auto_utilization, manual_utilization
 from vram_operator.sizing import vllm
 from vram_operator.sizing.architecture import from_config
 from vram_operator.sizing.dtypes import weights_bytes_for_architecture
@@ -28,8 +27,13 @@ def _profile(max_model_len: int = 8192, gpu_mib: float = A5500_MIB) -> vllm.Vllm
 
 
 def _room(foreign: float = 0, others: float = 0, total: float = A5500_MIB, margin: float = 256) -> GpuRoom:
-    slot = make_slot("ws", 0, total, name="NVIDIA RTX A5500", foreign_mib=foreign)
-    return GpuRoom.of(slot, reserved_by_others_mib=others, margin_mib=margin)
+    return GpuRoom(
+        label=f"GPU 0 NVIDIA RTX A5500 {total:.0f}MiB",
+        total_mib=total,
+        foreign_mib=foreign,
+        reserved_by_others_mib=others,
+        margin_mib=margin,
+    )
 
 
 def test_auto_stays_within_free_memory_and_above_the_kv_floor() -> None:
@@ -91,7 +95,7 @@ def test_manual_that_fits_reports_tokens_and_margin_warning() -> None:
 
 
 def test_manual_out_of_range_is_a_field_error() -> None:
-    with pytest.raises(PlacementError) as error:
+    with pytest.raises(FitError) as error:
         manual_utilization(_profile(), _room(), 1.2)
     assert error.value.field == "gpuMemoryUtilization"
 

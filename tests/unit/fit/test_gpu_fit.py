@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vram_operator.api.inference_server import InferenceServerSpec
-from vram_operator.sizing.server import fit_on_gpu, size_server
+from vram_operator.fit.gpu_fit import fit_on_gpu
+from vram_operator.sizing.server import size_server
 
 SPEC = InferenceServerSpec.model_validate(
     {"engine": "vllm", "image": "i", "model": {"name": "Qwen/Qwen2.5-0.5B-Instruct"}, "maxModelLen": 4096}

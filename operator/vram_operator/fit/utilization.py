@@ -12,8 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from vram_operator.placement.errors import PlacementError
-from vram_operator.placement.inventory import GpuSlot
+from vram_operator.fit.errors import FitError
 from vram_operator.sizing import vllm
 from vram_operator.sizing.vllm import VllmProfile
 
@@ -37,17 +36,6 @@ class GpuRoom:
     reserved_by_others_mib: float
     margin_mib: float
     foreign_detail: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, slot: GpuSlot, *, reserved_by_others_mib: float, margin_mib: float) -> GpuRoom:
-        return cls(
-            label=f"GPU {slot.index} {slot.name or 'unknown'} {slot.total_mib:.0f}MiB",
-            total_mib=slot.total_mib,
-            foreign_mib=slot.foreign_mib,
-            reserved_by_others_mib=reserved_by_others_mib,
-            margin_mib=margin_mib,
-            foreign_detail=slot.foreign_detail,
-        )
 
     @property
     def free_at_start_mib(self) -> float:
@@ -122,7 +110,7 @@ def auto_utilization(
     even the KV floor (one max_model_len request) does not fit.
     """
     if target_kv_tokens is not None and target_kv_tokens < 0:
-        raise PlacementError("target KV tokens must not be negative", field="targetKVTokens")
+        raise FitError("target KV tokens must not be negative", field="targetKVTokens")
     total = room.total_mib
     target = target_kv_tokens if target_kv_tokens is not None else profile.max_num_seqs * profile.max_model_len
     floor = vllm.min_utilization(profile, total)
@@ -164,9 +152,7 @@ def manual_utilization(profile: VllmProfile, room: GpuRoom, utilization: float) 
     """Check a utilization set by hand: what vLLM will do with it on this GPU, and what to warn about."""
     low, high = MANUAL_RANGE
     if not low <= utilization <= high:
-        raise PlacementError(
-            f"gpuMemoryUtilization {utilization} must be within {low}-{high}", field="gpuMemoryUtilization"
-        )
+        raise FitError(f"gpuMemoryUtilization {utilization} must be within {low}-{high}", field="gpuMemoryUtilization")
     total = room.total_mib
     floor = vllm.min_utilization(profile, total)
     lines = [room.describe(), _model_line(profile), _floor_line(profile, room, floor)]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from test_fleet import CONFIG_MAPS, node, qwen
+from test_decide import CONFIG_MAPS, node, qwen
 
-from vram_operator.fleet import decide
+from vram_operator.decide import decide
 
 H100 = ("NVIDIA H100 80GB HBM3", 81559.0, 0.0)
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vram_operator.api import GpuNode, InferenceServer
-from vram_operator.fleet import decide
+from vram_operator.decide import decide
 from vram_operator.placement.demand import ManualAssignment
 
 QWEN = json.loads(

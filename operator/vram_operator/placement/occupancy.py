@@ -9,7 +9,7 @@ is its first acceptable entry and a search looks at one entry per bucket instead
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -22,6 +22,8 @@ Entry = tuple[float, str, int, int]  # (-free, node, index, position)
 Score = tuple[float | str | int, ...]
 # A strategy's ranking of one GPU for a demand (lower is better).
 Scorer = Callable[["GpuState", float], Score]
+# Tolerance of MiB comparisons (free memory against a budget).
+EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class GpuState:
         return not self.tenants
 
 
-class Fleet:
+class Occupancy:
     """All GPUs of a planning run; place/remove keep the buckets in order."""
 
     def __init__(
@@ -234,3 +236,11 @@ class Fleet:
             )
             self._open[node] = cached
         return cached
+
+
+Group = list[GpuState]
+
+
+def groupable(gpus: Iterable[GpuState], size: int) -> list[GpuState]:
+    """The GPUs a group of `size` may use: any for one GPU; no MIG device for tensor parallel."""
+    return [g for g in gpus if size == 1 or not g.slot.mig]

@@ -595,6 +595,34 @@ def test_pods_without_it_and_exempted_pods_pass(release: Release, namespace: str
         core_v1.delete_namespace("gpu-operator")
 
 
+def test_cron_jobs_and_debug_containers_cannot_set_it(
+    release: Release, namespace: str, core_v1: client.CoreV1Api, api_client: client.ApiClient
+) -> None:
+    """The policy reads each kind's pod spec: a CronJob's job template, and an ephemeral container
+    added to a running pod (kubectl debug)."""
+    visible_devices_policy_loaded(core_v1, namespace)
+    pod = pinned_pod("cron", env=[{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}])
+    pod["spec"]["restartPolicy"] = "Never"
+    cron: Any = {
+        "metadata": {"name": "nightly"},
+        "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": pod}}},
+    }
+    refused = refusal(lambda: client.BatchV1Api(api_client).create_namespaced_cron_job(namespace, cron))
+    assert refused is not None and "containers/cuda" in message(refused)
+    core_v1.create_namespaced_pod(namespace, pinned_pod("plain", env=[]))
+    debug = {
+        "name": "debug",
+        "image": "example.org/cuda:12",
+        "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}],
+    }
+    patch = {"spec": {"ephemeralContainers": [debug]}}
+    refused = refusal(lambda: core_v1.patch_namespaced_pod_ephemeralcontainers("plain", namespace, patch))
+    assert refused is not None and "ephemeralContainers/debug" in message(refused)
+    debug["env"] = []
+    added: Any = core_v1.patch_namespaced_pod_ephemeralcontainers("plain", namespace, patch)
+    assert [c.name for c in added.spec.ephemeral_containers] == ["debug"]
+
+
 def test_the_operators_server_deployment_and_its_pods_pass(
     release: Release,
     namespace: str,

@@ -1,21 +1,33 @@
 """Coexisting with the NVIDIA stack on the real control plane: the nodes the operator places on are
 labelled off the GPU Operator's device plugin (a DaemonSet shaped like the GPU Operator's leaves them,
-and comes back when the operator lets a node go), and a server's budget reaches its pod in the form
-HAMi-core enforces."""
+and comes back when the operator lets a node go), a server's budget reaches its pod in the form
+HAMi-core enforces, and with dra pinning servers of different namespaces never share a GPU."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from operator_harness import GROUP, VERSION, Operator, create, eventually, generic, gpu_node_status, publish
+from operator_harness import (
+    GROUP,
+    VERSION,
+    Operator,
+    create,
+    eventually,
+    generic,
+    get,
+    gpu_node_status,
+    publish,
+    start_operator,
+)
 
 from localcluster import FakeNode
-from localcluster.fleet import FAKE_NODE_LABEL, RTX_A400, node_manifest
+from localcluster.fleet import FAKE_NODE_LABEL, RTX_A400, fake_gpu_uuid, node_manifest
 from vram_operator.controller.device_plugin import DEVICE_PLUGIN_LABEL, PREVIOUS_ANNOTATION
 
 pytestmark = pytest.mark.integration
@@ -143,3 +155,80 @@ def test_a_generic_servers_budget_is_a_hami_core_limit(
     rendered = eventually(env, "the detector's Deployment")
     assert rendered["VRAM_BUDGET_MIB"] == "1500"
     assert rendered["CUDA_DEVICE_MEMORY_LIMIT"] == rendered["CUDA_DEVICE_MEMORY_LIMIT_0"] == "1500m"
+
+
+@pytest.fixture
+def second_namespace(core_v1: client.CoreV1Api, namespace: str) -> Iterator[str]:
+    name = f"{namespace}-b"
+    core_v1.create_namespace(body={"metadata": {"name": name, "labels": {"vram.dev/test": "true"}}})
+    try:
+        yield name
+    finally:
+        core_v1.delete_namespace(name)
+
+
+@pytest.fixture
+def dra_operator(
+    kubeconfig: Path, namespace: str, second_namespace: str, tmp_path: Path, gpu_fleet: list[FakeNode]
+) -> Iterator[Operator]:
+    yield from start_operator(kubeconfig, namespace, tmp_path, "--pinning-mode", "dra", "--namespace", second_namespace)
+
+
+def placed_gpu(custom: client.CustomObjectsApi, namespace: str, name: str) -> str:
+    def uuid_of() -> str | None:
+        placement = (get(custom, namespace, name).get("status") or {}).get("placement")
+        return placement["gpus"][0]["uuid"] if placement and placement.get("gpus") else None
+
+    return eventually(uuid_of, f"{namespace}/{name} placed")
+
+
+def pinned_to_gpu_0(name: str, servers: list[str], fleet: str) -> dict[str, Any]:
+    """A Manual GpuAssignment, applied, pinning every one of `servers` to the workstation's GPU 0."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "GpuAssignment",
+        "metadata": {"name": name},
+        "spec": {
+            "strategy": "Manual",
+            "mode": "Apply",
+            "serverSelector": {"matchLabels": {"fleet": fleet}},
+            "assignments": [{"server": server, "node": "workstation", "gpus": [0]} for server in servers],
+        },
+    }
+
+
+@pytest.mark.usefixtures("dra_operator")
+def test_dra_pinning_keeps_one_namespace_per_gpu(
+    namespace: str, second_namespace: str, custom_objects: client.CustomObjectsApi
+) -> None:
+    """Two servers of two namespaces pinned to one GPU (envvar pinning places both there): in dra mode
+    the first stays, the second is refused and says why; a server of the first's namespace joins it."""
+    servers = [f"{namespace}/first", f"{second_namespace}/other", f"{namespace}/same"]
+    name = f"pin-{namespace}"
+    assignment = pinned_to_gpu_0(name, servers, namespace)
+    custom_objects.create_cluster_custom_object(GROUP, VERSION, "gpuassignments", assignment)
+    try:
+        labels = {"fleet": namespace}
+        create(custom_objects, namespace, generic("first", "1Gi", labels=labels))
+        create(custom_objects, second_namespace, generic("other", "1Gi", labels=labels))
+        create(custom_objects, namespace, generic("same", "1Gi", labels=labels))
+        gpu_0 = fake_gpu_uuid("workstation", 0)
+        for server in ("first", "same"):
+            eventually(
+                lambda server=server: placed_gpu(custom_objects, namespace, server) == gpu_0, f"{server} on GPU 0"
+            )
+
+        def refused() -> dict[str, Any] | None:
+            found: Any = custom_objects.get_cluster_custom_object(GROUP, VERSION, "gpuassignments", name)
+            plan = (found.get("status") or {}).get("plan", [])
+            entry = next((e for e in plan if e["server"] == f"{second_namespace}/other"), None)
+            return entry if entry and "one namespace per GPU" in entry.get("reason", "") else None
+
+        entry = eventually(refused, "the plan to refuse the other namespace's server the shared GPU")
+        assert "node" not in entry or entry["node"] is None
+        assert f"holds {namespace}" in entry["reason"]
+        # not on the shared GPU (the operator places it by its own strategy, on a GPU of its own)
+        status = get(custom_objects, second_namespace, "other").get("status") or {}
+        assert gpu_0 not in [gpu["uuid"] for gpu in (status.get("placement") or {}).get("gpus", [])]
+    finally:
+        custom_objects.delete_cluster_custom_object(GROUP, VERSION, "gpuassignments", name)

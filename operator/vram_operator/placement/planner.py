@@ -72,8 +72,12 @@ def plan(
     ledger: Ledger | None = None,
     margin_mib: float = DEFAULT_MARGIN_MIB,
     manual: Sequence[ManualAssignment] = (),
+    one_namespace_per_gpu: bool = False,
 ) -> Plan:
-    """Place `demands` on `inventory`. Reservations in `ledger` of servers not in `demands` stay put."""
+    """Place `demands` on `inventory`. Reservations in `ledger` of servers not in `demands` stay put.
+
+    `one_namespace_per_gpu` (dra pinning): servers of different namespaces never share a GPU.
+    """
     chosen = strategy_named(strategy) if isinstance(strategy, str) else strategy
     if margin_mib < 0:
         raise PlacementError(f"margin must be >= 0 MiB, got {margin_mib}", field="margin_mib")
@@ -92,6 +96,7 @@ def plan(
             margin_mib=margin_mib,
             manual=manual,
             packing=packing,
+            one_namespace_per_gpu=one_namespace_per_gpu,
         )
 
     def attempt(packing: Packing | None) -> Planner:
@@ -105,11 +110,12 @@ def plan(
     # Something did not fit. First-fit decreasing (plus the same repair) runs, so no strategy places less
     # than it; then the solver re-packs, from the better plan, what is free to move. The plan placing
     # the most VRAM is kept and each of its servers then moves to the GPU the strategy prefers among
-    # those with room, which never lowers what is placed.
+    # those with room, which never lowers what is placed. The solver knows no namespaces: it is not
+    # run when one namespace per GPU is kept.
     packed = attempt(FIRST_FIT_DECREASING)
     if packed.placed_mib > best.placed_mib + EPS:
         best = packed
-    if not best.complete:
+    if not best.complete and not one_namespace_per_gpu:
         solved = planner_for(None)
         solved.run_solver(best)
         if solved.placed_mib > best.placed_mib + EPS:
@@ -162,11 +168,19 @@ class Planner:
         margin_mib: float,
         manual: Sequence[ManualAssignment],
         packing: Packing | None,
+        one_namespace_per_gpu: bool = False,
     ) -> None:
         self.strategy = strategy
         self.packing = packing
         self.margin = margin_mib
-        self.occupancy = Occupancy(inventory, ledger, margin_mib, frozenset(demands), packing=packing is not None)
+        self.occupancy = Occupancy(
+            inventory,
+            ledger,
+            margin_mib,
+            frozenset(demands),
+            packing=packing is not None,
+            one_namespace_per_gpu=one_namespace_per_gpu,
+        )
         self.decisions: dict[str, _Decision] = {}
         self.unplaced: dict[str, Unplaced] = {}
         self.warnings: list[str] = list(self.occupancy.orphans)
@@ -312,7 +326,8 @@ class Planner:
         return _SolverPart(tuple(inside + unplaced), frozenset(gpus))
 
     def _solver_server(self, demand: ServerDemand, gpus: Sequence[GpuState]) -> Server:
-        """`demand` as the solver sees it; the GPUs its engine refuses (as they stand now) left out."""
+        """`demand` as the solver sees it: the GPUs its engine refuses (as they stand now) left out, and its
+        replicas kept off each other's GPUs (a plan that needs them together is left to the greedy passes)."""
         floor = demand.min_mib if demand.shrinkable else demand.preferred_mib
         allowed = None
         if demand.engine_check is not None:
@@ -321,7 +336,8 @@ class Planner:
                 for i, g in enumerate(gpus)
                 if refusal(demand, [g], min(demand.preferred_mib, max(floor, math.floor(g.free)))) is None
             )
-        return Server(demand.key, demand.preferred_mib, floor, demand.tensor_parallel, demand.dedicated, allowed)
+        apart = demand.server if self.replica_counts.get(demand.server, 1) > 1 else None
+        return Server(demand.key, demand.preferred_mib, floor, demand.tensor_parallel, demand.dedicated, allowed, apart)
 
     @property
     def complete(self) -> bool:
@@ -412,7 +428,12 @@ class Planner:
         return False
 
     def place_open(self, demand: ServerDemand, *, shrink: bool, rank: Ranking | None = None) -> bool:
-        """Place by the strategy's ranking (or `rank`); in the packing pass, first fit."""
+        """Place by the strategy's ranking (or `rank`); in the packing pass, first fit; only on GPUs open
+        to its namespace (Occupancy.serving)."""
+        with self.occupancy.serving(demand.namespace):
+            return self._place_open(demand, shrink=shrink, rank=rank)
+
+    def _place_open(self, demand: ServerDemand, *, shrink: bool, rank: Ranking | None) -> bool:
         if rank is None and self.packing is not None and not shrink and demand.fixed_utilization is None:
             return self._place_packed(demand)
         ranking = rank or self.strategy.score

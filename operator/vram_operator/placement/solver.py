@@ -12,6 +12,7 @@ a multi-knapsack with those side rules, as a mixed-integer program:
   b[s] in [floor, budget] when placed (0 when not) and reserves u[s,g] = b[s] where x[s,g] = 1
   (u <= budget * x, u <= b, u >= b - budget * (1 - x)): every rank of a group has the same budget;
 - per GPU, what the servers reserve fits its room; a dedicated server on a GPU keeps every other off;
+  servers with the same `apart` tag (replicas of one server) never share a GPU;
 - maximise the VRAM placed (budget x GPUs).
 
 HiGHS runs on one thread with a fixed seed; its effort is bounded by a number of branch-and-bound
@@ -48,7 +49,8 @@ class Gpu:
 @dataclass(frozen=True)
 class Server:
     """A server to decide: budget per GPU and the floor it may shrink to (equal: it cannot), `width` GPUs
-    of one group, `dedicated` alone on its GPUs, `allowed` the positions its engine accepts (None: any)."""
+    of one group, `dedicated` alone on its GPUs, `allowed` the positions its engine accepts (None: any);
+    servers with the same `apart` tag never share a GPU."""
 
     key: str
     budget: float
@@ -56,6 +58,7 @@ class Server:
     width: int = 1
     dedicated: bool = False
     allowed: frozenset[int] | None = None
+    apart: str | None = None
 
     @property
     def shrinkable(self) -> bool:
@@ -184,6 +187,14 @@ class _Model:
                 others = [y for j, y in tenants[p] if j != i]
                 if servers[i].dedicated and others:
                     self._row(-_INF, len(others), [*others, x], [1.0] * len(others) + [float(len(others))])
+            siblings: dict[str, list[int]] = {}
+            for i, x in tenants[p]:
+                tag = servers[i].apart
+                if tag is not None:
+                    siblings.setdefault(tag, []).append(x)
+            for columns in siblings.values():
+                if len(columns) > 1:
+                    self._row(-_INF, 1.0, columns, [1.0] * len(columns))
 
     def _column(self, lower: float, upper: float, *, integer: bool = False, cost: float = 0.0) -> int:
         self.lower.append(lower)

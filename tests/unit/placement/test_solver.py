@@ -255,3 +255,11 @@ def test_a_large_problem_gives_the_solver_only_the_unplaced_part(monkeypatch: py
     assert 0 < gpus <= planner.REGION_GPUS + 3  # whole nodes (of 4 here) until REGION_GPUS are reached
     assert servers <= planner.REGION_SERVERS + gpus * 20
     assert planner.SOLVER_CELLS < (160 * 48)  # the whole problem is above the limit
+
+
+def test_servers_tagged_apart_never_share_a_gpu() -> None:
+    gpus = [Gpu("a", 1000.0), Gpu("a", 300.0)]
+    replicas = [Server("ns/r", 400.0, 400.0, apart="ns/r"), Server("ns/r[1]", 400.0, 400.0, apart="ns/r")]
+    found = solve(gpus, replicas)
+    assert found.placed_mib == 400.0 and found.optimal  # together they would fit GPU 0, but not apart
+    assert solve(gpus, [Server(s.key, s.budget, s.floor) for s in replicas]).placed_mib == 800.0

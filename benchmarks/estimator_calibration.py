@@ -28,6 +28,7 @@ from pathlib import Path
 from vram_operator.sizing.architecture import ModelArchitecture, from_config
 from vram_operator.sizing.dtypes import weights_bytes_for_architecture
 from vram_operator.sizing.vllm import (
+    FULL_CUDAGRAPHS_SINCE,
     GIB,
     HEAVY_SAMPLER_SINCE,
     LARGE_GPU_MIB,
@@ -40,6 +41,7 @@ from vram_operator.sizing.vllm import (
     VllmFit,
     VllmProfile,
     VllmSettings,
+    cuda_graph_capture_sizes,
     fit,
     profile,
     profile_constants,
@@ -50,7 +52,7 @@ FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 CALIBRATION_CSV = FIXTURES / "vllm-startup-calibration.csv"
 LOGS_CSV = FIXTURES / "vllm-startup-logs.csv"
 MODEL_CONFIGS = FIXTURES / "model-configs"
-QUANTITIES = ("weights", "activation", "non-torch", "KV pool")
+QUANTITIES = ("weights", "activation", "non-torch", "KV pool", "CUDA graphs")
 # Rows whose weights miss by more (vision towers, MXFP4, ...) measure the weights model, not the
 # profile run: the second summary leaves them out.
 WEIGHTS_IN_SCOPE_PERCENT = 2.0
@@ -85,6 +87,11 @@ class RowResult:
         if quantity == "KV pool":
             value = self.row["kv_cache_gib"]
             return float(value) if value and float(value) > 0 else None
+        if quantity == "CUDA graphs":
+            # "Graph capturing finished in N secs, took M GiB", where captured after the KV cache.
+            value = self.row.get("cuda_graph_gib", "")
+            captured_after = self.row.get("cuda_graph_subtracted") == "no"
+            return float(value) if captured_after and value and float(value) > 0 else None
         value = self.row[key[quantity]]
         return float(value) if value else None
 
@@ -94,6 +101,7 @@ class RowResult:
             "activation": self.profile.activation_mib,
             "non-torch": self.profile.non_torch_mib,
             "KV pool": self.fit.kv_cache_mib,
+            "CUDA graphs": self.profile.cuda_graph_mib,
         }[quantity] / 1024
 
     def error(self, quantity: str) -> float | None:
@@ -273,15 +281,52 @@ class OutOfSample:
     result: RowResult
     sampler_fitted: bool
     non_torch_fitted: bool
+    graphs_fitted: bool = True
 
     def error(self, quantity: str) -> float | None:
         if quantity == "non-torch" and not self.non_torch_fitted:
+            return None
+        if quantity == "CUDA graphs" and not self.graphs_fitted:
             return None
         if quantity in ("activation", "KV pool") and not self.sampler_fitted:
             return None
         if quantity == "KV pool" and not self.non_torch_fitted:
             return None
         return self.result.error(quantity)
+
+
+def graph_terms(result: RowResult) -> tuple[float, float]:
+    """The row's CUDA graphs as (full graphs, piecewise pieces) over its capture sizes: the graphs are
+    a x the first + b x the second (no full graphs before 0.11)."""
+    prof = result.profile
+    version = EngineVersion.parse(result.row["vllm_version"])
+    sizes = cuda_graph_capture_sizes(version, prof.max_num_seqs)
+    pieces = _architecture(result.row).num_layers + (1 if prof.is_v1 else 0)
+    return (sizes if version >= FULL_CUDAGRAPHS_SINCE else 0), sizes * pieces
+
+
+def fitted_graph_constants(results: list[RowResult], index: int) -> tuple[float, float] | None:
+    """(MiB per size, MiB per piece and size) by least squares on the other dense models' logged graphs."""
+    own = _model_id(results[index].row)
+    points = [
+        (*graph_terms(other), logged * 1024)
+        for other in results
+        if _model_id(other.row) != own
+        and not _architecture(other.row).is_moe
+        and (logged := other.logged("CUDA graphs")) is not None
+    ]
+    if len({_model_id(other.row) for other in results if _model_id(other.row) != own}) < 2 or len(points) < 2:
+        return None
+    # Normal equations of y = a x1 + b x2.
+    s11 = sum(x1 * x1 for x1, _, _ in points)
+    s12 = sum(x1 * x2 for x1, x2, _ in points)
+    s22 = sum(x2 * x2 for _, x2, _ in points)
+    t1 = sum(x1 * y for x1, _, y in points)
+    t2 = sum(x2 * y for _, x2, y in points)
+    determinant = s11 * s22 - s12 * s12
+    if determinant == 0:
+        return None
+    return (t1 * s22 - t2 * s12) / determinant, (s11 * t2 - s12 * t1) / determinant
 
 
 def leave_one_out(rows: list[dict[str, str]]) -> list[OutOfSample]:
@@ -301,11 +346,15 @@ def leave_one_out(rows: list[dict[str, str]]) -> list[OutOfSample]:
                 non_torch_group(result.row)[1], "non_torch_tp1_small_gpu_mib"
             )
             constants = replace(constants, **{field: non_torch * 1024})
+        graphs = fitted_graph_constants(shipped, index)
+        if graphs is not None:
+            constants = replace(constants, cuda_graph_mib_per_size=graphs[0], cuda_graph_mib_per_piece=graphs[1])
         predictions.append(
             OutOfSample(
                 estimate_row(result.row, constants),
                 sampler_fitted=sampler is not None or not sampler_needed,
                 non_torch_fitted=non_torch is not None,
+                graphs_fitted=graphs is not None,
             )
         )
     return predictions
@@ -342,12 +391,15 @@ def main() -> None:
         predictions = [OutOfSample(estimate_row(row), True, True) for row in rows]
     else:
         predictions = leave_one_out(rows)
-    header = f"{'model':36} {'ver':7} {'tp':>2} {'weights%':>9} {'activ%':>7} {'nontorch%':>9} {'KVpool%':>8}  outcome"
+    header = (
+        f"{'model':36} {'ver':7} {'tp':>2} {'weights%':>9} {'activ%':>7} {'nontorch%':>9} {'KVpool%':>8} "
+        f"{'graphs%':>8}  outcome"
+    )
     print(header)
     print("-" * len(header))
     for prediction in predictions:
         result, row = prediction.result, prediction.result.row
-        cells = " ".join(f"{_cell(prediction.error(q)):>{w}}" for q, w in zip(QUANTITIES, (9, 7, 9, 8), strict=True))
+        cells = " ".join(f"{_cell(prediction.error(q)):>{w}}" for q, w in zip(QUANTITIES, (9, 7, 9, 8, 8), strict=True))
         outcome = result.fit.reason + (" (log: failed)" if result.failed else "")
         print(f"{_model_id(row)[:36]:36} {row['vllm_version'][:7]:7} {row['tp']:>2} {cells}  {outcome}")
     print()

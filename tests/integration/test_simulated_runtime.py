@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 TWIN_SEED = 3  # read by the gpu_twin fixture; under it Qwen2.5-0.5B needs more than the sizing model says
 A400 = 4094.0
 
+MEASURED = ("WithinBudget", "MeasuredAboveBudget")
 DESKTOP = [{"pid": 1873, "name": "Xorg", "usedMiB": 356}, {"pid": 2410, "name": "gnome-shell", "usedMiB": 92}]
 
 
@@ -91,6 +92,36 @@ def test_a_server_added_later_is_started_and_measured(
         lambda: not any(p.get("podUID") == uid for p in processes_of(custom_objects, node, uuid)),
         "the engine's process to disappear",
     )
+
+
+def test_a_vllm_server_at_default_settings_is_measured_within_its_budget(
+    operator: Operator, gpu_twin: Twin, namespace: str, custom_objects: client.CustomObjectsApi
+) -> None:
+    """vLLM 0.19 (the default version) captures its CUDA graphs after the KV cache, beyond utilization x
+    total: the operator reserves them and leaves room for them, so what the engine holds stays within its
+    budget. Before, the budget was utilization x total and every such server was MeasuredAboveBudget."""
+    node, uuid = workstation_gpu0(gpu_twin)
+    create(custom_objects, namespace, qwen("defaults", placement={"node": node, "gpus": [0]}))
+
+    def measured() -> dict[str, Any] | None:
+        obj = get(custom_objects, namespace, "defaults")
+        fits = condition(obj, "MemoryFits")
+        return obj if (obj.get("status") or {}).get("memory") and fits and fits["reason"] in MEASURED else None
+
+    status = eventually(measured, "the server measured", timeout=120)["status"]
+    fits = condition({"status": status}, "MemoryFits")
+    assert fits is not None and (fits["status"], fits["reason"]) == ("True", "WithinBudget"), fits
+    spec = InferenceServerSpec.model_validate(qwen("defaults")["spec"])
+    profile = vllm_profile_on_gpu(size_server(spec), spec, 24564, "NVIDIA RTX A5500")
+    assert profile is not None and profile.graphs_outside_mib > 0
+    utilization, budget = status["gpuMemoryUtilization"], status["placement"]["budgetMiB"]
+    # The reservation is the share and the graphs; the estimate says so.
+    assert status["estimate"]["totalMiB"] == pytest.approx(utilization * 24564 + profile.graphs_outside_mib, abs=0.1)
+    assert budget >= status["estimate"]["totalMiB"] - 0.1
+    truth = gpu_twin.wait_tick()
+    (running,) = [p for p in truth["pods"].values() if p["namespace"] == namespace and p["state"] == "Running"]
+    assert running["usedMiB"][uuid] == pytest.approx(utilization * 24564 + profile.graphs_outside_mib, abs=0.5)
+    assert running["usedMiB"][uuid] <= budget
 
 
 def test_a_startup_failure_crash_loops_and_the_operator_lowers_utilization(

@@ -47,6 +47,9 @@ CLAIMED = {
     "activation": (4.7, 0.5, 11.1),
     "non-torch": (1.9, 0.25, 5.5),
 }
+# CUDA graphs ("Graph capturing finished ... took N GiB", captured after the KV cache), dense models
+# only (MoE models log 20-60% more: not modelled): (mean, median, 90th percentile).
+CLAIMED_GRAPHS = (11.4, 7.9, 26.7)
 # Rows beyond twice the 90th percentile, each with what the model does not do yet.
 KNOWN_OUTLIERS = {
     ("Qwen/Qwen2-7B-Instruct", "0.10.1.1", "KV pool"): "0.10 at TP 2: no log before 0.11 prints non-torch",
@@ -69,6 +72,19 @@ def test_out_of_sample_errors_are_within_twice_the_claim(quantity: str) -> None:
     errors = [abs(error) for p in IN_SCOPE if (error := p.error(quantity)) is not None]
     mean, median, p90 = CLAIMED[quantity]
     assert len(errors) >= 50
+    assert statistics.mean(errors) <= 2 * mean
+    assert statistics.median(errors) <= 2 * median
+    assert _percentile_90(errors) <= 2 * p90
+
+
+def test_cuda_graphs_out_of_sample_are_within_twice_the_claim() -> None:
+    errors = [
+        abs(error)
+        for p in IN_SCOPE
+        if not CALIBRATION._architecture(p.result.row).is_moe and (error := p.error("CUDA graphs")) is not None
+    ]
+    mean, median, p90 = CLAIMED_GRAPHS
+    assert len(errors) >= 35
     assert statistics.mean(errors) <= 2 * mean
     assert statistics.median(errors) <= 2 * median
     assert _percentile_90(errors) <= 2 * p90

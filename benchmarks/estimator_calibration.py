@@ -43,6 +43,7 @@ from vram_operator.sizing.vllm import (
     VllmSettings,
     cuda_graph_capture_sizes,
     fit,
+    moe_workspace_bytes,
     profile,
     profile_constants,
     weights_per_rank,
@@ -252,9 +253,12 @@ def implied_sampler_bytes(result: RowResult) -> float | None:
     if activation is None or activation <= 1.1 * result.forward_gib:
         return None
     prof = result.profile
-    logits = min(prof.max_num_batched_tokens, prof.max_num_seqs) * _architecture(result.row).vocab_size
-    hidden = prof.max_num_batched_tokens * _architecture(result.row).hidden_size * 2
-    return (activation * GIB - hidden) / logits
+    arch = _architecture(result.row)
+    logits = min(prof.max_num_batched_tokens, prof.max_num_seqs) * arch.vocab_size
+    hidden = prof.max_num_batched_tokens * arch.hidden_size * 2
+    version = EngineVersion.parse(result.row["vllm_version"])
+    workspace = moe_workspace_bytes(arch, version, prof.tensor_parallel_size, prof.max_num_batched_tokens, 2)
+    return (activation * GIB - hidden - workspace) / logits
 
 
 def _median_of_others(

@@ -123,6 +123,13 @@ def test_a_vllm_server_at_default_settings_is_measured_within_its_budget(
     assert running["usedMiB"][uuid] == pytest.approx(utilization * 24564 + profile.graphs_outside_mib, abs=0.5)
     assert running["usedMiB"][uuid] <= budget
 
+    # Leave the A5500 to the next test.
+    custom_objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers", "defaults")
+    eventually(
+        lambda: not any(p.get("podNamespace") == namespace for p in processes_of(custom_objects, node, uuid)),
+        "the engine's process to disappear",
+    )
+
 
 def test_a_startup_failure_crash_loops_and_the_operator_lowers_utilization(
     operator: Operator,

@@ -173,6 +173,8 @@ def profile_constants(version: EngineVersion, arch: ModelArchitecture) -> Profil
 HIDDEN_COPIES = 4
 # Fused-MoE kernels process at most this many tokens at once (VLLM_FUSED_MOE_CHUNK_SIZE).
 FUSED_MOE_CHUNK_TOKENS = 32768
+# Fused-MoE workspaces kept between calls in buffers shared by all layers (0.11's modular kernel).
+MOE_SHARED_WORKSPACE_SINCE = EngineVersion(0, 11)
 # The attention kernels need KV blocks in multiples of this many tokens (page alignment for
 # mamba hybrids).
 KERNEL_BLOCK_ALIGNMENT = 16
@@ -473,6 +475,22 @@ def _forward_peak_elements(arch: ModelArchitecture, tp: int, tokens: int) -> int
     return base + max(stages)
 
 
+def moe_workspace_bytes(arch: ModelArchitecture, version: EngineVersion, tp: int, tokens: int, act_bytes: int) -> int:
+    """The fused-MoE workspaces still allocated after the forward pass over `tokens` tokens.
+
+    From 0.11 the modular fused-MoE kernel keeps its two workspaces in buffers shared by all layers
+    that persist between calls (`FusedMoEModularKernel.shared_buffers`): workspace13 of chunk x top-k x
+    max(I, H) and workspace2 of chunk x top-k x max(2I, H) elements in the activation dtype (I: the
+    expert's intermediate size per rank, H: hidden). MXFP4 checkpoints (gpt-oss) run other kernels,
+    whose logs show no such memory.
+    """
+    if not arch.is_moe or arch.quantization == "mxfp4" or version < MOE_SHARED_WORKSPACE_SINCE:
+        return 0
+    chunk = min(tokens, FUSED_MOE_CHUNK_TOKENS)
+    inter, hidden = arch.expert_intermediate_size // tp, arch.hidden_size
+    return chunk * arch.num_experts_per_tok * (max(inter, hidden) + max(2 * inter, hidden)) * act_bytes
+
+
 def cuda_graph_capture_sizes(version: EngineVersion, max_num_seqs: int) -> int:
     """How many batch sizes vLLM captures CUDA graphs for (its default capture sizes up to its cap)."""
     if version >= V1_ENGINE_SINCE:
@@ -533,6 +551,8 @@ def profile(
     rows = min(batched, max_num_seqs) if is_v1 else max_num_seqs
     forward = _forward_peak_elements(arch, tp, batched) * act_bytes
     sampler = rows * arch.vocab_size * known.sampler_bytes_per_logit + batched * arch.hidden_size * act_bytes
+    # The fused-MoE workspaces outlive the forward pass: the sampler pass runs on top of them.
+    sampler += moe_workspace_bytes(arch, version, tp, batched, act_bytes)
     if not arch.holds_lm_head:
         # Pooling models and pipeline stages before the last compute no logits: no sampler pass.
         sampler = 0

@@ -33,6 +33,7 @@ from vram_operator.sizing.vllm import (
     kv_bytes_per_token_per_layer,
     memory_for_tokens,
     min_utilization,
+    moe_workspace_bytes,
     profile,
     recommended_utilization,
     request_kv_bytes,
@@ -178,6 +179,22 @@ def test_batch_defaults_follow_gpu_size_and_version() -> None:
 def test_tp_above_one_adds_communication_buffers() -> None:
     arch = _arch()
     assert _profile(arch, tensor_parallel_size=2).non_torch_mib > 4 * _profile(arch).non_torch_mib
+
+
+def test_moe_workspaces_stay_allocated_through_the_sampler_pass() -> None:
+    # From 0.11 the fused-MoE workspaces live in buffers shared by all layers and kept between calls:
+    # the sampler warm-up runs on top of chunk x top-k x (max(I, H) + max(2I, H)) elements. Qwen3-30B-A3B
+    # (I 768, H 2048, top-8) at 8192 batched tokens: 8192 x 8 x (2048 + 2048) x 2 B = 512 MiB; its 0.19 log:
+    # activation 2.68 GiB, 0.48 GiB above the sampler alone.
+    arch = _arch("Qwen__Qwen3-30B-A3B")
+    with_buffers = _profile(arch, engine_version="0.19.0")
+    assert moe_workspace_bytes(arch, EngineVersion(0, 19), 1, 8192, 2) == 8192 * 8 * (2048 + 2048) * 2
+    assert moe_workspace_bytes(arch, EngineVersion(0, 10), 1, 8192, 2) == 0  # freed after each layer
+    assert moe_workspace_bytes(_arch(), EngineVersion(0, 19), 1, 8192, 2) == 0  # dense
+    assert moe_workspace_bytes(_arch("openai__gpt-oss-20b"), EngineVersion(0, 19), 1, 8192, 2) == 0  # MXFP4 kernels
+    # The sampler pass (15 B per logit over 1024 x 151936 logits, the hidden states) plus the workspaces.
+    sampler = 1024 * arch.vocab_size * 15 + 8192 * arch.hidden_size * 2
+    assert with_buffers.activation_mib * MIB == pytest.approx(sampler + 8192 * 8 * 4096 * 2)
 
 
 def test_full_decode_graphs_only_from_0_11() -> None:

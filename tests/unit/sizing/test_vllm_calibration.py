@@ -43,8 +43,8 @@ IN_SCOPE = [p for p in PREDICTIONS if abs(p.result.error("weights") or 0.0) <= C
 # (mean, median, 90th percentile).
 CLAIMED = {
     "weights": (0.35, 0.25, 0.8),
-    "KV pool": (0.8, 0.1, 3.0),
-    "activation": (4.7, 0.5, 11.1),
+    "KV pool": (0.7, 0.1, 2.8),
+    "activation": (3.6, 0.45, 4.2),
     "non-torch": (1.9, 0.25, 5.5),
 }
 # CUDA graphs ("Graph capturing finished ... took N GiB", captured after the KV cache), dense models
@@ -55,7 +55,12 @@ KNOWN_OUTLIERS = {
     ("Qwen/Qwen2-7B-Instruct", "0.10.1.1", "KV pool"): "0.10 at TP 2: no log before 0.11 prints non-torch",
     ("mistralai/Mistral-Small-3.2-24B-Instruct-2506", "0.11.0", "KV pool"): "multimodal profile run at 0.11",
     ("mistralai/Mistral-Small-3.2-24B-Instruct-2506", "0.11.0", "activation"): "multimodal profile run at 0.11",
-    ("deepseek-ai/DeepSeek-V2-Lite-Chat", "0.19.0", "activation"): "MoE workspaces kept through the sampler pass",
+    (
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "0.19.0",
+        "activation",
+    ): "one log of ten (the others within 0.1%): unexplained",
+    ("RedHatAI/Mistral-Small-3.1-24B-Instruct-2503-quantized.w8a8", "0.19.0", "activation"): "w8a8 (bf16 row: -4%)",
 }
 
 

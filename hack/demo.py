@@ -69,8 +69,6 @@ TRY_LATER: dict[str, dict[str, Any]] = {
             "model": {"name": "Qwen/Qwen2.5-0.5B-Instruct"},
             "maxModelLen": 4096,
             "gpuMemoryUtilization": 0.45,  # the predicted minimum on the A400
-            # No CUDA graphs on the 4 GB card: vLLM 0.19 would capture ~0.7 GiB of them beyond its share.
-            "args": ["--enforce-eager"],
             "placement": {"node": "workstation", "gpus": [1]},
         },
     },

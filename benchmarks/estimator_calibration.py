@@ -3,10 +3,12 @@
 Reads the start-up rows in tests/fixtures (vllm-startup-calibration.csv and vllm-startup-logs.csv;
 rows whose model config is in tests/fixtures/model-configs, one pipeline stage), runs config ->
 architecture -> weights -> profile -> fit for each, and prints, per vLLM version, the error of the
-weights, the activation peak, the non-torch memory and the KV pool.
+weights, the activation peak, the non-torch memory, the KV pool and the CUDA graphs (where the log
+says what capturing them took, after the KV cache).
 
-The constants the code cannot give (sampler bytes per logit, non-torch MiB; `ProfileConstants` in
-sizing/vllm.py) are refitted for every row from the rows of the other models in its version range
+The constants the code cannot give (sampler bytes per logit, non-torch MiB, CUDA-graph MiB per size
+and per piece; `ProfileConstants` in sizing/vllm.py) are refitted for every row from the rows of the
+other models in its version range (the graph constants by least squares over the dense models' logs)
 (leave one model out; the logs repeat some models many times, so leaving one row out would keep
 its twins in the fit): a row is predicted by constants that never saw its model. A row with no
 other model in its range has no out-of-sample prediction for that constant (shown as "-").

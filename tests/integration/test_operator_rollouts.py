@@ -21,8 +21,10 @@ from operator_harness import (
     generic,
     get,
     gpu_node_status,
+    manual_assignment,
     phase_is,
     publish,
+    vllm_server,
 )
 
 from localcluster import FakeNode
@@ -37,19 +39,8 @@ SETTLE_SECONDS = 5.0  # several check intervals (the operator checks every secon
 
 
 def gpu_assignment(name: str, namespace: str, pins: dict[str, tuple[str, int]], mode: str = "Apply") -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "GpuAssignment",
-        "metadata": {"name": name},
-        "spec": {
-            "strategy": "Manual",
-            "mode": mode,
-            "serverSelector": {"matchLabels": {"fleet": namespace}},
-            "assignments": [
-                {"server": f"{namespace}/{server}", "node": node, "gpus": [gpu]} for server, (node, gpu) in pins.items()
-            ],
-        },
-    }
+    by_pin = [{"server": server, "node": node, "gpus": [gpu]} for server, (node, gpu) in pins.items()]
+    return manual_assignment(name, namespace, mode, by_pin)
 
 
 class Assignments:
@@ -435,17 +426,7 @@ def test_self_healing_lowers_utilization_under_a_rollouts_pin(
     apps_v1: client.AppsV1Api,
     assignments: Assignments,
 ) -> None:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "InferenceServer",
-        "metadata": {"name": "llm", "labels": {"fleet": namespace}},
-        "spec": {
-            "engine": "vllm",
-            "image": "vllm/vllm-openai:v0.19.0",
-            "model": {"name": "Qwen/Qwen2.5-0.5B-Instruct"},
-            "gpuMemoryUtilization": 0.95,
-        },
-    }
+    body = vllm_server("llm", labels={"fleet": namespace}, gpuMemoryUtilization=0.95)
     create(custom_objects, namespace, body)
     node, _, _ = where(running(custom_objects, namespace, "llm")["llm"])
     other = "h100-1" if node != "h100-1" else "h100-0"

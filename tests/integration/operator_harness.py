@@ -88,6 +88,15 @@ def write_gpu_node_status(custom: client.CustomObjectsApi, name: str, status: di
     custom.patch_cluster_custom_object_status(GROUP, VERSION, "gpunodes", name, {"status": status})
 
 
+def delete_cluster_object(custom: client.CustomObjectsApi, plural: str, name: str) -> None:
+    """Delete a cluster-scoped object of ours (gpunodes, gpuassignments); one already gone is fine."""
+    try:
+        custom.delete_cluster_custom_object(GROUP, VERSION, plural, name)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
 def publish(custom: client.CustomObjectsApi, node: FakeNode, status: dict[str, Any]) -> None:
     write_gpu_node_status(custom, node.name, status)
 

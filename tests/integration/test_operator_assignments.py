@@ -15,6 +15,7 @@ from operator_harness import (
     Operator,
     condition,
     create,
+    delete_cluster_object,
     eventually,
     generic,
     get,
@@ -77,11 +78,7 @@ def rolled_out(custom: client.CustomObjectsApi, name: str) -> dict[str, Any] | N
 
 
 def delete(custom: client.CustomObjectsApi, name: str) -> None:
-    try:
-        custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
-    except client.ApiException as error:
-        if error.status != 404:
-            raise
+    delete_cluster_object(custom, PLURAL, name)
 
 
 def test_one_assignment_owns_a_server_the_other_waits_and_takes_over(

@@ -12,14 +12,12 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from operator_harness import (
-    GROUP,
     MARGIN_MIB,
-    VERSION,
     Operator,
     condition,
     create,
+    delete_cluster_object,
     eventually,
     generic,
     get,
@@ -57,11 +55,7 @@ def gpu_node_name(custom_objects: client.CustomObjectsApi) -> Iterator[str]:
     """A fresh GpuNode name, deleted after the test (GpuNodes are cluster-wide: others must not see it)."""
     name = f"placement-{uuid.uuid4().hex[:8]}"
     yield name
-    try:
-        custom_objects.delete_cluster_custom_object(GROUP, VERSION, "gpunodes", name)
-    except ApiException as error:
-        if error.status != 404:
-            raise
+    delete_cluster_object(custom_objects, "gpunodes", name)
 
 
 def pinned(body: dict[str, Any], node: str) -> dict[str, Any]:

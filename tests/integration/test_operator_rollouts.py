@@ -17,6 +17,7 @@ from operator_harness import (
     Operator,
     condition,
     create,
+    delete_cluster_object,
     eventually,
     generic,
     get,
@@ -75,11 +76,11 @@ class Assignments:
         return False
 
     def delete(self) -> None:
-        try:
-            self.custom.delete_cluster_custom_object(GROUP, VERSION, "gpuassignments", self.name)
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        delete_cluster_object(self.custom, "gpuassignments", self.name)
+
+    def delete_and_wait(self) -> None:
+        self.delete()
+        eventually(self.gone, "the assignment deleted (its finalizer done)")
 
 
 @pytest.fixture
@@ -91,6 +92,13 @@ def assignments(custom_objects: client.CustomObjectsApi, namespace: str) -> Iter
 
 def running(custom: client.CustomObjectsApi, namespace: str, *names: str) -> dict[str, dict[str, Any]]:
     return {n: eventually(lambda n=n: phase_is(custom, namespace, n, "Running"), f"{n} Running") for n in names}
+
+
+def fleet_running(custom: client.CustomObjectsApi, namespace: str, **budgets: str) -> dict[str, dict[str, Any]]:
+    """Generic servers of the assignments' fleet (label fleet=<namespace>), created in this order; once all run."""
+    for name, budget in budgets.items():
+        create(custom, namespace, generic(name, budget, labels={"fleet": namespace}))
+    return running(custom, namespace, *budgets)
 
 
 def where(server: dict[str, Any]) -> tuple[str, int, str]:
@@ -148,10 +156,7 @@ def test_overcommitting_manual_apply_stops_then_starts_and_finishes(
     straggler: Any,
     assignments: Assignments,
 ) -> None:
-    labels = {"fleet": namespace}
-    create(custom_objects, namespace, generic("big", "60Gi", labels=labels))
-    create(custom_objects, namespace, generic("mover", "40Gi", labels=labels))
-    placed = running(custom_objects, namespace, "big", "mover")
+    placed = fleet_running(custom_objects, namespace, big="60Gi", mover="40Gi")
     node, index, uuid = where(placed["big"])
     assert where(placed["mover"])[2] != uuid, "60Gi and 40Gi do not share an 80GB GPU"
     straggler("mover")
@@ -184,8 +189,7 @@ def test_overcommitting_manual_apply_stops_then_starts_and_finishes(
     assert env_of(apps_v1, namespace, "mover")["VRAM_BUDGET_MIB"] == "40960"
     assert where(get(custom_objects, namespace, "big"))[2] == uuid  # Manual: the unpinned server stays
 
-    assignments.delete()  # without the assignment, the over-commit is not allowed: mover is placed afresh
-    eventually(assignments.gone, "the assignment deleted (its finalizer done)")
+    assignments.delete_and_wait()  # without the assignment, the over-commit is not allowed: mover is placed afresh
 
     def placed_apart() -> bool:
         mover = get(custom_objects, namespace, "mover")
@@ -205,10 +209,7 @@ def test_deleting_an_assignment_mid_rollout_starts_the_servers_it_stopped(
     straggler: Any,
     assignments: Assignments,
 ) -> None:
-    labels = {"fleet": namespace}
-    create(custom_objects, namespace, generic("big", "60Gi", labels=labels))
-    create(custom_objects, namespace, generic("mover", "40Gi", labels=labels))
-    placed = running(custom_objects, namespace, "big", "mover")
+    placed = fleet_running(custom_objects, namespace, big="60Gi", mover="40Gi")
     node, index, _ = where(placed["big"])
     straggler("mover")  # keeps the rollout between its stop wave and its start wave
     assignments.create(gpu_assignment(assignments.name, namespace, {"mover": (node, index)}))
@@ -219,8 +220,7 @@ def test_deleting_an_assignment_mid_rollout_starts_the_servers_it_stopped(
         ),
         "mover stopped by the rollout's first wave",
     )
-    assignments.delete()
-    eventually(assignments.gone, "the assignment deleted (its finalizer done)")
+    assignments.delete_and_wait()
     eventually(lambda: replicas_of(apps_v1, namespace, "mover") == 1, "mover started again")
     notes = annotations_of(custom_objects, namespace, "mover")
     assert STOPPED not in notes and ASSIGNED not in notes
@@ -233,15 +233,13 @@ def test_deleting_an_assignment_releases_its_pins_so_spec_edits_apply(
     apps_v1: client.AppsV1Api,
     assignments: Assignments,
 ) -> None:
-    create(custom_objects, namespace, generic("det", "2Gi", labels={"fleet": namespace}))
-    node, _, _ = where(running(custom_objects, namespace, "det")["det"])
+    node, _, _ = where(fleet_running(custom_objects, namespace, det="2Gi")["det"])
     target = ("h100-1" if node != "h100-1" else "h100-0", 5)
     assignments.create(gpu_assignment(assignments.name, namespace, {"det": target}))
     eventually(lambda: assignments.applied(1), "det moved by the Apply")
     assert get(custom_objects, namespace, "det")["status"]["placement"]["assignment"] == assignments.name
 
-    assignments.delete()
-    eventually(assignments.gone, "the assignment deleted (its finalizer done)")
+    assignments.delete_and_wait()
     eventually(lambda: ASSIGNED not in annotations_of(custom_objects, namespace, "det"), "det's pin released")
     eventually(
         lambda: not get(custom_objects, namespace, "det")["status"]["placement"].get("assignment"),
@@ -261,10 +259,7 @@ def test_a_spec_the_pinned_gpu_cannot_hold_is_a_reason_not_an_overcommit(
     apps_v1: client.AppsV1Api,
     assignments: Assignments,
 ) -> None:
-    labels = {"fleet": namespace}
-    create(custom_objects, namespace, generic("tenant", "70Gi", labels=labels))
-    create(custom_objects, namespace, generic("det", "2Gi", labels=labels))
-    placed = running(custom_objects, namespace, "tenant", "det")
+    placed = fleet_running(custom_objects, namespace, tenant="70Gi", det="2Gi")
     node, index, uuid = where(placed["tenant"])
     assignments.create(gpu_assignment(assignments.name, namespace, {"det": (node, index)}))
     eventually(lambda: assignments.applied(1), "det pinned beside the tenant")
@@ -301,11 +296,7 @@ def ghost_node(custom_objects: client.CustomObjectsApi, namespace: str) -> Itera
     by the test with `publish` once its servers stand elsewhere; deleted afterwards."""
     ghost = FakeNode(name=f"ghost-{namespace}", gpus=(H100_80GB,))
     yield ghost
-    try:
-        custom_objects.delete_cluster_custom_object(GROUP, VERSION, "gpunodes", ghost.name)
-    except ApiException as error:
-        if error.status != 404:
-            raise
+    delete_cluster_object(custom_objects, "gpunodes", ghost.name)
 
 
 def test_a_moved_server_arrives_only_when_its_new_pod_is_ready_and_the_next_wave_waits(
@@ -315,10 +306,7 @@ def test_a_moved_server_arrives_only_when_its_new_pod_is_ready_and_the_next_wave
     assignments: Assignments,
     ghost_node: FakeNode,
 ) -> None:
-    labels = {"fleet": namespace}
-    create(custom_objects, namespace, generic("first", "60Gi", labels=labels))
-    create(custom_objects, namespace, generic("second", "40Gi", labels=labels))
-    placed = running(custom_objects, namespace, "first", "second")
+    placed = fleet_running(custom_objects, namespace, first="60Gi", second="40Gi")
     node, index, _ = where(placed["first"])
     second_before = where(placed["second"])
     publish(custom_objects, ghost_node, gpu_node_status(ghost_node))
@@ -392,8 +380,7 @@ def test_rollback_acts_once_then_later_pins_apply(
     custom_objects: client.CustomObjectsApi,
     assignments: Assignments,
 ) -> None:
-    create(custom_objects, namespace, generic("det", "2Gi", labels={"fleet": namespace}))
-    node, _, _ = where(running(custom_objects, namespace, "det")["det"])
+    node, _, _ = where(fleet_running(custom_objects, namespace, det="2Gi")["det"])
     other = "h100-1" if node != "h100-1" else "h100-0"
 
     def pin(gpu: int) -> list[dict[str, Any]]:

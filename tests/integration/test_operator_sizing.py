@@ -150,7 +150,12 @@ def test_the_12gb_production_case_is_sized_as_vllm_ran_it(
     operator_with_one_free_gpu: Operator, namespace: str, custom_objects: client.CustomObjectsApi
 ) -> None:
     # Before: the half budget was predicted to fail (571 MiB of sampler warm-up over 256 x 152,064 logits).
-    common = {"model": AWQ_7B, "maxModelLen": 2048, "engineVersion": "0.10.1", "image": "vllm/vllm-openai:v0.10.1.1"}
+    common: dict[str, Any] = {
+        "model": AWQ_7B,
+        "maxModelLen": 2048,
+        "engineVersion": "0.10.1",
+        "image": "vllm/vllm-openai:v0.10.1.1",
+    }
     create(custom_objects, namespace, vllm_server("half", **common, gpuMemoryUtilization=0.25))
     create(custom_objects, namespace, vllm_server("less", **common, gpuMemoryUtilization=0.20))
     ran = eventually(lambda: phase_is(custom_objects, namespace, "half", "Placed", "Running"), "half placed")

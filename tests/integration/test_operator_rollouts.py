@@ -147,6 +147,18 @@ def straggler(core_v1: client.CoreV1Api, namespace: str) -> Iterator[Any]:
     handle.remove()
 
 
+def pin_mover_onto_big(
+    custom: client.CustomObjectsApi, namespace: str, straggler: Any, assignments: Assignments
+) -> dict[str, dict[str, Any]]:
+    """big (60Gi) and mover (40Gi) running; a pod of mover that stays until removed (it keeps the rollout between
+    its stop wave and its start wave); then an Apply pinning mover onto big's GPU. Returns both as first Running."""
+    placed = fleet_running(custom, namespace, big="60Gi", mover="40Gi")
+    node, index, _ = where(placed["big"])
+    straggler("mover")
+    assignments.create(gpu_assignment(assignments.name, namespace, {"mover": (node, index)}))
+    return placed
+
+
 def test_overcommitting_manual_apply_stops_then_starts_and_finishes(
     *,
     operator: Operator,
@@ -156,11 +168,9 @@ def test_overcommitting_manual_apply_stops_then_starts_and_finishes(
     straggler: Any,
     assignments: Assignments,
 ) -> None:
-    placed = fleet_running(custom_objects, namespace, big="60Gi", mover="40Gi")
-    node, index, uuid = where(placed["big"])
+    placed = pin_mover_onto_big(custom_objects, namespace, straggler, assignments)
+    uuid = where(placed["big"])[2]
     assert where(placed["mover"])[2] != uuid, "60Gi and 40Gi do not share an 80GB GPU"
-    straggler("mover")
-    assignments.create(gpu_assignment(assignments.name, namespace, {"mover": (node, index)}))
 
     def stop_recorded() -> dict[str, Any] | None:
         status = assignments.status()
@@ -209,10 +219,7 @@ def test_deleting_an_assignment_mid_rollout_starts_the_servers_it_stopped(
     straggler: Any,
     assignments: Assignments,
 ) -> None:
-    placed = fleet_running(custom_objects, namespace, big="60Gi", mover="40Gi")
-    node, index, _ = where(placed["big"])
-    straggler("mover")  # keeps the rollout between its stop wave and its start wave
-    assignments.create(gpu_assignment(assignments.name, namespace, {"mover": (node, index)}))
+    pin_mover_onto_big(custom_objects, namespace, straggler, assignments)
     eventually(
         lambda: (
             replicas_of(apps_v1, namespace, "mover") == 0

@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""The demo: the reference fleet on a local control plane, with the simulated GPU runtime and the operator.
+"""The demo: two GPU machines on a local control plane, with the simulated GPU runtime and the operator.
 
-    python hack/demo.py            up: cluster, simulated runtime, operator, examples/reference-fleet;
-                                   prints placements and measured memory, and leaves it running
+    python hack/demo.py            up: cluster, simulated runtime, operator; the workstation of
+                                   examples/reference-fleet, then the desktop of examples/shared-12gb;
+                                   prints `kubectl get infs -A` and why, and leaves it running
     python hack/demo.py --down     stop every process it started
 
-Real: the control plane (kube-apiserver, etcd, controller-manager, scheduler) and the operator.
-Simulated: the workstation node (KWOK), its GPUs and the engines in its pods (`vram-operator
-simulate`): each pod bound there starts its engine on the GPUs it is pinned to, takes the memory the
-sizing model says (give or take a seeded error), or crashes with the engine's own message and
-restarts with back-off; the GpuNode status is written as the node agent would write it. Any server
-applied later is placed, started and measured the same way.
+Real: the control plane (kube-apiserver, etcd, controller-manager, scheduler) and the operator: every
+placement, budget, computed utilization, warning and refusal printed is the operator's decision.
+Simulated: the nodes (KWOK), their GPUs, the processes outside Kubernetes on them (a desktop, a
+Whisper and a TTS service) and the engines in their pods (`vram-operator simulate`): each pod bound
+there starts its engine on the GPUs it is pinned to, takes the memory the sizing model says (give or
+take a seeded error) and prints the engine's start-up lines, or crashes with the engine's own message
+and restarts with back-off; the GpuNode status is written as the node agent would write it. Any
+server applied later is placed, started and measured the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,16 +35,20 @@ from kubernetes.client.exceptions import ApiException
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "hack"))
 
-from localcluster import LocalCluster, workstation  # noqa: E402
+from localcluster import FakeNode, LocalCluster, binary_path, desktop, workstation  # noqa: E402
+from localcluster.fleet import node_manifest  # noqa: E402
 from localcluster.process import start  # noqa: E402
-from localcluster.resources import admin_client  # noqa: E402
+from localcluster.resources import admin_client, create_nodes, wait_nodes_ready  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "reference-fleet"
+# The desktop of the production report: a 12 GB card shared with services outside Kubernetes.
+SHARED_CARD = ROOT / "examples" / "shared-12gb"
 GROUP, VERSION = "vram.dev", "v1alpha1"
 PLACED_PHASES = {"Placed", "Running", "Degraded", "Failed"}
 # The desktop on GPU 0 of the workstation, as in examples/reference-fleet/gpunode-workstation.yaml.
 DESKTOP = [{"pid": 1873, "name": "Xorg", "usedMiB": 356}, {"pid": 2410, "name": "gnome-shell", "usedMiB": 92}]
 WAIT_SECONDS = 180.0
+NODE_READY_SECONDS = 60.0
 # The simulated runtime's seed: under it Qwen2.5-0.5B really needs a little more than the sizing
 # model predicts, which the "try" below shows (vLLM crash-loops at the predicted minimum).
 SEED = 5
@@ -65,19 +73,41 @@ TRY_LATER: dict[str, dict[str, Any]] = {
         },
     },
 }
+# On the desktop: a small assistant whose utilization is left to the operator, beside the production
+# report's chat server set by hand to 0.40 "to leave room for the other services" (too low: vLLM would
+# stop with "No available memory for the cache blocks").
+ASSISTANT: dict[str, Any] = {
+    "apiVersion": f"{GROUP}/{VERSION}",
+    "kind": "InferenceServer",
+    "metadata": {"name": "assistant", "namespace": "default"},
+    "spec": {
+        "engine": "vllm",
+        "image": "vllm/vllm-openai:v0.10.1.1",
+        "engineVersion": "0.10.1",
+        "model": {"name": "Qwen/Qwen2.5-1.5B-Instruct"},
+        "maxModelLen": 4096,
+        "maxNumSeqs": 4,  # a few users at a time
+    },
+}
+MANUAL_TOO_LOW = SHARED_CARD / "server-manual-0.40.yaml"
 TRY = """\
 Try (each server is placed, started by the simulated runtime and measured):
-  kubectl apply -f {work}/try-detector.yaml      # a 128Mi service: fits the A5500's leftover
+  kubectl apply -f {work}/try-detector.yaml      # a 128Mi service: goes where most memory is free
   kubectl -n ai delete infs ai-enrichment ai-florence   # frees the A400, then:
   kubectl apply -f {work}/try-qwen.yaml           # vLLM at utilization 0.45 on the A400: the model needs
                                                   # a little more than predicted, vLLM crash-loops with its
                                                   # own message, the operator raises the utilization
-  kubectl -n ai get infs,pods -w; kubectl -n ai describe infs qwen"""
+  kubectl -n ai get infs,pods -w; kubectl -n ai describe infs qwen
+  kubectl describe infs chat-manual-040           # the refusal: its Placed condition and a Warning event"""
 SIMULATED = """\
-Simulated here: the node "workstation" (KWOK) with an RTX A5500 and an RTX A400, and the engines in
-its pods (vram-operator simulate): vLLM, llama.cpp and generic servers start on the GPUs their pod is
-pinned to, take what the sizing model says give or take a seeded error, or crash-loop with the
-engine's own message. Real: the control plane and the operator.
+Simulated here: the nodes "workstation" (KWOK; an RTX A5500 and an RTX A400) and "desktop" (KWOK; a
+GeForce RTX 3060 12 GB), the processes outside Kubernetes on their GPUs (Xorg and gnome-shell on the
+A5500; Xorg, whisper-server and piper-tts, {foreign:.0f}MiB, on the RTX 3060), and the engines in their
+pods with the start-up lines they print (vram-operator simulate): vLLM, llama.cpp and generic servers
+start on the GPUs their pod is pinned to, take what the sizing model says give or take a seeded
+error, or crash-loop with the engine's own message.
+Real: the control plane and the operator. Every placement, budget, utilization, warning and refusal
+above is the operator's decision, from what the (simulated) node agents report.
 Faults (foreign processes, lost GPU, agent stall) can be changed live in {faults}."""
 
 
@@ -91,30 +121,50 @@ def write_faults(path: Path, content: dict[str, Any]) -> None:
     temporary.replace(path)  # atomic: the runtime never reads half a file
 
 
-def apply_examples(api: client.ApiClient) -> list[tuple[str, str]]:
+def example_documents(path: Path) -> list[dict[str, Any]]:
+    """The objects of an example file or folder, without its GpuNodes (the agents report the nodes)."""
+    files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+    found = [document for file in files for document in yaml.safe_load_all(file.read_text())]
+    return [document for document in found if document and document["kind"] != "GpuNode"]
+
+
+def shared_card_processes() -> list[dict[str, Any]]:
+    """The processes outside Kubernetes on the desktop's card, as its agent reports them in the example."""
+    reported = yaml.safe_load((SHARED_CARD / "gpunode.yaml").read_text())
+    return list(reported["status"]["gpus"][0]["processes"])
+
+
+def apply_in_order(api: client.ApiClient, documents: list[dict[str, Any]]) -> list[tuple[str, str]]:
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
     servers = []
-    for path in sorted(EXAMPLE.glob("*.yaml")):
-        for document in yaml.safe_load_all(path.read_text()):
-            if not document or document["kind"] == "GpuNode":
-                continue  # the agent reports the node
-            try:
-                if document["kind"] == "Namespace":
-                    core.create_namespace(document)
-                elif document["kind"] == "InferenceServer":
-                    meta = document["metadata"]
-                    custom.create_namespaced_custom_object(GROUP, VERSION, meta["namespace"], "inferenceservers",
-                                                           document)  # fmt: skip
-                    servers.append((meta["namespace"], meta["name"]))
-                    # One at a time, each decided before the next: the fleet is packed tight and the
-                    # operator places first come, first served, so the order is the demo's, not the load's.
-                    namespace, name = meta["namespace"], meta["name"]
-                    wait_for(f"{name} decided", lambda ns=namespace, n=name: decided(api, ns, n), 60)
-            except ApiException as error:
-                if error.status != 409:
-                    raise
+    for document in documents:
+        try:
+            meta = document["metadata"]
+            if document["kind"] == "Namespace":
+                labels = meta.get("labels")
+                core.create_namespace(
+                    client.V1Namespace(metadata=client.V1ObjectMeta(name=meta["name"], labels=labels))
+                )
+            elif document["kind"] == "InferenceServer":
+                custom.create_namespaced_custom_object(GROUP, VERSION, meta["namespace"], "inferenceservers",
+                                                       document)  # fmt: skip
+                servers.append((meta["namespace"], meta["name"]))
+                # One at a time, each decided before the next: the fleet is packed tight and the
+                # operator places first come, first served, so the order is the demo's, not the load's.
+                namespace, name = meta["namespace"], meta["name"]
+                wait_for(f"{name} decided", lambda ns=namespace, n=name: decided(api, ns, n), 60)
+        except ApiException as error:
+            if error.status != 409:
+                raise
     return servers
+
+
+def join(api: client.ApiClient, node: FakeNode) -> None:
+    """A node joins the running cluster (KWOK makes it Ready; the simulated agent reports its GPUs)."""
+    create_nodes(api, [node_manifest(node)])
+    wait_nodes_ready(api, [node.name], NODE_READY_SECONDS)
+    wait_for(f"the GPUs of {node.name}", lambda: reported_gpus(api, node.name))
 
 
 def decided(api: client.ApiClient, namespace: str, name: str) -> bool:
@@ -122,8 +172,20 @@ def decided(api: client.ApiClient, namespace: str, name: str) -> bool:
     found = client.CustomObjectsApi(api).get_namespaced_custom_object(
         GROUP, VERSION, namespace, "inferenceservers", name
     )
-    conditions = (cast(dict[str, Any], found).get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Placed" for c in conditions)
+    return placed_condition(cast(dict[str, Any], found)) is not None
+
+
+def placed_condition(obj: dict[str, Any]) -> dict[str, Any] | None:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == "Placed"), None)
+
+
+def settled(obj: dict[str, Any]) -> bool:
+    """Placed and past Pending, or refused with a reason."""
+    placed = placed_condition(obj)
+    if placed is not None and placed.get("status") == "False":
+        return True
+    return (obj.get("status") or {}).get("phase") in PLACED_PHASES
 
 
 def reported_gpus(api: client.ApiClient, node: str) -> bool:
@@ -154,19 +216,37 @@ def wait_for(what: str, check: Any, timeout: float = WAIT_SECONDS) -> None:
     print(f"warning: gave up waiting for {what} after {timeout:.0f}s", file=sys.stderr)
 
 
-def print_servers(objects: list[dict[str, Any]]) -> None:
-    header = f"{'SERVER':<20} {'NODE':<12} {'GPU':<4} {'BUDGET':>10} {'UTIL':>5}  {'PHASE':<9} MEMORY"
-    print(header)
+def kubectl(binary: Path, kubeconfig: str, *args: str) -> None:
+    """Print a kubectl command and what the real kubectl (built with the control plane) shows."""
+    shown = subprocess.run([str(binary), "--kubeconfig", kubeconfig, *args],
+                           capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
+    print(f"$ kubectl {' '.join(args)}")
+    print(shown.stdout.rstrip() or shown.stderr.rstrip())
+
+
+def print_why(objects: list[dict[str, Any]]) -> None:
+    """Per server, from its status: where and how much, the utilization and why, refusals, warnings."""
+    print("\nWhy (from each server's status):")
     for obj in objects:
         status = obj.get("status") or {}
         placement = status.get("placement") or {}
-        util = status.get("gpuMemoryUtilization")
-        print(
-            f"{obj['metadata']['namespace'] + '/' + obj['metadata']['name']:<20} {placement.get('node', '-'):<12} "
-            f"{placement.get('gpuSummary', '-'):<4} {placement.get('budgetMiB', 0):>8.0f}Mi "
-            f"{'-' if util is None else f'{util:.2f}':>5}  {status.get('phase', '-'):<9} "
-            f"{(status.get('memory') or {}).get('display', '-')}"
-        )
+        line = f"  {obj['metadata']['namespace']}/{obj['metadata']['name']}:"
+        manual = obj["spec"].get("gpuMemoryUtilization")  # 0 or absent: auto
+        if manual:
+            line += f" gpuMemoryUtilization {manual} set by hand;"
+        placed = placed_condition(obj) or {}
+        if placed.get("status") == "False":
+            estimate = status.get("estimate") or {}
+            print(f"{line} not placed, {placed.get('reason')}: {placed.get('message')}")
+            print(f"    estimate: {estimate.get('kvCacheTokens')} KV cache tokens at {manual}; the smallest "
+                  f"utilization that starts is {estimate.get('minUtilization')}")  # fmt: skip
+        else:
+            line += f" reserves {placement.get('budgetMiB', 0):.0f}MiB on {placement.get('node')} GPU "
+            print(line + str(placement.get("gpuSummary")))
+        if status.get("utilizationMode") == "auto":
+            print(f"    --gpu-memory-utilization {status.get('gpuMemoryUtilization'):.2f}, computed:")
+            for step in status.get("utilizationExplanation") or []:
+                print(f"      {step}")
         for warning in status.get("warnings", []):
             print(f"    warning: {warning}")
 
@@ -178,13 +258,16 @@ def up() -> int:
         print("(stop it with: bash hack/demo.sh --down)")
         return 0
     started = time.monotonic()
-    node = workstation()
+    kubectl_binary = binary_path("kubectl")  # built with the control plane; missing: fail before starting
+    node, joining = workstation(), desktop()
     cluster = LocalCluster(nodes=[node]).up()
     work = cluster.workdir
     assert work is not None
     kubeconfig = str(cluster.kubeconfig)
     faults = work / "faults.yaml"
-    write_faults(faults, {"nodes": {node.name: {"gpus": {0: {"processes": DESKTOP}}}}})
+    outside = shared_card_processes()
+    write_faults(faults, {"nodes": {node.name: {"gpus": {0: {"processes": DESKTOP}}},
+                                    joining.name: {"gpus": {0: {"processes": outside}}}}})  # fmt: skip
     cli = [sys.executable, "-m", "vram_operator.cli"]
     engine_logs = work / "engine-logs"  # the engines' start-up logs, served as their pods' logs
     engine_logs.mkdir()
@@ -201,16 +284,24 @@ def up() -> int:
     # The servers go in once the node's GPUs are reported: servers that wait for GPU data are all
     # decided when it arrives, in no fixed order, and this fleet is packed tight (first come, first placed).
     wait_for(f"the GPUs of {node.name}", lambda: reported_gpus(api, node.name))
-    servers = apply_examples(api)
-    wait_for("placements", lambda: all(
-        (o.get("status") or {}).get("phase") in PLACED_PHASES for o in server_objects(api, servers)))  # fmt: skip
+    servers = apply_in_order(api, example_documents(EXAMPLE))
+    # The desktop joins once the workstation's servers are decided: with its free card there first,
+    # the workstation's small services would land on it.
+    join(api, joining)
+    servers += apply_in_order(api, [ASSISTANT, *example_documents(MANUAL_TOO_LOW)])
+    wait_for("placements", lambda: all(settled(o) for o in server_objects(api, servers)))
     wait_for("measured memory", lambda: all(
         (o.get("status") or {}).get("memory") for o in server_objects(api, servers)
         if ((o.get("status") or {}).get("placement") or {}).get("gpus")), timeout=120)  # fmt: skip
-    print_servers(server_objects(api, servers))
+    kubectl(kubectl_binary, kubeconfig, "get", "infs", "-A")
+    print_why(server_objects(api, servers))
+    assistant = ASSISTANT["metadata"]
+    print(f"\nThe start-up lines of {assistant['name']}'s (simulated) vLLM; the operator reads them into its status:")
+    kubectl(kubectl_binary, kubeconfig, "-n", assistant["namespace"], "logs", f"deploy/{assistant['name']}")
     for name, manifest in TRY_LATER.items():
         (work / f"try-{name}.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
-    print("\n" + SIMULATED.format(faults=faults))
+    foreign = sum(float(process["usedMiB"]) for process in outside)
+    print("\n" + SIMULATED.format(faults=faults, foreign=foreign))
     print("\n" + TRY.format(work=work))
     print(f"\nup in {time.monotonic() - started:.0f}s; logs in {work}")
     print(f"export KUBECONFIG={kubeconfig}")

@@ -1,7 +1,7 @@
 """A local Kubernetes control plane for integration tests, built from Go modules by hack/."""
 
 from localcluster.cluster import UNPRIVILEGED_USER, LocalCluster
-from localcluster.fleet import FakeGpu, FakeNode, h100_rack, reference_fleet, workstation
+from localcluster.fleet import FakeGpu, FakeNode, desktop, h100_rack, reference_fleet, workstation
 from localcluster.process import ComponentError
 from localcluster.resources import ResourceError, install_crds
 from localcluster.tools import MissingBinaryError, binary_path
@@ -15,6 +15,7 @@ __all__ = [
     "MissingBinaryError",
     "ResourceError",
     "binary_path",
+    "desktop",
     "h100_rack",
     "install_crds",
     "reference_fleet",

@@ -36,11 +36,17 @@ class FakeNode:
 RTX_A5500 = FakeGpu("NVIDIA-RTX-A5500", 24564)
 RTX_A400 = FakeGpu("NVIDIA-RTX-A400", 4094)
 H100_80GB = FakeGpu("NVIDIA-H100-80GB-HBM3", 81559)
+RTX_3060_12GB = FakeGpu("NVIDIA-GeForce-RTX-3060", 12288)
 
 
 def workstation(name: str = "workstation") -> FakeNode:
     """The reference workstation: an RTX A5500 (24 GB) next to an RTX A400 (4 GB)."""
     return FakeNode(name=name, gpus=(RTX_A5500, RTX_A400), cpu="16", memory="128Gi")
+
+
+def desktop(name: str = "desktop") -> FakeNode:
+    """A desktop PC with one GeForce RTX 3060 (12 GB), the card of examples/shared-12gb."""
+    return FakeNode(name=name, gpus=(RTX_3060_12GB,), cpu="8", memory="32Gi")
 
 
 def h100_rack(nodes: int, prefix: str = "h100") -> list[FakeNode]:

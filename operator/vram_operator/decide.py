@@ -19,7 +19,7 @@ from vram_operator.fit.engine import engine_fit
 from vram_operator.fit.errors import FitError
 from vram_operator.fit.gpu_fit import GpuFit, fit_on_gpu
 from vram_operator.fit.offer import GpuOffer
-from vram_operator.fit.utilization import Tier
+from vram_operator.fit.utilization import Tier, usual_range_warnings
 from vram_operator.placement.agent_data import usable_agent_data
 from vram_operator.placement.demand import ManualAssignment, ServerDemand
 from vram_operator.placement.errors import PlacementError
@@ -336,9 +336,15 @@ def _unplaced(
         fit_message=best.message if best else "",
         unplaced_reason=unplaced.reason,
         unplaced_message=unplaced.message,
-        warnings=sizing.warnings,
+        warnings=_sizing_warnings(sizing),
         reasons=sizing.reasons,
     )
+
+
+def _sizing_warnings(sizing: ServerSizing) -> tuple[str, ...]:
+    """Warnings of a server that holds no GPU: its sizing's, and a hand-set utilization out of range."""
+    fixed = sizing.fixed_utilization
+    return (*sizing.warnings, *(usual_range_warnings(fixed) if fixed is not None else ()))
 
 
 def _best_gpu_fit(server: InferenceServer, sizing: ServerSizing, result: Plan, inventory: Inventory) -> GpuFit | None:
@@ -408,7 +414,7 @@ def _placed(server: InferenceServer, sizing: ServerSizing, placement: Placement,
             fit_message=fit.message,
             unplaced_reason="InsufficientMemory",
             unplaced_message=f"cannot start on {where}: {fit.message}",
-            warnings=sizing.warnings,
+            warnings=_sizing_warnings(sizing),
             reasons=sizing.reasons,
             fit=fit,
         )

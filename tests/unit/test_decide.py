@@ -79,6 +79,8 @@ def test_manual_utilization_below_the_kv_floor_is_not_placed_and_says_what_the_e
     assert llm.gpu_memory_utilization == 0.40
     assert not llm.fits
     assert llm.fit_reason in {"NoCacheBlocks", "MaxModelLenTooLarge"}
+    # Refused, it still says its hand-set value is unusual (the warning a placed 0.40 gets).
+    assert llm.warnings == ("gpuMemoryUtilization 0.4 is outside the usual 0.5-0.95",)
 
 
 def test_sizing_errors_are_reported_per_server_not_raised() -> None:

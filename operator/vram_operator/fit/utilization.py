@@ -148,6 +148,13 @@ def auto_utilization(
     )
 
 
+def usual_range_warnings(utilization: float) -> tuple[str, ...]:
+    """The warning a hand-set utilization outside the usual range gets, placed or not."""
+    if USUAL_RANGE[0] <= utilization <= USUAL_RANGE[1]:
+        return ()
+    return (f"gpuMemoryUtilization {utilization} is outside the usual {USUAL_RANGE[0]}-{USUAL_RANGE[1]}",)
+
+
 def manual_utilization(profile: VllmProfile, room: GpuRoom, utilization: float) -> UtilizationChoice:
     """Check a utilization set by hand: what vLLM will do with it on this GPU, and what to warn about."""
     low, high = MANUAL_RANGE
@@ -156,9 +163,7 @@ def manual_utilization(profile: VllmProfile, room: GpuRoom, utilization: float) 
     total = room.total_mib
     floor = vllm.min_utilization(profile, total)
     lines = [room.describe(), _model_line(profile), _floor_line(profile, room, floor)]
-    warnings = []
-    if not USUAL_RANGE[0] <= utilization <= USUAL_RANGE[1]:
-        warnings.append(f"gpuMemoryUtilization {utilization} is outside the usual {USUAL_RANGE[0]}-{USUAL_RANGE[1]}")
+    warnings = list(usual_range_warnings(utilization))
     result = vllm.fit(profile, total, utilization, room.free_at_start_mib)
     requested = utilization * total
     used_by_others = room.foreign_mib + room.reserved_by_others_mib

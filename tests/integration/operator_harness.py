@@ -279,9 +279,13 @@ def vllm_server(
     return inference_server(name, {"engine": "vllm", "image": image, "model": model, **spec}, labels)
 
 
+def _namespaced(server: str, namespace: str) -> str:
+    return server if "/" in server else f"{namespace}/{server}"
+
+
 def manual_assignment(name: str, namespace: str, mode: str, pins: list[dict[str, Any]]) -> dict[str, Any]:
-    """A Manual GpuAssignment of the namespace's servers (label fleet=<namespace>); each pin names its server
-    without the namespace."""
+    """A Manual GpuAssignment of the servers labelled fleet=<namespace>; a pin names a server of that namespace by
+    its name, one of another namespace as <namespace>/<name>."""
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "GpuAssignment",
@@ -290,7 +294,7 @@ def manual_assignment(name: str, namespace: str, mode: str, pins: list[dict[str,
             "strategy": "Manual",
             "mode": mode,
             "serverSelector": {"matchLabels": {"fleet": namespace}},
-            "assignments": [{**pin, "server": f"{namespace}/{pin['server']}"} for pin in pins],
+            "assignments": [{**pin, "server": _namespaced(pin["server"], namespace)} for pin in pins],
         },
     }
 

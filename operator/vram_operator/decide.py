@@ -214,13 +214,15 @@ def decide(
     manual: Sequence[ManualAssignment] = (),
     pod_uids: Mapping[str, Collection[str]] | None = None,
     measured: Mapping[str, Sequence[MeasuredRun]] | None = None,
+    one_namespace_per_gpu: bool = False,
 ) -> FleetDecision:
     """Size and place `servers`; the placements of `reserved` servers (not re-planned) stand.
 
     `pod_uids` ("namespace/name" -> the UIDs of that server's pods) decides which GPU processes are
     ours; without it (offline, hand-written GpuNodes) a pod named after a server is (ownership.py).
     `measured` (settings key -> runs the engines reported) sizes a server of those settings from
-    what its engine used before (sizing/measured.py).
+    what its engine used before (sizing/measured.py). `one_namespace_per_gpu` (dra pinning): servers
+    of different namespaces never share a GPU.
     """
     deciding = {server.key for server in servers}
     standing = [server for server in reserved if server.key not in deciding]
@@ -251,6 +253,7 @@ def decide(
         ledger=Ledger.from_servers(standing),
         margin_mib=margin_mib,
         manual=manual,
+        one_namespace_per_gpu=one_namespace_per_gpu,
     )
     if unusable:
         left_out = tuple(f"GPU {gpu.uuid} on {gpu.node} left out: {gpu.message}" for gpu in unusable)

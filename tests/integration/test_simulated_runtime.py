@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from operator_harness import GROUP, VERSION, Operator, Twin, condition, create, eventually, generic, get
+from operator_harness import GROUP, VERSION, Operator, Twin, condition, create, eventually, generic, get, vllm_server
 
 from localcluster.fleet import fake_gpu_uuid
 from vram_operator.api.inference_server import InferenceServerSpec
@@ -25,18 +25,7 @@ DESKTOP = [{"pid": 1873, "name": "Xorg", "usedMiB": 356}, {"pid": 2410, "name": 
 
 
 def qwen(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "InferenceServer",
-        "metadata": {"name": name},
-        "spec": {
-            "engine": "vllm",
-            "image": "vllm/vllm-openai",
-            "model": {"name": "Qwen/Qwen2.5-0.5B-Instruct"},
-            "maxModelLen": 4096,
-            **spec,
-        },
-    }
+    return vllm_server(name, image="vllm/vllm-openai", maxModelLen=4096, **spec)
 
 
 def workstation_gpu0(twin: Twin) -> tuple[str, str]:

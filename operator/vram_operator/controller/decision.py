@@ -36,6 +36,8 @@ class Inputs:
     pod_uids: Mapping[str, Collection[str]] | None = None
     # Measured runs by settings key (sizing.measured.settings_key): what servers of those settings used.
     measured: Mapping[str, Sequence[MeasuredRun]] = field(default_factory=dict)
+    # dra pinning: servers of different namespaces never share a GPU (placement.occupancy).
+    one_namespace_per_gpu: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ def decide(servers: Sequence[InferenceServer], inputs: Inputs, manual: Sequence[
             manual=manual,
             pod_uids=inputs.pod_uids,
             measured=inputs.measured,
+            one_namespace_per_gpu=inputs.one_namespace_per_gpu,
         )
     except ValueError as error:  # sizing, placement and input errors all derive from ValueError
         failed = Outcome(

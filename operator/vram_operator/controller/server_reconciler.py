@@ -210,6 +210,7 @@ class ServerReconciler:
                 margin_mib=settings.margin_mib,
                 pod_uids=pod_uids_of(rt.indexes.get("server_pods")),  # which GPU processes are ours
                 measured=rt.measured,
+                one_namespace_per_gpu=settings.render.pinning_mode == "dra",
             )
 
         pins = pins_for(server, current, replace=replace, moving=moving)

@@ -91,6 +91,10 @@ class ServerDemand:
         return replica_key(self.server, self.replica)
 
     @property
+    def namespace(self) -> str:
+        return self.server.partition("/")[0]
+
+    @property
     def shrinkable(self) -> bool:
         return self.min_mib < self.preferred_mib and self.fixed_utilization is None and self.budget_override_mib is None
 

@@ -72,8 +72,12 @@ def plan(
     ledger: Ledger | None = None,
     margin_mib: float = DEFAULT_MARGIN_MIB,
     manual: Sequence[ManualAssignment] = (),
+    one_namespace_per_gpu: bool = False,
 ) -> Plan:
-    """Place `demands` on `inventory`. Reservations in `ledger` of servers not in `demands` stay put."""
+    """Place `demands` on `inventory`. Reservations in `ledger` of servers not in `demands` stay put.
+
+    `one_namespace_per_gpu` (dra pinning): servers of different namespaces never share a GPU.
+    """
     chosen = strategy_named(strategy) if isinstance(strategy, str) else strategy
     if margin_mib < 0:
         raise PlacementError(f"margin must be >= 0 MiB, got {margin_mib}", field="margin_mib")
@@ -92,6 +96,7 @@ def plan(
             margin_mib=margin_mib,
             manual=manual,
             packing=packing,
+            one_namespace_per_gpu=one_namespace_per_gpu,
         )
 
     def attempt(packing: Packing | None) -> Planner:
@@ -117,7 +122,9 @@ def plan(
             best = packed
         if best.complete:
             break
-    if best.leftover and len(by_server) <= SEARCH_SERVERS and len(inventory.slots) <= SEARCH_GPUS:
+    # The exact search (search.py) knows no namespaces: not run when one namespace per GPU is kept.
+    small = len(by_server) <= SEARCH_SERVERS and len(inventory.slots) <= SEARCH_GPUS
+    if best.leftover and small and not one_namespace_per_gpu:
         searched = planner_for(None)
         searched.run_exact(beat=best.placed_mib)
         if searched.placed_mib > best.placed_mib + EPS:
@@ -197,11 +204,19 @@ class Planner:
         margin_mib: float,
         manual: Sequence[ManualAssignment],
         packing: Packing | None,
+        one_namespace_per_gpu: bool = False,
     ) -> None:
         self.strategy = strategy
         self.packing = packing
         self.margin = margin_mib
-        self.occupancy = Occupancy(inventory, ledger, margin_mib, frozenset(demands), packing=packing is not None)
+        self.occupancy = Occupancy(
+            inventory,
+            ledger,
+            margin_mib,
+            frozenset(demands),
+            packing=packing is not None,
+            one_namespace_per_gpu=one_namespace_per_gpu,
+        )
         self.decisions: dict[str, _Decision] = {}
         self.unplaced: dict[str, Unplaced] = {}
         self.warnings: list[str] = list(self.occupancy.orphans)
@@ -385,7 +400,12 @@ class Planner:
         return False
 
     def place_open(self, demand: ServerDemand, *, shrink: bool, rank: Ranking | None = None) -> bool:
-        """Place by the strategy's ranking (or `rank`); in a packing pass, by the pass's fit rule."""
+        """Place by the strategy's ranking (or `rank`); in a packing pass, by the pass's fit rule; only
+        on GPUs open to its namespace (Occupancy.serving)."""
+        with self.occupancy.serving(demand.namespace):
+            return self._place_open(demand, shrink=shrink, rank=rank)
+
+    def _place_open(self, demand: ServerDemand, *, shrink: bool, rank: Ranking | None) -> bool:
         if rank is None and self.packing is not None and not shrink and demand.fixed_utilization is None:
             return self._place_packed(demand, self.packing.fit)
         ranking = rank or self.strategy.score

@@ -6,9 +6,7 @@ Tolerances are twice what docs/sizing-vllm.md claims from `python benchmarks/est
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
-import sys
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -16,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from script_loader import load_script
 from vram_operator.sizing.vllm import fit
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -23,14 +22,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def _calibration() -> ModuleType:
     # The benchmark script owns the row -> estimate mapping; the test runs the same code.
-    spec = importlib.util.spec_from_file_location(
-        "estimator_calibration", ROOT / "benchmarks" / "estimator_calibration.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "estimator_calibration.py", "estimator_calibration")
 
 
 CALIBRATION = _calibration()

@@ -170,6 +170,7 @@ def demand_for(server: InferenceServer, sizing: ServerSizing, margin_mib: float 
         pin_node=pin.node if pin else None,
         pin_gpus=tuple(pin.gpus) if pin else (),
         fixed_utilization=sizing.fixed_utilization,
+        beyond_share_mib=sizing.beyond_share_mib,
         notes=sizing.warnings,
         # A generic server's fit is its budget, which the planner already checks.
         engine_check=engine_check if sizing.engine != "generic" else None,
@@ -363,7 +364,8 @@ def _best_gpu_fit(server: InferenceServer, sizing: ServerSizing, result: Plan, i
         return None
     gpu = max(candidates, key=lambda g: (g.total_mib - g.foreign_mib - g.reserved_mib, g.total_mib))
     free = gpu.total_mib - gpu.foreign_mib - gpu.reserved_mib
-    budget = (sizing.fixed_utilization or 0.0) * gpu.total_mib or max(free - result.margin_mib, 0.0)
+    fixed = sizing.fixed_utilization
+    budget = fixed * gpu.total_mib + sizing.beyond_share_mib if fixed else max(free - result.margin_mib, 0.0)
     return fit_on_gpu(sizing, server.spec, budget, gpu.total_mib, gpu_free_mib=max(free, 0.0), gpu_name=gpu.name)
 
 

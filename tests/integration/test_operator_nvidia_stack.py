@@ -18,10 +18,12 @@ from operator_harness import (
     VERSION,
     Operator,
     create,
+    delete_cluster_object,
     eventually,
     generic,
     get,
     gpu_node_status,
+    manual_assignment,
     publish,
     start_operator,
 )
@@ -49,11 +51,7 @@ def plain_gpu_node(core_v1: client.CoreV1Api, custom_objects: client.CustomObjec
         yield name
     finally:
         core_v1.delete_node(name)
-        try:
-            custom_objects.delete_cluster_custom_object(GROUP, VERSION, "gpunodes", name)
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        delete_cluster_object(custom_objects, "gpunodes", name)
 
 
 def device_plugin_daemonset(name: str) -> dict[str, Any]:
@@ -184,17 +182,7 @@ def placed_gpu(custom: client.CustomObjectsApi, namespace: str, name: str) -> st
 
 def pinned_to_gpu_0(name: str, servers: list[str], fleet: str) -> dict[str, Any]:
     """A Manual GpuAssignment, applied, pinning every one of `servers` to the workstation's GPU 0."""
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "GpuAssignment",
-        "metadata": {"name": name},
-        "spec": {
-            "strategy": "Manual",
-            "mode": "Apply",
-            "serverSelector": {"matchLabels": {"fleet": fleet}},
-            "assignments": [{"server": server, "node": "workstation", "gpus": [0]} for server in servers],
-        },
-    }
+    return manual_assignment(name, fleet, "Apply", [{"server": s, "node": "workstation", "gpus": [0]} for s in servers])
 
 
 @pytest.mark.usefixtures("dra_operator")

@@ -42,7 +42,7 @@ from vram_operator.controller.kube import ChildRefusedError
 from vram_operator.controller.measure import estimate_error, measure_server, memory_changed
 from vram_operator.controller.pods import ENGINE_CRASHING, PodFacts, crash_report, current_pods, readiness
 from vram_operator.controller.rollout_state import assigned_pin, pin_refused
-from vram_operator.controller.room import room_shortfall
+from vram_operator.controller.room import beyond_share_mib, room_shortfall
 from vram_operator.controller.runtime import Runtime, now, rfc3339, values
 from vram_operator.controller.server_status import (
     CHILD_REJECTED,
@@ -417,7 +417,12 @@ class ServerReconciler:
                 for placed in replicas
                 if (
                     short := room_shortfall(
-                        placed, placed.gpu_memory_utilization, nodes, besides(placed, replicas, others), owners
+                        placed,
+                        placed.gpu_memory_utilization,
+                        nodes,
+                        besides(placed, replicas, others),
+                        owners,
+                        beyond_share=beyond_share_mib(current),
                     )
                 )
                 is not None
@@ -499,6 +504,7 @@ class ServerReconciler:
                 process_owners(values(servers), rt.indexes.get("server_pods")),
             ),
             margin_mib=settings.margin_mib,
+            beyond_share_mib=beyond_share_mib(current),
         )
         rt.metrics.corrections.labels(failure.kind.value, fix.action).inc()
         namespace = server.metadata.namespace or "default"

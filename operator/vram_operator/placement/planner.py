@@ -691,9 +691,10 @@ def _group_key(gpu: GpuState) -> str:
 
 
 def _utilization(demand: ServerDemand, gpus: Sequence[GpuState], budget: float) -> float | None:
-    """vLLM's --gpu-memory-utilization for the budget: rounded down so vLLM never takes more than reserved."""
+    """vLLM's --gpu-memory-utilization for the budget: rounded down so vLLM never takes more than reserved
+    (its share and the CUDA graphs it captures beyond it)."""
     if demand.engine != "vllm":
         return None
     if demand.fixed_utilization is not None:
         return demand.fixed_utilization
-    return math.floor(budget * 100 / max(g.slot.total_mib for g in gpus) + 1e-9) / 100
+    return math.floor((budget - demand.beyond_share_mib) * 100 / max(g.slot.total_mib for g in gpus) + 1e-9) / 100

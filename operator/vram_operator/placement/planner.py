@@ -106,6 +106,7 @@ def plan(
 
     best = first = attempt(None)
     if best.complete:
+        best.spread_out()  # repair may have moved replicas together to make room
         return best.result()
     # Something did not fit. First-fit decreasing (plus the same repair) runs, so no strategy places less
     # than it; then the solver re-packs, from the better plan, what is free to move. The plan placing

@@ -4,7 +4,6 @@ checked against the plans it compares."""
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import sys
 from pathlib import Path
@@ -12,16 +11,13 @@ from types import ModuleType
 
 import pytest
 
+from script_loader import load_script
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # the process pool pickles its functions by module name
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / f"{name}.py", name)
 
 
 def test_placement_quality_runs_and_no_plan_beats_the_optimum(

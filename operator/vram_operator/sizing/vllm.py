@@ -814,6 +814,10 @@ def min_utilization(profile: VllmProfile, gpu_total_mib: float, kv_tokens: int =
     hundredths = math.ceil(needed / gpu_total_mib * 100 - 1e-9)
     while hundredths * gpu_total_mib / 100 < needed:
         hundredths += 1
+    # Before vLLM 0.21 the CUDA graphs are captured beyond the share: a GPU that cannot hold both at
+    # that share is too small at any utilization.
+    if hundredths * gpu_total_mib / 100 + profile.graphs_outside_mib > gpu_total_mib:
+        return max(hundredths, 101) / 100
     return hundredths / 100
 
 

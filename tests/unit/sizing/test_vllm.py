@@ -234,6 +234,18 @@ def test_graphs_that_do_not_fit_beyond_the_share_fail_after_the_startup_check() 
     assert fit(_profile(_arch(), enforce_eager=True), H100_MIB, 0.99).fits
 
 
+def test_a_share_whose_graphs_overflow_the_gpu_is_no_minimum_utilization() -> None:
+    prof = _profile(_arch())  # 0.19: 873 MiB of graphs beyond the share
+    # Tokens whose share rounds to 0.99: the share fits, the graphs beyond it do not (the GPU is too small);
+    # once vLLM subtracts its graphs (0.21) the same share is the minimum.
+    tokens = max(t for t in range(0, 3_000_000, 1000) if memory_for_tokens(prof, t) <= 0.99 * H100_MIB)
+    assert footprint_mib(prof, H100_MIB, 0.99) > H100_MIB
+    assert min_utilization(prof, H100_MIB, tokens) > 1
+    assert fit(prof, H100_MIB, 0.99).reason == "CudaGraphsOutOfMemory"
+    eager = _profile(_arch(), enforce_eager=True)
+    assert min_utilization(eager, H100_MIB, tokens) <= 0.99
+
+
 @given(free=st.floats(min_value=0.3 * H100_MIB, max_value=H100_MIB))
 def test_the_recommendation_leaves_room_for_the_graphs(free: float) -> None:
     prof = _profile(_arch())
@@ -368,6 +380,10 @@ def test_min_utilization_really_gives_the_tokens(arch: ModelArchitecture, gpu: f
     prof = _profile(arch, gpu, max_model_len=4096, tensor_parallel_size=2)
     minimum = min_utilization(prof, gpu, tokens)
     if minimum > 1:
+        # Too small at any utilization (the tokens, and before 0.21 the CUDA graphs beyond the share).
+        for utilization in (0.99, 1.0):
+            result = fit(prof, gpu, utilization)
+            assert not (result.fits and result.kv_cache_tokens >= tokens)
         return
     result = fit(prof, gpu, minimum)
     assert result.fits and result.kv_cache_tokens >= tokens

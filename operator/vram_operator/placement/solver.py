@@ -230,7 +230,9 @@ class _Model:
     def solve(self, start: Mapping[str, Assignment], *, nodes: int | None, seconds: float) -> Solution:
         if not self.lower:
             return Solution({}, 0.0, 0.0)
-        h = highspy.Highs()  # type: ignore[no-untyped-call]
+        # The bare binding: the wrapper class prints a banner to stdout when it is made (it would
+        # corrupt `plan -o json`) and adds callbacks this model does not use.
+        h = highspy._Highs()  # type: ignore[attr-defined]  # not in highspy's stub
         for option, value in (
             ("output_flag", False),
             ("threads", 1),
@@ -246,8 +248,7 @@ class _Model:
         h.changeColsCost(n, list(range(n)), self.cost)
         if self.integer:
             kind = highspy.HighsVarType.kInteger.value
-            # highspy converts the list; its stub names only a uint8 array.
-            h.changeColsIntegrality(len(self.integer), self.integer, [kind] * len(self.integer))  # type: ignore[arg-type]
+            h.changeColsIntegrality(len(self.integer), self.integer, [kind] * len(self.integer))
         if self.rows:
             h.addRows(
                 len(self.rows),

@@ -3,10 +3,12 @@
 Reads the start-up rows in tests/fixtures (vllm-startup-calibration.csv and vllm-startup-logs.csv;
 rows whose model config is in tests/fixtures/model-configs, one pipeline stage), runs config ->
 architecture -> weights -> profile -> fit for each, and prints, per vLLM version, the error of the
-weights, the activation peak, the non-torch memory and the KV pool.
+weights, the activation peak, the non-torch memory, the KV pool and the CUDA graphs (where the log
+says what capturing them took, after the KV cache).
 
-The constants the code cannot give (sampler bytes per logit, non-torch MiB; `ProfileConstants` in
-sizing/vllm.py) are refitted for every row from the rows of the other models in its version range
+The constants the code cannot give (sampler bytes per logit, non-torch MiB, CUDA-graph MiB per size
+and per piece; `ProfileConstants` in sizing/vllm.py) are refitted for every row from the rows of the
+other models in its version range (the graph constants by least squares over the dense models' logs)
 (leave one model out; the logs repeat some models many times, so leaving one row out would keep
 its twins in the fit): a row is predicted by constants that never saw its model. A row with no
 other model in its range has no out-of-sample prediction for that constant (shown as "-").
@@ -28,6 +30,7 @@ from pathlib import Path
 from vram_operator.sizing.architecture import ModelArchitecture, from_config
 from vram_operator.sizing.dtypes import weights_bytes_for_architecture
 from vram_operator.sizing.vllm import (
+    FULL_CUDAGRAPHS_SINCE,
     GIB,
     HEAVY_SAMPLER_SINCE,
     LARGE_GPU_MIB,
@@ -40,7 +43,9 @@ from vram_operator.sizing.vllm import (
     VllmFit,
     VllmProfile,
     VllmSettings,
+    cuda_graph_capture_sizes,
     fit,
+    moe_workspace_bytes,
     profile,
     profile_constants,
     weights_per_rank,
@@ -50,7 +55,7 @@ FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 CALIBRATION_CSV = FIXTURES / "vllm-startup-calibration.csv"
 LOGS_CSV = FIXTURES / "vllm-startup-logs.csv"
 MODEL_CONFIGS = FIXTURES / "model-configs"
-QUANTITIES = ("weights", "activation", "non-torch", "KV pool")
+QUANTITIES = ("weights", "activation", "non-torch", "KV pool", "CUDA graphs")
 # Rows whose weights miss by more (vision towers, MXFP4, ...) measure the weights model, not the
 # profile run: the second summary leaves them out.
 WEIGHTS_IN_SCOPE_PERCENT = 2.0
@@ -85,6 +90,11 @@ class RowResult:
         if quantity == "KV pool":
             value = self.row["kv_cache_gib"]
             return float(value) if value and float(value) > 0 else None
+        if quantity == "CUDA graphs":
+            # "Graph capturing finished in N secs, took M GiB", where captured after the KV cache.
+            value = self.row.get("cuda_graph_gib", "")
+            captured_after = self.row.get("cuda_graph_subtracted") == "no"
+            return float(value) if captured_after and value and float(value) > 0 else None
         value = self.row[key[quantity]]
         return float(value) if value else None
 
@@ -94,6 +104,7 @@ class RowResult:
             "activation": self.profile.activation_mib,
             "non-torch": self.profile.non_torch_mib,
             "KV pool": self.fit.kv_cache_mib,
+            "CUDA graphs": self.profile.cuda_graph_mib,
         }[quantity] / 1024
 
     def error(self, quantity: str) -> float | None:
@@ -244,9 +255,12 @@ def implied_sampler_bytes(result: RowResult) -> float | None:
     if activation is None or activation <= 1.1 * result.forward_gib:
         return None
     prof = result.profile
-    logits = min(prof.max_num_batched_tokens, prof.max_num_seqs) * _architecture(result.row).vocab_size
-    hidden = prof.max_num_batched_tokens * _architecture(result.row).hidden_size * 2
-    return (activation * GIB - hidden) / logits
+    arch = _architecture(result.row)
+    logits = min(prof.max_num_batched_tokens, prof.max_num_seqs) * arch.vocab_size
+    hidden = prof.max_num_batched_tokens * arch.hidden_size * 2
+    version = EngineVersion.parse(result.row["vllm_version"])
+    workspace = moe_workspace_bytes(arch, version, prof.tensor_parallel_size, prof.max_num_batched_tokens, 2)
+    return (activation * GIB - hidden - workspace) / logits
 
 
 def _median_of_others(
@@ -273,15 +287,52 @@ class OutOfSample:
     result: RowResult
     sampler_fitted: bool
     non_torch_fitted: bool
+    graphs_fitted: bool = True
 
     def error(self, quantity: str) -> float | None:
         if quantity == "non-torch" and not self.non_torch_fitted:
+            return None
+        if quantity == "CUDA graphs" and not self.graphs_fitted:
             return None
         if quantity in ("activation", "KV pool") and not self.sampler_fitted:
             return None
         if quantity == "KV pool" and not self.non_torch_fitted:
             return None
         return self.result.error(quantity)
+
+
+def graph_terms(result: RowResult) -> tuple[float, float]:
+    """The row's CUDA graphs as (full graphs, piecewise pieces) over its capture sizes: the graphs are
+    a x the first + b x the second (no full graphs before 0.11)."""
+    prof = result.profile
+    version = EngineVersion.parse(result.row["vllm_version"])
+    sizes = cuda_graph_capture_sizes(version, prof.max_num_seqs)
+    pieces = _architecture(result.row).num_layers + (1 if prof.is_v1 else 0)
+    return (sizes if version >= FULL_CUDAGRAPHS_SINCE else 0), sizes * pieces
+
+
+def fitted_graph_constants(results: list[RowResult], index: int) -> tuple[float, float] | None:
+    """(MiB per size, MiB per piece and size) by least squares on the other dense models' logged graphs."""
+    own = _model_id(results[index].row)
+    points = [
+        (*graph_terms(other), logged * 1024)
+        for other in results
+        if _model_id(other.row) != own
+        and not _architecture(other.row).is_moe
+        and (logged := other.logged("CUDA graphs")) is not None
+    ]
+    if len({_model_id(other.row) for other in results if _model_id(other.row) != own}) < 2 or len(points) < 2:
+        return None
+    # Normal equations of y = a x1 + b x2.
+    s11 = sum(x1 * x1 for x1, _, _ in points)
+    s12 = sum(x1 * x2 for x1, x2, _ in points)
+    s22 = sum(x2 * x2 for _, x2, _ in points)
+    t1 = sum(x1 * y for x1, _, y in points)
+    t2 = sum(x2 * y for _, x2, y in points)
+    determinant = s11 * s22 - s12 * s12
+    if determinant == 0:
+        return None
+    return (t1 * s22 - t2 * s12) / determinant, (s11 * t2 - s12 * t1) / determinant
 
 
 def leave_one_out(rows: list[dict[str, str]]) -> list[OutOfSample]:
@@ -301,11 +352,15 @@ def leave_one_out(rows: list[dict[str, str]]) -> list[OutOfSample]:
                 non_torch_group(result.row)[1], "non_torch_tp1_small_gpu_mib"
             )
             constants = replace(constants, **{field: non_torch * 1024})
+        graphs = fitted_graph_constants(shipped, index)
+        if graphs is not None:
+            constants = replace(constants, cuda_graph_mib_per_size=graphs[0], cuda_graph_mib_per_piece=graphs[1])
         predictions.append(
             OutOfSample(
                 estimate_row(result.row, constants),
                 sampler_fitted=sampler is not None or not sampler_needed,
                 non_torch_fitted=non_torch is not None,
+                graphs_fitted=graphs is not None,
             )
         )
     return predictions
@@ -342,12 +397,15 @@ def main() -> None:
         predictions = [OutOfSample(estimate_row(row), True, True) for row in rows]
     else:
         predictions = leave_one_out(rows)
-    header = f"{'model':36} {'ver':7} {'tp':>2} {'weights%':>9} {'activ%':>7} {'nontorch%':>9} {'KVpool%':>8}  outcome"
+    header = (
+        f"{'model':36} {'ver':7} {'tp':>2} {'weights%':>9} {'activ%':>7} {'nontorch%':>9} {'KVpool%':>8} "
+        f"{'graphs%':>8}  outcome"
+    )
     print(header)
     print("-" * len(header))
     for prediction in predictions:
         result, row = prediction.result, prediction.result.row
-        cells = " ".join(f"{_cell(prediction.error(q)):>{w}}" for q, w in zip(QUANTITIES, (9, 7, 9, 8), strict=True))
+        cells = " ".join(f"{_cell(prediction.error(q)):>{w}}" for q, w in zip(QUANTITIES, (9, 7, 9, 8, 8), strict=True))
         outcome = result.fit.reason + (" (log: failed)" if result.failed else "")
         print(f"{_model_id(row)[:36]:36} {row['vllm_version'][:7]:7} {row['tp']:>2} {cells}  {outcome}")
     print()

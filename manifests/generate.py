@@ -36,6 +36,7 @@ OUTPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "aggregated-roles.yaml",
             "admission-agent-gpunode.yaml",
             "admission-server-host-access.yaml",
+            "admission-visible-devices.yaml",
             "operator-deployment.yaml",
             "operator-service.yaml",
             "agent-daemonset.yaml",

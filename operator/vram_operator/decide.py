@@ -170,6 +170,7 @@ def demand_for(server: InferenceServer, sizing: ServerSizing, margin_mib: float 
         pin_node=pin.node if pin else None,
         pin_gpus=tuple(pin.gpus) if pin else (),
         fixed_utilization=sizing.fixed_utilization,
+        beyond_share_mib=sizing.beyond_share_mib,
         notes=sizing.warnings,
         # A generic server's fit is its budget, which the planner already checks.
         engine_check=engine_check if sizing.engine != "generic" else None,
@@ -214,6 +215,7 @@ def decide(
     pod_uids: Mapping[str, Collection[str]] | None = None,
     measured: Mapping[str, Sequence[MeasuredRun]] | None = None,
     slot_cache: SlotCache | None = None,
+    one_namespace_per_gpu: bool = False,
 ) -> FleetDecision:
     """Size and place `servers`; the placements of `reserved` servers (not re-planned) stand.
 
@@ -222,6 +224,7 @@ def decide(
     `measured` (settings key -> runs the engines reported) sizes a server of those settings from
     what its engine used before (sizing/measured.py). `slot_cache` keeps the GPUs of unchanged nodes
     from one call to the next (the operator decides batch after batch against the same fleet).
+    `one_namespace_per_gpu` (dra pinning): servers of different namespaces never share a GPU.
     """
     deciding = {server.key for server in servers}
     standing = [server for server in reserved if server.key not in deciding]
@@ -252,6 +255,7 @@ def decide(
         ledger=Ledger.from_servers(standing),
         margin_mib=margin_mib,
         manual=manual,
+        one_namespace_per_gpu=one_namespace_per_gpu,
     )
     if unusable:
         left_out = tuple(f"GPU {gpu.uuid} on {gpu.node} left out: {gpu.message}" for gpu in unusable)
@@ -362,7 +366,8 @@ def _best_gpu_fit(server: InferenceServer, sizing: ServerSizing, result: Plan, i
         return None
     gpu = max(candidates, key=lambda g: (g.total_mib - g.foreign_mib - g.reserved_mib, g.total_mib))
     free = gpu.total_mib - gpu.foreign_mib - gpu.reserved_mib
-    budget = (sizing.fixed_utilization or 0.0) * gpu.total_mib or max(free - result.margin_mib, 0.0)
+    fixed = sizing.fixed_utilization
+    budget = fixed * gpu.total_mib + sizing.beyond_share_mib if fixed else max(free - result.margin_mib, 0.0)
     return fit_on_gpu(sizing, server.spec, budget, gpu.total_mib, gpu_free_mib=max(free, 0.0), gpu_name=gpu.name)
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +28,8 @@ T = TypeVar("T")
 GROUP, VERSION = "vram.dev", "v1alpha1"
 MARGIN_MIB = 256
 TIMEOUT = 90.0
+SMALL_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"  # catalogued: sized without a config.json; 24 layers, context 32768
+VLLM_IMAGE = "vllm/vllm-openai:v0.19.0"
 
 
 def eventually(produce: Callable[[], T | None], what: str, timeout: float = TIMEOUT) -> T:
@@ -70,25 +73,85 @@ def gpu_node_status(
     return {"backend": "simulated", "lastHeartbeat": rfc3339(heartbeat or datetime.now(UTC)), "gpus": gpus}
 
 
-def publish(custom: client.CustomObjectsApi, node: FakeNode, status: dict[str, Any]) -> None:
+def write_gpu_node_status(custom: client.CustomObjectsApi, name: str, status: dict[str, Any]) -> None:
+    """Create the GpuNode if it is not there yet, then replace its status (as an agent's write)."""
     try:
         custom.create_cluster_custom_object(
             GROUP,
             VERSION,
             "gpunodes",
-            {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuNode", "metadata": {"name": node.name}},
+            {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuNode", "metadata": {"name": name}},
         )
     except ApiException as error:
         if error.status != 409:
             raise
-    custom.patch_cluster_custom_object_status(GROUP, VERSION, "gpunodes", node.name, {"status": status})
+    custom.patch_cluster_custom_object_status(GROUP, VERSION, "gpunodes", name, {"status": status})
 
 
-class Operator:
+def delete_cluster_object(custom: client.CustomObjectsApi, plural: str, name: str) -> None:
+    """Delete a cluster-scoped object of ours (gpunodes, gpuassignments); one already gone is fine."""
+    try:
+        custom.delete_cluster_custom_object(GROUP, VERSION, plural, name)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
+def publish(custom: client.CustomObjectsApi, node: FakeNode, status: dict[str, Any]) -> None:
+    write_gpu_node_status(custom, node.name, status)
+
+
+@contextmanager
+def reports_restored(custom: client.CustomObjectsApi, nodes: list[FakeNode]) -> Iterator[None]:
+    """For a fixture that changes what the GpuNodes report: every node reports its plain status again after."""
+    try:
+        yield
+    finally:
+        for node in nodes:
+            publish(custom, node, gpu_node_status(node))
+
+
+class LoggedProcess:
+    """A child process of the tests, started again as often as a test likes; the output of each start goes to
+    its own numbered log file, `<log_dir>/<name>-<start>.log`."""
+
+    def __init__(self, name: str, argv: list[str], log_dir: Path) -> None:
+        self.name, self.argv, self.log_dir = name, argv, log_dir
+        self.starts = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.starts += 1
+        log = (self.log_dir / f"{self.name}-{self.starts}.log").open("wb")
+        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+
+    def kill(self) -> None:
+        """kill -9: no cleanup, no graceful shutdown."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-4000:] for p in sorted(self.log_dir.glob(f"{self.name}-*.log")))
+
+
+class Operator(LoggedProcess):
     """The operator as a subprocess, restricted to one namespace."""
 
     def __init__(self, kubeconfig: Path, namespace: str, log_dir: Path, *extra: str) -> None:
-        self.argv = [
+        argv = [
             sys.executable,
             "-m",
             "vram_operator.controller",
@@ -112,34 +175,7 @@ class Operator:
             namespace,
             *extra,
         ]
-        self.log_dir = log_dir
-        self.starts = 0
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.starts += 1
-        log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
-        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-
-    def kill(self) -> None:
-        """kill -9: no cleanup, no graceful shutdown."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-4000:] for p in sorted(self.log_dir.glob("operator-*.log")))
+        super().__init__("operator", argv, log_dir)
 
 
 def start_operator(kubeconfig: Path, namespace: str, tmp_path: Path, *extra: str) -> Iterator[Operator]:
@@ -152,16 +188,15 @@ def start_operator(kubeconfig: Path, namespace: str, tmp_path: Path, *extra: str
         print(operator.logs())  # shown by pytest when the test fails
 
 
-class Twin:
+class Twin(LoggedProcess):
     """The simulated GPU runtime (`vram-operator simulate`) as a subprocess, with its faults and state files."""
 
     def __init__(self, kubeconfig: Path, work: Path, *, seed: int = 0, interval: float = 0.5) -> None:
-        self.work = work
         self.faults_path = work / "faults.yaml"
         self.state_path = work / "twin-state.json"
         self.logs_dir = work / "engine-logs"  # served as the pods' logs (KWOK Logs objects)
         self.logs_dir.mkdir(exist_ok=True)
-        self.argv = [
+        argv = [
             sys.executable,
             "-m",
             "vram_operator.cli",
@@ -185,22 +220,7 @@ class Twin:
             "--logs-dir",
             str(self.logs_dir),
         ]
-        self.starts = 0
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.starts += 1
-        log = (self.work / f"twin-{self.starts}.log").open("wb")
-        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        super().__init__("twin", argv, work)
 
     def set_faults(self, faults: dict[str, Any]) -> None:
         """Replace the faults file (atomically: the twin never reads half of it)."""
@@ -221,9 +241,6 @@ class Twin:
         after = self.state().get("tick", 0)
         return eventually(lambda: (s := self.state()) and s.get("tick", 0) > after + 1 and s, "a twin pass", timeout)
 
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-4000:] for p in sorted(self.work.glob("twin-*.log")))
-
 
 def start_twin(kubeconfig: Path, work: Path, *, seed: int = 0) -> Iterator[Twin]:
     twin = Twin(kubeconfig, work, seed=seed)
@@ -232,23 +249,52 @@ def start_twin(kubeconfig: Path, work: Path, *, seed: int = 0) -> Iterator[Twin]
     try:
         yield twin
     finally:
-        if twin.process is not None and twin.process.poll() is None:
+        if twin.alive():
             twin.set_faults({})  # leave the GpuNodes healthy and every node in place for the next module
             twin.wait_tick()
         twin.stop()
         print(twin.logs())
 
 
+def inference_server(name: str, spec: dict[str, Any], labels: dict[str, str] | None = None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name} if labels is None else {"name": name, "labels": labels}
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferenceServer", "metadata": metadata, "spec": spec}
+
+
 def generic(name: str, budget: str, replicas: int = 1, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    spec = {"engine": "generic", "image": "example.invalid/detector:1", "vramBudget": budget, "replicas": replicas}
+    return inference_server(name, spec, labels or {})
+
+
+def vllm_server(
+    name: str,
+    *,
+    image: str = VLLM_IMAGE,
+    model: dict[str, Any] | None = None,
+    labels: dict[str, str] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    """A vLLM InferenceServer of SMALL_MODEL (unless `model` says otherwise); `spec` adds the other fields."""
+    model = {"name": SMALL_MODEL} if model is None else model
+    return inference_server(name, {"engine": "vllm", "image": image, "model": model, **spec}, labels)
+
+
+def _namespaced(server: str, namespace: str) -> str:
+    return server if "/" in server else f"{namespace}/{server}"
+
+
+def manual_assignment(name: str, namespace: str, mode: str, pins: list[dict[str, Any]]) -> dict[str, Any]:
+    """A Manual GpuAssignment of the servers labelled fleet=<namespace>; a pin names a server of that namespace by
+    its name, one of another namespace as <namespace>/<name>."""
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "InferenceServer",
-        "metadata": {"name": name, "labels": labels or {}},
+        "kind": "GpuAssignment",
+        "metadata": {"name": name},
         "spec": {
-            "engine": "generic",
-            "image": "example.invalid/detector:1",
-            "vramBudget": budget,
-            "replicas": replicas,
+            "strategy": "Manual",
+            "mode": mode,
+            "serverSelector": {"matchLabels": {"fleet": namespace}},
+            "assignments": [{**pin, "server": _namespaced(pin["server"], namespace)} for pin in pins],
         },
     }
 

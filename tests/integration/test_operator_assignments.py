@@ -13,11 +13,14 @@ from operator_harness import (
     GROUP,
     VERSION,
     Operator,
+    condition,
     create,
+    delete_cluster_object,
     eventually,
     generic,
     get,
     gpu_node_status,
+    manual_assignment,
     phase_is,
     publish,
 )
@@ -31,29 +34,15 @@ PLURAL = "gpuassignments"
 
 def manual(name: str, namespace: str, mode: str, gpu: int, budget: str | None = None) -> dict[str, Any]:
     """A Manual assignment of the namespace's servers (label fleet=<namespace>), pinning det to a workstation GPU."""
-    pin: dict[str, Any] = {"server": f"{namespace}/det", "node": "workstation", "gpus": [gpu]}
+    pin: dict[str, Any] = {"server": "det", "node": "workstation", "gpus": [gpu]}
     if budget is not None:
         pin["vramBudgetOverride"] = budget
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "GpuAssignment",
-        "metadata": {"name": name},
-        "spec": {
-            "strategy": "Manual",
-            "mode": mode,
-            "serverSelector": {"matchLabels": {"fleet": namespace}},
-            "assignments": [pin],
-        },
-    }
+    return manual_assignment(name, namespace, mode, [pin])
 
 
 def assignment(custom: client.CustomObjectsApi, name: str) -> dict[str, Any]:
     found: dict[str, Any] = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
     return found
-
-
-def condition_of(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
 
 
 def described_events(custom: client.CustomObjectsApi, core: client.CoreV1Api, name: str) -> list[Any]:
@@ -84,16 +73,12 @@ def gpu_of(custom: client.CustomObjectsApi, namespace: str, name: str) -> str | 
 
 def rolled_out(custom: client.CustomObjectsApi, name: str) -> dict[str, Any] | None:
     found = assignment(custom, name)
-    applied = condition_of(found, "Applied")
+    applied = condition(found, "Applied")
     return found if applied and (applied["status"], applied["reason"]) == ("True", "RolloutDone") else None
 
 
 def delete(custom: client.CustomObjectsApi, name: str) -> None:
-    try:
-        custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
-    except client.ApiException as error:
-        if error.status != 404:
-            raise
+    delete_cluster_object(custom, PLURAL, name)
 
 
 def test_one_assignment_owns_a_server_the_other_waits_and_takes_over(
@@ -110,7 +95,7 @@ def test_one_assignment_owns_a_server_the_other_waits_and_takes_over(
 
         custom_objects.create_cluster_custom_object(GROUP, VERSION, PLURAL, manual(second, namespace, "Apply", 0))
         conflict = eventually(
-            lambda: (c := condition_of(assignment(custom_objects, second), "Conflict")) and c["status"] == "True" and c,
+            lambda: (c := condition(assignment(custom_objects, second), "Conflict")) and c["status"] == "True" and c,
             "a Conflict condition on the second assignment",
         )
         assert conflict["reason"] == "ServerOwnedByOther"
@@ -125,7 +110,7 @@ def test_one_assignment_owns_a_server_the_other_waits_and_takes_over(
         assert gpu_of(custom_objects, namespace, "det") == small
         assert pinned_to(custom_objects, namespace, "det") == first
         assert rolled_out(custom_objects, first)
-        assert condition_of(assignment(custom_objects, first), "Conflict") is None
+        assert condition(assignment(custom_objects, first), "Conflict") is None
         assert [e["server"] for e in assignment(custom_objects, second)["status"]["plan"]] == []
         assert any(e.reason == "Applied" for e in described_events(custom_objects, core_v1, first))
 
@@ -133,7 +118,7 @@ def test_one_assignment_owns_a_server_the_other_waits_and_takes_over(
         eventually(lambda: gpu_of(custom_objects, namespace, "det") == large, "det moved by the second assignment")
         eventually(lambda: pinned_to(custom_objects, namespace, "det") == second, "det pinned by the second")
         resolved = eventually(lambda: rolled_out(custom_objects, second), "second rolled out")
-        assert condition_of(resolved, "Conflict")["status"] == "False"  # type: ignore[index]
+        assert condition(resolved, "Conflict")["status"] == "False"  # type: ignore[index]
         assert operator.alive(), operator.logs()
     finally:
         delete(custom_objects, first)

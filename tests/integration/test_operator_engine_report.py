@@ -11,7 +11,17 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from operator_harness import GROUP, VERSION, Operator, Twin, condition, create, eventually, get, start_operator
+from operator_harness import (
+    SMALL_MODEL,
+    Operator,
+    Twin,
+    condition,
+    create,
+    eventually,
+    get,
+    start_operator,
+    vllm_server,
+)
 
 from localcluster.fleet import FakeNode
 from vram_operator.controller.measured_runs import MEASURED_RUNS_CONFIG_MAP
@@ -21,7 +31,6 @@ pytestmark = pytest.mark.integration
 
 TWIN_SEED = 3  # read by the gpu_twin fixture: Qwen2.5-0.5B really loads 1.9% more weights than predicted
 THRESHOLD = 0.01
-QWEN = "Qwen/Qwen2.5-0.5B-Instruct"
 
 
 @pytest.fixture
@@ -30,18 +39,7 @@ def operator(kubeconfig: Path, namespace: str, tmp_path: Path, gpu_fleet: list[F
 
 
 def qwen(name: str, gpu: int) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "InferenceServer",
-        "metadata": {"name": name},
-        "spec": {
-            "engine": "vllm",
-            "image": "vllm/vllm-openai",
-            "model": {"name": QWEN},
-            "maxModelLen": 4096,
-            "placement": {"node": "h100-0", "gpus": [gpu]},
-        },
-    }
+    return vllm_server(name, image="vllm/vllm-openai", maxModelLen=4096, placement={"node": "h100-0", "gpus": [gpu]})
 
 
 def reported(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any] | None:
@@ -63,7 +61,7 @@ def test_the_engines_report_is_read_back_and_the_estimate_found_off(
     custom_objects: client.CustomObjectsApi,
     core_v1: client.CoreV1Api,
 ) -> None:
-    weights_factor, _ = Perturbation(seed=TWIN_SEED).factors(f"vllm/{QWEN}//auto")
+    weights_factor, _ = Perturbation(seed=TWIN_SEED).factors(f"vllm/{SMALL_MODEL}//auto")
     assert abs(weights_factor - 1) > THRESHOLD  # the twin's vLLM loads more than the estimate says
     create(custom_objects, namespace, qwen("chat", 0))
     obj = eventually(lambda: reported(custom_objects, namespace, "chat"), "engineReport and EstimateAccurate")

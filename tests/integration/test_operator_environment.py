@@ -13,6 +13,7 @@ from kubernetes import client
 from operator_harness import (
     GROUP,
     MARGIN_MIB,
+    SMALL_MODEL,
     VERSION,
     Operator,
     condition,
@@ -23,6 +24,8 @@ from operator_harness import (
     gpu_node_status,
     phase_is,
     publish,
+    reports_restored,
+    vllm_server,
 )
 
 from localcluster import FakeNode
@@ -36,17 +39,7 @@ QWEN_CONFIG = (
 
 
 def qwen(name: str, **model: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "InferenceServer",
-        "metadata": {"name": name},
-        "spec": {
-            "engine": "vllm",
-            "image": "vllm/vllm-openai",
-            "model": {"name": "Qwen/Qwen2.5-0.5B-Instruct", **model},
-            "maxModelLen": 4096,
-        },
-    }
+    return vllm_server(name, image="vllm/vllm-openai", model={"name": SMALL_MODEL, **model}, maxModelLen=4096)
 
 
 def events_of(core_v1: client.CoreV1Api, namespace: str, name: str) -> list[Any]:
@@ -67,11 +60,8 @@ def never_failed(custom: client.CustomObjectsApi, namespace: str, name: str, sec
 @pytest.fixture
 def restore_fleet(custom_objects: client.CustomObjectsApi, gpu_fleet: list[FakeNode]) -> Iterator[list[FakeNode]]:
     """Whatever a test reports for the GpuNodes, every node reports its plain status afterwards."""
-    try:
+    with reports_restored(custom_objects, gpu_fleet):
         yield gpu_fleet
-    finally:
-        for node in gpu_fleet:
-            publish(custom_objects, node, gpu_node_status(node))
 
 
 def test_full_fleet_is_pending_and_places_itself_when_room_appears(

@@ -25,10 +25,13 @@ from operator_harness import (
     generic,
     get,
     gpu_node_status,
+    manual_assignment,
     phase_is,
     publish,
+    reports_restored,
     start_operator,
     totals,
+    vllm_server,
 )
 
 from localcluster import FakeNode
@@ -117,12 +120,7 @@ def test_bad_specs_become_conditions_not_crashes(
         namespace, {"metadata": {"name": "broken"}, "data": {"config.json": '{"model_type": "llama"}'}}
     )
     for name, ref in (("missing-cm", "nope"), ("broken-cm", "broken")):
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "InferenceServer",
-            "metadata": {"name": name},
-            "spec": {"engine": "vllm", "image": "vllm/vllm-openai", "model": {"configMapRef": {"name": ref}}},
-        }
+        body = vllm_server(name, image="vllm/vllm-openai", model={"configMapRef": {"name": ref}})
         create(custom_objects, namespace, body)
     failed = eventually(lambda: phase_is(custom_objects, namespace, "broken-cm", "Failed"), "broken-cm Failed")
     estimated = condition(failed, "Estimated")
@@ -143,13 +141,10 @@ def stale_operator(
     kubeconfig: Path, namespace: str, tmp_path: Path, gpu_fleet: list[FakeNode], custom_objects: client.CustomObjectsApi
 ) -> Iterator[Operator]:
     """An operator for which every agent's heartbeat (5 minutes old) is stale after a second."""
-    for node in gpu_fleet:
-        publish(custom_objects, node, gpu_node_status(node, heartbeat=datetime.now(UTC) - timedelta(minutes=5)))
-    try:
-        yield from start_operator(kubeconfig, namespace, tmp_path, "--heartbeat-stale-seconds", "1")
-    finally:
+    with reports_restored(custom_objects, gpu_fleet):
         for node in gpu_fleet:
-            publish(custom_objects, node, gpu_node_status(node))
+            publish(custom_objects, node, gpu_node_status(node, heartbeat=datetime.now(UTC) - timedelta(minutes=5)))
+        yield from start_operator(kubeconfig, namespace, tmp_path, "--heartbeat-stale-seconds", "1")
 
 
 def test_no_gpus_anywhere_is_a_clear_condition(
@@ -304,22 +299,6 @@ def test_killed_mid_rollout_converges_without_duplicates_or_orphans(
         assert pinned == ",".join(g["uuid"] for g in server["status"]["placement"]["gpus"])
 
 
-def assignment(name: str, namespace: str, mode: str, pins: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "GpuAssignment",
-        "metadata": {"name": name},
-        "spec": {
-            "strategy": "Manual",
-            "mode": mode,
-            "serverSelector": {"matchLabels": {"fleet": namespace}},
-            "assignments": [
-                {"server": f"{namespace}/{p['server']}", "node": p["node"], "gpus": p["gpus"]} for p in pins
-            ],
-        },
-    }
-
-
 def test_assignment_preview_apply_rollback(
     operator: Operator,
     namespace: str,
@@ -339,7 +318,7 @@ def test_assignment_preview_apply_rollback(
     workstation = next(n for n in gpu_fleet if n.name == "workstation")
     target = fake_gpu_uuid(workstation.name, 1)
     name = f"pin-{namespace}"
-    body = assignment(name, namespace, "Preview", [{"server": "det", "node": "workstation", "gpus": [1]}])
+    body = manual_assignment(name, namespace, "Preview", [{"server": "det", "node": "workstation", "gpus": [1]}])
     custom_objects.create_cluster_custom_object(GROUP, VERSION, "gpuassignments", body)
     try:
         planned = eventually(

@@ -11,22 +11,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from operator_harness import GROUP, VERSION, Operator, create, eventually, generic, get, start_operator
+from operator_harness import Operator, create, eventually, generic, get, start_operator, vllm_server
 
 from localcluster import FakeNode
 
 pytestmark = pytest.mark.integration
-
-SMALL_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"  # catalogued: sized without a config.json
-
-
-def vllm(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "InferenceServer",
-        "metadata": {"name": name},
-        "spec": {"engine": "vllm", "image": "vllm/vllm-openai:v0.19.0", "model": {"name": SMALL_MODEL}, **spec},
-    }
 
 
 def deployment(apps_v1: client.AppsV1Api, namespace: str, name: str) -> dict[str, Any] | None:
@@ -64,7 +53,7 @@ def test_server_pods_are_hardened_and_overridable(
     apps_v1: client.AppsV1Api,
     api_client: client.ApiClient,
 ) -> None:
-    create(custom_objects, namespace, vllm("chat", podSecurityContext={"runAsUser": 1000}))
+    create(custom_objects, namespace, vllm_server("chat", podSecurityContext={"runAsUser": 1000}))
     stored = eventually(lambda: deployment(apps_v1, namespace, "chat"), "the chat Deployment")
     pod = stored["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
@@ -82,7 +71,7 @@ def test_server_pods_are_hardened_and_overridable(
     assert policy.metadata.owner_references[0].name == "chat"
 
     # the host-access guard still holds for the override fields (no admission policy in this module)
-    create(custom_objects, namespace, vllm("root", securityContext={"privileged": True}))
+    create(custom_objects, namespace, vllm_server("root", securityContext={"privileged": True}))
 
     def refused() -> dict[str, Any] | None:
         status = get(custom_objects, namespace, "root").get("status") or {}

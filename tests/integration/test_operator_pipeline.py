@@ -7,26 +7,14 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from operator_harness import GROUP, VERSION, Operator, condition, create, eventually, get, phase_is
+from operator_harness import Operator, condition, create, eventually, get, phase_is, vllm_server
 
 pytestmark = pytest.mark.integration
 
-SMALL_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"  # catalogued: 24 layers, 14 heads, 2 KV heads
-
 
 def vllm(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "InferenceServer",
-        "metadata": {"name": name},
-        "spec": {
-            "engine": "vllm",
-            "image": "vllm/vllm-openai:v0.19.0",
-            "model": {"name": SMALL_MODEL},
-            "maxModelLen": 4096,
-            **spec,
-        },
-    }
+    """A server of the harness's small model (24 layers, 14 heads, 2 KV heads)."""
+    return vllm_server(name, maxModelLen=4096, **spec)
 
 
 def engine_container(apps_v1: client.AppsV1Api, namespace: str, name: str) -> Any:

@@ -12,18 +12,18 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from operator_harness import (
-    GROUP,
     MARGIN_MIB,
-    VERSION,
     Operator,
     condition,
     create,
+    delete_cluster_object,
     eventually,
     generic,
     get,
     rfc3339,
+    vllm_server,
+    write_gpu_node_status,
 )
 
 pytestmark = pytest.mark.integration
@@ -46,18 +46,8 @@ def gpu(index: int, uuid_: str, name: str, total: float, **extra: Any) -> dict[s
 
 
 def write_gpu_node(custom: client.CustomObjectsApi, name: str, gpus: list[dict[str, Any]]) -> None:
-    try:
-        custom.create_cluster_custom_object(
-            GROUP,
-            VERSION,
-            "gpunodes",
-            {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuNode", "metadata": {"name": name}},
-        )
-    except ApiException as error:
-        if error.status != 409:
-            raise
     status = {"backend": "simulated", "lastHeartbeat": rfc3339(datetime.now(UTC)), "gpus": gpus}
-    custom.patch_cluster_custom_object_status(GROUP, VERSION, "gpunodes", name, {"status": status})
+    write_gpu_node_status(custom, name, status)
 
 
 @pytest.fixture
@@ -65,11 +55,7 @@ def gpu_node_name(custom_objects: client.CustomObjectsApi) -> Iterator[str]:
     """A fresh GpuNode name, deleted after the test (GpuNodes are cluster-wide: others must not see it)."""
     name = f"placement-{uuid.uuid4().hex[:8]}"
     yield name
-    try:
-        custom_objects.delete_cluster_custom_object(GROUP, VERSION, "gpunodes", name)
-    except ApiException as error:
-        if error.status != 404:
-            raise
+    delete_cluster_object(custom_objects, "gpunodes", name)
 
 
 def pinned(body: dict[str, Any], node: str) -> dict[str, Any]:
@@ -199,21 +185,15 @@ def test_dedicated_manual_utilization_goes_where_the_engine_starts(
             gpu(1, f"GPU-{gpu_node_name}-h100", "NVIDIA H100 80GB HBM3", 81559),
         ],
     )
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "InferenceServer",
-        "metadata": {"name": "qwen-32b"},
-        "spec": {
-            "engine": "vllm",
-            "image": "vllm/vllm-openai:v0.19.0",
-            "engineVersion": "0.19.0",
-            "model": {"name": "Qwen/Qwen2.5-32B-Instruct"},
-            "maxModelLen": 16384,
-            "isolation": "dedicated",
-            "gpuMemoryUtilization": 0.92,
-            "placement": {"node": gpu_node_name},
-        },
-    }
+    body = vllm_server(
+        "qwen-32b",
+        engineVersion="0.19.0",
+        model={"name": "Qwen/Qwen2.5-32B-Instruct"},
+        maxModelLen=16384,
+        isolation="dedicated",
+        gpuMemoryUtilization=0.92,
+        placement={"node": gpu_node_name},
+    )
     create(custom_objects, namespace, body)
     placement = eventually(lambda: placement_of(custom_objects, namespace, "qwen-32b"), "qwen-32b placed")
     assert placement["gpus"][0]["uuid"] == f"GPU-{gpu_node_name}-h100"

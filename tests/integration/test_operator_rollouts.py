@@ -17,12 +17,15 @@ from operator_harness import (
     Operator,
     condition,
     create,
+    delete_cluster_object,
     eventually,
     generic,
     get,
     gpu_node_status,
+    manual_assignment,
     phase_is,
     publish,
+    vllm_server,
 )
 
 from localcluster import FakeNode
@@ -37,19 +40,8 @@ SETTLE_SECONDS = 5.0  # several check intervals (the operator checks every secon
 
 
 def gpu_assignment(name: str, namespace: str, pins: dict[str, tuple[str, int]], mode: str = "Apply") -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "GpuAssignment",
-        "metadata": {"name": name},
-        "spec": {
-            "strategy": "Manual",
-            "mode": mode,
-            "serverSelector": {"matchLabels": {"fleet": namespace}},
-            "assignments": [
-                {"server": f"{namespace}/{server}", "node": node, "gpus": [gpu]} for server, (node, gpu) in pins.items()
-            ],
-        },
-    }
+    by_pin = [{"server": server, "node": node, "gpus": [gpu]} for server, (node, gpu) in pins.items()]
+    return manual_assignment(name, namespace, mode, by_pin)
 
 
 class Assignments:
@@ -84,11 +76,11 @@ class Assignments:
         return False
 
     def delete(self) -> None:
-        try:
-            self.custom.delete_cluster_custom_object(GROUP, VERSION, "gpuassignments", self.name)
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        delete_cluster_object(self.custom, "gpuassignments", self.name)
+
+    def delete_and_wait(self) -> None:
+        self.delete()
+        eventually(self.gone, "the assignment deleted (its finalizer done)")
 
 
 @pytest.fixture
@@ -100,6 +92,13 @@ def assignments(custom_objects: client.CustomObjectsApi, namespace: str) -> Iter
 
 def running(custom: client.CustomObjectsApi, namespace: str, *names: str) -> dict[str, dict[str, Any]]:
     return {n: eventually(lambda n=n: phase_is(custom, namespace, n, "Running"), f"{n} Running") for n in names}
+
+
+def fleet_running(custom: client.CustomObjectsApi, namespace: str, **budgets: str) -> dict[str, dict[str, Any]]:
+    """Generic servers of the assignments' fleet (label fleet=<namespace>), created in this order; once all run."""
+    for name, budget in budgets.items():
+        create(custom, namespace, generic(name, budget, labels={"fleet": namespace}))
+    return running(custom, namespace, *budgets)
 
 
 def where(server: dict[str, Any]) -> tuple[str, int, str]:
@@ -148,6 +147,18 @@ def straggler(core_v1: client.CoreV1Api, namespace: str) -> Iterator[Any]:
     handle.remove()
 
 
+def pin_mover_onto_big(
+    custom: client.CustomObjectsApi, namespace: str, straggler: Any, assignments: Assignments
+) -> dict[str, dict[str, Any]]:
+    """big (60Gi) and mover (40Gi) running; a pod of mover that stays until removed (it keeps the rollout between
+    its stop wave and its start wave); then an Apply pinning mover onto big's GPU. Returns both as first Running."""
+    placed = fleet_running(custom, namespace, big="60Gi", mover="40Gi")
+    node, index, _ = where(placed["big"])
+    straggler("mover")
+    assignments.create(gpu_assignment(assignments.name, namespace, {"mover": (node, index)}))
+    return placed
+
+
 def test_overcommitting_manual_apply_stops_then_starts_and_finishes(
     *,
     operator: Operator,
@@ -157,14 +168,9 @@ def test_overcommitting_manual_apply_stops_then_starts_and_finishes(
     straggler: Any,
     assignments: Assignments,
 ) -> None:
-    labels = {"fleet": namespace}
-    create(custom_objects, namespace, generic("big", "60Gi", labels=labels))
-    create(custom_objects, namespace, generic("mover", "40Gi", labels=labels))
-    placed = running(custom_objects, namespace, "big", "mover")
-    node, index, uuid = where(placed["big"])
+    placed = pin_mover_onto_big(custom_objects, namespace, straggler, assignments)
+    uuid = where(placed["big"])[2]
     assert where(placed["mover"])[2] != uuid, "60Gi and 40Gi do not share an 80GB GPU"
-    straggler("mover")
-    assignments.create(gpu_assignment(assignments.name, namespace, {"mover": (node, index)}))
 
     def stop_recorded() -> dict[str, Any] | None:
         status = assignments.status()
@@ -193,8 +199,7 @@ def test_overcommitting_manual_apply_stops_then_starts_and_finishes(
     assert env_of(apps_v1, namespace, "mover")["VRAM_BUDGET_MIB"] == "40960"
     assert where(get(custom_objects, namespace, "big"))[2] == uuid  # Manual: the unpinned server stays
 
-    assignments.delete()  # without the assignment, the over-commit is not allowed: mover is placed afresh
-    eventually(assignments.gone, "the assignment deleted (its finalizer done)")
+    assignments.delete_and_wait()  # without the assignment, the over-commit is not allowed: mover is placed afresh
 
     def placed_apart() -> bool:
         mover = get(custom_objects, namespace, "mover")
@@ -214,13 +219,7 @@ def test_deleting_an_assignment_mid_rollout_starts_the_servers_it_stopped(
     straggler: Any,
     assignments: Assignments,
 ) -> None:
-    labels = {"fleet": namespace}
-    create(custom_objects, namespace, generic("big", "60Gi", labels=labels))
-    create(custom_objects, namespace, generic("mover", "40Gi", labels=labels))
-    placed = running(custom_objects, namespace, "big", "mover")
-    node, index, _ = where(placed["big"])
-    straggler("mover")  # keeps the rollout between its stop wave and its start wave
-    assignments.create(gpu_assignment(assignments.name, namespace, {"mover": (node, index)}))
+    pin_mover_onto_big(custom_objects, namespace, straggler, assignments)
     eventually(
         lambda: (
             replicas_of(apps_v1, namespace, "mover") == 0
@@ -228,8 +227,7 @@ def test_deleting_an_assignment_mid_rollout_starts_the_servers_it_stopped(
         ),
         "mover stopped by the rollout's first wave",
     )
-    assignments.delete()
-    eventually(assignments.gone, "the assignment deleted (its finalizer done)")
+    assignments.delete_and_wait()
     eventually(lambda: replicas_of(apps_v1, namespace, "mover") == 1, "mover started again")
     notes = annotations_of(custom_objects, namespace, "mover")
     assert STOPPED not in notes and ASSIGNED not in notes
@@ -242,15 +240,13 @@ def test_deleting_an_assignment_releases_its_pins_so_spec_edits_apply(
     apps_v1: client.AppsV1Api,
     assignments: Assignments,
 ) -> None:
-    create(custom_objects, namespace, generic("det", "2Gi", labels={"fleet": namespace}))
-    node, _, _ = where(running(custom_objects, namespace, "det")["det"])
+    node, _, _ = where(fleet_running(custom_objects, namespace, det="2Gi")["det"])
     target = ("h100-1" if node != "h100-1" else "h100-0", 5)
     assignments.create(gpu_assignment(assignments.name, namespace, {"det": target}))
     eventually(lambda: assignments.applied(1), "det moved by the Apply")
     assert get(custom_objects, namespace, "det")["status"]["placement"]["assignment"] == assignments.name
 
-    assignments.delete()
-    eventually(assignments.gone, "the assignment deleted (its finalizer done)")
+    assignments.delete_and_wait()
     eventually(lambda: ASSIGNED not in annotations_of(custom_objects, namespace, "det"), "det's pin released")
     eventually(
         lambda: not get(custom_objects, namespace, "det")["status"]["placement"].get("assignment"),
@@ -270,10 +266,7 @@ def test_a_spec_the_pinned_gpu_cannot_hold_is_a_reason_not_an_overcommit(
     apps_v1: client.AppsV1Api,
     assignments: Assignments,
 ) -> None:
-    labels = {"fleet": namespace}
-    create(custom_objects, namespace, generic("tenant", "70Gi", labels=labels))
-    create(custom_objects, namespace, generic("det", "2Gi", labels=labels))
-    placed = running(custom_objects, namespace, "tenant", "det")
+    placed = fleet_running(custom_objects, namespace, tenant="70Gi", det="2Gi")
     node, index, uuid = where(placed["tenant"])
     assignments.create(gpu_assignment(assignments.name, namespace, {"det": (node, index)}))
     eventually(lambda: assignments.applied(1), "det pinned beside the tenant")
@@ -310,11 +303,7 @@ def ghost_node(custom_objects: client.CustomObjectsApi, namespace: str) -> Itera
     by the test with `publish` once its servers stand elsewhere; deleted afterwards."""
     ghost = FakeNode(name=f"ghost-{namespace}", gpus=(H100_80GB,))
     yield ghost
-    try:
-        custom_objects.delete_cluster_custom_object(GROUP, VERSION, "gpunodes", ghost.name)
-    except ApiException as error:
-        if error.status != 404:
-            raise
+    delete_cluster_object(custom_objects, "gpunodes", ghost.name)
 
 
 def test_a_moved_server_arrives_only_when_its_new_pod_is_ready_and_the_next_wave_waits(
@@ -324,10 +313,7 @@ def test_a_moved_server_arrives_only_when_its_new_pod_is_ready_and_the_next_wave
     assignments: Assignments,
     ghost_node: FakeNode,
 ) -> None:
-    labels = {"fleet": namespace}
-    create(custom_objects, namespace, generic("first", "60Gi", labels=labels))
-    create(custom_objects, namespace, generic("second", "40Gi", labels=labels))
-    placed = running(custom_objects, namespace, "first", "second")
+    placed = fleet_running(custom_objects, namespace, first="60Gi", second="40Gi")
     node, index, _ = where(placed["first"])
     second_before = where(placed["second"])
     publish(custom_objects, ghost_node, gpu_node_status(ghost_node))
@@ -401,8 +387,7 @@ def test_rollback_acts_once_then_later_pins_apply(
     custom_objects: client.CustomObjectsApi,
     assignments: Assignments,
 ) -> None:
-    create(custom_objects, namespace, generic("det", "2Gi", labels={"fleet": namespace}))
-    node, _, _ = where(running(custom_objects, namespace, "det")["det"])
+    node, _, _ = where(fleet_running(custom_objects, namespace, det="2Gi")["det"])
     other = "h100-1" if node != "h100-1" else "h100-0"
 
     def pin(gpu: int) -> list[dict[str, Any]]:
@@ -435,17 +420,7 @@ def test_self_healing_lowers_utilization_under_a_rollouts_pin(
     apps_v1: client.AppsV1Api,
     assignments: Assignments,
 ) -> None:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "InferenceServer",
-        "metadata": {"name": "llm", "labels": {"fleet": namespace}},
-        "spec": {
-            "engine": "vllm",
-            "image": "vllm/vllm-openai:v0.19.0",
-            "model": {"name": "Qwen/Qwen2.5-0.5B-Instruct"},
-            "gpuMemoryUtilization": 0.95,
-        },
-    }
+    body = vllm_server("llm", labels={"fleet": namespace}, gpuMemoryUtilization=0.95)
     create(custom_objects, namespace, body)
     node, _, _ = where(running(custom_objects, namespace, "llm")["llm"])
     other = "h100-1" if node != "h100-1" else "h100-0"

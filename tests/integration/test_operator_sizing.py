@@ -11,9 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from operator_harness import (
-    GROUP,
     MARGIN_MIB,
-    VERSION,
     Operator,
     condition,
     create,
@@ -22,24 +20,25 @@ from operator_harness import (
     gpu_node_status,
     phase_is,
     publish,
+    reports_restored,
     start_operator,
+    vllm_server,
 )
 
 from localcluster import FakeNode
 
 pytestmark = pytest.mark.integration
 
-SMALL_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"  # catalogued: sized without a config.json, context 32768
 # Left free on every GPU after the margin: under 1% of the smallest GPU, so the fit found no utilization.
 LEFT_MIB = 30
 
 
-def vllm(name: str, **spec: Any) -> dict[str, Any]:
+def held_by_another_service(node: FakeNode, first_pid: int, spare_mib: int | None = None) -> dict[int, Any]:
+    """Each GPU of the node (but those of spare_mib total) held by a foreign process, LEFT_MIB past the margin."""
     return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "InferenceServer",
-        "metadata": {"name": name},
-        "spec": {"engine": "vllm", "image": "vllm/vllm-openai:v0.19.0", "model": {"name": SMALL_MODEL}, **spec},
+        index: [{"pid": first_pid + index, "name": "other-service", "usedMiB": gpu.memory_mib - MARGIN_MIB - LEFT_MIB}]
+        for index, gpu in enumerate(node.gpus)
+        if gpu.memory_mib != spare_mib
     }
 
 
@@ -49,17 +48,10 @@ def full_fleet(
     custom_objects: client.CustomObjectsApi,
 ) -> Iterator[list[FakeNode]]:
     """Every GPU held by a foreign process but LEFT_MIB past the margin; the agents' plain reports after."""
-    for node in gpu_fleet:
-        held = {
-            index: [{"pid": 4000 + index, "name": "other-service", "usedMiB": gpu.memory_mib - MARGIN_MIB - LEFT_MIB}]
-            for index, gpu in enumerate(node.gpus)
-        }
-        publish(custom_objects, node, gpu_node_status(node, processes=held))
-    try:
-        yield gpu_fleet
-    finally:
+    with reports_restored(custom_objects, gpu_fleet):
         for node in gpu_fleet:
-            publish(custom_objects, node, gpu_node_status(node))
+            publish(custom_objects, node, gpu_node_status(node, processes=held_by_another_service(node, 4000)))
+        yield gpu_fleet
 
 
 @pytest.fixture
@@ -73,7 +65,7 @@ def test_no_room_anywhere_is_pending_for_memory_not_a_failed_spec(
     operator_on_full_fleet: Operator, namespace: str, custom_objects: client.CustomObjectsApi
 ) -> None:
     # Before: Failed, Estimated=False InvalidSpec "utilization 0.0 must be in (0, 1]", permanently.
-    create(custom_objects, namespace, vllm("auto", maxModelLen=4096))
+    create(custom_objects, namespace, vllm_server("auto", maxModelLen=4096))
     decided = eventually(lambda: phase_is(custom_objects, namespace, "auto", "Pending", "Failed"), "decided")
     assert decided["status"]["phase"] == "Pending", decided["status"]
     placed = condition(decided, "Placed")
@@ -88,7 +80,7 @@ def test_max_model_len_beyond_the_models_context_is_a_spec_error(
     operator: Operator, namespace: str, custom_objects: client.CustomObjectsApi, apps_v1: client.AppsV1Api
 ) -> None:
     # Before: sized as a 200k-token KV cache (placed, or InsufficientMemory): vLLM itself refuses to start.
-    create(custom_objects, namespace, vllm("too-long", maxModelLen=200_000))
+    create(custom_objects, namespace, vllm_server("too-long", maxModelLen=200_000))
     failed = eventually(lambda: phase_is(custom_objects, namespace, "too-long", "Failed"), "too-long Failed")
     estimated = condition(failed, "Estimated")
     assert estimated is not None and estimated["status"] == "False"
@@ -101,7 +93,7 @@ def test_a_gguf_of_unknown_size_is_a_spec_error_naming_weights_mib(
     operator: Operator, namespace: str, custom_objects: client.CustomObjectsApi
 ) -> None:
     # Before: silently budgeted as a 7B model.
-    body = vllm("unsized")
+    body = vllm_server("unsized")
     body["spec"] |= {"engine": "llamacpp", "image": "ghcr.io/ggml-org/llama.cpp:server-cuda"}
     body["spec"]["model"] = {"name": "my-org/finetune-Q4_K_M.gguf"}
     create(custom_objects, namespace, body)
@@ -116,11 +108,11 @@ def test_an_engine_version_the_model_does_not_know_is_a_warning_in_status(
     operator: Operator, namespace: str, custom_objects: client.CustomObjectsApi
 ) -> None:
     # Before: accepted silently, sized with whatever behaviour the newest facts give.
-    create(custom_objects, namespace, vllm("future", maxModelLen=4096, engineVersion="9.9.9"))
+    create(custom_objects, namespace, vllm_server("future", maxModelLen=4096, engineVersion="9.9.9"))
     placed = eventually(lambda: phase_is(custom_objects, namespace, "future", "Placed", "Running"), "future placed")
     warnings = placed["status"].get("warnings", [])
     assert any("engineVersion 9.9.9" in w and "assuming 0.33 behaviour" in w for w in warnings), warnings
-    create(custom_objects, namespace, vllm("known", maxModelLen=4096, engineVersion="0.19.0"))
+    create(custom_objects, namespace, vllm_server("known", maxModelLen=4096, engineVersion="0.19.0"))
     known = eventually(lambda: phase_is(custom_objects, namespace, "known", "Placed", "Running"), "known placed")
     assert not any("engineVersion" in w for w in get(custom_objects, namespace, "known")["status"].get("warnings", []))
     assert known["status"]["placement"]
@@ -140,18 +132,11 @@ def only_the_a5500_free(
     custom_objects: client.CustomObjectsApi,
 ) -> Iterator[list[FakeNode]]:
     """Every GPU but the workstation's 24 GB RTX A5500 held by a foreign process; plain reports after."""
-    for node in gpu_fleet:
-        held = {
-            index: [{"pid": 5000 + index, "name": "other-service", "usedMiB": gpu.memory_mib - MARGIN_MIB - LEFT_MIB}]
-            for index, gpu in enumerate(node.gpus)
-            if gpu.memory_mib != 24564
-        }
-        publish(custom_objects, node, gpu_node_status(node, processes=held))
-    try:
-        yield gpu_fleet
-    finally:
+    with reports_restored(custom_objects, gpu_fleet):
         for node in gpu_fleet:
-            publish(custom_objects, node, gpu_node_status(node))
+            held = held_by_another_service(node, 5000, spare_mib=24564)
+            publish(custom_objects, node, gpu_node_status(node, processes=held))
+        yield gpu_fleet
 
 
 @pytest.fixture
@@ -165,9 +150,14 @@ def test_the_12gb_production_case_is_sized_as_vllm_ran_it(
     operator_with_one_free_gpu: Operator, namespace: str, custom_objects: client.CustomObjectsApi
 ) -> None:
     # Before: the half budget was predicted to fail (571 MiB of sampler warm-up over 256 x 152,064 logits).
-    common = {"model": AWQ_7B, "maxModelLen": 2048, "engineVersion": "0.10.1", "image": "vllm/vllm-openai:v0.10.1.1"}
-    create(custom_objects, namespace, vllm("half", **common, gpuMemoryUtilization=0.25))
-    create(custom_objects, namespace, vllm("less", **common, gpuMemoryUtilization=0.20))
+    common: dict[str, Any] = {
+        "model": AWQ_7B,
+        "maxModelLen": 2048,
+        "engineVersion": "0.10.1",
+        "image": "vllm/vllm-openai:v0.10.1.1",
+    }
+    create(custom_objects, namespace, vllm_server("half", **common, gpuMemoryUtilization=0.25))
+    create(custom_objects, namespace, vllm_server("less", **common, gpuMemoryUtilization=0.20))
     ran = eventually(lambda: phase_is(custom_objects, namespace, "half", "Placed", "Running"), "half placed")
     estimate = ran["status"]["estimate"]
     assert estimate["kvCacheTokens"] == pytest.approx(6976, rel=0.15), estimate

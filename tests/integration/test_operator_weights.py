@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from operator_harness import GROUP, VERSION, Operator, create, eventually, phase_is
+from operator_harness import Operator, create, eventually, phase_is, vllm_server
 
 pytestmark = pytest.mark.integration
 
@@ -18,18 +18,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "fixtures/model-configs"
 
 
 def vllm(name: str, model: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "InferenceServer",
-        "metadata": {"name": name},
-        "spec": {
-            "engine": "vllm",
-            "image": "vllm/vllm-openai:v0.19.0",
-            "model": model,
-            "maxModelLen": 8192,
-            **spec,
-        },
-    }
+    return vllm_server(name, model=model, maxModelLen=8192, **spec)
 
 
 def config_map(core_v1: client.CoreV1Api, namespace: str, name: str, fixture: str) -> dict[str, Any]:

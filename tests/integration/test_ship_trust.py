@@ -1,7 +1,8 @@
 """The chart's trust boundaries on the real API server, each allowed and refused: an agent writes only
 its own node's GpuNode (ValidatingAdmissionPolicy over the bound token's node claim), InferenceServers
-reach no host path (ValidatingAdmissionPolicy), and the built-in edit/view roles cover InferenceServers
-(aggregated ClusterRoles)."""
+reach no host path (ValidatingAdmissionPolicy), the built-in edit/view roles cover InferenceServers
+(aggregated ClusterRoles), and only the operator pins GPUs with NVIDIA_VISIBLE_DEVICES
+(ValidatingAdmissionPolicy)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from kubernetes.client.exceptions import ApiException
 from localcluster import UNPRIVILEGED_USER, binary_path
 from localcluster.waiting import eventually
 from vram_operator.agent.reporter import GpuNodeReporter, Outcome
+from vram_operator.api import InferenceServer, PlacementStatus
 from vram_operator.api.base import API_VERSION, GROUP, VERSION
 from vram_operator.api.gpu_node import GpuNodeStatus
+from vram_operator.render import PlacedReplica, RenderSettings, render
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +40,9 @@ KINDS = {
 RELEASE = "trust"
 AGENT = f"{RELEASE}-vram-operator-agent"
 HOST_POLICY = f"{RELEASE}-vram-operator-server-host-access"
+OPERATOR = f"{RELEASE}-vram-operator"
+# A label the release exempts from the NVIDIA_VISIBLE_DEVICES policy (admission.visibleDevices.exemptLabels).
+EXEMPT_LABEL = ("example.org/gpu-pinning", "exempt")
 FIELD_MANAGER = "trust-test"
 FORBIDDEN = 403
 # Policies and bindings reach the API server's admission through an informer: moments, not minutes.
@@ -77,7 +83,10 @@ def release(api_client: client.ApiClient) -> Iterator[Release]:
     core = client.CoreV1Api(api_client)
     namespace = f"vram-trust-{uuid.uuid4().hex[:6]}"
     core.create_namespace(body={"metadata": {"name": namespace}})
-    objects = helm_template(namespace)
+    key, value = EXEMPT_LABEL
+    objects = helm_template(
+        namespace, f"admission.visibleDevices.exemptLabels.{key.replace('.', chr(92) + '.')}={value}"
+    )
     try:
         for obj in objects:
             dyn.server_side_apply(
@@ -477,7 +486,7 @@ def test_policies_type_check_against_the_installed_schemas(release: Release, api
     field name would show as a warning here (and the expression would fail at admission)."""
     dyn: Any = dynamic.DynamicClient(api_client)  # type: ignore[no-untyped-call]
     policies = [o for o in release.objects if o["kind"] == "ValidatingAdmissionPolicy"]
-    assert len(policies) == 2
+    assert len(policies) == 3
 
     def checked(policy: dict[str, Any]) -> Any:
         stored = dyn.get(resource_of(dyn, policy), name=policy["metadata"]["name"]).to_dict()
@@ -489,3 +498,158 @@ def test_policies_type_check_against_the_installed_schemas(release: Release, api
             lambda policy=policy: checked(policy), f"{policy['metadata']['name']} type-checked", TAKES_EFFECT_SECONDS
         )
         assert "typeChecking" in status and not status["typeChecking"].get("expressionWarnings"), status
+
+
+# --- NVIDIA_VISIBLE_DEVICES: only the operator pins GPUs ------------------------------------------
+
+
+def pinned_pod(name: str, *, env: list[dict[str, Any]] | None = None, **spec: Any) -> dict[str, Any]:
+    """A pod that sets NVIDIA_VISIBLE_DEVICES (env) in its container, wearing the labels the operator's
+    server pods carry: labels prove nothing to the policy."""
+    visible = [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}] if env is None else env
+    labels = {"app.kubernetes.io/managed-by": "vram-operator", "app.kubernetes.io/name": "inference-server"}
+    container = {"name": "cuda", "image": "example.org/cuda:12", "env": visible}
+    return {"metadata": {"name": name, "labels": labels}, "spec": {"containers": [container], **spec}}
+
+
+def server_deployment(namespace: str) -> dict[str, Any]:
+    """The Deployment the operator renders for a generic server pinned (envvar) to one GPU."""
+    server = InferenceServer.model_validate(
+        {
+            # no uid, so no owner reference: the garbage collector would delete a Deployment owned by
+            # a server that does not exist
+            "metadata": {"name": "detector", "namespace": namespace},
+            "spec": {"engine": "generic", "image": "example.org/yolo:1", "vramBudget": "1Gi"},
+        }
+    )
+    gpu = {"index": 0, "uuid": "GPU-0a0b0c0d-1111-2222-3333-444455556666", "totalMiB": 24564}
+    placement = PlacementStatus.model_validate({"node": "gpu-node", "gpus": [gpu], "budgetMiB": 1024})
+    return render(server, [PlacedReplica(0, placement)], RenderSettings()).deployment
+
+
+@pytest.fixture(scope="module")
+def operator_api(release: Release, api_client: client.ApiClient, kubeconfig: Path) -> Iterator[client.ApiClient]:
+    """An ApiClient authenticated as the operator's ServiceAccount (a token of it)."""
+    core = client.CoreV1Api(api_client)
+    request: Any = {"spec": {"expirationSeconds": 600}}
+    token = core.create_namespaced_service_account_token(OPERATOR, release.namespace, request).status.token
+    api = token_client(kubeconfig, token)
+    yield api
+    api.close()  # type: ignore[no-untyped-call]
+
+
+def visible_devices_policy_loaded(core: client.CoreV1Api, namespace: str) -> None:
+    eventually(
+        lambda: refusal(lambda: core.create_namespaced_pod(namespace, pinned_pod("probe"), dry_run="All")),
+        "the NVIDIA_VISIBLE_DEVICES policy",
+        TAKES_EFFECT_SECONDS,
+    )
+
+
+@pytest.mark.parametrize(
+    "pod",
+    [
+        pinned_pod("all"),
+        pinned_pod("one-uuid", env=[{"name": "NVIDIA_VISIBLE_DEVICES", "value": "GPU-0a0b0c0d"}]),
+        pinned_pod(
+            "from-field",
+            env=[{"name": "NVIDIA_VISIBLE_DEVICES", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        ),
+        pinned_pod(
+            "init",
+            env=[],
+            initContainers=[
+                {"name": "warmup", "image": "example.org/cuda:12", "env": [{"name": "NVIDIA_VISIBLE_DEVICES"}]}
+            ],
+        ),
+    ],
+    ids=["all", "one-uuid", "value-from", "init-container"],
+)
+def test_a_pod_setting_nvidia_visible_devices_is_refused(
+    release: Release, namespace: str, core_v1: client.CoreV1Api, pod: dict[str, Any]
+) -> None:
+    """Refused for anyone but the operator (here the cluster admin), whatever the value, in any
+    container, even wearing the operator's labels."""
+    visible_devices_policy_loaded(core_v1, namespace)
+    refused = refusal(lambda: core_v1.create_namespaced_pod(namespace, pod))
+    assert refused is not None
+    where = "initContainers/warmup" if pod["spec"].get("initContainers") else "containers/cuda"
+    assert f"NVIDIA_VISIBLE_DEVICES is set in {where}: only the vram-operator pins GPUs" in message(refused)
+    assert core_v1.list_namespaced_pod(namespace).items == []
+
+
+def test_pods_without_it_and_exempted_pods_pass(release: Release, namespace: str, core_v1: client.CoreV1Api) -> None:
+    visible_devices_policy_loaded(core_v1, namespace)
+    plain = pinned_pod("plain", env=[{"name": "CUDA_VISIBLE_DEVICES", "value": "0"}])
+    assert core_v1.create_namespaced_pod(namespace, plain).metadata.name == "plain"
+    labelled = pinned_pod("exempt-label")
+    labelled["metadata"]["labels"][EXEMPT_LABEL[0]] = EXEMPT_LABEL[1]
+    assert core_v1.create_namespaced_pod(namespace, labelled).metadata.name == "exempt-label"
+    # the release's namespace (the agent reads every GPU) and an exempt namespace (the GPU Operator's)
+    assert core_v1.create_namespaced_pod(release.namespace, pinned_pod("agent-like")).metadata.name == "agent-like"
+    core_v1.delete_namespaced_pod("agent-like", release.namespace)
+    core_v1.create_namespace(body={"metadata": {"name": "gpu-operator"}})
+    try:
+        assert core_v1.create_namespaced_pod("gpu-operator", pinned_pod("device-plugin")).metadata.name
+    finally:
+        core_v1.delete_namespace("gpu-operator")
+
+
+def test_cron_jobs_and_debug_containers_cannot_set_it(
+    release: Release, namespace: str, core_v1: client.CoreV1Api, api_client: client.ApiClient
+) -> None:
+    """The policy reads each kind's pod spec: a CronJob's job template, and an ephemeral container
+    added to a running pod (kubectl debug)."""
+    visible_devices_policy_loaded(core_v1, namespace)
+    pod = pinned_pod("cron", env=[{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}])
+    pod["spec"]["restartPolicy"] = "Never"
+    cron: Any = {
+        "metadata": {"name": "nightly"},
+        "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": pod}}},
+    }
+    refused = refusal(lambda: client.BatchV1Api(api_client).create_namespaced_cron_job(namespace, cron))
+    assert refused is not None and "containers/cuda" in message(refused)
+    core_v1.create_namespaced_pod(namespace, pinned_pod("plain", env=[]))
+    debug = {
+        "name": "debug",
+        "image": "example.org/cuda:12",
+        "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}],
+    }
+    patch = {"spec": {"ephemeralContainers": [debug]}}
+    refused = refusal(lambda: core_v1.patch_namespaced_pod_ephemeralcontainers("plain", namespace, patch))
+    assert refused is not None and "ephemeralContainers/debug" in message(refused)
+    debug["env"] = []
+    added: Any = core_v1.patch_namespaced_pod_ephemeralcontainers("plain", namespace, patch)
+    assert [c.name for c in added.spec.ephemeral_containers] == ["debug"]
+
+
+def test_the_operators_server_deployment_and_its_pods_pass(
+    release: Release,
+    namespace: str,
+    core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api,
+    operator_api: client.ApiClient,
+) -> None:
+    """The operator's ServiceAccount writes the Deployment; the built-in controllers create its
+    ReplicaSet and pod from that admitted template. The same Deployment from anyone else is refused,
+    and so is changing its NVIDIA_VISIBLE_DEVICES, but other edits (a rollout restart) pass."""
+    visible_devices_policy_loaded(core_v1, namespace)
+    body = server_deployment(namespace)
+    refused = refusal(lambda: apps_v1.create_namespaced_deployment(namespace, body))
+    assert refused is not None and "containers/engine" in message(refused)
+    client.AppsV1Api(operator_api).create_namespaced_deployment(namespace, body)
+
+    def server_pod() -> Any:
+        pods = core_v1.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/instance=detector").items
+        return pods[0] if pods else None
+
+    pod = eventually(server_pod, "the ReplicaSet controller to create the server pod", TAKES_EFFECT_SECONDS)
+    env = {e.name: e.value for e in pod.spec.containers[0].env}
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "GPU-0a0b0c0d-1111-2222-3333-444455556666"
+    restart = {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "now"}}}}}
+    apps_v1.patch_namespaced_deployment("detector", namespace, restart)
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    widened = [{**e, "value": "all"} if e["name"] == "NVIDIA_VISIBLE_DEVICES" else e for e in container["env"]]
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": container["name"], "env": widened}]}}}}
+    refused = refusal(lambda: apps_v1.patch_namespaced_deployment("detector", namespace, patch))
+    assert refused is not None and "only the vram-operator pins GPUs" in message(refused)

@@ -44,7 +44,7 @@ def test_default_render_has_the_core_objects_and_no_monitoring(render_chart: Ren
         + ["ClusterRole"] * 4  # the operator's, the agent's, and the two aggregated into view/edit/admin
         + ["ClusterRoleBinding"] * 2
         + ["Role", "RoleBinding"]  # the operator's ConfigMap of measured runs, in its own namespace
-        + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 2
+        + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 3
         + ["Service"] * 2
         + ["NetworkPolicy"] * 2
         + ["Deployment", "DaemonSet"]
@@ -145,6 +145,22 @@ def test_server_tolerations_value_reaches_the_operator(render_chart: RenderChart
     assert settings_from(parser.parse_args(emptied)).render.tolerations == ()
 
 
+def test_nvidia_stack_values_reach_the_operator(render_chart: RenderChart) -> None:
+    import argparse
+
+    from vram_operator.controller.main import add_arguments, settings_from
+
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_arguments(parser)
+    default = settings_from(parser.parse_args(_container(one(render_chart(), "Deployment"))["args"]))
+    assert default.device_plugin_label is True
+    assert (default.render.device_class, default.render.mig_device_class) == ("gpu.nvidia.com", "mig.nvidia.com")
+    values = ("operator.disableDevicePlugin=false", "operator.deviceClass=gpu.example.com", "operator.migDeviceClass=m")
+    chosen = settings_from(parser.parse_args(_container(one(render_chart(*values), "Deployment"))["args"]))
+    assert chosen.device_plugin_label is False
+    assert (chosen.render.device_class, chosen.render.mig_device_class) == ("gpu.example.com", "m")
+
+
 def test_agent_flags_are_ones_the_agent_accepts(render_chart: RenderChart) -> None:
     import argparse
 
@@ -229,8 +245,9 @@ def test_rbac_is_least_privilege(render_chart: RenderChart) -> None:
         grants = _grants(_rules(documents, component))
         assert not any("*" in grant for grant in grants), component
         assert not any(resource in {"secrets", "clusterroles"} for _, resource, _ in grants), component
-        # Nodes are read (cordons), never written
-        assert {verb for _, resource, verb in grants if resource == "nodes"} <= {"list", "watch"}, component
+        # Nodes are read (cordons); only the operator patches them (the device-plugin label)
+        node_verbs = {"list", "watch", "patch"} if component == "operator" else {"list", "watch"}
+        assert {verb for _, resource, verb in grants if resource == "nodes"} <= node_verbs, component
         assert not any(verb in {"escalate", "bind", "impersonate", "deletecollection"} for *_, verb in grants)
     agent = _grants(_rules(documents, "agent"))
     assert agent == {

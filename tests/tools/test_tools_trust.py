@@ -14,6 +14,7 @@ from ship_helpers import RenderChart, by_kind, one
 
 AGENT_POLICY = "ship-vram-operator-agent-own-gpunode"
 HOST_POLICY = "ship-vram-operator-server-host-access"
+VISIBLE_POLICY = "ship-vram-operator-visible-devices"
 
 
 def _policies(documents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -32,7 +33,7 @@ def _operator_args(documents: list[dict[str, Any]]) -> argparse.Namespace:
 def test_every_policy_has_a_denying_binding(render_chart: RenderChart) -> None:
     documents = render_chart(release="ship", namespace="gpu-system")
     policies = _policies(documents)
-    assert set(policies) == {AGENT_POLICY, HOST_POLICY}
+    assert set(policies) == {AGENT_POLICY, HOST_POLICY, VISIBLE_POLICY}
     bindings = {b["spec"]["policyName"]: b for b in by_kind(documents, "ValidatingAdmissionPolicyBinding")}
     assert set(bindings) == set(policies)
     for name, policy in policies.items():
@@ -54,7 +55,7 @@ def test_agent_policy_matches_only_this_releases_agent_account(render_chart: Ren
 
 @pytest.mark.parametrize("values", [("agent.enabled=false",), ("admission.agentOwnGpuNode=false",)])
 def test_agent_policy_goes_with_the_agent_or_its_toggle(render_chart: RenderChart, values: tuple[str, ...]) -> None:
-    assert set(_policies(render_chart(*values, release="ship"))) == {HOST_POLICY}
+    assert set(_policies(render_chart(*values, release="ship"))) == {HOST_POLICY, VISIBLE_POLICY}
 
 
 def test_host_access_is_refused_by_default_in_policy_and_operator(render_chart: RenderChart) -> None:
@@ -70,6 +71,44 @@ def test_allow_host_access_drops_the_policy_and_tells_the_operator(render_chart:
         b for b in by_kind(documents, "ValidatingAdmissionPolicyBinding") if b["spec"]["policyName"] == HOST_POLICY
     ]
     assert _operator_args(documents).allow_host_access is True
+
+
+def _visible_binding(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    (binding,) = [
+        b for b in by_kind(documents, "ValidatingAdmissionPolicyBinding") if b["spec"]["policyName"] == VISIBLE_POLICY
+    ]
+    return binding
+
+
+def test_visible_devices_policy_trusts_the_operator_and_the_template_copying_controllers(
+    render_chart: RenderChart,
+) -> None:
+    documents = render_chart(
+        "admission.visibleDevices.trustedUsers={system:serviceaccount:kuberay:operator}",
+        release="ship",
+        namespace="gpu-system",
+    )
+    (condition,) = _policies(documents)[VISIBLE_POLICY]["spec"]["matchConditions"]
+    trusted = condition["expression"]
+    assert "'system:serviceaccount:gpu-system:ship-vram-operator'" in trusted
+    assert "'system:serviceaccount:kube-system:replicaset-controller'" in trusted
+    assert "'system:serviceaccount:kuberay:operator'" in trusted
+    binding = _visible_binding(documents)["spec"]["matchResources"]
+    (names,) = binding["namespaceSelector"]["matchExpressions"]
+    assert (names["operator"], names["values"]) == ("NotIn", ["gpu-system", "gpu-operator"])
+    assert "objectSelector" not in binding
+
+
+def test_visible_devices_exemptions_and_toggle(render_chart: RenderChart) -> None:
+    documents = render_chart(
+        "admission.visibleDevices.exemptNamespaces=null",
+        "admission.visibleDevices.exemptLabels.team=gpu",
+        release="ship",
+    )
+    binding = _visible_binding(documents)["spec"]["matchResources"]
+    assert binding["namespaceSelector"]["matchExpressions"][0]["values"] == ["vram-system"]
+    assert binding["objectSelector"]["matchExpressions"] == [{"key": "team", "operator": "NotIn", "values": ["gpu"]}]
+    assert VISIBLE_POLICY not in _policies(render_chart("admission.visibleDevices.enabled=false", release="ship"))
 
 
 def _user_roles(documents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

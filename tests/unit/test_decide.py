@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from vram_operator.api import GpuNode, InferenceServer
 from vram_operator.decide import decide
 from vram_operator.placement.demand import ManualAssignment
+from vram_operator.sizing.server import size_server
 
 QWEN = json.loads(
     (Path(__file__).resolve().parents[1] / "fixtures/model-configs/Qwen__Qwen2.5-7B-Instruct.json").read_text()
@@ -61,7 +62,14 @@ def test_auto_utilization_stays_within_the_reserved_budget() -> None:
     assert llm.placement is not None and llm.gpu_memory_utilization is not None
     assert llm.utilization_mode == "auto"
     assert llm.fits, llm.fit_message
-    assert llm.gpu_memory_utilization * 24564 <= llm.placement.budget_mib
+    # The budget holds vLLM's share and the CUDA graphs 0.19 captures beyond it.
+    spec = qwen("llm").spec
+    sizing = size_server(spec, json.loads(CONFIG_MAPS[("ai", "qwen")]["config.json"]), gpu_total_mib=24564)
+    graphs = sizing.beyond_share_mib
+    assert graphs > 0
+    assert llm.gpu_memory_utilization * 24564 + graphs <= llm.placement.budget_mib
+    assert llm.estimate is not None
+    assert llm.estimate.total_mib == pytest.approx(llm.gpu_memory_utilization * 24564 + graphs, abs=0.1)
     assert llm.estimate is not None and llm.estimate.kv_cache_tokens >= 8192
 
 
@@ -174,16 +182,20 @@ def test_a_full_gpu_leaves_a_vllm_server_unplaced_for_memory_not_failed(free: fl
     assert decision.placement is None
     assert decision.unplaced_reason == "InsufficientMemory"
     assert f"the most free is {free:.0f}MiB" in (decision.unplaced_message or "")
-    assert "needs 1954MiB per GPU" in (decision.unplaced_message or "")  # 4 MiB of rotary tables included
+    # 4 MiB of rotary tables included; vLLM 0.19 captures 734 MiB of CUDA graphs (51 sizes x (5.9 + 0.34 x 25
+    # pieces)) beyond its share: 1954 + 734 and 1810 + 734 MiB.
+    assert "needs 2689MiB per GPU" in (decision.unplaced_message or "")
     assert decision.fit_reason == "InsufficientMemory"
-    assert "vLLM needs 1810 MiB per GPU" in decision.fit_message
-    assert decision.estimate is not None and decision.estimate.total_mib == pytest.approx(1810, abs=1)
+    assert "vLLM needs 2545 MiB per GPU" in decision.fit_message
+    assert "CUDA graphs 734 MiB beyond its utilization share" in decision.fit_message
+    assert decision.estimate is not None and decision.estimate.total_mib == pytest.approx(2545, abs=1)
 
 
 def test_room_for_one_hundredth_of_the_gpu_is_the_engine_failing_there_not_a_spec_error() -> None:
-    # The first utilization vLLM can be given (0.01): the engine's own failure, still not placed.
+    # The first utilization vLLM can be given (0.01, 41 MiB) with its 734 MiB of CUDA graphs beyond it: the
+    # engine's own failure, still not placed.
     total = A400[1]
-    nodes = [node("n", (A400[0], total, total - 256 - 41))]
+    nodes = [node("n", (A400[0], total, total - 256 - 41 - 735))]
     decision = decide([qwen_small("q")], nodes, margin_mib=256).servers["ai/q"]
     assert (decision.sizing_error, decision.unplaced_reason) == (None, "InsufficientMemory")
     assert (decision.gpu_memory_utilization, decision.fit_reason) == (0.01, "NoCacheBlocks")
@@ -198,7 +210,8 @@ def test_a_manual_pin_on_a_gpu_smaller_than_the_model_is_no_placement() -> None:
     big = decision.servers["ai/big"]
     assert (big.sizing_error, big.placement, big.unplaced_reason) == (None, None, "InsufficientMemory")
     assert "n GPU 0" in (big.unplaced_message or "") and "vLLM needs" in (big.unplaced_message or "")
-    assert "vLLM needs 15808 MiB per GPU" in (big.unplaced_message or "")  # with 8 MiB of rotary tables
+    # With 8 MiB of rotary tables, and 804 MiB of CUDA graphs (51 sizes x (5.9 + 0.34 x 29 pieces)) beyond the share.
+    assert "vLLM needs 16612 MiB per GPU" in (big.unplaced_message or "")
     assert decision.plan.placements == ()
     assert [u.server for u in decision.plan.unplaced] == ["ai/big"]
     assert decision.plan.gpus[0].reserved_mib == 0 and decision.plan.gpus[0].servers == ()

@@ -133,4 +133,8 @@ def test_shared_12gb_auto_places_a_working_utilization_within_free_memory(capsys
     utilization = placed["gpuMemoryUtilization"]
     assert placed["fits"] is True and placed["estimate"]["kvCacheTokens"] >= 2048
     assert placed["estimate"]["minUtilization"] <= utilization
-    assert utilization * gpu.memory_total_mib <= gpu.memory_free_mib
+    # vLLM 0.10 captures its CUDA graphs (503 MiB: 51 sizes x 0.34 MiB x 29 pieces) beyond its share: the
+    # reservation holds both, and the free memory holds the reservation.
+    holds = placed["estimate"]["totalMiB"]
+    assert holds == pytest.approx(utilization * gpu.memory_total_mib + 51 * 0.34 * 29, abs=0.1)
+    assert holds <= placed["budgetMiB"] <= gpu.memory_free_mib

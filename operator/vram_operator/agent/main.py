@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -117,6 +118,12 @@ def run(args: argparse.Namespace) -> int:
         return 0 if status is not None else 1
     if args.metrics_port:
         metrics.serve(args.metrics_port, args.metrics_address)
+    run_every(args.interval, agent.poll_once)
+    return 0
+
+
+def run_every(interval: float, step: Callable[[], object]) -> None:
+    """Call `step` every `interval` seconds (less the time the call took) until SIGTERM or SIGINT."""
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -127,6 +134,5 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _stop)
     while not stop.is_set():
         started = time.monotonic()
-        agent.poll_once()
-        stop.wait(max(args.interval - (time.monotonic() - started), 0.0))
-    return 0
+        step()
+        stop.wait(max(interval - (time.monotonic() - started), 0.0))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -167,14 +166,21 @@ def _estimate(
         profile = shape.profile()
         warnings = [*weights.warnings, *vllm.version_warnings(args.engine_version)]
         minimum = vllm.min_utilization(profile, total)
-        # The most vLLM could be given here: the whole GPU, or what is free of it.
-        ceiling = 1.0 if args.gpu_free_mib is None else math.floor(args.gpu_free_mib / total * 100) / 100
+        # The most vLLM could be given here: the whole GPU, or what is free of it, less its CUDA graphs
+        # where they are captured beyond the utilization share.
+        room = total if args.gpu_free_mib is None else args.gpu_free_mib
+        ceiling = min(1.0, vllm.utilization_within(profile, total, room))
         if args.utilization is None and minimum > 1.0:
             result = _no_utilization_fits(profile, minimum)
         else:
             utilization = args.utilization or vllm.recommended_utilization(profile, total, args.gpu_free_mib)
             fit = vllm.fit(profile, total, utilization, args.gpu_free_mib)
-            result = {**fit.to_contract(), "utilization": utilization, "message": fit.message}
+            result = {
+                **fit.to_contract(),
+                "utilization": utilization,
+                "reservedMiB": round(vllm.footprint_mib(profile, total, utilization), 1),
+                "message": fit.message,
+            }
         result["requiredMiBPerGpu"] = round(shape.required_mib(), 1)
         if minimum > ceiling:
             limit = min(vllm.DEFAULT_UTILIZATION, ceiling)
@@ -246,6 +252,7 @@ def _no_utilization_fits(profile: vllm.VllmProfile, minimum: float) -> dict[str,
         "reason": "InsufficientMemory",
         "source": profile.source,
         "utilization": None,
+        "reservedMiB": None,
         "message": "",
     }
 

@@ -60,8 +60,13 @@ def _strategy_and_pins(manifests: Manifests, requested: str | None) -> tuple[str
     return strategy, pins
 
 
-def decide_from_manifests(manifests: Manifests, strategy: str | None, margin_mib: float) -> FleetDecision:
-    """The fleet decision over what was read; bad input becomes an InputError naming file and field."""
+def decide_from_manifests(
+    manifests: Manifests, strategy: str | None, margin_mib: float, *, one_namespace_per_gpu: bool = False
+) -> FleetDecision:
+    """The fleet decision over what was read; bad input becomes an InputError naming file and field.
+
+    `one_namespace_per_gpu`: as for dra pinning (servers of different namespaces never share a GPU).
+    """
     if not manifests.nodes:
         raise InputError("no GpuNode in the input: nothing to place servers on", field="kind")
     if margin_mib < 0:
@@ -75,6 +80,7 @@ def decide_from_manifests(manifests: Manifests, strategy: str | None, margin_mib
             margin_mib=margin_mib,
             config_maps=manifests.config_maps,
             manual=pins,
+            one_namespace_per_gpu=one_namespace_per_gpu,
         )
     except (PlacementError, FitError) as error:
         raise InputError(str(error), field=error.field) from None

@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     manifests = load(args.filename)
-    decision = decide_from_manifests(manifests, args.strategy, args.margin_mib)
+    one_per_gpu = args.pinning_mode == "dra"
+    decision = decide_from_manifests(manifests, args.strategy, args.margin_mib, one_namespace_per_gpu=one_per_gpu)
     settings = RenderSettings(
         pinning_mode=args.pinning_mode,
         allow_host_access=args.allow_host_access,

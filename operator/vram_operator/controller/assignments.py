@@ -233,6 +233,7 @@ class AssignmentReconciler:
                 strategy=strategy,
                 margin_mib=settings.margin_mib,
                 pod_uids=pod_uids_of(rt.indexes.get("server_pods")),
+                one_namespace_per_gpu=settings.render.pinning_mode == "dra",
             )
             decided = decide(selected, inputs, pins)
         entries = []

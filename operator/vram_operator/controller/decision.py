@@ -39,6 +39,8 @@ class Inputs:
     measured: Mapping[str, Sequence[MeasuredRun]] = field(default_factory=dict)
     # The GPUs of unchanged nodes, kept from one decision to the next (None: built afresh).
     slot_cache: SlotCache | None = None
+    # dra pinning: servers of different namespaces never share a GPU (placement.occupancy).
+    one_namespace_per_gpu: bool = False
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ def decide(servers: Sequence[InferenceServer], inputs: Inputs, manual: Sequence[
             pod_uids=inputs.pod_uids,
             measured=inputs.measured,
             slot_cache=inputs.slot_cache,
+            one_namespace_per_gpu=inputs.one_namespace_per_gpu,
         )
     except ValueError as error:  # sizing, placement and input errors all derive from ValueError
         failed = Outcome(

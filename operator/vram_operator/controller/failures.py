@@ -79,6 +79,7 @@ def correct(
     headroom_mib: float,
     margin_mib: float,
     step: float = 0.05,
+    beyond_share_mib: float = 0.0,
 ) -> Correction:
     """A bounded correction for a memory failure.
 
@@ -86,11 +87,13 @@ def correct(
     reservations and foreign processes. Raise utilization for a KV-cache failure (by `step`, or by
     what the KV cache lacks for one request when vLLM says so), lower it for a start-up failure,
     within that headroom; re-place when no value fits; give up after `max_attempts` so that a
-    failure can never loop.
+    failure can never loop. `beyond_share_mib` is what vLLM holds beyond `utilization x total`
+    (its CUDA graphs before 0.21): the headroom and the free memory must hold it too.
     """
     if attempts >= max_attempts:
         return Correction("give_up", None, f"gave up after {attempts} corrections: {failure.message}")
-    ceiling = _floor2(max(0.0, headroom_mib - margin_mib) / total_mib) if total_mib else 0.0
+    beyond = max(0.0, beyond_share_mib)
+    ceiling = _floor2(max(0.0, headroom_mib - margin_mib - beyond) / total_mib) if total_mib else 0.0
     if failure.kind in (FailureKind.KV_CACHE_NO_MEMORY, FailureKind.KV_CACHE_TOO_SMALL):
         lacking = (failure.missing_mib or 0.0) / total_mib if total_mib else 0.0
         wanted = _floor2(utilization + max(step, _ceil2(lacking)) + 1e-9)
@@ -102,7 +105,7 @@ def correct(
         return Correction("replace", None, f"no room above utilization {utilization:.2f} on this GPU: re-placing")
     free = failure.free_mib if failure.free_mib is not None else headroom_mib
     seen_total = failure.total_mib or total_mib
-    fits_free = _floor2(max(0.0, free - margin_mib) / seen_total) if seen_total else 0.0
+    fits_free = _floor2(max(0.0, free - margin_mib - beyond) / seen_total) if seen_total else 0.0
     chosen = min(fits_free, ceiling)
     if 0.0 < chosen < utilization:
         return Correction("adjust", chosen, f"lowered utilization {utilization:.2f} -> {chosen:.2f} to fit free memory")

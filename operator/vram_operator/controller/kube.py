@@ -57,6 +57,10 @@ class KubePort(Protocol):
 
     def patch_gpu_node_status(self, name: str, patch: dict[str, Any]) -> bool: ...
 
+    def patch_node_metadata(
+        self, name: str, labels: Mapping[str, str | None], annotations: Mapping[str, str | None]
+    ) -> None: ...
+
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
 
     def namespace_labels(self) -> dict[str, dict[str, str]]: ...
@@ -192,6 +196,17 @@ class Kube:
                 return False
             raise
         return True
+
+    def patch_node_metadata(
+        self, name: str, labels: Mapping[str, str | None], annotations: Mapping[str, str | None]
+    ) -> None:
+        """Merge-patch a Node's labels and annotations (None removes one); a Node gone meanwhile is no error."""
+        body: Any = {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}}
+        try:
+            self.core.patch_node(name, body)
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         try:

@@ -18,6 +18,7 @@ from kubernetes import client, config
 from vram_operator.controller import logs
 from vram_operator.controller.assignments import AssignmentReconciler
 from vram_operator.controller.child_keeper import ChildKeeper
+from vram_operator.controller.device_plugin import DevicePluginLabels
 from vram_operator.controller.heartbeats import HeartbeatCheck, post_node_event
 from vram_operator.controller.kube import Kube
 from vram_operator.controller.metrics import Metrics
@@ -43,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--priority", type=int, default=0, help="peering priority (distinct per replica)")
     parser.add_argument("--namespace", action="append", default=[], help="watch this namespace (repeat; default all)")
     parser.add_argument("--pinning-mode", choices=PINNING_MODES, default="envvar", help="device pinning (envvar|dra)")
+    parser.add_argument(
+        "--device-class", default=RenderSettings.device_class, help="dra mode: DeviceClass of whole GPUs"
+    )
+    parser.add_argument(
+        "--mig-device-class", default=RenderSettings.mig_device_class, help="dra mode: DeviceClass of MIG devices"
+    )
     parser.add_argument("--strategy", default="VRAMBased", help="strategy for servers no GpuAssignment manages")
     parser.add_argument("--margin-mib", type=float, default=float(DEFAULT_MARGIN_MIB), help="safety margin per GPU")
     parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0: off)")
@@ -83,6 +90,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="render no NetworkPolicy for servers (by default one admits in-cluster clients to the engine port)",
     )
+    parser.add_argument(
+        "--no-device-plugin-label",
+        dest="device_plugin_label",
+        action="store_false",
+        help="leave Nodes as they are (by default Nodes with a GpuNode are labelled "
+        "nvidia.com/gpu.deploy.device-plugin=false: the device plugin would hand out the operator's GPUs)",
+    )
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     parser.add_argument("--verbose", action="store_true", help="debug logs")
 
@@ -113,8 +127,11 @@ def settings_from(args: argparse.Namespace) -> ControllerSettings:
         max_corrections=args.max_corrections,
         estimate_error_threshold=args.estimate_error_threshold,
         measured_runs_namespace=args.measured_runs_namespace,
+        device_plugin_label=args.device_plugin_label,
         render=RenderSettings(
             pinning_mode=args.pinning_mode,
+            device_class=args.device_class,
+            mig_device_class=args.mig_device_class,
             allow_host_access=args.allow_host_access,
             tolerations=_tolerations(args.server_tolerations),
             server_network_policy=args.server_network_policy,
@@ -167,7 +184,10 @@ def memo_for(rt: Runtime, api: client.ApiClient) -> kopf.Memo:
     gpu_assignments = AssignmentReconciler(rt)
     children = ChildKeeper(rt, post_event)
     heartbeats = HeartbeatCheck(rt, post_node_event)
-    rt.checks.extend([servers.check_servers, gpu_assignments.check, children.check, heartbeats.check])
+    device_plugin = DevicePluginLabels(rt)
+    rt.checks.extend(
+        [servers.check_servers, gpu_assignments.check, children.check, heartbeats.check, device_plugin.check]
+    )
     return kopf.Memo(rt=rt, servers=servers, assignments=gpu_assignments, api=api)
 
 

@@ -1,8 +1,9 @@
 """Pure: does a placed server still have its room, given what the agents measure now?
 
 Foreign processes (a desktop, another service) can grow after a server was placed. vLLM checks at
-start-up that the free memory is at least `gpu_memory_utilization` x total, so the next restart of
-a server whose room was eaten fails. This says so before that happens, with the numbers.
+start-up that the free memory is at least `gpu_memory_utilization` x total (and before 0.21 then
+captures its CUDA graphs beyond that), so the next restart of a server whose room was eaten fails.
+This says so before that happens, with the numbers.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from vram_operator.api.gpu_node import GpuNode
-from vram_operator.api.inference_server import PlacementStatus
+from vram_operator.api.inference_server import InferenceServerStatus, PlacementStatus
 from vram_operator.controller.gpu_view import find_gpu
 from vram_operator.placement.ownership import ProcessOwners, not_ours
 
@@ -41,17 +42,29 @@ class Shortfall:
         )
 
 
+def beyond_share_mib(status: InferenceServerStatus) -> float:
+    """What a vLLM server holds per GPU beyond `utilization x total` (its CUDA graphs before vLLM 0.21), as
+    the estimate it was placed with says (its total is that share plus the graphs); 0 without a utilization."""
+    placement, estimate, utilization = status.placement, status.estimate, status.gpu_memory_utilization
+    if placement is None or not placement.gpus or estimate is None or utilization is None:
+        return 0.0
+    return max(0.0, estimate.total_mib - utilization * min(g.total_mib for g in placement.gpus))
+
+
 def room_shortfall(
     placement: PlacementStatus,
     utilization: float | None,
     nodes: Sequence[GpuNode],
     reserved_by_others: Mapping[str, float],
     owners: ProcessOwners,
+    *,
+    beyond_share: float = 0.0,
 ) -> Shortfall | None:
     """The first GPU of the placement whose free memory (total - memory not ours - other servers'
     reservations; not ours by the one ownership rule, as the planner counts it) is below what the
-    server needs to start: utilization x total for vLLM, its budget otherwise. None when every GPU
-    still holds it (or nothing is reported)."""
+    server needs to start: for vLLM utilization x total (its start-up check) and `beyond_share` (the
+    CUDA graphs it captures after that), its budget otherwise. None when every GPU still holds it (or
+    nothing is reported)."""
     for placed in placement.gpus:
         gpu = find_gpu(nodes, placement.node, placed.uuid)
         if gpu is None or gpu.memory_total_mib <= 0:
@@ -59,9 +72,9 @@ def room_shortfall(
         foreign = not_ours(gpu, owners).mib
         free = gpu.memory_total_mib - foreign - reserved_by_others.get(gpu.uuid, 0.0)
         if utilization is not None:
-            if startup_check_passes(free, utilization, gpu.memory_total_mib):
+            needed = utilization * gpu.memory_total_mib + beyond_share
+            if startup_check_passes(free, utilization, gpu.memory_total_mib) and free >= needed:
                 continue
-            needed = utilization * gpu.memory_total_mib
         elif free >= placement.budget_mib:
             continue
         else:

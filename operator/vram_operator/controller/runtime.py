@@ -33,6 +33,7 @@ INDEX_NAMES = (
     "server_deployments",
     "server_services",
     "unschedulable_nodes",
+    "device_plugin_nodes",
 )
 
 

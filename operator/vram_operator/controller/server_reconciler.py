@@ -50,7 +50,7 @@ from vram_operator.controller.kube import ChildRefusedError
 from vram_operator.controller.measure import estimate_error, measure_server, memory_changed
 from vram_operator.controller.pods import ENGINE_CRASHING, PodFacts, crash_report, current_pods, readiness
 from vram_operator.controller.rollout_state import assigned_pin, pin_refused
-from vram_operator.controller.room import room_shortfall
+from vram_operator.controller.room import beyond_share_mib, room_shortfall
 from vram_operator.controller.runtime import Runtime, now, rfc3339, values
 from vram_operator.controller.server_status import (
     CHILD_REJECTED,
@@ -236,6 +236,7 @@ class ServerReconciler:
                 pod_uids=pod_uids_of(rt.indexes.get("server_pods")),  # which GPU processes are ours
                 measured=rt.measured,
                 slot_cache=rt.slot_cache,
+                one_namespace_per_gpu=settings.render.pinning_mode == "dra",
             )
 
         pins = pins_for(server, current, replace=replace, moving=moving)
@@ -461,6 +462,7 @@ class ServerReconciler:
                         own_nodes,
                         besides(placed, replicas, seen.reservations.besides, server.key),
                         seen.owners,
+                        beyond_share=beyond_share_mib(current),
                     )
                 )
                 is not None
@@ -542,6 +544,7 @@ class ServerReconciler:
                 process_owners(values(servers), rt.indexes.get("server_pods")),
             ),
             margin_mib=settings.margin_mib,
+            beyond_share_mib=beyond_share_mib(current),
         )
         rt.metrics.corrections.labels(failure.kind.value, fix.action).inc()
         namespace = server.metadata.namespace or "default"

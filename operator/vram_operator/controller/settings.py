@@ -23,4 +23,6 @@ class ControllerSettings:
     estimate_error_threshold: float = 0.10
     # Where the measured runs are kept (the ConfigMap controller.measured_runs names): the operator's namespace.
     measured_runs_namespace: str = "default"
+    # Nodes with a GpuNode are labelled off the NVIDIA device plugin (controller/device_plugin.py).
+    device_plugin_label: bool = True
     render: RenderSettings = field(default_factory=RenderSettings)

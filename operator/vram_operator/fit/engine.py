@@ -4,19 +4,20 @@ this GPU, else the model (vLLM's utilization chosen or checked, then the engine'
 from __future__ import annotations
 
 import dataclasses
-import math
 
 from vram_operator.api import InferenceServer
 from vram_operator.fit.gpu_fit import GpuFit, fit_on_gpu
 from vram_operator.fit.offer import GpuOffer
 from vram_operator.fit.utilization import GpuRoom, UtilizationChoice, auto_utilization, manual_utilization
+from vram_operator.sizing import vllm
 from vram_operator.sizing.measured import MeasuredRun, measured_estimate, run_on
 from vram_operator.sizing.server import ServerSizing, vllm_profile_on_gpu
 
 # Budgets are written with one decimal: a budget this close to a run's is that run's.
 MIB_ROUNDING = 0.1
-# vLLM's start-up check of free memory: a measured run cannot vouch for what is free on a GPU now.
-STARTUP_FREE_MEMORY = "StartupFreeMemory"
+# vLLM's start-up check of free memory, and the room for the CUDA graphs it captures beyond its share
+# (before 0.21): a measured run cannot vouch for what is free on a GPU now.
+FREE_MEMORY_REASONS = frozenset({"StartupFreeMemory", "CudaGraphsOutOfMemory"})
 
 
 def engine_fit(
@@ -43,7 +44,7 @@ def _measured_fit(
     server: InferenceServer, sizing: ServerSizing, run: MeasuredRun, budget_mib: float, gpu: GpuOffer
 ) -> tuple[GpuFit, UtilizationChoice | None]:
     """The engine on a GPU of the product it was measured on: what it used there, at the utilization it
-    ran at. Only vLLM's start-up check of free memory still applies (it depends on this GPU now)."""
+    ran at. Only vLLM's checks of free memory still apply (they depend on this GPU now)."""
     fit = fit_on_gpu(
         sizing,
         server.spec,
@@ -54,7 +55,7 @@ def _measured_fit(
         utilization=run.utilization,
     )
     told = f"sized from {run.describe()}"
-    if fit.reason != STARTUP_FREE_MEMORY:
+    if fit.reason not in FREE_MEMORY_REASONS:
         fit = dataclasses.replace(fit, fits=True, reason="Fits", message=told)
     fit = dataclasses.replace(fit, estimate=measured_estimate(run, fit.estimate))
     if run.utilization is None:
@@ -88,8 +89,8 @@ def _utilization_choice(
     if sizing.fixed_utilization is not None:
         return manual_utilization(profile, room, sizing.fixed_utilization)
     choice = auto_utilization(profile, room, target_kv_tokens=sizing.target_kv_tokens)
-    # The ledger holds the planner's budget: never let vLLM take more than that.
-    within_budget = math.floor(budget_mib / gpu.total_mib * 100 + 1e-9) / 100
+    # The ledger holds the planner's budget: never let vLLM take more than that (its graphs included).
+    within_budget = vllm.utilization_within(profile, gpu.total_mib, budget_mib)
     if choice.utilization > within_budget >= choice.min_utilization:
         note = f"capped at {within_budget:.2f} by the {budget_mib:.0f}MiB budget reserved for it"
         return dataclasses.replace(choice, utilization=within_budget, explanation=(*choice.explanation, note))

@@ -3,7 +3,6 @@ llama.cpp's layers and context, a generic server's whole-process budget."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from vram_operator.api.inference_server import EstimateStatus, InferenceServerSpec
@@ -42,15 +41,16 @@ def fit_on_gpu(
 ) -> GpuFit:
     """What the engine does with `budget_mib` on a GPU of `gpu_total_mib` (free at start: `gpu_free_mib`).
 
-    vLLM runs at `utilization` when given, else at its manual value, else at the budget's share of
-    the GPU rounded down (vLLM must never reserve more than the budget the ledger holds for it).
+    vLLM runs at `utilization` when given, else at its manual value, else at the largest share of the
+    GPU (in hundredths) that the budget holds with the CUDA graphs vLLM captures beyond it before 0.21
+    (vLLM must never take more than the budget the ledger holds for it).
     When that is no utilization at all (under 0.01 of the GPU, or the model needs more than the whole
     GPU), vLLM cannot start there: InsufficientMemory with the numbers, `utilization` None.
     """
     profile = vllm_profile_on_gpu(sizing, spec, gpu_total_mib, gpu_name)
     if profile is not None:
         if utilization is None:
-            utilization = sizing.fixed_utilization or math.floor(budget_mib / gpu_total_mib * 100) / 100
+            utilization = sizing.fixed_utilization or vllm.utilization_within(profile, gpu_total_mib, budget_mib)
         if not 0 < utilization <= 1:
             return _vllm_without_room(sizing, profile, budget_mib, gpu_total_mib, gpu_name)
         return _fit_vllm(sizing, profile, budget_mib, gpu_total_mib, utilization=utilization, gpu_free_mib=gpu_free_mib)
@@ -98,16 +98,17 @@ def _vllm_without_room(
     sizing: ServerSizing, profile: vllm.VllmProfile, budget_mib: float, gpu_total_mib: float, gpu_name: str
 ) -> GpuFit:
     """vLLM on a GPU where no utilization lets it start: what it needs per GPU against what it may take."""
-    need = vllm.memory_for_tokens(profile, 0)
-    kv = need - profile.non_kv_mib
+    need = vllm.reservation_for_tokens(profile, 0)
+    kv = vllm.memory_for_tokens(profile, 0) - profile.non_kv_mib
     room = min(budget_mib, gpu_total_mib)
     gpu = f"{gpu_name + ' ' if gpu_name else ''}{gpu_total_mib:.0f}MiB GPU"
     message = (
         f"vLLM needs {need:.0f} MiB per GPU (weights {profile.weights_mib:.0f} + activation "
-        f"{profile.activation_mib:.0f} + non-torch {profile.non_torch_mib:.0f} MiB + KV {kv:.0f} MiB for one "
-        f"{profile.max_model_len}-token request); it may take {max(room, 0.0):.0f} MiB of the {gpu}"
+        f"{profile.activation_mib:.0f} + non-torch {profile.non_torch_mib:.0f} MiB{vllm.graphs_term(profile)} + KV "
+        f"{kv:.0f} MiB for one {profile.max_model_len}-token request); it may take {max(room, 0.0):.0f} MiB of the "
+        f"{gpu}"
     )
-    overhead = profile.non_torch_mib + (profile.cuda_graph_mib if profile.cuda_graph_subtracted else 0.0)
+    overhead = profile.non_torch_mib + profile.cuda_graph_mib
     estimate = EstimateStatus(
         weights_mib=round(profile.weights_mib, 1),
         activation_mib=round(profile.activation_mib, 1),
@@ -140,13 +141,14 @@ def _fit_vllm(
     gpu_free_mib: float | None,
 ) -> GpuFit:
     fit = vllm.fit(profile, gpu_total_mib, utilization, gpu_free_mib)
-    overhead = fit.non_torch_mib + (fit.cuda_graph_mib if fit.cuda_graph_subtracted else 0.0)
+    # Overhead: non-torch and the CUDA graphs, within the utilization share or beyond it; the total is
+    # what vLLM holds on the GPU (the parts add up to it).
     estimate = EstimateStatus(
         weights_mib=round(fit.weights_mib, 1),
         activation_mib=round(fit.activation_mib, 1),
-        overhead_mib=round(overhead, 1),
+        overhead_mib=round(fit.non_torch_mib + fit.cuda_graph_mib, 1),
         kv_cache_mib=round(max(fit.kv_cache_mib, 0.0), 1),
-        total_mib=round(utilization * gpu_total_mib, 1),
+        total_mib=round(vllm.footprint_mib(profile, gpu_total_mib, utilization), 1),
         kv_bytes_per_token=fit.kv_bytes_per_token,
         kv_cache_tokens=fit.kv_cache_tokens,
         max_concurrency=round(max(fit.max_concurrency, 0.0), 2),

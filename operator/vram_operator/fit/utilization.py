@@ -3,6 +3,7 @@
 vLLM takes `utilization x total` of the GPU and gives the KV cache what weights, activations and
 non-torch memory leave of it; it refuses to start when the GPU's free memory is below that share
 (the start-up check) or when the KV cache cannot hold one request of max_model_len (the KV floor).
+Before 0.21 it then captures its CUDA graphs beyond that share: what is free must hold them too.
 The numbers come from sizing/vllm.py's profile; this module decides and explains, line by line.
 """
 
@@ -71,10 +72,6 @@ class UtilizationChoice:
     warnings: tuple[str, ...] = ()
     min_utilization: float = 0.0
 
-    def budget_mib(self, total_mib: float) -> float:
-        """What vLLM will take on a GPU of `total_mib` at this utilization."""
-        return self.utilization * total_mib
-
 
 def _hundredths_down(value: float) -> float:
     return math.floor(value * 100 + 1e-9) / 100
@@ -88,7 +85,10 @@ def _model_line(profile: VllmProfile) -> str:
     )
     if profile.cuda_graph_subtracted:
         parts += f" + CUDA graphs {profile.cuda_graph_mib / MIB_PER_GIB:.1f}"
-    return parts + f" = {profile.non_kv_mib / MIB_PER_GIB:.1f}GiB before the KV cache"
+    parts += f" = {profile.non_kv_mib / MIB_PER_GIB:.1f}GiB before the KV cache"
+    if profile.graphs_outside_mib:
+        parts += f", + CUDA graphs {profile.graphs_outside_mib / gib:.1f}GiB beyond utilization x total"
+    return parts
 
 
 def _floor_line(profile: VllmProfile, room: GpuRoom, floor: float) -> str:
@@ -115,10 +115,12 @@ def auto_utilization(
     target = target_kv_tokens if target_kv_tokens is not None else profile.max_num_seqs * profile.max_model_len
     floor = vllm.min_utilization(profile, total)
     wanted = vllm.min_utilization(profile, total, target)
+    # What is free must hold the share and, before vLLM 0.21, the CUDA graphs captured beyond it.
+    beyond = profile.graphs_outside_mib
     caps = {
-        "conservative": room.free_mib / total - CONSERVATIVE_HEADROOM,
-        "standard": room.free_mib / total,
-        "aggressive": room.free_at_start_mib / total,
+        "conservative": (room.free_mib - beyond) / total - CONSERVATIVE_HEADROOM,
+        "standard": (room.free_mib - beyond) / total,
+        "aggressive": (room.free_at_start_mib - beyond) / total,
     }
     ceiling = min(AUTO_MAX, _hundredths_down(caps[tier]))
     hard_ceiling = min(AUTO_MAX, _hundredths_down(caps["aggressive"]))
@@ -128,8 +130,9 @@ def auto_utilization(
         f"utilization {wanted:.2f}; {tier} ceiling {ceiling:.2f}"
     )
     if floor > hard_ceiling:
+        graphs = f" + CUDA graphs {beyond:.0f}MiB" if beyond else ""
         lines.append(
-            f"refused: the KV floor needs {floor:.2f} x {total:.0f}MiB = {floor * total:.0f}MiB, only "
+            f"refused: the KV floor needs {floor:.2f} x {total:.0f}MiB = {floor * total:.0f}MiB{graphs}, only "
             f"{room.free_at_start_mib:.0f}MiB is free"
         )
         return UtilizationChoice(floor, "auto", tier, 0, False, "KVFloorExceedsFree", tuple(lines), (), floor)
@@ -166,6 +169,7 @@ def manual_utilization(profile: VllmProfile, room: GpuRoom, utilization: float) 
     warnings = list(usual_range_warnings(utilization))
     result = vllm.fit(profile, total, utilization, room.free_at_start_mib)
     requested = utilization * total
+    holds = vllm.footprint_mib(profile, total, utilization)
     used_by_others = room.foreign_mib + room.reserved_by_others_mib
     setting = (
         f"vLLM at {utilization:.2f} on a {total / MIB_PER_GIB:.0f}GB GPU with "
@@ -173,11 +177,18 @@ def manual_utilization(profile: VllmProfile, room: GpuRoom, utilization: float) 
     )
     if result.fits:
         lines.append(f"{setting}: {result.kv_cache_tokens} KV tokens, {result.max_concurrency:.1f}x concurrency")
-        if requested > room.free_mib:
+        if holds > room.free_mib:
+            graphs = f" + CUDA graphs {holds - requested:.0f}MiB" if holds > requested else ""
             warnings.append(
-                f"{utilization:.2f} x {total:.0f}MiB = {requested:.0f}MiB leaves less than the "
+                f"{utilization:.2f} x {total:.0f}MiB = {requested:.0f}MiB{graphs} leaves less than the "
                 f"{room.margin_mib:.0f}MiB margin of the {room.free_at_start_mib:.0f}MiB free"
             )
+    elif result.reason == "CudaGraphsOutOfMemory":
+        lines.append(
+            f"{setting}: asks for {requested:.0f}MiB and captures {holds - requested:.0f}MiB of CUDA graphs beyond "
+            f"it, {holds:.0f}MiB in all, but only {room.free_at_start_mib:.0f}MiB is free at start-up: it passes "
+            "vLLM's start-up check, then runs out of memory capturing the graphs"
+        )
     elif result.reason == "StartupFreeMemory":
         lines.append(
             f"{setting}: asks for {requested:.0f}MiB but only {room.free_at_start_mib:.0f}MiB is free at start-up, "

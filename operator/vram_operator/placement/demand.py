@@ -29,7 +29,8 @@ class ServerDemand:
 
     `min_mib` is the floor the budget may shrink to on a GPU too small for `preferred_mib` (equal to
     it when the engine cannot shrink, e.g. generic). `fixed_utilization` (manual vLLM utilization)
-    makes the budget on a GPU that fraction of the GPU's total; `budget_override_mib` fixes it.
+    makes the budget on a GPU that fraction of the GPU's total, plus `beyond_share_mib` (the CUDA
+    graphs vLLM captures beyond its share before 0.21); `budget_override_mib` fixes it.
     """
 
     server: str
@@ -45,6 +46,7 @@ class ServerDemand:
     pin_standing: bool = False  # the pin keeps a placement that stands (see ManualAssignment.standing)
     pin_overcommit: bool = False  # the pin may over-commit (see ManualAssignment.overcommit)
     fixed_utilization: float | None = None
+    beyond_share_mib: float = 0.0
     budget_override_mib: float | None = None
     notes: tuple[str, ...] = ()
     replica: int = 0
@@ -89,6 +91,10 @@ class ServerDemand:
         return replica_key(self.server, self.replica)
 
     @property
+    def namespace(self) -> str:
+        return self.server.partition("/")[0]
+
+    @property
     def shrinkable(self) -> bool:
         return self.min_mib < self.preferred_mib and self.fixed_utilization is None and self.budget_override_mib is None
 
@@ -101,8 +107,9 @@ class ServerDemand:
         if self.budget_override_mib is not None:
             return self.budget_override_mib
         if self.fixed_utilization is not None:
-            # vLLM takes utilization x total on each rank; reserve the largest so no rank exceeds it.
-            return self.fixed_utilization * max(gpu_totals)
+            # vLLM takes utilization x total on each rank (and its graphs beyond it); reserve the largest
+            # so no rank exceeds it.
+            return self.fixed_utilization * max(gpu_totals) + self.beyond_share_mib
         return self.preferred_mib
 
 

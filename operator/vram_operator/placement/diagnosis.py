@@ -9,6 +9,13 @@ from vram_operator.fit.offer import GpuOffer
 from vram_operator.placement.demand import ServerDemand
 from vram_operator.placement.occupancy import EPS, GpuState, Group, Occupancy, groupable
 
+# The reason of a server no GPU takes because each one with room holds servers of another namespace.
+OTHER_NAMESPACE = "OtherNamespaceOnGpu"
+# Why, in dra pinning, servers of two namespaces never share a GPU.
+ONE_NAMESPACE_PER_GPU = (
+    "dra pinning keeps one namespace per GPU (ResourceClaims are namespaced and the NVIDIA DRA driver "
+    "gives a device to one claim)"
+)
 # Why a tensor-parallel server never goes onto MIG devices.
 MIG_TENSOR_PARALLEL = "tensor parallel across MIG devices is not supported (vLLM/NCCL cannot use them as one group)"
 
@@ -87,6 +94,9 @@ def diagnose(occupancy: Occupancy, demand: ServerDemand) -> tuple[str, str]:
     refused = engine_diagnosis(demand, usable)
     if refused is not None:
         return "InsufficientMemory", refused
+    elsewhere = other_namespace_gpus(occupancy, demand, usable)
+    if elsewhere:
+        return OTHER_NAMESPACE, other_namespace_text(elsewhere, demand)
     if demand.dedicated and any(g.capacity >= floor for g in usable if not g.dedicated):
         return (
             "DedicatedUnavailable",
@@ -133,4 +143,34 @@ def engine_diagnosis(demand: ServerDemand, usable: Sequence[GpuState]) -> str | 
     return (
         f"{len(roomy)} GPU(s) have room for its budget but the engine would fail on each; "
         f"on the largest, {gpu.slot.label}: {why}"
+    )
+
+
+def other_namespace_gpus(occupancy: Occupancy, demand: ServerDemand, usable: Sequence[GpuState]) -> list[GpuState]:
+    """With one namespace per GPU: when no GPU of its namespace (or vacant) has room for `demand` but
+    some of another namespace do, those (most free first); else none."""
+    if not occupancy.one_namespace_per_gpu:
+        return []
+    roomy = [
+        g
+        for g in groupable(usable, demand.tensor_parallel)
+        if g.free >= demand.budget_on((g.slot.total_mib,)) - EPS and (g.vacant or not demand.dedicated)
+    ]
+    per_node: dict[str, int] = {}
+    for gpu in roomy:
+        if not occupancy.holds_other_namespace(gpu, demand.namespace):
+            per_node[gpu.slot.node] = per_node.get(gpu.slot.node, 0) + 1
+    if any(count >= demand.tensor_parallel for count in per_node.values()):
+        return []  # room in its own namespace: something else kept it out
+    others = [g for g in roomy if occupancy.holds_other_namespace(g, demand.namespace)]
+    return sorted(others, key=lambda g: (-g.free, g.slot.node, g.slot.index))
+
+
+def other_namespace_text(gpus: Sequence[GpuState], demand: ServerDemand) -> str:
+    """The refusal of GPUs that hold servers of another namespace than `demand`'s."""
+    shown = "; ".join(f"{g.slot.label} holds {', '.join(sorted(g.namespaces))}" for g in gpus[:3])
+    more = f" and {len(gpus) - 3} more" if len(gpus) > 3 else ""
+    return (
+        f"{ONE_NAMESPACE_PER_GPU}: {len(gpus)} GPU(s) with room for its {demand.preferred_mib:.0f}MiB hold "
+        f"servers of another namespace than {demand.namespace} ({shown}{more})"
     )

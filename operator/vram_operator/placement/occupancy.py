@@ -45,7 +45,19 @@ class Tenant:
 class GpuState:
     """One GPU during planning."""
 
-    __slots__ = ("capacity", "critical", "dedicated", "entry", "key", "llm", "position", "reserved", "slot", "tenants")
+    __slots__ = (
+        "capacity",
+        "critical",
+        "dedicated",
+        "entry",
+        "key",
+        "llm",
+        "namespaces",
+        "position",
+        "reserved",
+        "slot",
+        "tenants",
+    )
 
     def __init__(self, slot: GpuSlot, position: int, margin_mib: float) -> None:
         self.slot = slot
@@ -56,6 +68,7 @@ class GpuState:
         self.llm = 0
         self.critical = 0
         self.dedicated = 0
+        self.namespaces: dict[str, int] = {}  # namespace -> tenants of it on this GPU
         self.entry: Entry | None = None
         self.key: BucketKey | None = None
 
@@ -72,8 +85,19 @@ class Occupancy:
     """All GPUs of a planning run; place/remove keep the buckets in order."""
 
     def __init__(
-        self, inventory: Inventory, ledger: Ledger, margin_mib: float, replanned: frozenset[str], *, packing: bool
+        self,
+        inventory: Inventory,
+        ledger: Ledger,
+        margin_mib: float,
+        replanned: frozenset[str],
+        *,
+        packing: bool,
+        one_namespace_per_gpu: bool = False,
     ) -> None:
+        # dra pinning: ResourceClaims are namespaced and the NVIDIA DRA driver gives a device to one
+        # claim, so servers of different namespaces never share a GPU (see serving()).
+        self.one_namespace_per_gpu = one_namespace_per_gpu
+        self._serving: str | None = None
         self.gpus = [GpuState(slot, i, margin_mib) for i, slot in enumerate(inventory.slots)]
         self.by_uuid = {g.slot.uuid: g for g in self.gpus}
         self.by_node: dict[str, list[GpuState]] = {}
@@ -111,7 +135,12 @@ class Occupancy:
         gpu.key = gpu.entry = None
 
     def _file(self, gpu: GpuState) -> None:
-        is_open = gpu.slot.usable and not gpu.dedicated and gpu.position not in self._hidden
+        is_open = (
+            gpu.slot.usable
+            and not gpu.dedicated
+            and gpu.position not in self._hidden
+            and (self._serving is None or not self.holds_other_namespace(gpu, self._serving))
+        )
         if self.first_fit is not None and self.first_fit_vacant is not None:
             self.first_fit.set(gpu.position, gpu.free if is_open else NONE)
             self.first_fit_vacant.set(gpu.position, gpu.free if is_open and gpu.vacant else NONE)
@@ -132,6 +161,8 @@ class Occupancy:
             gpu.llm += tenant.llm
             gpu.critical += tenant.critical
             gpu.dedicated += tenant.dedicated
+            namespace = namespace_of(tenant.key)
+            gpu.namespaces[namespace] = gpu.namespaces.get(namespace, 0) + 1
             self._file(gpu)
 
     def remove(self, key: str) -> Tenant:
@@ -144,6 +175,10 @@ class Occupancy:
             gpu.llm -= tenant.llm
             gpu.critical -= tenant.critical
             gpu.dedicated -= tenant.dedicated
+            namespace = namespace_of(tenant.key)
+            gpu.namespaces[namespace] -= 1
+            if not gpu.namespaces[namespace]:
+                del gpu.namespaces[namespace]
             self._file(gpu)
         return tenant
 
@@ -157,6 +192,31 @@ class Occupancy:
         finally:
             self._hidden = frozenset()
             self._refile(positions)
+
+    def holds_other_namespace(self, gpu: GpuState, namespace: str) -> bool:
+        """Whether a server of `namespace` may not join `gpu`: one namespace per GPU is kept and a server
+        of another namespace is there."""
+        return self.one_namespace_per_gpu and any(held != namespace for held in gpu.namespaces)
+
+    @contextmanager
+    def serving(self, namespace: str) -> Iterator[None]:
+        """While inside, the searches place a server of `namespace`: with one namespace per GPU, the GPUs
+        holding servers of another namespace take no new tenant (nested: the innermost namespace holds)."""
+        if not self.one_namespace_per_gpu:
+            yield
+            return
+        outer = self._serving
+        self._serve(namespace)
+        try:
+            yield
+        finally:
+            self._serve(outer)
+
+    def _serve(self, namespace: str | None) -> None:
+        if namespace == self._serving:
+            return
+        self._serving = namespace
+        self._refile(frozenset(g.position for g in self.gpus if g.namespaces))
 
     def _refile(self, positions: frozenset[int]) -> None:
         for position in positions:
@@ -239,6 +299,11 @@ class Occupancy:
 
 
 Group = list[GpuState]
+
+
+def namespace_of(key: str) -> str:
+    """The namespace of a server or replica key ("ns/name", "ns/name[1]")."""
+    return key.partition("/")[0]
 
 
 def groupable(gpus: Iterable[GpuState], size: int) -> list[GpuState]:

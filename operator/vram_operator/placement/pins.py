@@ -9,7 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vram_operator.placement.demand import GpuRef, ServerDemand
-from vram_operator.placement.diagnosis import MIG_TENSOR_PARALLEL, floor_text, refusal, where_group
+from vram_operator.placement.diagnosis import (
+    MIG_TENSOR_PARALLEL,
+    OTHER_NAMESPACE,
+    floor_text,
+    other_namespace_text,
+    refusal,
+    where_group,
+)
 from vram_operator.placement.explain import GpuView
 from vram_operator.placement.occupancy import GpuState, Group, Occupancy, groupable
 
@@ -70,7 +77,7 @@ def place_pinned(planner: Planner, demand: ServerDemand) -> None:
     if not group:
         assert demand.pin_node is not None  # pinned with no GPUs means pinned to a node
         for hidden in planner.spread(demand):
-            with planner.occupancy.hidden(hidden):
+            with planner.occupancy.hidden(hidden), planner.occupancy.serving(demand.namespace):
                 groups = planner.groups(demand, [demand.pin_node], shrink=True)
             if groups:
                 break
@@ -87,6 +94,8 @@ def place_pinned(planner: Planner, demand: ServerDemand) -> None:
         if gpu.dedicated or (demand.dedicated and not gpu.vacant):
             holders = ", ".join(sorted(gpu.tenants))
             raise PinError("DedicatedUnavailable", f"pinned {gpu.slot.label} is not available alone (holds {holders})")
+        if planner.occupancy.holds_other_namespace(gpu, demand.namespace):
+            raise PinError(OTHER_NAMESPACE, other_namespace_text([gpu], demand))
     budget = planner.budget(demand, group, shrink=True)
     warnings: list[str] = []
     overcommit = budget is None

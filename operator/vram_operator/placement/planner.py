@@ -8,9 +8,11 @@ Every strategy runs the same passes; the strategy only orders servers and ranks 
    node at a time. Every step raises the VRAM placed or is undone; all are bounded and deterministic;
 4. shrink: servers still unplaced that may shrink take the best GPU that holds their floor;
 5. the rest are unplaced with a CamelCase reason and the numbers.
-When something stays unplaced, plain packing passes (first-fit decreasing always, best-fit and
-perturbed orders on small problems) run through the same steps; the plan placing the most VRAM wins
-and its servers then move, one by one, to the GPU the strategy prefers among those with room.
+When something stays unplaced, a first-fit-decreasing pass runs through the same steps, then the
+solver (solver.py, a mixed-integer program) re-packs, from the better of the two, the servers free to
+move with the unplaced ones: all of them on a small problem, else those on the nodes with the most room
+for the unplaced ones. The plan placing the most VRAM wins and its servers then move, one by one, to the
+GPU the strategy prefers among those with room.
 Invariant (all but Manual): on every GPU, reservations + foreign + margin <= total.
 Each replica of a server is a demand of its own (key "ns/name[i]"): wherever a pass places freely, a
 replica first passes over the nodes, then the GPUs, of its placed siblings; it shares one only when
@@ -22,10 +24,8 @@ exchange, recreate), diagnosis.py (refusals and why a server stays unplaced), oc
 
 from __future__ import annotations
 
-import functools
 import heapq
 import math
-import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -38,9 +38,9 @@ from vram_operator.placement.inventory import Inventory
 from vram_operator.placement.ledger import Ledger
 from vram_operator.placement.occupancy import EPS, GpuState, Group, Occupancy, Score, Tenant, groupable
 from vram_operator.placement.pins import PinError, place_pinned
-from vram_operator.placement.repair import best_fit_group, exchange, recreate, repair
+from vram_operator.placement.repair import exchange, recreate, repair
 from vram_operator.placement.result import GpuSummary, Placement, Plan, Unplaced
-from vram_operator.placement.search import Bin, Item, pack
+from vram_operator.placement.solver import Assignment, Gpu, Server, solve
 from vram_operator.placement.strategies import Strategy, strategy_named
 
 # Head-room kept free on every GPU, on top of reservations and measured foreign use. Servers' own
@@ -72,8 +72,12 @@ def plan(
     ledger: Ledger | None = None,
     margin_mib: float = DEFAULT_MARGIN_MIB,
     manual: Sequence[ManualAssignment] = (),
+    one_namespace_per_gpu: bool = False,
 ) -> Plan:
-    """Place `demands` on `inventory`. Reservations in `ledger` of servers not in `demands` stay put."""
+    """Place `demands` on `inventory`. Reservations in `ledger` of servers not in `demands` stay put.
+
+    `one_namespace_per_gpu` (dra pinning): servers of different namespaces never share a GPU.
+    """
     chosen = strategy_named(strategy) if isinstance(strategy, str) else strategy
     if margin_mib < 0:
         raise PlacementError(f"margin must be >= 0 MiB, got {margin_mib}", field="margin_mib")
@@ -92,6 +96,7 @@ def plan(
             margin_mib=margin_mib,
             manual=manual,
             packing=packing,
+            one_namespace_per_gpu=one_namespace_per_gpu,
         )
 
     def attempt(packing: Packing | None) -> Planner:
@@ -101,27 +106,21 @@ def plan(
 
     best = first = attempt(None)
     if best.complete:
+        best.spread_out()  # repair may have moved replicas together to make room
         return best.result()
-    # Something did not fit. Plain packing passes (plus the same repair) may find a set of servers that
-    # uses more VRAM; the best one is kept and each of its servers then moves to the GPU the strategy
-    # prefers among those with room, which never lowers what is placed. First-fit decreasing always
-    # runs (no strategy places less than it); the other passes only on fleets small enough to afford.
-    work = max(1, len(by_server) * len(inventory.slots))
-    extra = min(MAX_RESTARTS, PACKING_WORK // work)
-    packings = PACKINGS[: 1 + extra] + tuple(
-        Packing("size" if i % 2 else "per_gpu", "best", noise_seed=i) for i in range(max(0, extra - len(PACKINGS) + 1))
-    )
-    for packing in packings:
-        packed = attempt(packing)
-        if packed.placed_mib > best.placed_mib + EPS:
-            best = packed
-        if best.complete:
-            break
-    if best.leftover and len(by_server) <= SEARCH_SERVERS and len(inventory.slots) <= SEARCH_GPUS:
-        searched = planner_for(None)
-        searched.run_exact(beat=best.placed_mib)
-        if searched.placed_mib > best.placed_mib + EPS:
-            best = searched
+    # Something did not fit. First-fit decreasing (plus the same repair) runs, so no strategy places less
+    # than it; then the solver re-packs, from the better plan, what is free to move. The plan placing
+    # the most VRAM is kept and each of its servers then moves to the GPU the strategy prefers among
+    # those with room, which never lowers what is placed. The solver knows no namespaces: it is not
+    # run when one namespace per GPU is kept.
+    packed = attempt(FIRST_FIT_DECREASING)
+    if packed.placed_mib > best.placed_mib + EPS:
+        best = packed
+    if not best.complete and not one_namespace_per_gpu:
+        solved = planner_for(None)
+        solved.run_solver(best)
+        if solved.placed_mib > best.placed_mib + EPS:
+            best = solved
     if best is not first:
         best.polish()
     best.spread_out()
@@ -130,57 +129,30 @@ def plan(
 
 @dataclass(frozen=True)
 class Packing:
-    """A plain packing pass: the order servers go in, and first fit or best fit (least room left).
-
-    With `noise_seed`, sizes are scaled by a factor in [0.6, 1.4] drawn from a generator seeded with it
-    (a restart that explores other orders; same seed, same order, so plans stay deterministic).
-    """
+    """An order servers go in, for a plain packing pass (first fit) or a node's re-packing (best fit)."""
 
     order: Literal["size", "per_gpu", "multi_gpu_first"]
-    fit: Literal["first", "best", "most_free"]
-    noise_seed: int | None = None
 
     def key(self, demand: ServerDemand) -> tuple[object, ...]:
-        jitter = 1.0 if self.noise_seed is None else _jitter(self.noise_seed, demand.key)
-        size = demand.preferred_mib * demand.tensor_parallel * jitter
+        size = demand.preferred_mib * demand.tensor_parallel
         if self.order == "size":
             return (not demand.pinned, -size, demand.key)
         if self.order == "per_gpu":
-            return (not demand.pinned, -demand.preferred_mib * jitter, -demand.tensor_parallel, demand.key)
-        return (not demand.pinned, -demand.tensor_parallel, -demand.preferred_mib * jitter, demand.key)
+            return (not demand.pinned, -demand.preferred_mib, -demand.tensor_parallel, demand.key)
+        return (not demand.pinned, -demand.tensor_parallel, -demand.preferred_mib, demand.key)
 
 
-def _most_free(demand: ServerDemand, gpu: GpuState, need: float) -> Score:
-    return (-gpu.free, gpu.slot.node, gpu.slot.index)
-
-
-@functools.lru_cache(maxsize=65536)
-def _jitter(seed: int, server: str) -> float:
-    return random.Random(f"{seed}/{server}").uniform(0.6, 1.4)
-
-
-PACKINGS: tuple[Packing, ...] = (
-    Packing("size", "first"),
-    Packing("size", "most_free"),
-    Packing("size", "best"),
-    Packing("per_gpu", "best"),
-    Packing("multi_gpu_first", "best"),
-    Packing("per_gpu", "first"),
-)
-RECREATE_ORDERS: tuple[Packing, ...] = (
-    Packing("size", "best"),
-    Packing("per_gpu", "best"),
-    Packing("multi_gpu_first", "best"),
-)
-# Packing passes cost about servers x GPUs each: after first-fit decreasing (always tried, so no strategy
-# places less than it), a plan tries up to MAX_RESTARTS more while their total stays within PACKING_WORK.
-PACKING_WORK = 400_000
-MAX_RESTARTS = 40
-# When servers are still left over on a small problem, an exact search (search.py) gets this many steps
-# (a few tenths of a second at most); problems above these sizes never run it.
-SEARCH_SERVERS = 60
-SEARCH_GPUS = 64
-SEARCH_STEPS = 20_000
+FIRST_FIT_DECREASING = Packing("size")
+RECREATE_ORDERS: tuple[Packing, ...] = (Packing("size"), Packing("per_gpu"), Packing("multi_gpu_first"))
+# The solver re-packs every server free to move when (servers x GPUs) is at most SOLVER_CELLS; on larger
+# problems, the unplaced ones (up to REGION_SERVERS, largest first) with the servers on the nodes that
+# have the most room for them (about REGION_GPUS GPUs). It stops after SOLVER_NODES branch-and-bound
+# nodes (deterministic), or after SOLVER_SECONDS on a starved machine.
+SOLVER_CELLS = 1_500
+REGION_SERVERS = 8
+REGION_GPUS = 6
+SOLVER_NODES = 50
+SOLVER_SECONDS = 3.0
 
 
 class Planner:
@@ -197,11 +169,19 @@ class Planner:
         margin_mib: float,
         manual: Sequence[ManualAssignment],
         packing: Packing | None,
+        one_namespace_per_gpu: bool = False,
     ) -> None:
         self.strategy = strategy
         self.packing = packing
         self.margin = margin_mib
-        self.occupancy = Occupancy(inventory, ledger, margin_mib, frozenset(demands), packing=packing is not None)
+        self.occupancy = Occupancy(
+            inventory,
+            ledger,
+            margin_mib,
+            frozenset(demands),
+            packing=packing is not None,
+            one_namespace_per_gpu=one_namespace_per_gpu,
+        )
         self.decisions: dict[str, _Decision] = {}
         self.unplaced: dict[str, Unplaced] = {}
         self.warnings: list[str] = list(self.occupancy.orphans)
@@ -264,37 +244,101 @@ class Planner:
             pending = recreate(self, pending, RECREATE_ORDERS)
         self.leftover = [d for d in pending if not (d.shrinkable and self.place_free(d, shrink=True))]
 
-    def run_exact(self, *, beat: float) -> None:
-        """Pins and fixed utilizations as in run(); the other servers where the exact search puts them if
-        that places more than `beat` MiB in all, else nowhere (the caller then keeps its other plan)."""
-        searchable: list[ServerDemand] = []
-        for demand in sorted(self.demands.values(), key=self.order_key):
-            if demand.pinned:
-                try:
-                    place_pinned(self, demand)
-                except PinError as failure:
-                    self.unplaced[demand.key] = Unplaced(
-                        demand.server, failure.reason, failure.message, replica=demand.replica
-                    )
-            elif demand.fixed_utilization is not None:
-                if not self.place_free(demand, shrink=False):
-                    self.leftover.append(demand)
-            else:
-                searchable.append(demand)
-        bins = [Bin(_group_key(g), g.free, vacant=g.vacant, open=g.key is not None) for g in self.occupancy.gpus]
-        items = [Item(d.key, d.preferred_mib, d.tensor_parallel, d.dedicated) for d in searchable]
-        found = pack(bins, items, beat=beat - self.placed_mib, steps=SEARCH_STEPS) or {}
-        why = "exact search: part of the set of servers that places the most VRAM"
-        for demand in searchable:
-            if demand.key in found:
-                group = [self.occupancy.gpus[p] for p in found[demand.key]]
-                if refusal(demand, group, demand.preferred_mib) is None:
-                    self.commit(demand, group, demand.preferred_mib, runners_up=[], too_small=[], why=why)
-                else:
-                    del found[demand.key]
-        self.leftover += [
-            d for d in searchable if d.key not in found and not (d.shrinkable and self.place_free(d, shrink=True))
+    def run_solver(self, start: Planner) -> None:
+        """The plan `start` left, with what is free to move re-packed by the solver (see SOLVER_CELLS): pins,
+        fixed utilizations and servers outside the solver's part stay where `start` put them, with its
+        explanations; the solver's servers go where it puts them (at least as much VRAM as in `start`)."""
+        self.unplaced = dict(start.unplaced)
+        chosen = self._solver_part(start)
+        keys = {d.key for d in chosen.servers}
+        for key, decision in start.decisions.items():
+            if key not in keys:
+                self.occupancy.place(start.occupancy.tenants[key])
+                self.decisions[key] = replace(decision, warnings=list(decision.warnings))
+        self.leftover = [d for d in start.leftover if d.key not in keys]
+        gpus = [g for g in self.occupancy.gpus if g.key is not None and g.position in chosen.gpus]
+        index = {g.position: i for i, g in enumerate(gpus)}
+        servers = [self._solver_server(d, gpus) for d in chosen.servers]
+        begin: dict[str, Assignment] = {}
+        for demand in chosen.servers:
+            tenant = start.occupancy.tenants.get(demand.key)
+            if tenant is not None and demand.key in start.decisions:
+                positions = [index[self.occupancy.by_uuid[u].position] for u in tenant.uuids]
+                begin[demand.key] = Assignment(tuple(sorted(positions)), tenant.budget_mib)
+        found = solve(
+            [Gpu(_group_key(g), g.free, vacant=g.vacant, mig=g.slot.mig) for g in gpus],
+            servers,
+            start=begin,
+            nodes=SOLVER_NODES,
+            seconds=SOLVER_SECONDS,
+        )
+        proof = (
+            "proven optimal" if found.optimal else f"best found; no packing places more than {found.bound_mib:.0f}MiB"
+        )
+        why = f"solver: part of the set of servers that places the most VRAM ({proof})"
+        for demand in sorted(chosen.servers, key=self.order_key):
+            assignment = found.assignments.get(demand.key)
+            if assignment is None:
+                continue
+            group = [gpus[i] for i in assignment.gpus]
+            if (
+                min(g.free for g in group) >= assignment.budget - EPS
+                and refusal(demand, group, assignment.budget) is None
+            ):
+                self.commit(demand, group, assignment.budget, runners_up=[], too_small=[], why=why)
+        rest = [d for d in chosen.servers if d.key not in self.decisions]
+        self.leftover += [d for d in rest if not (d.shrinkable and self.place_free(d, shrink=True))]
+
+    def _solver_part(self, start: Planner) -> _SolverPart:
+        """What the solver re-packs: every server free to move (not pinned, no fixed utilization) and every
+        open GPU on a small problem; else the unplaced ones, largest first, and the servers on the nodes
+        with the most free memory where one of them could go."""
+        movable = [d.demand for d in start.decisions.values() if _free_to_move(d.demand)]
+        unplaced = sorted(
+            (d for d in start.leftover if _free_to_move(d)), key=lambda d: (-d.preferred_mib * d.tensor_parallel, d.key)
+        )
+        everything = frozenset(g.position for g in start.occupancy.gpus)
+        if (len(movable) + len(unplaced)) * len(everything) <= SOLVER_CELLS:
+            return _SolverPart(tuple(movable + unplaced), everything)
+        unplaced = unplaced[:REGION_SERVERS]
+        nodes: list[tuple[float, str, list[GpuState]]] = []
+        for node, members in start.occupancy.by_node.items():
+            usable = [
+                g
+                for g in members
+                if g.slot.usable and not any(not t.movable for t in g.tenants.values() if t.dedicated)
+            ]
+            capacity = sorted((g.capacity for g in usable), reverse=True)
+            if any(
+                len(capacity) >= d.tensor_parallel and capacity[d.tensor_parallel - 1] >= d.min_mib - EPS
+                for d in unplaced
+            ):
+                nodes.append((-sum(max(0.0, g.free) for g in usable), node, usable))
+        gpus: set[int] = set()
+        for _, _, usable in sorted(nodes, key=lambda item: item[:2]):
+            if len(gpus) >= REGION_GPUS:
+                break
+            gpus.update(g.position for g in usable)
+        inside = [
+            d
+            for d in movable
+            if {start.occupancy.by_uuid[u].position for u in start.occupancy.tenants[d.key].uuids} <= gpus
         ]
+        return _SolverPart(tuple(inside + unplaced), frozenset(gpus))
+
+    def _solver_server(self, demand: ServerDemand, gpus: Sequence[GpuState]) -> Server:
+        """`demand` as the solver sees it: the GPUs its engine refuses (as they stand now) left out, and its
+        replicas kept off each other's GPUs (a plan that needs them together is left to the greedy passes)."""
+        floor = demand.min_mib if demand.shrinkable else demand.preferred_mib
+        allowed = None
+        if demand.engine_check is not None:
+            allowed = frozenset(
+                i
+                for i, g in enumerate(gpus)
+                if refusal(demand, [g], min(demand.preferred_mib, max(floor, math.floor(g.free)))) is None
+            )
+        apart = demand.server if self.replica_counts.get(demand.server, 1) > 1 else None
+        return Server(demand.key, demand.preferred_mib, floor, demand.tensor_parallel, demand.dedicated, allowed, apart)
 
     @property
     def complete(self) -> bool:
@@ -385,9 +429,14 @@ class Planner:
         return False
 
     def place_open(self, demand: ServerDemand, *, shrink: bool, rank: Ranking | None = None) -> bool:
-        """Place by the strategy's ranking (or `rank`); in a packing pass, by the pass's fit rule."""
+        """Place by the strategy's ranking (or `rank`); in the packing pass, first fit; only on GPUs open
+        to its namespace (Occupancy.serving)."""
+        with self.occupancy.serving(demand.namespace):
+            return self._place_open(demand, shrink=shrink, rank=rank)
+
+    def _place_open(self, demand: ServerDemand, *, shrink: bool, rank: Ranking | None) -> bool:
         if rank is None and self.packing is not None and not shrink and demand.fixed_utilization is None:
-            return self._place_packed(demand, self.packing.fit)
+            return self._place_packed(demand)
         ranking = rank or self.strategy.score
         if demand.tensor_parallel == 1:
 
@@ -417,16 +466,12 @@ class Planner:
         self.commit(demand, best, budget, runners_up=[g for _, g, _ in groups[1:]], too_small=[])
         return True
 
-    def _place_packed(self, demand: ServerDemand, fit: str) -> bool:
-        """Packing pass: the first GPU(s) in (node, index) order with room, or those left with the least room."""
+    def _place_packed(self, demand: ServerDemand) -> bool:
+        """Packing pass: the first GPU(s) in (node, index) order with room."""
         need = demand.preferred_mib
         size = demand.tensor_parallel
         group: tuple[str, ...] | None
-        if fit == "best":
-            group = best_fit_group(self, need, size, dedicated=demand.dedicated, keep=frozenset())
-        elif fit == "most_free":
-            return self.place_free(demand, shrink=False, rank=_most_free)
-        elif size == 1:
+        if size == 1:
             gpu = self.occupancy.first_fitting(need, vacant_only=demand.dedicated)
             group = None if gpu is None else (gpu.slot.uuid,)
         else:
@@ -448,7 +493,7 @@ class Planner:
         gpus = [self.occupancy.by_uuid[u] for u in group]
         if refusal(demand, gpus, need) is not None:
             return False
-        self.commit(demand, gpus, need, runners_up=[], too_small=[], why=f"{fit} fit in the packing pass")
+        self.commit(demand, gpus, need, runners_up=[], too_small=[], why="first fit in the packing pass")
         return True
 
     def groups(
@@ -629,15 +674,28 @@ class Planner:
         )
 
 
+@dataclass(frozen=True)
+class _SolverPart:
+    """The servers the solver decides and the GPU positions it may use."""
+
+    servers: tuple[ServerDemand, ...]
+    gpus: frozenset[int]
+
+
+def _free_to_move(demand: ServerDemand) -> bool:
+    return not demand.pinned and demand.fixed_utilization is None
+
+
 def _group_key(gpu: GpuState) -> str:
     """What a tensor-parallel group must share: the node; a MIG device is a group of its own."""
     return f"{gpu.slot.node}\0{gpu.slot.uuid}" if gpu.slot.mig else gpu.slot.node
 
 
 def _utilization(demand: ServerDemand, gpus: Sequence[GpuState], budget: float) -> float | None:
-    """vLLM's --gpu-memory-utilization for the budget: rounded down so vLLM never takes more than reserved."""
+    """vLLM's --gpu-memory-utilization for the budget: rounded down so vLLM never takes more than reserved
+    (its share and the CUDA graphs it captures beyond it)."""
     if demand.engine != "vllm":
         return None
     if demand.fixed_utilization is not None:
         return demand.fixed_utilization
-    return math.floor(budget * 100 / max(g.slot.total_mib for g in gpus) + 1e-9) / 100
+    return math.floor((budget - demand.beyond_share_mib) * 100 / max(g.slot.total_mib for g in gpus) + 1e-9) / 100

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from vram_operator.placement.demand import ServerDemand
 from vram_operator.placement.diagnosis import refusal, where
 from vram_operator.placement.exchange import best_fill
-from vram_operator.placement.occupancy import EPS, GpuState, Group, Occupancy, Tenant, groupable
+from vram_operator.placement.occupancy import EPS, GpuState, Group, Occupancy, Tenant, groupable, namespace_of
 
 if TYPE_CHECKING:
     from vram_operator.placement.planner import Packing, Planner
@@ -83,7 +83,8 @@ def place_best_fit(planner: Planner, demand: ServerDemand) -> bool:
     if demand.fixed_utilization is not None:
         return planner.place_free(demand, shrink=False)
     need = demand.preferred_mib
-    group = best_fit_group(planner, need, demand.tensor_parallel, dedicated=demand.dedicated, keep=frozenset())
+    with planner.occupancy.serving(demand.namespace):
+        group = best_fit_group(planner, need, demand.tensor_parallel, dedicated=demand.dedicated, keep=frozenset())
     if group is None:
         return False
     gpus = [planner.occupancy.by_uuid[u] for u in group]
@@ -107,13 +108,13 @@ def exchange(planner: Planner, pending: list[ServerDemand]) -> list[ServerDemand
             if gpu.key is None:
                 continue
             tradable.sort(key=lambda d: (d.preferred_mib, d.key))
-            sizes = [d.preferred_mib for d in tradable]
-            out, into = best_trade(gpu, sizes)
+            welcome = [d for d in tradable if joins(planner.occupancy, gpu, d)]
+            out, into = best_trade(gpu, [d.preferred_mib for d in welcome])
             if not into:
                 continue
             improved = True
-            incoming = [tradable[i] for i in into]
-            tradable = [d for i, d in enumerate(tradable) if i not in into]
+            incoming = [welcome[i] for i in into]
+            tradable = [d for d in tradable if d not in incoming]
             for tenant in out:
                 planner.occupancy.remove(tenant.key)
                 tradable.append(planner.decisions.pop(tenant.key).demand)
@@ -128,6 +129,14 @@ def exchange(planner: Planner, pending: list[ServerDemand]) -> list[ServerDemand
         if not improved:
             break
     return sorted(tradable + stuck, key=planner.order_key)
+
+
+def joins(occupancy: Occupancy, gpu: GpuState, demand: ServerDemand) -> bool:
+    """Whether `demand` may be traded onto `gpu`: with one namespace per GPU, only onto a GPU its
+    namespace already holds (a vacant GPU would take traded servers of any namespace at once)."""
+    if not occupancy.one_namespace_per_gpu:
+        return True
+    return set(gpu.namespaces) == {demand.namespace}
 
 
 def is_tradable(demand: ServerDemand) -> bool:
@@ -167,7 +176,11 @@ def make_room(planner: Planner, demand: ServerDemand, *, evict: bool) -> bool:
     candidates: list[tuple[float, str, int, Group]] = []
     for node, gpus in planner.occupancy.by_node.items():
         planner.visits += len(gpus)
-        roomy = [g for g in groupable(gpus, size) if room_possible(g, demand, need)]
+        roomy = [
+            g
+            for g in groupable(gpus, size)
+            if room_possible(g, demand, need) and not planner.occupancy.holds_other_namespace(g, demand.namespace)
+        ]
         if len(roomy) < size:
             continue
         roomy.sort(key=lambda g: (need - g.free, g.slot.index))
@@ -229,7 +242,8 @@ def clear(
 
 def relocation(planner: Planner, tenant: Tenant, keep: frozenset[int]) -> tuple[str, ...] | None:
     """Where a displaced tenant fits best (least free memory left), avoiding the GPUs in `keep`."""
-    target = best_fit_group(planner, tenant.budget_mib, len(tenant.uuids), dedicated=tenant.dedicated, keep=keep)
+    with planner.occupancy.serving(namespace_of(tenant.key)):
+        target = best_fit_group(planner, tenant.budget_mib, len(tenant.uuids), dedicated=tenant.dedicated, keep=keep)
     demand = planner.demands.get(tenant.key)
     if target is None or demand is None:
         return target

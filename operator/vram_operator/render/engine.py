@@ -18,6 +18,8 @@ VLLM_QUANTIZATION_FLAGS = frozenset({"fp8", "awq", "gptq", "mxfp4", "bitsandbyte
 # llama.cpp clamps the offloaded layer count to the model's, so this means "every layer".
 ALL_LAYERS = 999
 MIB_PER_GIB = 1024
+# HAMi-core's device-memory cap (see memory_limit_env).
+MEMORY_LIMIT_ENV = "CUDA_DEVICE_MEMORY_LIMIT"
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,22 @@ def budget_env(placement: PlacementStatus) -> tuple[dict[str, Any], ...]:
     )
 
 
+def memory_limit_env(placement: PlacementStatus) -> tuple[dict[str, Any], ...]:
+    """The per-GPU budget as HAMi-core enforces it, when its libvgpu.so is preloaded in the container.
+
+    HAMi-core reads CUDA_DEVICE_MEMORY_LIMIT (every visible device) and CUDA_DEVICE_MEMORY_LIMIT_<i>
+    (the i-th visible device; it wins), with a k/m/g suffix in powers of 1024: `m` is MiB. KAI
+    Scheduler's HAMi-core integration sets the same variable. The budget is the same on every GPU
+    of a placement, so the device order inside the container does not matter. Without libvgpu.so
+    nothing reads them.
+    """
+    limit = f"{int(placement.budget_mib)}m"
+    per_device = tuple(
+        {"name": f"{MEMORY_LIMIT_ENV}_{position}", "value": limit} for position in range(len(placement.gpus))
+    )
+    return ({"name": MEMORY_LIMIT_ENV, "value": limit}, *per_device)
+
+
 def engine_container(
     server: InferenceServer,
     placement: PlacementStatus,
@@ -149,14 +167,17 @@ def engine_container(
     engine = server.spec.engine
     port = engine_port(server, settings)
     http_health: dict[str, Any] = {"httpGet": {"path": "/health", "port": "http"}}
+    # No memory cap for vLLM: HAMi-core shows the container a card as large as the cap, and vLLM's
+    # --gpu-memory-utilization (computed against the physical card) would then be a fraction of it.
     if engine == "vllm":
         args = _vllm(server, utilization, settings)
         return EngineContainer(settings.vllm_command, tuple(args), (), port, http_health)
     if engine == "llamacpp":
         args = _llamacpp(server, launch, settings)
-        return EngineContainer(settings.llamacpp_command, tuple(args), (), port, http_health)
+        return EngineContainer(settings.llamacpp_command, tuple(args), memory_limit_env(placement), port, http_health)
     probe = {"tcpSocket": {"port": "http"}} if settings.generic_tcp_probe else None
-    return EngineContainer((), tuple(server.spec.args), budget_env(placement), port, probe)
+    env = (*budget_env(placement), *memory_limit_env(placement))
+    return EngineContainer((), tuple(server.spec.args), env, port, probe)
 
 
 def _probe(handler: dict[str, Any], timings: ProbeTimings) -> dict[str, Any]:

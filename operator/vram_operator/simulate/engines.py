@@ -111,11 +111,11 @@ def play(launch: Launch, gpus: Sequence[GpuAtStart], perturbation: Perturbation)
 # --- vLLM ----------------------------------------------------------------------------------------
 
 
-def _vllm_error(message: str) -> EngineRun:
+def _vllm_error(message: str, error: str = "ValueError") -> EngineRun:
     engine = f"(EngineCore_DP0 pid={VLLM_ENGINE_PID})"
     return _failed(
         f"{engine} ERROR [core.py] EngineCore failed to start.",
-        f"{engine} ValueError: {message}",
+        f"{engine} {error}: {message}",
         "(APIServer pid=1) RuntimeError: Engine core initialization failed. See root cause above. "
         "Failed core proc(s): {}",
     )
@@ -128,6 +128,14 @@ def _gib(mib: float) -> str:
 def _format_gib(num_bytes: float) -> str:
     # vLLM's format_gib: round(bytes / GiB, 2), printed as Python prints a float.
     return str(round(num_bytes / (MIB_PER_GIB * BYTES_PER_MIB), 2))
+
+
+def cuda_graph_out_of_memory_message(rank: int, short_mib: float, left_mib: float, total_mib: float) -> str:
+    """torch's words when capturing the CUDA graphs (after the KV cache) finds the GPU full."""
+    return (
+        f"CUDA out of memory. Tried to allocate {short_mib:.2f} MiB. GPU {rank} has a total capacity of "
+        f"{_gib(total_mib)} GiB of which {left_mib:.2f} MiB is free."
+    )
 
 
 def startup_free_memory_message(rank: int, free_mib: float, total_mib: float, utilization: float) -> str:
@@ -232,13 +240,16 @@ def _play_vllm(launch: Launch, gpus: Sequence[GpuAtStart], perturbation: Perturb
             return _vllm_error(
                 max_model_len_message(profile.max_model_len, needed, available, fit.max_fitting_model_len or 0)
             )
+        if fit.reason == "CudaGraphsOutOfMemory":
+            left = max(0.0, free - utilization * gpu.total_mib)
+            message = cuda_graph_out_of_memory_message(rank, profile.graphs_outside_mib - left, left, gpu.total_mib)
+            return _vllm_error(message, "torch.OutOfMemoryError")
         if not fit.fits:
             return _vllm_error(fit.message)
         # The pool fills utilization x total; CUDA graphs are captured after it, outside that
         # share, unless this vLLM subtracts their estimate beforehand.
-        graphs = 0.0 if profile.cuda_graph_subtracted else profile.cuda_graph_mib
         reserved[gpu.uuid] = utilization * gpu.total_mib
-        used[gpu.uuid] = reserved[gpu.uuid] + graphs
+        used[gpu.uuid] = vllm.footprint_mib(profile, gpu.total_mib, utilization)
         details.append(f"cuda:{rank} KV cache {fit.kv_cache_tokens} tokens")
         ranks.append((profile.weights_mib, fit.kv_cache_mib))
         tokens, concurrency = fit.kv_cache_tokens, fit.max_concurrency

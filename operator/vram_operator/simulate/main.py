@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
-import time
 from pathlib import Path
-from types import FrameType
 
-from vram_operator.agent.main import kubernetes_clients
+from vram_operator.agent.main import kubernetes_clients, run_every
 from vram_operator.errors import InputError
 from vram_operator.simulate.engines import Perturbation
 from vram_operator.simulate.runtime import FaultsFile, Twin, TwinSettings
@@ -86,21 +82,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     custom, core = kubernetes_clients(args.kubeconfig)
     twin = Twin(core, custom, settings)
-    stop = threading.Event()
 
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    log.info("simulating the GPUs of the fake nodes (seed %d)", settings.seed)
-    while not stop.is_set():
-        started = time.monotonic()
+    def tick() -> None:
         try:
             twin.tick()
         except Exception:  # the API server restarting, a conflict: log and try again next pass
             log.exception("simulation pass failed")
-        stop.wait(max(args.interval - (time.monotonic() - started), 0.0))
+
+    log.info("simulating the GPUs of the fake nodes (seed %d)", settings.seed)
+    run_every(args.interval, tick)
     twin.close()
     return 0

@@ -9,7 +9,7 @@ the budget it was given on a real GPU is fit/'s (`fit_on_gpu`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +57,8 @@ class ServerSizing:
     llamacpp_model: LlamaCppModel | None = None
     llamacpp_settings: LlamaCppSettings | None = None
     fixed_utilization: float | None = None
+    # vLLM before 0.21: the CUDA graphs it captures beyond utilization x total (MiB per GPU), reserved too.
+    beyond_share_mib: float = 0.0
     target_kv_tokens: int = 0
     is_llm: bool = False
     warnings: tuple[str, ...] = ()
@@ -158,6 +160,11 @@ def _allows_long_max_model_len(spec: InferenceServerSpec) -> bool:
     )
 
 
+def _enforces_eager(args: Sequence[str]) -> bool:
+    """`--enforce-eager` (or `--enforce_eager`) in the args: vLLM captures no CUDA graphs."""
+    return any(arg.partition("=")[0].replace("_", "-") == "--enforce-eager" for arg in args)
+
+
 def vllm_settings(spec: InferenceServerSpec) -> vllm.VllmSettings:
     return vllm.VllmSettings(
         engine_version=spec.engine_version or vllm.DEFAULT_ENGINE_VERSION,
@@ -168,6 +175,7 @@ def vllm_settings(spec: InferenceServerSpec) -> vllm.VllmSettings:
         kv_cache_dtype=spec.kv_cache_dtype,
         dtype=spec.model.dtype if spec.model else "auto",
         allow_long_max_model_len=_allows_long_max_model_len(spec),
+        enforce_eager=_enforces_eager(spec.args),
     )
 
 
@@ -184,15 +192,15 @@ def _size_vllm(spec: InferenceServerSpec, config: Mapping[str, Any] | None, gpu_
     one_request = profile.max_model_len
     concurrency = spec.max_num_seqs or DEFAULT_TARGET_CONCURRENCY
     target = one_request * min(concurrency, profile.max_num_seqs)
-    floor = vllm.memory_for_tokens(profile, one_request)
-    preferred = max(floor, vllm.memory_for_tokens(profile, target))
+    floor = vllm.reservation_for_tokens(profile, one_request)
+    preferred = max(floor, vllm.reservation_for_tokens(profile, target))
     manual = spec.gpu_memory_utilization or None
     reasons = (
         *weights.reasons,
         *_pipeline_reasons(spec, arch),
         f"vLLM {profile.engine_version}: weights {profile.weights_mib:.0f} MiB + activation "
-        f"{profile.activation_mib:.0f} MiB + non-torch {profile.non_torch_mib:.0f} MiB per GPU; KV "
-        f"{profile.kv_bytes_per_token} B/token; one {one_request}-token request needs {floor:.0f} MiB, "
+        f"{profile.activation_mib:.0f} MiB + non-torch {profile.non_torch_mib:.0f} MiB{vllm.graphs_term(profile)} per "
+        f"GPU; KV {profile.kv_bytes_per_token} B/token; one {one_request}-token request needs {floor:.0f} MiB, "
         f"{min(concurrency, profile.max_num_seqs)} concurrent need {preferred:.0f} MiB",
     )
     return ServerSizing(
@@ -202,6 +210,7 @@ def _size_vllm(spec: InferenceServerSpec, config: Mapping[str, Any] | None, gpu_
         source=weights.source,
         weights=weights,
         fixed_utilization=manual,
+        beyond_share_mib=profile.graphs_outside_mib,
         target_kv_tokens=target,
         is_llm=True,
         warnings=(*weights.warnings, *vllm.version_warnings(spec.engine_version)),

@@ -89,6 +89,17 @@ def version_warnings(text: str | None) -> tuple[str, ...]:
     )
 
 
+# CUDA graphs, per captured batch size: a part per piece (one per layer, plus one: piecewise graphs)
+# and, from 0.11 (FULL_AND_PIECEWISE the default cudagraph mode, vllm PR #25444), a part for the full
+# decode graph. Least squares over the logs of dense models that print "Graph capturing finished ...
+# took N GiB" (37 at 0.19 on H100, 22 models, 51 capture sizes each): 300 MiB + 17.3 MiB per piece in
+# all at 0.19; the 0.10.1 logs (Qwen2-7B, A100, TP 1: 0.50 GiB) match the per-piece part alone.
+# `python benchmarks/estimator_calibration.py` gives the leave-one-model-out errors (docs/sizing-vllm.md).
+CUDAGRAPH_MIB_PER_SIZE = 5.9
+CUDAGRAPH_MIB_PER_PIECE = 0.34
+FULL_CUDAGRAPHS_SINCE = EngineVersion(0, 11)
+
+
 @dataclass(frozen=True)
 class ProfileConstants:
     """What the code cannot give, measured from start-up logs, per range of versions (MiB, bytes).
@@ -103,6 +114,9 @@ class ProfileConstants:
     non_torch_tp1_mib: float
     non_torch_tp1_small_gpu_mib: float
     non_torch_tp_many_mib: float
+    # CUDA graphs per captured batch size: per graph, and per piece.
+    cuda_graph_mib_per_size: float = CUDAGRAPH_MIB_PER_SIZE
+    cuda_graph_mib_per_piece: float = CUDAGRAPH_MIB_PER_PIECE
 
 
 # V0 (sampler with logprobs over max_num_seqs rows): its one log (0.7, RTX 4060, 256 rows) implies
@@ -159,9 +173,8 @@ def profile_constants(version: EngineVersion, arch: ModelArchitecture) -> Profil
 HIDDEN_COPIES = 4
 # Fused-MoE kernels process at most this many tokens at once (VLLM_FUSED_MOE_CHUNK_SIZE).
 FUSED_MOE_CHUNK_TOKENS = 32768
-# CUDA graphs (piecewise, model runner V1): about half a MiB per captured piece (one piece per layer
-# plus one) per batch size; v0.19 logs ~0.84 GiB for 32-layer models with 51 capture sizes.
-CUDAGRAPH_MIB_PER_PIECE = 0.5
+# Fused-MoE workspaces kept between calls in buffers shared by all layers (0.11's modular kernel).
+MOE_SHARED_WORKSPACE_SINCE = EngineVersion(0, 11)
 # The attention kernels need KV blocks in multiples of this many tokens (page alignment for
 # mamba hybrids).
 KERNEL_BLOCK_ALIGNMENT = 16
@@ -250,6 +263,12 @@ class VllmProfile:
     def non_kv_mib(self) -> float:
         graphs = self.cuda_graph_mib if self.cuda_graph_subtracted else 0.0
         return self.weights_mib + self.activation_mib + self.non_torch_mib + graphs
+
+    @property
+    def graphs_outside_mib(self) -> float:
+        """CUDA graphs captured after the KV cache, beyond `utilization x total` (versions that do not
+        subtract them first: before 0.21, or with VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0)."""
+        return 0.0 if self.cuda_graph_subtracted else self.cuda_graph_mib
 
     @property
     def block_bytes(self) -> int:
@@ -456,7 +475,24 @@ def _forward_peak_elements(arch: ModelArchitecture, tp: int, tokens: int) -> int
     return base + max(stages)
 
 
-def _cuda_graph_sizes(version: EngineVersion, max_num_seqs: int) -> int:
+def moe_workspace_bytes(arch: ModelArchitecture, version: EngineVersion, tp: int, tokens: int, act_bytes: int) -> int:
+    """The fused-MoE workspaces still allocated after the forward pass over `tokens` tokens.
+
+    From 0.11 the modular fused-MoE kernel keeps its two workspaces in buffers shared by all layers
+    that persist between calls (`FusedMoEModularKernel.shared_buffers`): workspace13 of chunk x top-k x
+    max(I, H) and workspace2 of chunk x top-k x max(2I, H) elements in the activation dtype (I: the
+    expert's intermediate size per rank, H: hidden). MXFP4 checkpoints (gpt-oss) run other kernels,
+    whose logs show no such memory.
+    """
+    if not arch.is_moe or arch.quantization == "mxfp4" or version < MOE_SHARED_WORKSPACE_SINCE:
+        return 0
+    chunk = min(tokens, FUSED_MOE_CHUNK_TOKENS)
+    inter, hidden = arch.expert_intermediate_size // tp, arch.hidden_size
+    return chunk * arch.num_experts_per_tok * (max(inter, hidden) + max(2 * inter, hidden)) * act_bytes
+
+
+def cuda_graph_capture_sizes(version: EngineVersion, max_num_seqs: int) -> int:
+    """How many batch sizes vLLM captures CUDA graphs for (its default capture sizes up to its cap)."""
     if version >= V1_ENGINE_SINCE:
         cap = min(2 * max_num_seqs, 512)
         sizes = [1, 2, 4, *range(8, 256, 8), *range(256, 513, 16)]
@@ -515,6 +551,8 @@ def profile(
     rows = min(batched, max_num_seqs) if is_v1 else max_num_seqs
     forward = _forward_peak_elements(arch, tp, batched) * act_bytes
     sampler = rows * arch.vocab_size * known.sampler_bytes_per_logit + batched * arch.hidden_size * act_bytes
+    # The fused-MoE workspaces outlive the forward pass: the sampler pass runs on top of them.
+    sampler += moe_workspace_bytes(arch, version, tp, batched, act_bytes)
     if not arch.holds_lm_head:
         # Pooling models and pipeline stages before the last compute no logits: no sampler pass.
         sampler = 0
@@ -529,7 +567,8 @@ def profile(
     graphs = 0.0
     if not settings.enforce_eager:
         pieces = arch.num_layers + 1 if is_v1 else arch.num_layers
-        graphs = _cuda_graph_sizes(version, max_num_seqs) * pieces * CUDAGRAPH_MIB_PER_PIECE
+        per_size = known.cuda_graph_mib_per_size if version >= FULL_CUDAGRAPHS_SINCE else 0.0
+        graphs = cuda_graph_capture_sizes(version, max_num_seqs) * (per_size + pieces * known.cuda_graph_mib_per_piece)
     subtract = settings.subtract_cuda_graphs
     if subtract is None:
         subtract = version >= CUDAGRAPH_SUBTRACT_SINCE
@@ -630,6 +669,7 @@ def fit(profile: VllmProfile, gpu_total_mib: float, utilization: float, gpu_free
     """What vLLM does at start-up with this utilization: the KV cache it gets, or the failure."""
     _check_inputs(gpu_total_mib, utilization, gpu_free_mib)
     requested = utilization * gpu_total_mib
+    room = gpu_total_mib if gpu_free_mib is None else gpu_free_mib
     non_kv = profile.non_kv_mib
     if profile.counts_foreign_memory and gpu_free_mib is not None:
         non_kv += gpu_total_mib - gpu_free_mib
@@ -681,6 +721,16 @@ def fit(profile: VllmProfile, gpu_total_mib: float, utilization: float, gpu_free
             f"CUDA out of memory: the KV cache of {kv_mib / 1024:.2f} GiB does not fit in the "
             f"{gpu_free_mib / 1024:.2f} GiB free at start-up."
         )
+    elif not profile.counts_foreign_memory and footprint_mib(profile, gpu_total_mib, utilization) > room:
+        # The graphs are captured after the pool, in what is left of the GPU beyond utilization x total.
+        reason = "CudaGraphsOutOfMemory"
+        where = "free at start-up" if gpu_free_mib is not None else "of the GPU"
+        message = (
+            f"CUDA out of memory while capturing CUDA graphs: {utilization} x {gpu_total_mib:.0f} MiB = "
+            f"{requested:.0f} MiB plus {profile.graphs_outside_mib:.0f} MiB of CUDA graphs (captured outside "
+            f"gpu_memory_utilization before vLLM 0.21) is more than the {room:.0f} MiB {where}. Decrease "
+            "`gpu_memory_utilization`, or pass --enforce-eager."
+        )
     if profile.is_v1:
         concurrency = num_blocks / _blocks_per_request(profile)
     else:
@@ -721,6 +771,37 @@ def memory_for_tokens(profile: VllmProfile, kv_tokens: int) -> float:
     return profile.non_kv_mib + kv_memory_bytes_for_tokens(profile, kv_tokens) / MIB
 
 
+# --- what vLLM holds on the GPU: the reservation ------------------------------------------------
+
+
+def footprint_mib(profile: VllmProfile, gpu_total_mib: float, utilization: float) -> float:
+    """What vLLM holds on a GPU at `utilization`: its share, plus the CUDA graphs captured outside it.
+
+    The one rule for what a vLLM server reserves per GPU.
+    """
+    return utilization * gpu_total_mib + profile.graphs_outside_mib
+
+
+def reservation_for_tokens(profile: VllmProfile, kv_tokens: int) -> float:
+    """MiB to reserve per GPU for vLLM to get `kv_tokens` of KV cache: its share and the graphs outside it."""
+    return memory_for_tokens(profile, kv_tokens) + profile.graphs_outside_mib
+
+
+def graphs_term(profile: VllmProfile) -> str:
+    """The CUDA graphs as a term of a sum of what vLLM holds: within its utilization share, or beyond it."""
+    if not profile.cuda_graph_mib:
+        return ""
+    beyond = "" if profile.cuda_graph_subtracted else " beyond its utilization share"
+    return f" + CUDA graphs {profile.cuda_graph_mib:.0f} MiB{beyond}"
+
+
+def utilization_within(profile: VllmProfile, gpu_total_mib: float, reservation_mib: float) -> float:
+    """The largest utilization (in hundredths) whose footprint stays within `reservation_mib` (<= 0: none)."""
+    if gpu_total_mib <= 0:
+        raise SizingError("GPU memory must be positive", field="gpuMemoryMiB")
+    return math.floor((reservation_mib - profile.graphs_outside_mib) / gpu_total_mib * 100 + 1e-9) / 100
+
+
 def min_utilization(profile: VllmProfile, gpu_total_mib: float, kv_tokens: int = 0) -> float:
     """Smallest utilization (rounded up to 0.01) giving >= kv_tokens and one max_model_len request.
 
@@ -733,6 +814,10 @@ def min_utilization(profile: VllmProfile, gpu_total_mib: float, kv_tokens: int =
     hundredths = math.ceil(needed / gpu_total_mib * 100 - 1e-9)
     while hundredths * gpu_total_mib / 100 < needed:
         hundredths += 1
+    # Before vLLM 0.21 the CUDA graphs are captured beyond the share: a GPU that cannot hold both at
+    # that share is too small at any utilization.
+    if hundredths * gpu_total_mib / 100 + profile.graphs_outside_mib > gpu_total_mib:
+        return max(hundredths, 101) / 100
     return hundredths / 100
 
 
@@ -741,12 +826,12 @@ DEFAULT_UTILIZATION = 0.9
 
 
 def recommended_utilization(profile: VllmProfile, gpu_total_mib: float, gpu_free_mib: float | None = None) -> float:
-    """The largest utilization up to vLLM's default 0.9 that passes the start-up check.
+    """The largest utilization up to vLLM's default 0.9 whose footprint (CUDA graphs outside it
+    included) fits the GPU, or its free memory: it passes the start-up check and captures its graphs.
 
     Never below the minimum: when even that exceeds the free memory, the minimum is returned
     and `fit` reports why it cannot start.
     """
-    ceiling = DEFAULT_UTILIZATION
-    if gpu_free_mib is not None:
-        ceiling = min(ceiling, math.floor(gpu_free_mib / gpu_total_mib * 100) / 100)
+    room = gpu_total_mib if gpu_free_mib is None else gpu_free_mib
+    ceiling = min(DEFAULT_UTILIZATION, utilization_within(profile, gpu_total_mib, room))
     return max(ceiling, min_utilization(profile, gpu_total_mib))

@@ -52,8 +52,8 @@ class VllmShape:
         )
 
     def required_mib(self) -> float:
-        """Memory vLLM must be allowed per GPU for one request of max_model_len."""
-        return vllm.memory_for_tokens(self.profile(), 0)
+        """Memory vLLM holds per GPU for one request of max_model_len (CUDA graphs outside its share included)."""
+        return vllm.reservation_for_tokens(self.profile(), 0)
 
     def fits(self, limit: float) -> bool:
         """Whether vLLM starts at a utilization of at most `limit` (one full-length request)."""

@@ -6,20 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_documents import L4_NODE
 
 from vram_operator.cli import main
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 QWEN = FIXTURES / "model-configs" / "Qwen__Qwen2.5-7B-Instruct.json"
-
-NODE = """
-apiVersion: vram.dev/v1alpha1
-kind: GpuNode
-metadata: {name: n1}
-status:
-  gpus:
-    - {index: 0, uuid: GPU-a, name: NVIDIA L4, memoryTotalMiB: 23034, memoryUsedMiB: 0, memoryFreeMiB: 23034}
-"""
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -29,7 +21,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 
 def _plan_with(tmp_path: Path, server_yaml: str) -> list[str]:
-    (tmp_path / "node.yaml").write_text(NODE)
+    (tmp_path / "node.yaml").write_text(L4_NODE)
     (tmp_path / "server.yaml").write_text(server_yaml)
     return ["plan", "-f", str(tmp_path)]
 

@@ -6,17 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_documents import L4_NODE
 
 from vram_operator.cli import main
 
-NODE = """
-apiVersion: vram.dev/v1alpha1
-kind: GpuNode
-metadata: {name: n1}
-status:
-  gpus:
-    - {index: 0, uuid: GPU-a, name: NVIDIA L4, memoryTotalMiB: 23034, memoryUsedMiB: 0, memoryFreeMiB: 23034}
-"""
 SERVER = """
 apiVersion: vram.dev/v1alpha1
 kind: InferenceServer
@@ -32,7 +25,7 @@ spec:
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Path:
-    (tmp_path / "node.yaml").write_text(NODE)
+    (tmp_path / "node.yaml").write_text(L4_NODE)
     (tmp_path / "server.yaml").write_text(SERVER)
     return tmp_path
 

@@ -97,7 +97,12 @@ def test_compose_output_is_a_valid_compose_file_pinning_gpus_by_uuid(
 def test_a_budget_reaches_the_service_as_vram_budget_gb(host: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(capsys, "render", "-f", str(host / "in"), "--format", "compose", "--output-dir", str(host))[0] == 0
     detector = yaml.safe_load((host / OVERRIDE).read_text())["services"]["detector"]
-    assert detector["environment"] == {"VRAM_BUDGET_GB": "6.00", "VRAM_BUDGET_MIB": "6144"}
+    assert detector["environment"] == {
+        "VRAM_BUDGET_GB": "6.00",
+        "VRAM_BUDGET_MIB": "6144",
+        "CUDA_DEVICE_MEMORY_LIMIT": "6144m",
+        "CUDA_DEVICE_MEMORY_LIMIT_0": "6144m",
+    }
     assert "entrypoint" not in detector  # a generic service keeps its image's entrypoint
 
 

@@ -1,4 +1,4 @@
-"""Builders shared by the controller tests: GPUs, GpuNodes and generic InferenceServers."""
+"""Builders shared by the controller tests: GPUs, GpuNodes, generic InferenceServers and a vLLM one."""
 
 from __future__ import annotations
 
@@ -52,4 +52,19 @@ def generic(
     return InferenceServer(
         metadata=ObjectMeta(name=name, namespace="ns", annotations=annotations or {}, generation=1, uid=f"uid-{name}"),
         spec=InferenceServerSpec(engine="generic", image="img", vram_budget=budget, replicas=replicas),
+    )
+
+
+def vllm_server() -> InferenceServer:
+    """ns/llm: vLLM serving Qwen2.5-0.5B-Instruct, its config.json in the ConfigMap "cfg" (uid "u", generation 1)."""
+    return InferenceServer(
+        metadata=ObjectMeta(name="llm", namespace="ns", generation=1, uid="u"),
+        spec=InferenceServerSpec.model_validate(
+            {
+                "engine": "vllm",
+                "image": "vllm",
+                "model": {"name": "Qwen/Qwen2.5-0.5B-Instruct", "configMapRef": {"name": "cfg"}},
+                "maxModelLen": 4096,
+            }
+        ),
     )

@@ -23,6 +23,7 @@ class FakeKube:
     reads: int = 0
     child_patches: list[tuple[tuple[str, str], dict[str, Any]]] = field(default_factory=list)
     gpu_node_patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    node_patches: list[tuple[str, dict[str, str | None], dict[str, str | None]]] = field(default_factory=list)
     pod_logs: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace, pod) -> its log
     refuse_config_maps: set[tuple[str, str]] = field(default_factory=set)  # writes the API server refuses
     log_reads: list[tuple[str, str]] = field(default_factory=list)
@@ -84,6 +85,11 @@ class FakeKube:
     def patch_gpu_node_status(self, name: str, patch: dict[str, Any]) -> bool:
         self.gpu_node_patches.append((name, patch))
         return True
+
+    def patch_node_metadata(
+        self, name: str, labels: Mapping[str, str | None], annotations: Mapping[str, str | None]
+    ) -> None:
+        self.node_patches.append((name, dict(labels), dict(annotations)))
 
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         self.config_map_reads.append((namespace, name))

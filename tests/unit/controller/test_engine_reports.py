@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from controller_builders import A5500, A5500_MIB, generic, node
+from controller_builders import A5500, A5500_MIB, generic, node, vllm_server
 from test_server_reconciler import QWEN_CONFIG, Harness, live_node
 
 from vram_operator.api.base import ObjectMeta
@@ -13,8 +13,6 @@ from vram_operator.api.gpu_node import GpuDeviceStatus, GpuProcess
 from vram_operator.api.inference_server import (
     EngineReportStatus,
     EstimateStatus,
-    InferenceServer,
-    InferenceServerSpec,
     InferenceServerStatus,
 )
 from vram_operator.controller.engine_reports import (
@@ -125,20 +123,6 @@ def test_a_log_without_figures_gives_no_report() -> None:
     assert engine_report("vllm", "INFO starting\n", "p", NOW) is None
     report = engine_report("vllm", vllm_log(1.5, 2.0, 100), "p", NOW)
     assert report is not None and report.engine_version == "0.11.0" and report.pod == "p"
-
-
-def vllm_server() -> InferenceServer:
-    return InferenceServer(
-        metadata=ObjectMeta(name="llm", namespace="ns", generation=1, uid="u"),
-        spec=InferenceServerSpec.model_validate(
-            {
-                "engine": "vllm",
-                "image": "vllm",
-                "model": {"name": "Qwen/Qwen2.5-0.5B-Instruct", "configMapRef": {"name": "cfg"}},
-                "maxModelLen": 4096,
-            }
-        ),
-    )
 
 
 def placed_vllm(kube_logs: dict[tuple[str, str], str]) -> Harness:

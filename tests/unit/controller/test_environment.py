@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from vram_operator.api.base import ObjectMeta
 from vram_operator.api.gpu_node import GpuDeviceStatus, GpuNode
 from vram_operator.api.inference_server import (
+    EstimateStatus,
     InferenceServer,
     InferenceServerSpec,
     InferenceServerStatus,
@@ -23,7 +24,7 @@ from vram_operator.controller import decision
 from vram_operator.controller.decision import Inputs, decide
 from vram_operator.controller.failures import FailureKind, classify
 from vram_operator.controller.gpu_health import capacity_grew, placement_health
-from vram_operator.controller.room import REASON, room_shortfall, startup_check_passes
+from vram_operator.controller.room import REASON, beyond_share_mib, room_shortfall, startup_check_passes
 from vram_operator.controller.server_status import (
     Observation,
     decided_status,
@@ -262,6 +263,30 @@ def test_foreign_growth_is_a_shortfall_at_the_startup_check_boundary(foreign: fl
     if shortfall is not None:
         assert (shortfall.needed_mib, shortfall.free_mib) == (4096, 4095)
         assert "4095MiB free" in shortfall.message and "4096MiB needed" in shortfall.message
+
+
+@pytest.mark.parametrize(("foreign", "fits"), [(8192 - 4096 - 600 - 1000, True), (8192 - 4096 - 600 - 1000 + 1, False)])
+def test_foreign_growth_is_a_shortfall_when_the_cuda_graphs_no_longer_fit(foreign: float, fits: bool) -> None:
+    """vLLM < 0.21 at 0.5 of 8192 MiB captures 600 MiB of CUDA graphs beyond its share after the start-up
+    check: the start-up check passing is not enough, the graphs need their room too."""
+    nodes = [node("ws", gpu("GPU-ws-0", 8192, foreign=foreign))]
+    shortfall = room_shortfall(
+        placed_on("ws", "GPU-ws-0"), 0.5, nodes, {"GPU-ws-0": 1000.0}, ProcessOwners(), beyond_share=600
+    )
+    assert (shortfall is None) is fits
+    if shortfall is not None:
+        assert (shortfall.needed_mib, shortfall.free_mib) == (4696, 4695)
+
+
+def test_the_graphs_beyond_the_share_come_from_the_estimate_the_server_was_placed_with() -> None:
+    placement = placed_on("ws", "GPU-ws-0")
+    placement.gpus[0].total_mib = 8192
+    estimate = EstimateStatus(total_mib=0.5 * 8192 + 637.5)
+    status = InferenceServerStatus(placement=placement, estimate=estimate, gpu_memory_utilization=0.5)
+    assert beyond_share_mib(status) == 637.5
+    assert beyond_share_mib(status.model_copy(update={"gpu_memory_utilization": None})) == 0.0  # not vLLM
+    inside = status.model_copy(update={"estimate": EstimateStatus(total_mib=0.5 * 8192)})  # vLLM 0.21+
+    assert beyond_share_mib(inside) == 0.0
 
 
 def test_a_server_without_utilization_needs_its_budget() -> None:

@@ -135,3 +135,40 @@ def test_kv_cache_too_small_raises_utilization_by_what_it_lacks() -> None:
     assert fix.action == "adjust" and fix.utilization == 0.58
     fix = correct(failure, attempts=0, max_attempts=3, utilization=0.5, total_mib=1024, headroom_mib=512, margin_mib=0)
     assert fix.action == "replace"
+
+
+@given(
+    kind=st.sampled_from(list(FailureKind)),
+    utilization=st.floats(min_value=0.05, max_value=0.99),
+    headroom=st.floats(min_value=0, max_value=24564),
+    graphs=st.floats(min_value=0, max_value=2048),
+)
+def test_an_adjusted_utilization_leaves_room_for_the_cuda_graphs_beyond_it(
+    kind: FailureKind, utilization: float, headroom: float, graphs: float
+) -> None:
+    # vLLM before 0.21 captures its CUDA graphs after utilization x total: the new value and the graphs
+    # must both fit the headroom (and the free memory vLLM saw) less the margin.
+    failure = Failure(kind, "x", free_mib=headroom, total_mib=24564)
+    fix = correct(
+        failure,
+        attempts=0,
+        max_attempts=3,
+        utilization=utilization,
+        total_mib=24564,
+        headroom_mib=headroom,
+        margin_mib=256,
+        beyond_share_mib=graphs,
+    )
+    if fix.action == "adjust":
+        assert fix.utilization is not None
+        assert fix.utilization * 24564 + graphs <= headroom - 256 + 1e-6
+
+
+def test_the_startup_correction_subtracts_the_graphs_from_the_free_memory() -> None:
+    failure = classify(STARTUP_LOG)  # 19.5 GiB free of 23.99
+    assert failure is not None
+    common = {"attempts": 1, "max_attempts": 3, "utilization": 0.9, "total_mib": 24565, "headroom_mib": 24565}
+    without = correct(failure, margin_mib=256, **common)  # type: ignore[arg-type]
+    with_graphs = correct(failure, margin_mib=256, beyond_share_mib=637.5, **common)  # type: ignore[arg-type]
+    # (19968 - 256) / 24566 = 0.80; with Qwen2.5-0.5B's 637.5 MiB of graphs (19968 - 256 - 637.5) / 24566 = 0.77.
+    assert (without.utilization, with_graphs.utilization) == (0.80, 0.77)

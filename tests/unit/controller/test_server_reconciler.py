@@ -11,14 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controller_builders import A5500_MIB, generic, gpu, gpu_node, node
+from controller_builders import A5500_MIB, generic, gpu, gpu_node, node, vllm_server
 from fake_kube import FakeKube
 
-from vram_operator.api.base import ObjectMeta
 from vram_operator.api.gpu_node import GpuNode, GpuProcess
 from vram_operator.api.inference_server import (
     InferenceServer,
-    InferenceServerSpec,
     InferenceServerStatus,
     ManualPlacement,
 )
@@ -180,19 +178,7 @@ def test_foreign_growth_warns_before_a_restart_fails() -> None:
 
 def test_a_config_map_that_appears_places_the_servers_naming_it() -> None:
     h = Harness(live_node("ws"))
-    h.add(
-        InferenceServer(
-            metadata=ObjectMeta(name="llm", namespace="ns", generation=1, uid="u"),
-            spec=InferenceServerSpec.model_validate(
-                {
-                    "engine": "vllm",
-                    "image": "vllm",
-                    "model": {"name": "Qwen/Qwen2.5-0.5B-Instruct", "configMapRef": {"name": "cfg"}},
-                    "maxModelLen": 4096,
-                }
-            ),
-        )
-    )
+    h.add(vllm_server())
     outcome = h.reconcile("ns/llm")
     assert (outcome.unplaced_reason, outcome.spec_error, h.status("ns/llm").phase) == (
         "ConfigMapNotFound",

@@ -41,12 +41,22 @@ def test_auto_stays_within_free_memory_and_above_the_kv_floor() -> None:
     room = _room(foreign=1200, others=1850)
     choice = auto_utilization(profile, room)
     assert choice.fits and choice.mode == "auto" and choice.tier == "standard"
-    assert choice.utilization * A5500_MIB <= room.free_mib
+    # vLLM 0.19 captures its CUDA graphs beyond utilization x total: the free memory holds both.
+    assert profile.graphs_outside_mib > 0
+    assert choice.utilization * A5500_MIB + profile.graphs_outside_mib <= room.free_mib
     assert choice.utilization >= vllm.min_utilization(profile, A5500_MIB)
     assert choice.kv_tokens == vllm.fit(profile, A5500_MIB, choice.utilization, room.free_at_start_mib).kv_cache_tokens
     text = "\n".join(choice.explanation)
     for part in ("foreign 1200MiB", "reserved by others 1850MiB", "margin 256MiB", "weights", "KV floor", "chosen"):
         assert part in text
+
+
+@pytest.mark.parametrize("extra", [0.0, -1.0])
+def test_auto_leaves_the_graphs_their_room_at_the_boundary(extra: float) -> None:
+    # Free memory for exactly 0.80 of the GPU and the graphs: 0.80; a MiB less: 0.79.
+    profile = _profile()
+    room = _room(foreign=A5500_MIB - 256 - (0.80 * A5500_MIB + profile.graphs_outside_mib) - extra)
+    assert auto_utilization(profile, room).utilization == (0.80 if extra == 0 else 0.79)
 
 
 def test_auto_meets_a_small_target_without_taking_everything() -> None:
@@ -90,8 +100,18 @@ def test_manual_that_fits_reports_tokens_and_margin_warning() -> None:
     profile = _profile()
     ok = manual_utilization(profile, _room(), 0.8)
     assert ok.fits and ok.kv_tokens > 8192 and not ok.warnings
-    tight = manual_utilization(profile, _room(), 0.99)
-    assert tight.fits and any("margin" in w for w in tight.warnings)
+    # 0.96 x 24564 = 23581 MiB + 873 MiB of CUDA graphs = 24454 MiB: within the GPU, not its margin.
+    tight = manual_utilization(profile, _room(), 0.96)
+    assert tight.fits and any("margin" in w and "CUDA graphs 873MiB" in w for w in tight.warnings)
+
+
+def test_manual_whose_graphs_do_not_fit_beyond_its_share_is_refused() -> None:
+    # 0.99 x 24564 = 24318 MiB passes vLLM's start-up check on an empty GPU; the 873 MiB of CUDA graphs
+    # vLLM 0.19 captures after it do not fit. Before, the check stopped at the share: 0.99 "fitted".
+    choice = manual_utilization(_profile(), _room(), 0.99)
+    assert (choice.fits, choice.reason, choice.kv_tokens) == (False, "CudaGraphsOutOfMemory", 0)
+    assert "25191MiB in all, but only 24564MiB is free" in choice.explanation[-1]
+    assert "out of memory capturing the graphs" in choice.explanation[-1]
 
 
 def test_manual_out_of_range_is_a_field_error() -> None:
@@ -106,7 +126,8 @@ def test_auto_never_asks_for_more_than_is_free_when_it_fits(foreign: float, othe
     room = _room(foreign=foreign, others=others)
     choice = auto_utilization(_profile(), room, tier=tier)  # type: ignore[arg-type]
     if choice.fits:
-        assert choice.utilization * A5500_MIB <= room.free_at_start_mib + 1e-6
+        graphs = _profile().graphs_outside_mib
+        assert choice.utilization * A5500_MIB + graphs <= room.free_at_start_mib + 1e-6
         assert choice.utilization >= choice.min_utilization
     else:
         assert choice.reason != "Fits"

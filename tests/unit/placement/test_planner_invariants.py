@@ -11,8 +11,8 @@ from placement_helpers import first_fit_decreasing
 from vram_operator.placement.demand import ManualAssignment, ServerDemand
 from vram_operator.placement.inventory import Inventory, make_slot
 from vram_operator.placement.ledger import Ledger, Reservation
-from vram_operator.placement.planner import DEFAULT_MARGIN_MIB, plan
-from vram_operator.placement.strategies import STRATEGY_NAMES
+from vram_operator.placement.planner import DEFAULT_MARGIN_MIB, Planner, plan
+from vram_operator.placement.strategies import STRATEGY_NAMES, strategy_named
 
 SIZES = (4094, 8192, 12288, 16384, 23034, 24564, 46068, 81559)
 NAMES = {4094: "NVIDIA RTX A400", 23034: "NVIDIA L4", 24564: "NVIDIA RTX A5500", 46068: "NVIDIA L40S"}
@@ -163,3 +163,19 @@ def test_manual_overcommits_only_with_a_warning(case: Case, data: st.DataObject)
     for p in result.placements:
         if p.server in {d.server for d in singles}:
             assert (p.node, p.gpu_indices) == (target.node, (target.index,))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(), st.sampled_from(AUTOMATIC))
+def test_the_plan_places_at_least_what_the_greedy_pass_alone_places(case: Case, strategy: str) -> None:
+    greedy = Planner(
+        inventory=case.inventory,
+        demands={d.key: d for d in case.demands},
+        strategy=strategy_named(strategy),
+        ledger=case.ledger,
+        margin_mib=DEFAULT_MARGIN_MIB,
+        manual=(),
+        packing=None,
+    )
+    greedy.run()
+    assert plan(case.inventory, case.demands, strategy, ledger=case.ledger).placed_mib >= greedy.placed_mib - EPS

@@ -207,3 +207,23 @@ def test_a_standing_pin_stays_on_a_cordoned_or_silent_node_but_not_on_an_unhealt
     assert [u.reason for u in new.unplaced] == ["PinnedGpuUnavailable"]
     sick = plan(inventory, [det], "VRAMBased", manual=[ManualAssignment("ai/det", "b", ("GPU-b-0",), standing=True)])
     assert [u.reason for u in sick.unplaced] == ["PinnedGpuUnavailable"]
+
+
+def test_replicas_moved_together_by_repair_are_spread_out_again() -> None:
+    # Making room for the dedicated servers moves the 31779MiB replicas by best fit, two to a GPU, while
+    # node-1 GPU 0 keeps 63557MiB free: the plan is complete, and the replicas must still go apart.
+    inventory = Inventory(
+        tuple([make_slot("node-0", i, 4094) for i in range(3)] + [make_slot("node-1", i, 81559) for i in range(3)])
+    )
+    demands = [
+        ServerDemand("ns/s0", "generic", 17746, 17746),
+        ServerDemand("ns/s1", "generic", 500, 500, dedicated=True),
+        ServerDemand("ns/s2", "generic", 500, 500, dedicated=True),
+        ServerDemand("ns/s2", "generic", 500, 500, dedicated=True, replica=1),
+        *(ServerDemand("ns/s3", "generic", 31779, 31779, replica=r) for r in range(4)),
+    ]
+    result = plan(inventory, demands, "VRAMBased")
+    assert not result.unplaced
+    shared = [g for g in result.gpus if sum(s.startswith("ns/s3") for s in g.servers) > 1]
+    roomy = [g for g in result.gpus if not any(s.startswith("ns/s3") for s in g.servers) and g.free_after_mib >= 31779]
+    assert not (shared and roomy), (shared, roomy)

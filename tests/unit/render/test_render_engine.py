@@ -137,6 +137,31 @@ def test_generic_keeps_the_image_entrypoint_and_gets_its_budget() -> None:
     assert not {"startupProbe", "readinessProbe", "livenessProbe"} & engine.keys()
 
 
+@pytest.mark.parametrize(
+    ("spec", "budget_mib"), [(generic(tensorParallelSize=2), 650.9), (llamacpp(tensorParallelSize=2), 9000.0)]
+)
+def test_the_budget_is_a_hami_core_memory_limit_on_every_gpu(spec: dict[str, Any], budget_mib: float) -> None:
+    """CUDA_DEVICE_MEMORY_LIMIT (every device) and _<i> (per visible device) in MiB with HAMi-core's
+    `m` suffix, rounded down: the cap never exceeds what the ledger holds."""
+    env = env_of(
+        render_deployment(server(spec), placement(UUID_A, UUID_B, budget_mib=budget_mib), None, SETTINGS).deployment
+    )
+    limit = f"{int(budget_mib)}m"
+    limits = {name: value for name, value in env.items() if name.startswith("CUDA_DEVICE_MEMORY_LIMIT")}
+    assert limits == {
+        "CUDA_DEVICE_MEMORY_LIMIT": limit,
+        "CUDA_DEVICE_MEMORY_LIMIT_0": limit,
+        "CUDA_DEVICE_MEMORY_LIMIT_1": limit,
+    }
+
+
+def test_vllm_gets_no_memory_limit() -> None:
+    """HAMi-core would shrink the card vLLM sees to the cap, and the computed utilization is a
+    fraction of the physical card: a cap would cut vLLM's reservation to utilization x budget."""
+    env = env_of(render_deployment(server(vllm()), placement(budget_mib=9000), 0.37, SETTINGS).deployment)
+    assert not [name for name in env if name.startswith("CUDA_DEVICE_MEMORY_LIMIT")]
+
+
 def test_generic_tcp_probe_when_enabled() -> None:
     settings = RenderSettings(generic_tcp_probe=True, generic_port=7000)
     engine = container(render_deployment(server(generic()), placement(), None, settings).deployment)

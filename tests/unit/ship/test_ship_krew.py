@@ -4,7 +4,6 @@ sha256), and a binary that runs the real kubectl-vram entry point."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import os
 import re
@@ -16,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from script_loader import load_script
 from ship_helpers import REPO, strict_load_all
 
 MANIFEST = REPO / "plugins" / "vram.yaml"
@@ -28,11 +28,7 @@ def _manifest() -> dict[str, Any]:
 
 
 def _archive_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("krew_archive", REPO / "plugins" / "archive.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "plugins" / "archive.py", "krew_archive")
 
 
 def test_manifest_has_krews_plugin_shape() -> None:

@@ -41,7 +41,18 @@ def test_vllm_takes_its_share_plus_cuda_graphs() -> None:
 
 def test_vllm_start_check_boundary_and_its_message() -> None:
     wanted = 0.5 * A5500
-    assert play(vllm_launch(0.5), [gpu(free=wanted)], EXACT).running  # vLLM refuses only free < wanted
+    profile = vllm_profile_on_gpu(size_server(vllm_spec()), vllm_spec(), A5500, "NVIDIA RTX A5500")
+    assert profile is not None and profile.graphs_outside_mib > 0
+    # It runs when the free memory holds its share and the CUDA graphs it captures beyond it.
+    assert play(vllm_launch(0.5), [gpu(free=wanted + profile.graphs_outside_mib)], EXACT).running
+    # With only its share free it passes the start-up check (free < wanted refuses), then the graphs
+    # find the GPU full.
+    graphs = play(vllm_launch(0.5), [gpu(free=wanted)], EXACT)
+    assert graphs.error is not None and "Free memory on device" not in graphs.error
+    assert (
+        f"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate {profile.graphs_outside_mib:.2f} MiB. "
+        "GPU 0 has a total capacity of 23.99 GiB of which 0.00 MiB is free."
+    ) in graphs.error
     run = play(vllm_launch(0.5), [gpu(free=wanted - 1)], EXACT)
     assert not run.running and run.exit_code == 1
     assert run.error is not None

@@ -29,12 +29,15 @@ from vram_operator.sizing.vllm import (
     VllmSettings,
     batch_defaults,
     fit,
+    footprint_mib,
     kv_bytes_per_token_per_layer,
     memory_for_tokens,
     min_utilization,
+    moe_workspace_bytes,
     profile,
     recommended_utilization,
     request_kv_bytes,
+    utilization_within,
     version_warnings,
     weights_per_rank,
 )
@@ -178,6 +181,82 @@ def test_tp_above_one_adds_communication_buffers() -> None:
     assert _profile(arch, tensor_parallel_size=2).non_torch_mib > 4 * _profile(arch).non_torch_mib
 
 
+def test_moe_workspaces_stay_allocated_through_the_sampler_pass() -> None:
+    # From 0.11 the fused-MoE workspaces live in buffers shared by all layers and kept between calls:
+    # the sampler warm-up runs on top of chunk x top-k x (max(I, H) + max(2I, H)) elements. Qwen3-30B-A3B
+    # (I 768, H 2048, top-8) at 8192 batched tokens: 8192 x 8 x (2048 + 2048) x 2 B = 512 MiB; its 0.19 log:
+    # activation 2.68 GiB, 0.48 GiB above the sampler alone.
+    arch = _arch("Qwen__Qwen3-30B-A3B")
+    with_buffers = _profile(arch, engine_version="0.19.0")
+    assert moe_workspace_bytes(arch, EngineVersion(0, 19), 1, 8192, 2) == 8192 * 8 * (2048 + 2048) * 2
+    assert moe_workspace_bytes(arch, EngineVersion(0, 10), 1, 8192, 2) == 0  # freed after each layer
+    assert moe_workspace_bytes(_arch(), EngineVersion(0, 19), 1, 8192, 2) == 0  # dense
+    assert moe_workspace_bytes(_arch("openai__gpt-oss-20b"), EngineVersion(0, 19), 1, 8192, 2) == 0  # MXFP4 kernels
+    # The sampler pass (15 B per logit over 1024 x 151936 logits, the hidden states) plus the workspaces.
+    sampler = 1024 * arch.vocab_size * 15 + 8192 * arch.hidden_size * 2
+    assert with_buffers.activation_mib * MIB == pytest.approx(sampler + 8192 * 8 * 4096 * 2)
+
+
+def test_full_decode_graphs_only_from_0_11() -> None:
+    # 0.10 captures piecewise graphs only (0.34 MiB per piece per size: its Qwen2-7B logs, 0.50 GiB);
+    # FULL_AND_PIECEWISE, the default from 0.11, adds a full decode graph per size (5.9 MiB).
+    arch = _arch()  # 32 layers: 33 pieces, 51 capture sizes
+    assert _profile(arch, engine_version="0.10.1").cuda_graph_mib == pytest.approx(51 * 0.34 * 33)
+    assert _profile(arch, engine_version="0.11.0").cuda_graph_mib == pytest.approx(51 * (5.9 + 0.34 * 33))
+
+
+@given(
+    utilization=st.integers(min_value=1, max_value=99).map(lambda n: n / 100),
+    version=st.sampled_from(["0.19.0", "0.21.0"]),
+)
+def test_the_reservation_is_the_share_plus_the_graphs_beyond_it(utilization: float, version: str) -> None:
+    prof = _profile(_arch(), engine_version=version)
+    beyond = prof.graphs_outside_mib
+    assert beyond == (0.0 if version == "0.21.0" else prof.cuda_graph_mib)
+    reserved = footprint_mib(prof, H100_MIB, utilization)
+    assert reserved == pytest.approx(utilization * H100_MIB + beyond)
+    # The largest utilization a reservation holds: this one, not a hundredth more.
+    assert utilization_within(prof, H100_MIB, reserved) == utilization
+    assert utilization_within(prof, H100_MIB, reserved - 0.5) == round(utilization - 0.01, 2)
+
+
+def test_graphs_that_do_not_fit_beyond_the_share_fail_after_the_startup_check() -> None:
+    prof = _profile(_arch())  # 0.19: 873 MiB of graphs captured after the KV cache
+    need = footprint_mib(prof, H100_MIB, 0.5)
+    assert fit(prof, H100_MIB, 0.5, need).fits
+    short = fit(prof, H100_MIB, 0.5, need - 1)
+    assert (short.fits, short.reason) == (False, "CudaGraphsOutOfMemory")
+    assert "CUDA out of memory while capturing CUDA graphs" in short.message and "--enforce-eager" in short.message
+    # Free below the share itself: vLLM's start-up check refuses first.
+    assert fit(prof, H100_MIB, 0.5, 0.5 * H100_MIB - 1).reason == "StartupFreeMemory"
+    # Without a free figure the GPU itself bounds it; eager captures nothing.
+    assert fit(prof, H100_MIB, 0.99).reason == "CudaGraphsOutOfMemory"
+    assert fit(_profile(_arch(), enforce_eager=True), H100_MIB, 0.99).fits
+
+
+def test_a_share_whose_graphs_overflow_the_gpu_is_no_minimum_utilization() -> None:
+    prof = _profile(_arch())  # 0.19: 873 MiB of graphs beyond the share
+    # Tokens whose share rounds to 0.99: the share fits, the graphs beyond it do not (the GPU is too small);
+    # once vLLM subtracts its graphs (0.21) the same share is the minimum.
+    tokens = max(t for t in range(0, 3_000_000, 1000) if memory_for_tokens(prof, t) <= 0.99 * H100_MIB)
+    assert footprint_mib(prof, H100_MIB, 0.99) > H100_MIB
+    assert min_utilization(prof, H100_MIB, tokens) > 1
+    assert fit(prof, H100_MIB, 0.99).reason == "CudaGraphsOutOfMemory"
+    eager = _profile(_arch(), enforce_eager=True)
+    assert min_utilization(eager, H100_MIB, tokens) <= 0.99
+
+
+@given(free=st.floats(min_value=0.3 * H100_MIB, max_value=H100_MIB))
+def test_the_recommendation_leaves_room_for_the_graphs(free: float) -> None:
+    prof = _profile(_arch())
+    chosen = recommended_utilization(prof, H100_MIB, free)
+    if chosen > min_utilization(prof, H100_MIB):
+        assert footprint_mib(prof, H100_MIB, chosen) <= free < footprint_mib(prof, H100_MIB, chosen + 0.01) or (
+            chosen == 0.9
+        )
+        assert fit(prof, H100_MIB, chosen, free).fits
+
+
 def test_cuda_graphs_subtracted_only_since_0_21() -> None:
     arch = _arch()
     logged = _profile(arch, engine_version="0.19.0")
@@ -263,7 +342,14 @@ def test_bad_fit_inputs_name_the_field() -> None:
 def test_recommended_respects_free_memory_and_minimum() -> None:
     prof = _profile(_arch())
     assert recommended_utilization(prof, H100_MIB) == 0.9
-    assert recommended_utilization(prof, H100_MIB, gpu_free_mib=H100_MIB / 2) == 0.5
+    # Half the GPU free: 0.19 captures its CUDA graphs beyond its share, 51 capture sizes x (5.9 MiB +
+    # 0.34 MiB x 33 pieces) = 873 MiB (1.1% of the H100), so its share is 0.48, not 0.50; from 0.21 the
+    # graphs are inside it.
+    assert prof.graphs_outside_mib == pytest.approx(51 * (5.9 + 0.34 * 33))
+    assert recommended_utilization(prof, H100_MIB, gpu_free_mib=H100_MIB / 2) == 0.48
+    inside = _profile(_arch(), engine_version="0.21.0")
+    assert inside.graphs_outside_mib == 0
+    assert recommended_utilization(inside, H100_MIB, gpu_free_mib=H100_MIB / 2) == 0.5
     assert recommended_utilization(prof, H100_MIB, gpu_free_mib=1024) == min_utilization(prof, H100_MIB)
 
 
@@ -294,6 +380,10 @@ def test_min_utilization_really_gives_the_tokens(arch: ModelArchitecture, gpu: f
     prof = _profile(arch, gpu, max_model_len=4096, tensor_parallel_size=2)
     minimum = min_utilization(prof, gpu, tokens)
     if minimum > 1:
+        # Too small at any utilization (the tokens, and before 0.21 the CUDA graphs beyond the share).
+        for utilization in (0.99, 1.0):
+            result = fit(prof, gpu, utilization)
+            assert not (result.fits and result.kv_cache_tokens >= tokens)
         return
     result = fit(prof, gpu, minimum)
     assert result.fits and result.kv_cache_tokens >= tokens

@@ -6,9 +6,7 @@ Tolerances are twice what docs/sizing-vllm.md claims from `python benchmarks/est
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
-import sys
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -16,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from script_loader import load_script
 from vram_operator.sizing.vllm import fit
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -23,14 +22,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def _calibration() -> ModuleType:
     # The benchmark script owns the row -> estimate mapping; the test runs the same code.
-    spec = importlib.util.spec_from_file_location(
-        "estimator_calibration", ROOT / "benchmarks" / "estimator_calibration.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "estimator_calibration.py", "estimator_calibration")
 
 
 CALIBRATION = _calibration()
@@ -43,16 +35,24 @@ IN_SCOPE = [p for p in PREDICTIONS if abs(p.result.error("weights") or 0.0) <= C
 # (mean, median, 90th percentile).
 CLAIMED = {
     "weights": (0.35, 0.25, 0.8),
-    "KV pool": (0.8, 0.1, 3.0),
-    "activation": (4.7, 0.5, 11.1),
+    "KV pool": (0.7, 0.1, 2.8),
+    "activation": (3.6, 0.45, 4.2),
     "non-torch": (1.9, 0.25, 5.5),
 }
+# CUDA graphs ("Graph capturing finished ... took N GiB", captured after the KV cache), dense models
+# only (MoE models log 20-60% more: not modelled): (mean, median, 90th percentile).
+CLAIMED_GRAPHS = (11.4, 7.9, 26.7)
 # Rows beyond twice the 90th percentile, each with what the model does not do yet.
 KNOWN_OUTLIERS = {
     ("Qwen/Qwen2-7B-Instruct", "0.10.1.1", "KV pool"): "0.10 at TP 2: no log before 0.11 prints non-torch",
     ("mistralai/Mistral-Small-3.2-24B-Instruct-2506", "0.11.0", "KV pool"): "multimodal profile run at 0.11",
     ("mistralai/Mistral-Small-3.2-24B-Instruct-2506", "0.11.0", "activation"): "multimodal profile run at 0.11",
-    ("deepseek-ai/DeepSeek-V2-Lite-Chat", "0.19.0", "activation"): "MoE workspaces kept through the sampler pass",
+    (
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "0.19.0",
+        "activation",
+    ): "one log of ten (the others within 0.1%): unexplained",
+    ("RedHatAI/Mistral-Small-3.1-24B-Instruct-2503-quantized.w8a8", "0.19.0", "activation"): "w8a8 (bf16 row: -4%)",
 }
 
 
@@ -69,6 +69,19 @@ def test_out_of_sample_errors_are_within_twice_the_claim(quantity: str) -> None:
     errors = [abs(error) for p in IN_SCOPE if (error := p.error(quantity)) is not None]
     mean, median, p90 = CLAIMED[quantity]
     assert len(errors) >= 50
+    assert statistics.mean(errors) <= 2 * mean
+    assert statistics.median(errors) <= 2 * median
+    assert _percentile_90(errors) <= 2 * p90
+
+
+def test_cuda_graphs_out_of_sample_are_within_twice_the_claim() -> None:
+    errors = [
+        abs(error)
+        for p in IN_SCOPE
+        if not CALIBRATION._architecture(p.result.row).is_moe and (error := p.error("CUDA graphs")) is not None
+    ]
+    mean, median, p90 = CLAIMED_GRAPHS
+    assert len(errors) >= 35
     assert statistics.mean(errors) <= 2 * mean
     assert statistics.median(errors) <= 2 * median
     assert _percentile_90(errors) <= 2 * p90

@@ -7,12 +7,12 @@ which the model pads as the Marlin kernels do (the most any GPU pads), up to 2.5
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from script_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[3]
 WITHIN = 0.01
@@ -20,12 +20,7 @@ MXFP4_OVER = 0.025
 
 
 def _benchmark() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("weights_vs_logs", ROOT / "benchmarks" / "weights_vs_logs.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "weights_vs_logs.py", "weights_vs_logs")
 
 
 ROWS = _benchmark().weighed_rows()

@@ -107,7 +107,9 @@ FOUND = Path(__file__).resolve().parents[1] / "model_based" / "found"
 @pytest.mark.parametrize("path", sorted(FOUND.glob("*.json")), ids=lambda p: p.stem)
 def test_step_lists_found_before_their_fix_replay_clean(driver: Driver, path: Path) -> None:
     """Whole soak sequences that failed before a fix elsewhere (seed 101: a Manual GpuAssignment rollout
-    that never ended, fixed by the rollout work of issue 10): replayed in full, no violation."""
+    that never ended, fixed by the rollout work of issue 10; and, when the workstation's GPU is reported
+    lost only after the plan pinned a server there, by a pin its server could not take blocking the
+    rollout with why): replayed in full, no violation."""
     seed = int(path.stem.split("-")[0].removeprefix("seed"))  # the soak seed it was found with (the twin's)
     result = driver.run(f"mbfound-{path.stem[:12]}", load_steps(path.read_text()), seed)
     assert result.checks >= 1 and not result.violations, "\n".join(str(v) for v in result.violations)

@@ -27,7 +27,7 @@ from vram_operator.api.gpu_assignment import (
 )
 from vram_operator.api.inference_server import InferenceServer
 from vram_operator.controller import annotations as notes
-from vram_operator.controller.conditions import condition_status, set_condition
+from vram_operator.controller.conditions import set_condition
 from vram_operator.controller.pods import PodFacts
 from vram_operator.controller.server_status import Outcome
 from vram_operator.placement.demand import ManualAssignment
@@ -80,17 +80,38 @@ def arrived(server: InferenceServer | None, entry: PlanEntry, pods: Sequence[Pod
     return any(pod.ready for pod in new_pods(server, pods))
 
 
-def refused(server: InferenceServer) -> bool:
-    """The server's own reconcile refused its placement (Placed=False)."""
-    return server.status is not None and condition_status(server.status.conditions, "Placed") == "False"
+def placed_condition(server: InferenceServer) -> Condition | None:
+    return next((c for c in server.status.conditions if c.type == "Placed"), None) if server.status else None
 
 
-def waiting_for(server: InferenceServer, entry: PlanEntry, pods: Sequence[PodFacts]) -> str:
+def pin_kept_out(server: InferenceServer, name: str, entry: PlanEntry) -> bool:
+    """The server's own reconcile took assignment `name`'s pin (its placement names it) and could not
+    place there (its pinned GPU lost since the plan, say): it runs what it could elsewhere, the pinned
+    replicas unplaced (Placed=True PartiallyPlaced). It will not arrive until the pin can be honoured."""
+    placement = server.status.placement if server.status else None
+    placed = placed_condition(server)
+    return (
+        placement is not None
+        and placement.assignment == name
+        and not placed_as_planned(server, entry)
+        and placed is not None
+        and placed.reason == "PartiallyPlaced"
+    )
+
+
+def refused(server: InferenceServer, name: str, entry: PlanEntry) -> bool:
+    """The server's own reconcile refused its placement: Placed=False, or the pin kept it out."""
+    placed = placed_condition(server)
+    return (placed is not None and placed.status == "False") or pin_kept_out(server, name, entry)
+
+
+def waiting_for(server: InferenceServer, name: str, entry: PlanEntry, pods: Sequence[PodFacts]) -> str:
     """What a restarted server that has not arrived waits for, in one phrase."""
-    status = server.status
-    placed = next((c for c in status.conditions if c.type == "Placed"), None) if status else None
+    placed = placed_condition(server)
     if placed is not None and placed.status == "False":
         return f"{server.key} not placed: {placed.reason}: {placed.message}"
+    if placed is not None and pin_kept_out(server, name, entry):
+        return f"{server.key} not placed on {entry.node} as planned: {placed.reason}: {placed.message}"
     if not placed_as_planned(server, entry):
         return f"{server.key} not yet placed on {entry.node}"
     there = new_pods(server, pods)
@@ -138,8 +159,8 @@ def progress(
             healthy.append(key)
         elif server is not None and entry is not None:
             in_flight.append(key)
-            waiting.append(waiting_for(server, entry, pods.get(key, ())))
-            blocked = blocked or refused(server)
+            waiting.append(waiting_for(server, name, entry, pods.get(key, ())))
+            blocked = blocked or refused(server, name, entry)
     pending = [k for k in rollout.pending if k in servers and k not in in_flight]
     stopped = [
         k

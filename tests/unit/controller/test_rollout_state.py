@@ -213,3 +213,47 @@ def test_cordoned_nodes_are_marked_on_their_gpu_nodes() -> None:
     marked = with_cordons(nodes, unschedulable({"n2": [True]}))
     assert [n.spec.cordoned for n in marked] == [False, True]
     assert with_cordons(nodes, unschedulable(None)) == nodes
+
+
+def partly_placed(name: str, node: str, uuid: str, *, assignment: str, reason: str) -> InferenceServer:
+    """Placed on node/uuid by its own reconcile, which took `assignment`'s pin (if any)."""
+    server = placed(name, node, uuid)
+    assert server.status is not None and server.status.placement is not None
+    placement = server.status.placement.model_copy(update={"assignment": assignment})
+    conditions = [
+        Condition(
+            type="Placed",
+            status="True",
+            reason=reason,
+            message="2/3 replicas placed; the others: PinnedGpuNotFound: pinned node n2 has no GPUs in the inventory",
+            last_transition_time=T,
+        )
+    ]
+    status = server.status.model_copy(update={"placement": placement, "conditions": conditions})
+    return server.model_copy(update={"status": status})
+
+
+def test_a_pin_its_server_could_not_take_blocks_the_rollout_saying_why() -> None:
+    """Seed 101: the plan pinned b/s8 to a GPU lost before the server's reconcile read the pin; the
+    server kept what it could run elsewhere (PartiallyPlaced) and the rollout said RollingOut forever."""
+    rollout = RolloutStatus(restarted=["ns/a"])
+    kept_out = partly_placed("a", "n1", "G0", assignment="fleet", reason="PartiallyPlaced")
+    state = progress("fleet", rollout, {"ns/a": ENTRY}, {"ns/a": kept_out}, {"ns/a": [pod("n1", "G0")]})
+    assert state.in_flight == ("ns/a",) and state.blocked
+    done, reason, message = applied_condition(state)
+    assert (done, reason) == (False, "RolloutBlocked")
+    assert "ns/a not placed on n2 as planned: PartiallyPlaced: 2/3 replicas placed; the others: PinnedGpuNotFound" in (
+        message
+    )
+    # Still on the way (not a refusal): the pin not read yet (no assignment, or another's), or placed in full.
+    for not_yet in (
+        partly_placed("a", "n1", "G0", assignment="", reason="PartiallyPlaced"),
+        partly_placed("a", "n1", "G0", assignment="other", reason="PartiallyPlaced"),
+        partly_placed("a", "n1", "G0", assignment="fleet", reason="Placed"),
+    ):
+        waiting = progress("fleet", rollout, {"ns/a": ENTRY}, {"ns/a": not_yet}, {})
+        assert not waiting.blocked and applied_condition(waiting)[1] == "RollingOut"
+    # Placed as planned with replicas missing is on its way too: it arrives once its pod is Ready.
+    there = partly_placed("a", "n2", "G1", assignment="fleet", reason="PartiallyPlaced")
+    assert not progress("fleet", rollout, {"ns/a": ENTRY}, {"ns/a": there}, {}).blocked
+    assert progress("fleet", rollout, {"ns/a": ENTRY}, {"ns/a": there}, {"ns/a": [pod("n2", "G1")]}).done

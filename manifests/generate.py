@@ -37,6 +37,7 @@ OUTPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "admission-agent-gpunode.yaml",
             "admission-server-host-access.yaml",
             "admission-visible-devices.yaml",
+            "admission-operator-nodes.yaml",
             "operator-deployment.yaml",
             "operator-service.yaml",
             "agent-daemonset.yaml",

@@ -47,6 +47,7 @@ OPERATOR_MAY = [("vram.dev", "inferenceservers", "", verb, None) for verb in ("g
     ("", "namespaces", "", "list", None),
     ("", "nodes", "", "list", None),  # cordoned Nodes take no new placements
     ("", "nodes", "", "watch", None),
+    ("", "nodes", "", "patch", None),  # the device-plugin label and its annotation only: test_ship_trust.py
     ("", "configmaps", "", "create", NAMESPACE),  # the ConfigMap of measured runs, in its own namespace
 ]
 OPERATOR_MUST_NOT = [
@@ -62,7 +63,9 @@ OPERATOR_MUST_NOT = [
     ("vram.dev", "inferenceservers", "", "delete", "ml"),
     ("apps", "daemonsets", "", "create", "ml"),
     ("rbac.authorization.k8s.io", "clusterroles", "", "create", None),
-    ("", "nodes", "", "patch", None),
+    ("", "nodes", "status", "patch", None),  # of Nodes only labels, narrowed by a policy (test_ship_trust.py)
+    ("", "nodes", "", "update", None),
+    ("", "nodes", "", "create", None),
     ("", "serviceaccounts", "token", "create", "ml"),
 ]
 AGENT_MAY = [

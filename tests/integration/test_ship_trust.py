@@ -1,8 +1,9 @@
 """The chart's trust boundaries on the real API server, each allowed and refused: an agent writes only
 its own node's GpuNode (ValidatingAdmissionPolicy over the bound token's node claim), InferenceServers
 reach no host path (ValidatingAdmissionPolicy), the built-in edit/view roles cover InferenceServers
-(aggregated ClusterRoles), and only the operator pins GPUs with NVIDIA_VISIBLE_DEVICES
-(ValidatingAdmissionPolicy)."""
+(aggregated ClusterRoles), only the operator pins GPUs with NVIDIA_VISIBLE_DEVICES
+(ValidatingAdmissionPolicy), and the operator changes of Nodes only the device-plugin label and its
+annotation (ValidatingAdmissionPolicy)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from vram_operator.agent.reporter import GpuNodeReporter, Outcome
 from vram_operator.api import InferenceServer, PlacementStatus
 from vram_operator.api.base import API_VERSION, GROUP, VERSION
 from vram_operator.api.gpu_node import GpuNodeStatus
+from vram_operator.controller.device_plugin import DEVICE_PLUGIN_LABEL, DISABLED, PREVIOUS_ANNOTATION
+from vram_operator.controller.kube import Kube
 from vram_operator.render import PlacedReplica, RenderSettings, render
 
 pytestmark = pytest.mark.integration
@@ -40,6 +43,7 @@ KINDS = {
 RELEASE = "trust"
 AGENT = f"{RELEASE}-vram-operator-agent"
 HOST_POLICY = f"{RELEASE}-vram-operator-server-host-access"
+NODES_POLICY = f"{RELEASE}-vram-operator-operator-node-labels"
 OPERATOR = f"{RELEASE}-vram-operator"
 # A label the release exempts from the NVIDIA_VISIBLE_DEVICES policy (admission.visibleDevices.exemptLabels).
 EXEMPT_LABEL = ("example.org/gpu-pinning", "exempt")
@@ -486,7 +490,7 @@ def test_policies_type_check_against_the_installed_schemas(release: Release, api
     field name would show as a warning here (and the expression would fail at admission)."""
     dyn: Any = dynamic.DynamicClient(api_client)  # type: ignore[no-untyped-call]
     policies = [o for o in release.objects if o["kind"] == "ValidatingAdmissionPolicy"]
-    assert len(policies) == 3
+    assert len(policies) == 4
 
     def checked(policy: dict[str, Any]) -> Any:
         stored = dyn.get(resource_of(dyn, policy), name=policy["metadata"]["name"]).to_dict()
@@ -653,3 +657,108 @@ def test_the_operators_server_deployment_and_its_pods_pass(
     patch = {"spec": {"template": {"spec": {"containers": [{"name": container["name"], "env": widened}]}}}}
     refused = refusal(lambda: apps_v1.patch_namespaced_deployment("detector", namespace, patch))
     assert refused is not None and "only the vram-operator pins GPUs" in message(refused)
+
+
+# --- the operator changes of Nodes only the device-plugin label and its annotation ----------------
+
+OTHER_LABEL = ("example.org/rack", "r1")
+OTHER_ANNOTATION = ("example.org/owner", "ml-platform")
+NODE_TAINT = {"key": "vram.dev/trust-test", "effect": "NoSchedule"}
+
+
+@pytest.fixture
+def labelled_node(release: Release, core_v1: client.CoreV1Api, operator_api: client.ApiClient) -> Iterator[str]:
+    """A Node (kept off the scheduler) with a device-plugin label, another label, an annotation and a
+    taint, once the operator's RBAC and the Node policy are both in force."""
+    name = f"trust-node-{uuid.uuid4().hex[:6]}"
+    body: Any = {
+        "metadata": {
+            "name": name,
+            "labels": {DEVICE_PLUGIN_LABEL: "true", OTHER_LABEL[0]: OTHER_LABEL[1]},
+            "annotations": {OTHER_ANNOTATION[0]: OTHER_ANNOTATION[1]},
+        },
+        "spec": {"unschedulable": True, "taints": [NODE_TAINT]},
+    }
+    core_v1.create_node(body=body)
+    as_operator = client.CoreV1Api(operator_api)
+    probe = {"metadata": {"labels": {OTHER_LABEL[0]: "r2"}}}
+    eventually(
+        lambda: refusal(lambda: as_operator.patch_node(name, probe, dry_run="All"), policy_only=True),
+        "the operator's Node patch and the Node policy to take effect",
+        TAKES_EFFECT_SECONDS,
+    )
+    yield name
+    core_v1.delete_node(name)
+
+
+def node_metadata(core_v1: client.CoreV1Api, name: str) -> tuple[dict[str, str], dict[str, str], Any]:
+    node: Any = core_v1.read_node(name)
+    return dict(node.metadata.labels or {}), dict(node.metadata.annotations or {}), node.spec
+
+
+def test_operator_sets_and_puts_back_the_device_plugin_label(
+    labelled_node: str, core_v1: client.CoreV1Api, operator_api: client.ApiClient
+) -> None:
+    """The operator's own calls (Kube.patch_node_metadata, as DevicePluginLabels makes them) pass."""
+    kube = Kube(operator_api)
+    kube.patch_node_metadata(labelled_node, {DEVICE_PLUGIN_LABEL: DISABLED}, {PREVIOUS_ANNOTATION: "true"})
+    labels, annotations, _ = node_metadata(core_v1, labelled_node)
+    assert labels[DEVICE_PLUGIN_LABEL] == DISABLED and annotations[PREVIOUS_ANNOTATION] == "true"
+    kube.patch_node_metadata(labelled_node, {DEVICE_PLUGIN_LABEL: None}, {PREVIOUS_ANNOTATION: None})
+    labels, annotations, spec = node_metadata(core_v1, labelled_node)
+    assert DEVICE_PLUGIN_LABEL not in labels and PREVIOUS_ANNOTATION not in annotations
+    assert labels[OTHER_LABEL[0]] == OTHER_LABEL[1] and annotations[OTHER_ANNOTATION[0]] == OTHER_ANNOTATION[1]
+    assert spec.unschedulable is True
+
+
+@pytest.mark.parametrize(
+    ("patch", "refused_part"),
+    [
+        ({"metadata": {"labels": {OTHER_LABEL[0]: "r2"}}}, f"not label {OTHER_LABEL[0]}"),
+        ({"metadata": {"labels": {OTHER_LABEL[0]: None}}}, f"not label {OTHER_LABEL[0]}"),
+        ({"metadata": {"labels": {"example.org/new": "x"}}}, "not label example.org/new"),
+        ({"metadata": {"annotations": {OTHER_ANNOTATION[0]: "me"}}}, f"not annotation {OTHER_ANNOTATION[0]}"),
+        ({"metadata": {"annotations": {"example.org/new": "x"}}}, "not annotation example.org/new"),
+        ({"spec": {"taints": []}}, "not its spec"),
+        ({"spec": {"unschedulable": False}}, "not its spec"),
+    ],
+    ids=["relabel", "unlabel", "new-label", "reannotate", "new-annotation", "taints", "unschedulable"],
+)
+def test_operator_may_change_nothing_else_of_a_node(
+    labelled_node: str,
+    core_v1: client.CoreV1Api,
+    operator_api: client.ApiClient,
+    patch: dict[str, Any],
+    refused_part: str,
+) -> None:
+    """Refused even together with the device-plugin label; the Node is left as it was (the node
+    controllers add their own taints and annotations meanwhile: only what the patch names is compared)."""
+    patch.setdefault("metadata", {}).setdefault("labels", {})[DEVICE_PLUGIN_LABEL] = DISABLED
+    refused = refusal(lambda: client.CoreV1Api(operator_api).patch_node(labelled_node, patch))
+    assert refused is not None
+    assert "the vram-operator may change only the label nvidia.com/gpu.deploy.device-plugin" in message(refused)
+    assert f"{refused_part}" in message(refused) and f"(Node {labelled_node})" in message(refused)
+    labels, annotations, spec = node_metadata(core_v1, labelled_node)
+    assert labels[DEVICE_PLUGIN_LABEL] == "true" and labels[OTHER_LABEL[0]] == OTHER_LABEL[1]
+    assert annotations[OTHER_ANNOTATION[0]] == OTHER_ANNOTATION[1]
+    assert "example.org/new" not in labels and "example.org/new" not in annotations
+    assert spec.unschedulable is True and NODE_TAINT["key"] in {taint.key for taint in spec.taints}
+
+
+def test_operator_creates_no_node_and_writes_no_node_status(labelled_node: str, operator_api: client.ApiClient) -> None:
+    as_operator = client.CoreV1Api(operator_api)
+    body: Any = {"metadata": {"name": f"{labelled_node}-new"}}
+    assert refusal(lambda: as_operator.create_node(body, dry_run="All")) is not None  # RBAC: no create
+    status = {"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Test"}]}}
+    assert refusal(lambda: as_operator.patch_node_status(labelled_node, status)) is not None  # RBAC: no nodes/status
+
+
+def test_a_cluster_admin_is_not_bound_by_the_node_policy(labelled_node: str, core_v1: client.CoreV1Api) -> None:
+    patch = {
+        "metadata": {"labels": {OTHER_LABEL[0]: "r2"}, "annotations": {OTHER_ANNOTATION[0]: None}},
+        "spec": {"taints": [], "unschedulable": True},
+    }
+    core_v1.patch_node(labelled_node, patch)
+    labels, annotations, spec = node_metadata(core_v1, labelled_node)
+    assert labels[OTHER_LABEL[0]] == "r2" and OTHER_ANNOTATION[0] not in annotations
+    assert NODE_TAINT["key"] not in {taint.key for taint in spec.taints or []}

@@ -44,7 +44,7 @@ def test_default_render_has_the_core_objects_and_no_monitoring(render_chart: Ren
         + ["ClusterRole"] * 4  # the operator's, the agent's, and the two aggregated into view/edit/admin
         + ["ClusterRoleBinding"] * 2
         + ["Role", "RoleBinding"]  # the operator's ConfigMap of measured runs, in its own namespace
-        + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 3
+        + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 4
         + ["Service"] * 2
         + ["NetworkPolicy"] * 2
         + ["Deployment", "DaemonSet"]

@@ -15,6 +15,7 @@ from ship_helpers import RenderChart, by_kind, one
 AGENT_POLICY = "ship-vram-operator-agent-own-gpunode"
 HOST_POLICY = "ship-vram-operator-server-host-access"
 VISIBLE_POLICY = "ship-vram-operator-visible-devices"
+NODES_POLICY = "ship-vram-operator-operator-node-labels"
 
 
 def _policies(documents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -33,7 +34,7 @@ def _operator_args(documents: list[dict[str, Any]]) -> argparse.Namespace:
 def test_every_policy_has_a_denying_binding(render_chart: RenderChart) -> None:
     documents = render_chart(release="ship", namespace="gpu-system")
     policies = _policies(documents)
-    assert set(policies) == {AGENT_POLICY, HOST_POLICY, VISIBLE_POLICY}
+    assert set(policies) == {AGENT_POLICY, HOST_POLICY, VISIBLE_POLICY, NODES_POLICY}
     bindings = {b["spec"]["policyName"]: b for b in by_kind(documents, "ValidatingAdmissionPolicyBinding")}
     assert set(bindings) == set(policies)
     for name, policy in policies.items():
@@ -55,7 +56,7 @@ def test_agent_policy_matches_only_this_releases_agent_account(render_chart: Ren
 
 @pytest.mark.parametrize("values", [("agent.enabled=false",), ("admission.agentOwnGpuNode=false",)])
 def test_agent_policy_goes_with_the_agent_or_its_toggle(render_chart: RenderChart, values: tuple[str, ...]) -> None:
-    assert set(_policies(render_chart(*values, release="ship"))) == {HOST_POLICY, VISIBLE_POLICY}
+    assert set(_policies(render_chart(*values, release="ship"))) == {HOST_POLICY, VISIBLE_POLICY, NODES_POLICY}
 
 
 def test_host_access_is_refused_by_default_in_policy_and_operator(render_chart: RenderChart) -> None:
@@ -144,3 +145,22 @@ def test_aggregated_roles_carry_the_builtin_labels_and_grant_no_writes_beyond_se
 
 def test_aggregated_roles_can_be_left_out(render_chart: RenderChart) -> None:
     assert _user_roles(render_chart("aggregatedRoles.enabled=false")) == {}
+
+
+@pytest.mark.parametrize("values", [(), ("operator.disableDevicePlugin=false",)])
+def test_node_label_policy_goes_with_the_operators_node_patch(
+    render_chart: RenderChart, values: tuple[str, ...]
+) -> None:
+    """The operator may patch Nodes (and puts the label back with disableDevicePlugin=false too), so the
+    policy narrowing that patch to the device-plugin label is there whenever the permission is."""
+    documents = render_chart(*values, release="ship", namespace="gpu-system")
+    (operator_role,) = [r for r in by_kind(documents, "ClusterRole") if r["metadata"]["name"] == "ship-vram-operator"]
+    assert ("nodes", "patch") in _grants(operator_role)
+    policy = _policies(documents)[NODES_POLICY]
+    (condition,) = policy["spec"]["matchConditions"]
+    assert (
+        condition["expression"] == "request.userInfo.username == 'system:serviceaccount:gpu-system:ship-vram-operator'"
+    )
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert set(rule["resources"]) == {"nodes", "nodes/status"}
+    assert set(rule["operations"]) == {"CREATE", "UPDATE"}

@@ -28,16 +28,22 @@ def engine_fit(
     if run is not None and budget_mib >= run.budget_mib - MIB_ROUNDING:  # shrunk below it: the model decides
         return _measured_fit(server, sizing, run, budget_mib, gpu)
     choice = _utilization_choice(server, sizing, budget_mib, gpu, margin_mib)
-    fit = fit_on_gpu(
+    return _fit_at(server, sizing, budget_mib, gpu, choice.utilization if choice else None), choice
+
+
+def _fit_at(
+    server: InferenceServer, sizing: ServerSizing, budget_mib: float, gpu: GpuOffer, utilization: float | None
+) -> GpuFit:
+    """The engine's fit on `gpu` at `utilization`, with the free memory its start-up check will see."""
+    return fit_on_gpu(
         sizing,
         server.spec,
         budget_mib,
         gpu.total_mib,
         gpu_free_mib=min(max(gpu.free_at_start_mib, 0.0), gpu.total_mib),
         gpu_name=gpu.name,
-        utilization=choice.utilization if choice else None,
+        utilization=utilization,
     )
-    return fit, choice
 
 
 def _measured_fit(
@@ -45,15 +51,7 @@ def _measured_fit(
 ) -> tuple[GpuFit, UtilizationChoice | None]:
     """The engine on a GPU of the product it was measured on: what it used there, at the utilization it
     ran at. Only vLLM's checks of free memory still apply (they depend on this GPU now)."""
-    fit = fit_on_gpu(
-        sizing,
-        server.spec,
-        budget_mib,
-        gpu.total_mib,
-        gpu_free_mib=min(max(gpu.free_at_start_mib, 0.0), gpu.total_mib),
-        gpu_name=gpu.name,
-        utilization=run.utilization,
-    )
+    fit = _fit_at(server, sizing, budget_mib, gpu, run.utilization)
     told = f"sized from {run.describe()}"
     if fit.reason not in FREE_MEMORY_REASONS:
         fit = dataclasses.replace(fit, fits=True, reason="Fits", message=told)

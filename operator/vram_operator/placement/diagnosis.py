@@ -3,6 +3,7 @@ stays unplaced (a CamelCase reason with the numbers), and the texts that name GP
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 
 from vram_operator.fit.offer import GpuOffer
@@ -62,88 +63,150 @@ def floor_text(demand: ServerDemand) -> str:
     return f" (can shrink to {demand.min_mib:.0f}MiB)" if demand.shrinkable else ""
 
 
-def diagnose(occupancy: Occupancy, demand: ServerDemand) -> tuple[str, str]:
-    """Why `demand` stays unplaced: a CamelCase reason and a message with the numbers."""
-    usable = [g for g in occupancy.gpus if g.slot.usable and not g.dedicated]
-    if not usable:
-        return (
-            "NoHealthyGpu",
-            f"none of the {len(occupancy.gpus)} GPUs is healthy, schedulable and not dedicated",
-        )
-    size = demand.tensor_parallel
-    need = demand.budget_on((max(g.slot.total_mib for g in usable),))
-    floor = demand.min_mib if demand.shrinkable else need
-    per_node: dict[str, list[GpuState]] = {}
-    for gpu in groupable(usable, size):
-        per_node.setdefault(gpu.slot.node, []).append(gpu)
-    widest = max(per_node.items(), key=lambda kv: (len(kv[1]), kv[0]), default=("-", []))
-    with_mig: dict[str, int] = {}
-    for gpu in usable:
-        with_mig[gpu.slot.node] = with_mig.get(gpu.slot.node, 0) + 1
-    if size > len(widest[1]) and max(with_mig.values()) >= size:
-        return (
-            "TensorParallelOnMig",
-            f"needs {size} GPUs on one node; the most any node has usable outside MIG is {len(widest[1])} "
-            f"({widest[0]}); {MIG_TENSOR_PARALLEL}",
-        )
-    if size > len(widest[1]):
-        return (
-            "TensorParallelTooLarge",
-            f"needs {size} GPUs on one node; the most any node has usable is {len(widest[1])} ({widest[0]})",
-        )
-    refused = engine_diagnosis(demand, usable)
-    if refused is not None:
-        return "InsufficientMemory", refused
-    elsewhere = other_namespace_gpus(occupancy, demand, usable)
-    if elsewhere:
-        return OTHER_NAMESPACE, other_namespace_text(elsewhere, demand)
-    if demand.dedicated and any(g.capacity >= floor for g in usable if not g.dedicated):
-        return (
-            "DedicatedUnavailable",
-            f"needs a GPU alone with {floor:.0f}MiB; every GPU large enough already has servers",
-        )
-    if size == 1:
-        best = max(usable, key=lambda g: (g.free, g.slot.node, -g.slot.index))
+class Diagnosis:
+    """Why servers stay unplaced, for any number of them on one final occupancy: the fleet-wide figures
+    each reason looks at (usable GPUs, the widest node, the most free GPU, per-node frees, per product
+    the GPUs with room) are gathered once, so one more unplaced server costs per node, not per GPU."""
+
+    def __init__(self, occupancy: Occupancy) -> None:
+        self.occupancy = occupancy
+        self.usable = [g for g in occupancy.gpus if g.slot.usable and not g.dedicated]
+        self._per_node: dict[bool, dict[str, list[GpuState]]] = {}
+        self._widest: dict[bool, tuple[str, int]] = {}
+        self._best_node: dict[int, tuple[str, list[float]] | None] = {}
+        self._kinds: dict[tuple[str, float, bool], tuple[list[GpuState], list[float]]] | None = None
+        if not self.usable:
+            return
+        self.largest_total = max(g.slot.total_mib for g in self.usable)
+        self.largest_capacity = max(g.capacity for g in self.usable)
+        self.most_free = max(self.usable, key=lambda g: (g.free, g.slot.node, -g.slot.index))
+        with_mig: dict[str, int] = {}
+        for gpu in self.usable:
+            with_mig[gpu.slot.node] = with_mig.get(gpu.slot.node, 0) + 1
+        self.most_on_a_node = max(with_mig.values())
+
+    def per_node(self, size: int) -> dict[str, list[GpuState]]:
+        """The usable GPUs a group of `size` may use, per node (in inventory order)."""
+        grouped = size > 1
+        found = self._per_node.get(grouped)
+        if found is None:
+            found = {}
+            for gpu in groupable(self.usable, size):
+                found.setdefault(gpu.slot.node, []).append(gpu)
+            self._per_node[grouped] = found
+            self._widest[grouped] = max(
+                ((node, len(gpus)) for node, gpus in found.items()), key=lambda kv: (kv[1], kv[0]), default=("-", 0)
+            )
+        return found
+
+    def widest(self, size: int) -> tuple[str, int]:
+        """The node with the most usable GPUs a group of `size` may use (ties: the last name), and how many."""
+        self.per_node(size)
+        return self._widest[size > 1]
+
+    def best_node(self, size: int) -> tuple[str, list[float]] | None:
+        """The node whose size-th most free usable GPU has the most free memory, and its `size` largest frees."""
+        if size not in self._best_node:
+            ranked = [
+                (frees[size - 1], node, frees[:size])
+                for node, gpus in self.per_node(size).items()
+                if len(frees := sorted((g.free for g in gpus), reverse=True)) >= size
+            ]
+            best = max(ranked, key=lambda item: item[:2], default=None)
+            self._best_node[size] = None if best is None else (best[1], best[2])
+        return self._best_node[size]
+
+    def of(self, demand: ServerDemand) -> tuple[str, str]:
+        """Why `demand` stays unplaced: a CamelCase reason and a message with the numbers."""
+        usable = self.usable
+        if not usable:
+            return (
+                "NoHealthyGpu",
+                f"none of the {len(self.occupancy.gpus)} GPUs is healthy, schedulable and not dedicated",
+            )
+        size = demand.tensor_parallel
+        need = demand.budget_on((self.largest_total,))
+        floor = demand.min_mib if demand.shrinkable else need
+        widest = self.widest(size)
+        if size > widest[1] and self.most_on_a_node >= size:
+            return (
+                "TensorParallelOnMig",
+                f"needs {size} GPUs on one node; the most any node has usable outside MIG is {widest[1]} "
+                f"({widest[0]}); {MIG_TENSOR_PARALLEL}",
+            )
+        if size > widest[1]:
+            return (
+                "TensorParallelTooLarge",
+                f"needs {size} GPUs on one node; the most any node has usable is {widest[1]} ({widest[0]})",
+            )
+        refused = self.engine_refusal(demand)
+        if refused is not None:
+            return "InsufficientMemory", refused
+        elsewhere = other_namespace_gpus(self.occupancy, demand, usable)
+        if elsewhere:
+            return OTHER_NAMESPACE, other_namespace_text(elsewhere, demand)
+        if demand.dedicated and self.largest_capacity >= floor:
+            return (
+                "DedicatedUnavailable",
+                f"needs a GPU alone with {floor:.0f}MiB; every GPU large enough already has servers",
+            )
+        if size == 1:
+            best = self.most_free
+            return (
+                "InsufficientMemory",
+                f"needs {need:.0f}MiB per GPU{floor_text(demand)}; the most free is {best.free:.0f}MiB on "
+                f"{best.slot.label}",
+            )
+        found = self.best_node(size)
+        assert found is not None  # the widest node has `size` GPUs
+        node, frees = found
         return (
             "InsufficientMemory",
-            f"needs {need:.0f}MiB per GPU{floor_text(demand)}; the most free is {best.free:.0f}MiB on "
-            f"{best.slot.label}",
+            f"needs {size} GPUs on one node with {need:.0f}MiB each{floor_text(demand)}; the best node, {node}, "
+            f"has {', '.join(f'{f:.0f}' for f in frees)}MiB free",
         )
-    node, gpus = max(
-        ((n, gs) for n, gs in per_node.items() if len(gs) >= size),
-        key=lambda kv: (sorted((g.free for g in kv[1]), reverse=True)[size - 1], kv[0]),
-    )
-    frees = sorted((g.free for g in gpus), reverse=True)[:size]
-    return (
-        "InsufficientMemory",
-        f"needs {size} GPUs on one node with {need:.0f}MiB each{floor_text(demand)}; the best node, {node}, "
-        f"has {', '.join(f'{f:.0f}' for f in frees)}MiB free",
-    )
 
+    def engine_refusal(self, demand: ServerDemand) -> str | None:
+        """When GPUs have room for the budget but the engine would fail on each: what it says on the largest.
 
-def engine_diagnosis(demand: ServerDemand, usable: Sequence[GpuState]) -> str | None:
-    """When GPUs have room for the budget but the engine would fail on each: what it says on the largest."""
-    if demand.engine_check is None or demand.tensor_parallel != 1:
-        return None
-    roomy = [
-        g
-        for g in usable
-        if g.free >= demand.budget_on((g.slot.total_mib,)) - EPS and (g.vacant or not demand.dedicated)
-    ]
-    if not roomy:
-        return None
-    # One look per product and size (the roomiest of each): alike GPUs get the same answer.
-    kinds: dict[tuple[str, float], GpuState] = {}
-    for gpu in sorted(roomy, key=lambda g: (-g.free, g.slot.node, g.slot.index)):
-        kinds.setdefault((gpu.slot.name, gpu.slot.total_mib), gpu)
-    refusals = [(g, refusal(demand, [g], demand.budget_on((g.slot.total_mib,)))) for g in kinds.values()]
-    if any(why is None for _, why in refusals):
-        return None
-    gpu, why = max(refusals, key=lambda item: (item[0].slot.total_mib, item[0].free, item[0].slot.node))
-    return (
-        f"{len(roomy)} GPU(s) have room for its budget but the engine would fail on each; "
-        f"on the largest, {gpu.slot.label}: {why}"
-    )
+        One look per product and size (the roomiest of each, the first in (most free, node, index)
+        order): alike GPUs get the same answer.
+        """
+        if demand.engine_check is None or demand.tensor_parallel != 1:
+            return None
+        roomy = 0
+        kinds: list[GpuState] = []
+        for (_, total, vacant), (gpus, less_free) in self.kinds().items():
+            if vacant != demand.dedicated:
+                continue
+            fitting = bisect_right(less_free, EPS - demand.budget_on((total,)))
+            if fitting:
+                roomy += fitting
+                kinds.append(gpus[0])
+        if not kinds:
+            return None
+        kinds.sort(key=lambda g: (-g.free, g.slot.node, g.slot.index))
+        refusals = [(g, refusal(demand, [g], demand.budget_on((g.slot.total_mib,)))) for g in kinds]
+        if any(why is None for _, why in refusals):
+            return None
+        gpu, why = max(refusals, key=lambda item: (item[0].slot.total_mib, item[0].free, item[0].slot.node))
+        return (
+            f"{roomy} GPU(s) have room for its budget but the engine would fail on each; "
+            f"on the largest, {gpu.slot.label}: {why}"
+        )
+
+    def kinds(self) -> dict[tuple[str, float, bool], tuple[list[GpuState], list[float]]]:
+        """Usable GPUs per (product, total, vacant only), most free first (ties by node, index), each list
+        with its GPUs' free memory negated (ascending, for bisect); the vacant-only lists serve dedicated
+        servers."""
+        if self._kinds is None:
+            self._kinds = {}
+            for gpu in sorted(self.usable, key=lambda g: (-g.free, g.slot.node, g.slot.index)):
+                for vacant in (False, True) if gpu.vacant else (False,):
+                    gpus, less_free = self._kinds.setdefault((gpu.slot.name, gpu.slot.total_mib, vacant), ([], []))
+                    gpus.append(gpu)
+                    less_free.append(-gpu.free)
+        return self._kinds
 
 
 def other_namespace_gpus(occupancy: Occupancy, demand: ServerDemand, usable: Sequence[GpuState]) -> list[GpuState]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from vram_operator.placement.demand import ManualAssignment, ServerDemand, replica_key
-from vram_operator.placement.diagnosis import diagnose, refusal
+from vram_operator.placement.diagnosis import Diagnosis, refusal
 from vram_operator.placement.errors import PlacementError
 from vram_operator.placement.explain import Choice
 from vram_operator.placement.inventory import Inventory
@@ -606,8 +606,10 @@ class Planner:
         return number
 
     def result(self) -> Plan:
+        diagnosis = Diagnosis(self.occupancy) if self.leftover else None
         for demand in self.leftover:
-            reason, message = diagnose(self.occupancy, demand)
+            assert diagnosis is not None
+            reason, message = diagnosis.of(demand)
             self.unplaced[demand.key] = Unplaced(demand.server, reason, message, replica=demand.replica)
         number = self._replica_numbers()
         self.unplaced = {

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from vram_operator.placement.first_fit import NONE, FirstFitIndex
 from vram_operator.placement.inventory import GpuSlot, Inventory
 from vram_operator.placement.ledger import Ledger
+from vram_operator.placement.node_index import FirstGroups, NodePivots
 
 BucketKey = tuple[float, float, bool, bool, bool]
 Entry = tuple[float, str, int, int]  # (-free, node, index, position)
@@ -108,6 +109,13 @@ class Occupancy:
         self.orphans: list[str] = []
         self._open: dict[str, list[GpuState]] = {}
         self._hidden: frozenset[int] = frozenset()
+        # Node indexes for tensor-parallel groups (node_index.py), built on first use per group size and
+        # refreshed, before each search, for the nodes whose GPUs changed since.
+        self.nodes = list(self.by_node)
+        self._node_position = {node: i for i, node in enumerate(self.nodes)}
+        self._changed: set[str] = set()
+        self._pivots: dict[int, NodePivots] = {}
+        self._first_groups: dict[tuple[int, bool], FirstGroups] = {}
         # First-fit indexes (any open GPU, vacant open GPUs) are kept only for the packing pass.
         self.first_fit = FirstFitIndex(len(self.gpus)) if packing else None
         self.first_fit_vacant = FirstFitIndex(len(self.gpus)) if packing else None
@@ -129,6 +137,7 @@ class Occupancy:
     # --- bookkeeping -------------------------------------------------------------------------
     def _unfile(self, gpu: GpuState) -> None:
         self._open.pop(gpu.slot.node, None)
+        self._changed.add(gpu.slot.node)
         if gpu.key is not None and gpu.entry is not None:
             bucket = self.buckets[gpu.key]
             del bucket[bisect_left(bucket, gpu.entry)]
@@ -286,6 +295,38 @@ class Occupancy:
             if best is None or (gpu.free, gpu.slot.node, gpu.slot.index) < (best.free, best.slot.node, best.slot.index):
                 best = gpu
         return best
+
+    def leading_pivots(self, size: int, floor: float | None, count: int) -> list[GpuState]:
+        """Per GPU bucket, the pivots (node_index.py) of the first `count` nodes for a group of `size`, most free
+        first, with `floor` free: the `count` nodes a strategy ranks best for the group are among theirs."""
+        self._refresh_nodes()
+        pivots = self._pivots.get(size)
+        if pivots is None:
+            pivots = self._pivots[size] = NodePivots(size)
+            for node in self.by_node:
+                pivots.refresh(node, self.open_gpus(node))
+        return [self.gpus[position] for position in pivots.leading(floor, count, EPS)]
+
+    def first_group_node(self, size: int, need: float, *, vacant_only: bool) -> str | None:
+        """The first node in inventory order with `size` open GPUs outside MIG (vacant ones with
+        `vacant_only`) that each have `need` free."""
+        self._refresh_nodes()
+        index = self._first_groups.get((size, vacant_only))
+        if index is None:
+            index = self._first_groups[size, vacant_only] = FirstGroups(size, vacant_only, len(self.by_node))
+            for node, at in self._node_position.items():
+                index.refresh(at, self.open_gpus(node))
+        first = index.first(need - EPS)
+        return None if first is None else self.nodes[first]
+
+    def _refresh_nodes(self) -> None:
+        for node in self._changed:
+            gpus = self.open_gpus(node)
+            for pivots in self._pivots.values():
+                pivots.refresh(node, gpus)
+            for first_groups in self._first_groups.values():
+                first_groups.refresh(self._node_position[node], gpus)
+        self._changed.clear()
 
     def open_gpus(self, node: str) -> list[GpuState]:
         """GPUs of a node that may take a new server, most free first (ties by index); cached per node."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -36,6 +36,7 @@ from vram_operator.placement.errors import PlacementError
 from vram_operator.placement.explain import Choice
 from vram_operator.placement.inventory import Inventory
 from vram_operator.placement.ledger import Ledger
+from vram_operator.placement.node_index import pivot
 from vram_operator.placement.occupancy import EPS, GpuState, Group, Occupancy, Score, Tenant, groupable
 from vram_operator.placement.pins import PinError, place_pinned
 from vram_operator.placement.repair import exchange, recreate, repair
@@ -51,9 +52,6 @@ DEFAULT_MARGIN_MIB = 256
 
 # Tensor-parallel search builds exact GPU groups on this many best-looking nodes only.
 GROUP_NODES = 8
-
-
-Ranking = Callable[[ServerDemand, GpuState, float], Score]
 
 
 @dataclass
@@ -420,24 +418,24 @@ class Planner:
         on_nodes = frozenset(g.position for node in nodes for g in self.occupancy.by_node[node])
         return [on_nodes, on_gpus, frozenset()] if on_nodes != on_gpus else [on_gpus, frozenset()]
 
-    def place_free(self, demand: ServerDemand, *, shrink: bool, rank: Ranking | None = None) -> bool:
+    def place_free(self, demand: ServerDemand, *, shrink: bool) -> bool:
         """Place where the strategy prefers, a replica away from its siblings where it can (see _spread)."""
         for hidden in self.spread(demand):
             with self.occupancy.hidden(hidden):
-                if self.place_open(demand, shrink=shrink, rank=rank):
+                if self.place_open(demand, shrink=shrink):
                     return True
         return False
 
-    def place_open(self, demand: ServerDemand, *, shrink: bool, rank: Ranking | None = None) -> bool:
-        """Place by the strategy's ranking (or `rank`); in the packing pass, first fit; only on GPUs open
+    def place_open(self, demand: ServerDemand, *, shrink: bool) -> bool:
+        """Place by the strategy's ranking; in the packing pass, first fit; only on GPUs open
         to its namespace (Occupancy.serving)."""
         with self.occupancy.serving(demand.namespace):
-            return self._place_open(demand, shrink=shrink, rank=rank)
+            return self._place_open(demand, shrink=shrink)
 
-    def _place_open(self, demand: ServerDemand, *, shrink: bool, rank: Ranking | None) -> bool:
-        if rank is None and self.packing is not None and not shrink and demand.fixed_utilization is None:
+    def _place_open(self, demand: ServerDemand, *, shrink: bool) -> bool:
+        if self.packing is not None and not shrink and demand.fixed_utilization is None:
             return self._place_packed(demand)
-        ranking = rank or self.strategy.score
+        ranking = self.strategy.score
         if demand.tensor_parallel == 1:
 
             def need_on(total: float) -> float:
@@ -459,7 +457,7 @@ class Planner:
             assert budget is not None  # the search only returns GPUs with room for need_on(total)
             self.commit(demand, [gpu], budget, runners_up=[[g] for g in runners_up], too_small=too_small)
             return True
-        groups = self.groups(demand, self.occupancy.by_node, shrink=shrink, rank=ranking)
+        groups = self.groups(demand, None, shrink=shrink)
         if not groups:
             return False
         _, best, budget = groups[0]
@@ -475,19 +473,18 @@ class Planner:
             gpu = self.occupancy.first_fitting(need, vacant_only=demand.dedicated)
             group = None if gpu is None else (gpu.slot.uuid,)
         else:
+            node = self.occupancy.first_group_node(size, need, vacant_only=demand.dedicated)
             group = None
-            for gpus in self.occupancy.by_node.values():
+            if node is not None:
                 fitting = [
                     g.slot.uuid
-                    for g in gpus
+                    for g in self.occupancy.by_node[node]
                     if g.key is not None
                     and not g.slot.mig
                     and (g.vacant or not demand.dedicated)
                     and g.free >= need - EPS
                 ]
-                if len(fitting) >= size:
-                    group = tuple(fitting[:size])
-                    break
+                group = tuple(fitting[:size])
         if group is None:
             return False
         gpus = [self.occupancy.by_uuid[u] for u in group]
@@ -497,28 +494,26 @@ class Planner:
         return True
 
     def groups(
-        self, demand: ServerDemand, nodes: Iterable[str], *, shrink: bool, rank: Ranking | None = None
+        self, demand: ServerDemand, nodes: Iterable[str] | None, *, shrink: bool
     ) -> list[tuple[Score, Group, float]]:
-        """Per node, the best tensor-parallel group that fits, best node first.
+        """Per node (of `nodes`, or of the whole fleet), the best tensor-parallel group that fits, best node first.
 
         Nodes are first ranked by the strategy's score of their size-th most free open GPU (one score
-        per node); only the GROUP_NODES best get their exact group built and scored.
+        per node, the pivot); only the GROUP_NODES best get their exact group built and scored. Over the
+        whole fleet, only the pivots leading their bucket in the occupancy's node index are scored.
         """
-        score = rank or self.strategy.score
+        score = self.strategy.score
         size = demand.tensor_parallel
         floor = demand.min_mib if shrink and demand.shrinkable else None
         # Without a fixed utilization every GPU needs the same budget, so one look at the node's
         # size-th most free GPU rules most nodes out.
         same_need = floor if floor is not None else (demand.preferred_mib if demand.fixed_utilization is None else None)
-        shortlist: list[tuple[Score, str]] = []
-        for node in nodes:
-            open_gpus = groupable(self.occupancy.open_gpus(node), size)
-            if len(open_gpus) < size:
-                continue
-            pivot = open_gpus[size - 1]
-            if same_need is not None and pivot.free < same_need - EPS:
-                continue
-            shortlist.append((score(demand, pivot, demand.preferred_mib), node))
+        if nodes is None:
+            pivots = self.occupancy.leading_pivots(size, same_need, GROUP_NODES)
+        else:
+            found = (pivot(self.occupancy.open_gpus(node), size) for node in nodes)
+            pivots = [p for p in found if p is not None and (same_need is None or p.free >= same_need - EPS)]
+        shortlist = [(score(demand, p, demand.preferred_mib), p.slot.node) for p in pivots]
         out: list[tuple[Score, Group, float]] = []
         for _, node in heapq.nsmallest(GROUP_NODES, shortlist):
             fitting = [

@@ -90,7 +90,7 @@ def brute_force(occupancy: Occupancy, demand: ServerDemand) -> tuple[str, str]:
     for gpu in usable:
         if size == 1 or not gpu.slot.mig:
             per_node.setdefault(gpu.slot.node, []).append(gpu)
-    node, widest = max(((n, len(gs)) for n, gs in per_node.items()), key=lambda kv: (kv[1], kv[0]))
+    node, widest = max(((n, len(gs)) for n, gs in per_node.items()), key=lambda kv: (kv[1], kv[0]), default=("-", 0))
     if size > widest:
         if max(sum(g.slot.node == n for g in usable) for n in {g.slot.node for g in usable}) >= size:
             return (

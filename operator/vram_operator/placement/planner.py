@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from contextlib import nullcontext
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -421,7 +422,7 @@ class Planner:
     def place_free(self, demand: ServerDemand, *, shrink: bool) -> bool:
         """Place where the strategy prefers, a replica away from its siblings where it can (see _spread)."""
         for hidden in self.spread(demand):
-            with self.occupancy.hidden(hidden):
+            with self.occupancy.hidden(hidden) if hidden else nullcontext():
                 if self.place_open(demand, shrink=shrink):
                     return True
         return False
@@ -429,6 +430,8 @@ class Planner:
     def place_open(self, demand: ServerDemand, *, shrink: bool) -> bool:
         """Place by the strategy's ranking; in the packing pass, first fit; only on GPUs open
         to its namespace (Occupancy.serving)."""
+        if not self.occupancy.one_namespace_per_gpu:
+            return self._place_open(demand, shrink=shrink)
         with self.occupancy.serving(demand.namespace):
             return self._place_open(demand, shrink=shrink)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from vram_operator.placement.inventory import GpuSlot
 from vram_operator.placement.occupancy import GpuState
@@ -11,8 +12,7 @@ from vram_operator.placement.occupancy import GpuState
 MAX_ALTERNATIVES = 3
 
 
-@dataclass(frozen=True)
-class GpuView:
+class GpuView(NamedTuple):
     """A GPU's numbers at the moment of a decision (they change as later servers are booked)."""
 
     slot: GpuSlot

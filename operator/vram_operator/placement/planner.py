@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import heapq
 import math
-from contextlib import nullcontext
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Literal
 

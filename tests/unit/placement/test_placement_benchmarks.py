@@ -47,5 +47,6 @@ def test_placement_speed_runs_every_column(monkeypatch: pytest.MonkeyPatch, caps
     speed.main()
     out = capsys.readouterr().out
     assert "130% of free" in out
+    assert "greedy cpu" in out and "plan cpu" in out
     for strategy in ("VRAMBased", "LatencyOptimized", "IsolationFirst", "Balanced"):
         assert strategy in out

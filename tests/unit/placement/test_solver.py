@@ -121,6 +121,18 @@ def test_room_equal_to_the_budget_fits_and_one_mib_less_does_not() -> None:
     assert solve([Gpu("n", 799.6)], [shrinkable]).assignments["ns/b"].budget == 799.0  # whole MiB, never over
 
 
+def test_shrinkable_servers_are_proven_optimal_within_the_node_limit() -> None:
+    """Issue 14: a budget column tied to the GPUs by big-M rows let the relaxation count a half-placed
+    server's whole budget, so the bound stayed above what fits and nothing was proven in 50 nodes."""
+    gpus = [Gpu("a", 20000.0), Gpu("a", 16000.0), Gpu("b", 12000.0)]
+    budgets = [9000.0, 8500.0, 8000.0, 7000.0, 6500.0, 6000.0]
+    servers = [Server(f"ns/s{i}", b, float(round(b * 0.7))) for i, b in enumerate(budgets)]
+    found = solve(gpus, servers, nodes=50, seconds=30)
+    assert found.optimal and found.bound_mib <= found.placed_mib + 0.5
+    assert found.placed_mib == 44500.0  # all but the 500 MiB the 6,000 MiB server gives up to fit
+    assert valid(gpus, servers, dict(found.assignments))
+
+
 def test_tensor_parallel_ranks_share_one_group_and_one_budget() -> None:
     gpus = [Gpu("a", 900.0), Gpu("a", 500.0), Gpu("b", 700.0), Gpu("b", 800.0)]
     found = solve(gpus, [Server("ns/tp", 1000.0, 400.0, width=2)])

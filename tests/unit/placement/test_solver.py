@@ -10,9 +10,12 @@ from hypothesis import strategies as st
 from placement_helpers import fleet, generic, llm
 
 from vram_operator.placement import planner
+from vram_operator.placement.demand import ServerDemand
+from vram_operator.placement.inventory import Inventory
 from vram_operator.placement.ledger import Ledger, Reservation
-from vram_operator.placement.planner import DEFAULT_MARGIN_MIB, plan
+from vram_operator.placement.planner import DEFAULT_MARGIN_MIB, Planner, plan
 from vram_operator.placement.solver import Assignment, Gpu, Server, Solution, placed_mib, solve
+from vram_operator.placement.strategies import strategy_named
 
 EPS = 1e-6
 
@@ -275,3 +278,39 @@ def test_servers_tagged_apart_never_share_a_gpu() -> None:
     found = solve(gpus, replicas)
     assert found.placed_mib == 400.0 and found.optimal  # together they would fit GPU 0, but not apart
     assert solve(gpus, [Server(s.key, s.budget, s.floor) for s in replicas]).placed_mib == 800.0
+
+
+def _planner(inventory: Inventory, demands: list[ServerDemand]) -> Planner:
+    return Planner(
+        inventory=inventory,
+        demands={d.key: d for d in demands},
+        strategy=strategy_named("VRAMBased"),
+        ledger=Ledger(),
+        margin_mib=DEFAULT_MARGIN_MIB,
+        manual=(),
+        packing=None,
+    )
+
+
+@pytest.mark.parametrize(("unplaced_mib", "solved"), [(1000.0, True), (1001.0, False)])
+def test_a_later_region_is_re_packed_only_when_its_room_holds_an_unplaced_floor(
+    monkeypatch: pytest.MonkeyPatch, unplaced_mib: float, solved: bool
+) -> None:
+    """Re-packing a region gains at most its room: a later round skips a region with less room than
+    the smallest unplaced server needs (here 2 x 500 MiB spread over two GPUs; no single one fits it)."""
+    monkeypatch.setattr(planner, "SOLVER_CELLS", 0)
+    monkeypatch.setattr(planner, "REGION_GPUS", 2)
+    room = 23034.0 - DEFAULT_MARGIN_MIB
+    nodes = fleet(*((f"node-{n}", [("NVIDIA L4", 23034.0, 0.0)] * 2) for n in range(2)))
+    demands = [generic(f"ns/fill{i}", room - 500) for i in range(4)] + [generic("ns/late", unplaced_mib)]
+    start = _planner(nodes, demands)
+    start.run()
+    assert [d.key for d in start.leftover] == ["ns/late"]
+    first = _planner(nodes, demands).run_solver(start)
+    assert not first.whole and len(first.nodes) == 1  # the first round always runs
+    later = _planner(nodes, demands).run_solver(start, solved_nodes=first.nodes)
+    assert bool(later.gpus) is solved
+    if solved:
+        assert later.nodes == frozenset({"node-0", "node-1"}) - first.nodes and "ns/late" in {
+            d.key for d in later.servers
+        }

@@ -109,18 +109,27 @@ def plan(
         best.spread_out()  # repair may have moved replicas together to make room
         return best.result()
     # Something did not fit. First-fit decreasing (plus the same repair) runs, so no strategy places less
-    # than it; then the solver re-packs, from the better plan, what is free to move. The plan placing
-    # the most VRAM is kept and each of its servers then moves to the GPU the strategy prefers among
-    # those with room, which never lowers what is placed. The solver knows no namespaces: it is not
-    # run when one namespace per GPU is kept.
+    # than it; then the solver re-packs, from the better plan, what is free to move: all of it, or region
+    # after region (up to REGION_ROUNDS, each on nodes not re-packed before, from the plan the previous
+    # one left). The plan placing the most VRAM is kept and each of its servers then moves to the GPU the
+    # strategy prefers among those with room, which never lowers what is placed. The solver knows no
+    # namespaces: it is not run when one namespace per GPU is kept.
     packed = attempt(FIRST_FIT_DECREASING)
     if packed.placed_mib > best.placed_mib + EPS:
         best = packed
-    if not best.complete and not one_namespace_per_gpu:
+    solved_nodes: frozenset[str] = frozenset()
+    for _ in range(REGION_ROUNDS):
+        if best.complete or one_namespace_per_gpu:
+            break
         solved = planner_for(None)
-        solved.run_solver(best)
+        part = solved.run_solver(best, solved_nodes=solved_nodes)
+        if not part.gpus:
+            break
         if solved.placed_mib > best.placed_mib + EPS:
             best = solved
+        if part.whole:
+            break
+        solved_nodes |= part.nodes
     if best is not first:
         best.polish()
     best.spread_out()
@@ -146,13 +155,17 @@ FIRST_FIT_DECREASING = Packing("size")
 RECREATE_ORDERS: tuple[Packing, ...] = (Packing("size"), Packing("per_gpu"), Packing("multi_gpu_first"))
 # The solver re-packs every server free to move when (servers x GPUs) is at most SOLVER_CELLS; on larger
 # problems, the unplaced ones (up to REGION_SERVERS, largest first) with the servers on the nodes that
-# have the most room for them (about REGION_GPUS GPUs). It stops after SOLVER_NODES branch-and-bound
-# nodes (deterministic), or after SOLVER_SECONDS on a starved machine.
+# have the most room for them (about REGION_GPUS GPUs), then again on the next such nodes, up to
+# REGION_ROUNDS regions; a later region is skipped when its free room (all a re-packing could add) is
+# less than the smallest unplaced server's floor. Each solve stops after SOLVER_NODES branch-and-bound
+# nodes (deterministic: the same fleet gives the same plan under any load); SOLVER_SECONDS is a far
+# guard against a starved machine (the quality benchmark's largest solve takes under 3 s of CPU).
 SOLVER_CELLS = 1_500
-REGION_SERVERS = 8
+REGION_SERVERS = 16
 REGION_GPUS = 6
+REGION_ROUNDS = 3
 SOLVER_NODES = 50
-SOLVER_SECONDS = 3.0
+SOLVER_SECONDS = 20.0
 
 
 class Planner:
@@ -244,18 +257,21 @@ class Planner:
             pending = recreate(self, pending, RECREATE_ORDERS)
         self.leftover = [d for d in pending if not (d.shrinkable and self.place_free(d, shrink=True))]
 
-    def run_solver(self, start: Planner) -> None:
+    def run_solver(self, start: Planner, *, solved_nodes: frozenset[str] = frozenset()) -> _SolverPart:
         """The plan `start` left, with what is free to move re-packed by the solver (see SOLVER_CELLS): pins,
         fixed utilizations and servers outside the solver's part stay where `start` put them, with its
-        explanations; the solver's servers go where it puts them (at least as much VRAM as in `start`)."""
+        explanations; the solver's servers go where it puts them (at least as much VRAM as in `start`).
+        A region is chosen outside `solved_nodes`. Returns the part the solver re-packed."""
         self.unplaced = dict(start.unplaced)
-        chosen = self._solver_part(start)
+        chosen = self._solver_part(start, solved_nodes)
         keys = {d.key for d in chosen.servers}
         for key, decision in start.decisions.items():
             if key not in keys:
                 self.occupancy.place(start.occupancy.tenants[key])
                 self.decisions[key] = replace(decision, warnings=list(decision.warnings))
         self.leftover = [d for d in start.leftover if d.key not in keys]
+        if not chosen.gpus:
+            return chosen
         gpus = [g for g in self.occupancy.gpus if g.key is not None and g.position in chosen.gpus]
         index = {g.position: i for i, g in enumerate(gpus)}
         servers = [self._solver_server(d, gpus) for d in chosen.servers]
@@ -288,21 +304,24 @@ class Planner:
                 self.commit(demand, group, assignment.budget, runners_up=[], too_small=[], why=why)
         rest = [d for d in chosen.servers if d.key not in self.decisions]
         self.leftover += [d for d in rest if not (d.shrinkable and self.place_free(d, shrink=True))]
+        return chosen
 
-    def _solver_part(self, start: Planner) -> _SolverPart:
+    def _solver_part(self, start: Planner, solved_nodes: frozenset[str]) -> _SolverPart:
         """What the solver re-packs: every server free to move (not pinned, no fixed utilization) and every
         open GPU on a small problem; else the unplaced ones, largest first, and the servers on the nodes
-        with the most free memory where one of them could go."""
+        with the most free memory where one of them could go (none of `solved_nodes`)."""
         movable = [d.demand for d in start.decisions.values() if _free_to_move(d.demand)]
         unplaced = sorted(
             (d for d in start.leftover if _free_to_move(d)), key=lambda d: (-d.preferred_mib * d.tensor_parallel, d.key)
         )
-        everything = frozenset(g.position for g in start.occupancy.gpus)
-        if (len(movable) + len(unplaced)) * len(everything) <= SOLVER_CELLS:
-            return _SolverPart(tuple(movable + unplaced), everything)
+        if start.solver_takes_all():
+            everything = frozenset(g.position for g in start.occupancy.gpus)
+            return _SolverPart(tuple(movable + unplaced), everything, frozenset(start.occupancy.by_node), whole=True)
         unplaced = unplaced[:REGION_SERVERS]
         nodes: list[tuple[float, str, list[GpuState]]] = []
         for node, members in start.occupancy.by_node.items():
+            if node in solved_nodes:
+                continue
             usable = [
                 g
                 for g in members
@@ -315,16 +334,29 @@ class Planner:
             ):
                 nodes.append((-sum(max(0.0, g.free) for g in usable), node, usable))
         gpus: set[int] = set()
-        for _, _, usable in sorted(nodes, key=lambda item: item[:2]):
+        chosen: set[str] = set()
+        room = 0.0
+        for free, node, usable in sorted(nodes, key=lambda item: item[:2]):
             if len(gpus) >= REGION_GPUS:
                 break
             gpus.update(g.position for g in usable)
+            chosen.add(node)
+            room -= free
+        if solved_nodes and room < min((d.min_mib for d in unplaced), default=math.inf):
+            return _SolverPart((), frozenset(), frozenset(), whole=False)  # a re-packing would gain little
         inside = [
             d
             for d in movable
             if {start.occupancy.by_uuid[u].position for u in start.occupancy.tenants[d.key].uuids} <= gpus
         ]
-        return _SolverPart(tuple(inside + unplaced), frozenset(gpus))
+        return _SolverPart(tuple(inside + unplaced), frozenset(gpus), frozenset(chosen), whole=False)
+
+    def solver_takes_all(self) -> bool:
+        """Whether the solver, starting from this plan, re-packs every server free to move on every GPU
+        (SOLVER_CELLS), rather than a region."""
+        deciding = sum(_free_to_move(d.demand) for d in self.decisions.values())
+        deciding += sum(_free_to_move(d) for d in self.leftover)
+        return deciding * len(self.occupancy.gpus) <= SOLVER_CELLS
 
     def _solver_server(self, demand: ServerDemand, gpus: Sequence[GpuState]) -> Server:
         """`demand` as the solver sees it: the GPUs its engine refuses (as they stand now) left out, and its
@@ -677,10 +709,13 @@ class Planner:
 
 @dataclass(frozen=True)
 class _SolverPart:
-    """The servers the solver decides and the GPU positions it may use."""
+    """The servers the solver decides, the GPU positions it may use and their nodes; `whole`: every server
+    free to move on every GPU."""
 
     servers: tuple[ServerDemand, ...]
     gpus: frozenset[int]
+    nodes: frozenset[str]
+    whole: bool
 
 
 def _free_to_move(demand: ServerDemand) -> bool:

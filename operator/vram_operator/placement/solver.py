@@ -8,17 +8,23 @@ a multi-knapsack with those side rules, as a mixed-integer program:
 
 - x[s,g] = 1 when server s takes GPU g; for a tensor-parallel server, z[s,n] = 1 when it takes `width`
   GPUs of group n (sum of its x on n = width * z[s,n]); each server takes at most one choice;
-- a server that cannot shrink reserves its budget on each of its GPUs; one that can has a budget
-  b[s] in [floor, budget] when placed (0 when not) and reserves u[s,g] = b[s] where x[s,g] = 1
-  (u <= budget * x, u <= b, u >= b - budget * (1 - x)): every rank of a group has the same budget;
-- per GPU, what the servers reserve fits its room; a dedicated server on a GPU keeps every other off;
+- a server that cannot shrink reserves its budget on each of its GPUs; one that can reserves u[s,g],
+  between its floor and its budget where x[s,g] = 1 and 0 elsewhere (floor * x <= u <= budget * x), and
+  the objective counts u itself: no budget column tied to the GPUs by big-M rows, whose relaxation let
+  a half-placed server count its whole budget (a bound above the fleet's room, so nothing was proven).
+  A tensor-parallel one has one budget v[s,n] per group; its reservations there add up to width * v
+  and none exceeds v, so every rank reserves v;
+- per GPU, what the servers reserve fits its room; a dedicated server counts the whole room of its GPU
+  (tight), and per GPU one row for each other server allows it or the dedicated ones, not both;
   servers with the same `apart` tag (replicas of one server) never share a GPU;
 - maximise the VRAM placed (budget x GPUs).
 
 HiGHS runs on one thread with a fixed seed; its effort is bounded by a number of branch-and-bound
 nodes (the same input gives the same answer) and, as a guard against a starved machine, by a
 wall-clock limit several times longer than the node limit needs. A starting plan (the greedy one)
-is handed over so the search never returns less than it.
+is handed over so the search never returns less than it. HiGHS's presolve is off: on these models it
+took longer than it saved (the planner's solver calls on the quality benchmark's instances: 41 s of
+CPU with it, 25 s without, at least as much placed).
 """
 
 from __future__ import annotations
@@ -134,13 +140,15 @@ class _Model:
         self.rows: list[tuple[float, float, list[int], list[float]]] = []
         self.x: list[dict[int, int]] = []  # per server: GPU position -> column
         self.z: list[dict[str, int]] = []  # per tensor-parallel server: group -> column
-        self.b: list[int | None] = []  # per shrinkable server: its budget column
         self.u: list[dict[int, int]] = []  # per shrinkable server: GPU position -> reserved column
+        self.v: list[dict[str, int]] = []  # per shrinkable tensor-parallel server: group -> budget column
         load: list[tuple[list[int], list[float]]] = [([], []) for _ in gpus]
         tenants: list[list[tuple[int, int]]] = [[] for _ in gpus]
         for i, server in enumerate(servers):
             xs: dict[int, int] = {}
             zs: dict[str, int] = {}
+            us: dict[int, int] = {}
+            vs: dict[str, int] = {}
             choices: list[int] = []
             for group, positions in options(gpus, server).items():
                 for p in positions:
@@ -153,40 +161,40 @@ class _Model:
                     self._row(
                         0.0, 0.0, [xs[p] for p in positions] + [zs[group]], [1.0] * len(positions) + [-server.width]
                     )
+                if server.shrinkable:
+                    reserved, budget = self._reserve(server, {p: xs[p] for p in positions}, zs.get(group))
+                    us.update(reserved)
+                    if budget is not None:
+                        vs[group] = budget
             if choices:
                 self._row(-_INF, 1.0, choices, [1.0] * len(choices))
-            us: dict[int, int] = {}
-            if server.shrinkable and choices:
-                b = self._column(0.0, server.budget, cost=-server.width)
-                self._row(0.0, _INF, [b, *choices], [1.0] + [-server.floor] * len(choices))
-                self._row(-_INF, 0.0, [b, *choices], [1.0] + [-server.budget] * len(choices))
-                for p, x in xs.items():
-                    u = us[p] = self._column(0.0, server.budget)
-                    self._row(-_INF, 0.0, [u, x], [1.0, -server.budget])
-                    self._row(-_INF, 0.0, [u, b], [1.0, -1.0])
-                    self._row(-_INF, server.budget, [u, b, x], [-1.0, 1.0, server.budget])
-                    load[p][0].append(u)
-                    load[p][1].append(1.0)
-                self.b.append(b)
-            else:
+            if not server.shrinkable:
                 for column in choices:
                     self.cost[column] = -server.total
-                for p, x in xs.items():
+            for p, x in xs.items():
+                # A dedicated server takes its whole GPU: counting all its room keeps the relaxation tight.
+                if server.dedicated:
+                    load[p][0].append(x)
+                    load[p][1].append(max(0.0, gpus[p].free))
+                elif p in us:
+                    load[p][0].append(us[p])
+                    load[p][1].append(1.0)
+                else:
                     load[p][0].append(x)
                     load[p][1].append(server.budget)
-                self.b.append(None)
-            for p, x in xs.items():
                 tenants[p].append((i, x))
             self.x.append(xs)
             self.z.append(zs)
             self.u.append(us)
+            self.v.append(vs)
         for p, gpu in enumerate(gpus):
             if load[p][0]:
                 self._row(-_INF, max(0.0, gpu.free), *load[p])
-            for i, x in tenants[p]:
-                others = [y for j, y in tenants[p] if j != i]
-                if servers[i].dedicated and others:
-                    self._row(-_INF, len(others), [*others, x], [1.0] * len(others) + [float(len(others))])
+            alone = [x for i, x in tenants[p] if servers[i].dedicated]
+            if alone:  # at most one dedicated server, and none beside it
+                shared = [[x] for i, x in tenants[p] if not servers[i].dedicated]
+                for other in shared or [[]]:
+                    self._row(-_INF, 1.0, alone + other, [1.0] * (len(alone) + len(other)))
             siblings: dict[str, list[int]] = {}
             for i, x in tenants[p]:
                 tag = servers[i].apart
@@ -195,6 +203,27 @@ class _Model:
             for columns in siblings.values():
                 if len(columns) > 1:
                     self._row(-_INF, 1.0, columns, [1.0] * len(columns))
+
+    def _reserve(self, server: Server, xs: dict[int, int], z: int | None) -> tuple[dict[int, int], int | None]:
+        """A shrinkable server's reservation column u on each GPU of one group it may take (`xs`: position ->
+        x column), between floor and budget where it is placed and 0 elsewhere (the objective counts u);
+        for a tensor-parallel one (`z` its column for the group) also its budget v there: its `width`
+        reservations add up to width x v and none exceeds v, so all equal v."""
+        us: dict[int, int] = {}
+        for p, x in xs.items():
+            room = min(server.budget, max(self.gpus[p].free, server.floor))
+            u = us[p] = self._column(0.0, room, cost=-1.0)
+            self._row(0.0, _INF, [u, x], [1.0, -server.floor])
+            self._row(-_INF, 0.0, [u, x], [1.0, -room])
+        if z is None:
+            return us, None
+        v = self._column(0.0, server.budget)
+        self._row(0.0, _INF, [v, z], [1.0, -server.floor])
+        self._row(-_INF, 0.0, [v, z], [1.0, -server.budget])
+        self._row(0.0, 0.0, [*us.values(), v], [1.0] * len(us) + [-float(server.width)])
+        for u in us.values():
+            self._row(-_INF, 0.0, [u, v], [1.0, -1.0])
+        return us, v
 
     def _column(self, lower: float, upper: float, *, integer: bool = False, cost: float = 0.0) -> int:
         self.lower.append(lower)
@@ -213,18 +242,17 @@ class _Model:
             chosen = start.get(server.key)
             if chosen is None or not set(chosen.gpus) <= set(self.x[i]):
                 continue
+            group = self.gpus[chosen.gpus[0]].group
+            if server.width > 1 and group not in self.z[i]:
+                continue
             for p in chosen.gpus:
                 values[self.x[i][p]] = 1.0
-            if server.width > 1:
-                group = self.gpus[chosen.gpus[0]].group
-                if group not in self.z[i]:
-                    continue
-                values[self.z[i][group]] = 1.0
-            b = self.b[i]
-            if b is not None:
-                values[b] = chosen.budget
-                for p in chosen.gpus:
+                if p in self.u[i]:
                     values[self.u[i][p]] = chosen.budget
+            if server.width > 1:
+                values[self.z[i][group]] = 1.0
+                if group in self.v[i]:
+                    values[self.v[i][group]] = chosen.budget
         return values
 
     def solve(self, start: Mapping[str, Assignment], *, nodes: int | None, seconds: float) -> Solution:
@@ -235,6 +263,7 @@ class _Model:
         h = highspy._Highs()  # type: ignore[attr-defined]  # not in highspy's stub
         for option, value in (
             ("output_flag", False),
+            ("presolve", "off"),
             ("threads", 1),
             ("random_seed", 0),
             ("mip_rel_gap", 0.0),
@@ -272,8 +301,10 @@ class _Model:
             on = tuple(sorted(p for p, x in self.x[i].items() if values[x] > 0.5))
             if not on:
                 continue
-            b = self.b[i]
-            budget = server.budget if b is None else min(server.budget, max(server.floor, math.floor(values[b] + _EPS)))
+            budget = server.budget
+            if self.u[i]:
+                reserved = min(values[self.u[i][p]] for p in on)
+                budget = min(server.budget, max(server.floor, math.floor(reserved + _EPS)))
             out[server.key] = Assignment(on, float(budget))
         found = _repaired(self.gpus, self.servers, out)
         if placed_mib(found) < placed_mib(start) - _EPS:

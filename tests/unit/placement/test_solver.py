@@ -10,9 +10,12 @@ from hypothesis import strategies as st
 from placement_helpers import fleet, generic, llm
 
 from vram_operator.placement import planner
+from vram_operator.placement.demand import ServerDemand
+from vram_operator.placement.inventory import Inventory
 from vram_operator.placement.ledger import Ledger, Reservation
-from vram_operator.placement.planner import DEFAULT_MARGIN_MIB, plan
+from vram_operator.placement.planner import DEFAULT_MARGIN_MIB, Planner, plan
 from vram_operator.placement.solver import Assignment, Gpu, Server, Solution, placed_mib, solve
+from vram_operator.placement.strategies import strategy_named
 
 EPS = 1e-6
 
@@ -119,6 +122,18 @@ def test_room_equal_to_the_budget_fits_and_one_mib_less_does_not() -> None:
     assert solve([Gpu("n", 600.0)], [shrinkable]).placed_mib == 600.0
     assert solve([Gpu("n", 599.0)], [shrinkable]).placed_mib == 0.0
     assert solve([Gpu("n", 799.6)], [shrinkable]).assignments["ns/b"].budget == 799.0  # whole MiB, never over
+
+
+def test_shrinkable_servers_are_proven_optimal_within_the_node_limit() -> None:
+    """Issue 14: a budget column tied to the GPUs by big-M rows let the relaxation count a half-placed
+    server's whole budget, so the bound stayed above what fits and nothing was proven in 50 nodes."""
+    gpus = [Gpu("a", 20000.0), Gpu("a", 16000.0), Gpu("b", 12000.0)]
+    budgets = [9000.0, 8500.0, 8000.0, 7000.0, 6500.0, 6000.0]
+    servers = [Server(f"ns/s{i}", b, float(round(b * 0.7))) for i, b in enumerate(budgets)]
+    found = solve(gpus, servers, nodes=50, seconds=30)
+    assert found.optimal and found.bound_mib <= found.placed_mib + 0.5
+    assert found.placed_mib == 44500.0  # all but the 500 MiB the 6,000 MiB server gives up to fit
+    assert valid(gpus, servers, dict(found.assignments))
 
 
 def test_tensor_parallel_ranks_share_one_group_and_one_budget() -> None:
@@ -263,3 +278,39 @@ def test_servers_tagged_apart_never_share_a_gpu() -> None:
     found = solve(gpus, replicas)
     assert found.placed_mib == 400.0 and found.optimal  # together they would fit GPU 0, but not apart
     assert solve(gpus, [Server(s.key, s.budget, s.floor) for s in replicas]).placed_mib == 800.0
+
+
+def _planner(inventory: Inventory, demands: list[ServerDemand]) -> Planner:
+    return Planner(
+        inventory=inventory,
+        demands={d.key: d for d in demands},
+        strategy=strategy_named("VRAMBased"),
+        ledger=Ledger(),
+        margin_mib=DEFAULT_MARGIN_MIB,
+        manual=(),
+        packing=None,
+    )
+
+
+@pytest.mark.parametrize(("unplaced_mib", "solved"), [(1000.0, True), (1001.0, False)])
+def test_a_later_region_is_re_packed_only_when_its_room_holds_an_unplaced_floor(
+    monkeypatch: pytest.MonkeyPatch, unplaced_mib: float, solved: bool
+) -> None:
+    """Re-packing a region gains at most its room: a later round skips a region with less room than
+    the smallest unplaced server needs (here 2 x 500 MiB spread over two GPUs; no single one fits it)."""
+    monkeypatch.setattr(planner, "SOLVER_CELLS", 0)
+    monkeypatch.setattr(planner, "REGION_GPUS", 2)
+    room = 23034.0 - DEFAULT_MARGIN_MIB
+    nodes = fleet(*((f"node-{n}", [("NVIDIA L4", 23034.0, 0.0)] * 2) for n in range(2)))
+    demands = [generic(f"ns/fill{i}", room - 500) for i in range(4)] + [generic("ns/late", unplaced_mib)]
+    start = _planner(nodes, demands)
+    start.run()
+    assert [d.key for d in start.leftover] == ["ns/late"]
+    first = _planner(nodes, demands).run_solver(start)
+    assert not first.whole and len(first.nodes) == 1  # the first round always runs
+    later = _planner(nodes, demands).run_solver(start, solved_nodes=first.nodes)
+    assert bool(later.gpus) is solved
+    if solved:
+        assert later.nodes == frozenset({"node-0", "node-1"}) - first.nodes and "ns/late" in {
+            d.key for d in later.servers
+        }

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from kubernetes import client, config
@@ -161,11 +161,11 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
 
 
 @kopf.on.startup(registry=REGISTRY)
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # API writes run in threads (the kubernetes client is synchronous): allow enough of them.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=API_THREADS))
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=KOPF_PREFIX)
+    settings.persistence.diffbase_storage = cast(Runtime, memo["rt"]).diffbase  # no annotation to write
     settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"
     settings.posting.level = logging.WARNING  # events are posted explicitly, not from log lines
     settings.watching.server_timeout = 300

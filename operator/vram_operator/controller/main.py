@@ -23,7 +23,7 @@ from vram_operator.controller.heartbeats import HeartbeatCheck, post_node_event
 from vram_operator.controller.kube import Kube
 from vram_operator.controller.metrics import Metrics
 from vram_operator.controller.registry import REGISTRY
-from vram_operator.controller.runtime import STATUS_WRITE_THREADS, Runtime
+from vram_operator.controller.runtime import CHILD_APPLY_THREADS, STATUS_WRITE_THREADS, Runtime
 from vram_operator.controller.server_reconciler import ServerReconciler
 from vram_operator.controller.servers import post_event
 from vram_operator.controller.settings import ControllerSettings
@@ -156,7 +156,7 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
     except (config.ConfigException, OSError) as error:
         raise InputError(f"no usable cluster credentials: {error}", field="--kubeconfig") from None
     configuration = client.Configuration.get_default_copy()
-    configuration.connection_pool_maxsize = API_THREADS + STATUS_WRITE_THREADS  # one connection per API thread
+    configuration.connection_pool_maxsize = API_THREADS + STATUS_WRITE_THREADS + CHILD_APPLY_THREADS  # one per thread
     return client.ApiClient(configuration)
 
 

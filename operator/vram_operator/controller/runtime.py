@@ -39,6 +39,9 @@ INDEX_NAMES = (
 
 
 STATUS_WRITE_THREADS = 8
+# Children are applied by a few threads of their own: a flood of decisions then reaches the API server
+# as statuses first (what a user waits for) and children after, not three applies per status.
+CHILD_APPLY_THREADS = 8
 
 
 @dataclass
@@ -56,6 +59,9 @@ class Runtime:
     # kept waiting behind the children of the servers decided before it, which use the default ones.
     status_writer: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(STATUS_WRITE_THREADS, thread_name_prefix="status-write")
+    )
+    child_writer: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(CHILD_APPLY_THREADS, thread_name_prefix="child-apply")
     )
     # One lock per server: its reconcile and its runtime check never write its status at once.
     server_locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))

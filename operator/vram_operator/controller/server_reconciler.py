@@ -302,9 +302,10 @@ class ServerReconciler:
         refused: list[str] = []
         applied: dict[tuple[str, str], dict[str, Any]] = {}
         self.rt.applied[key] = applied  # filled as each child lands: what the ChildKeeper restores
+        loop = asyncio.get_running_loop()
         for obj in objects:
             try:
-                await asyncio.to_thread(self.rt.kube.apply, obj)
+                await loop.run_in_executor(self.rt.child_writer, self.rt.kube.apply, obj)
             except ChildRefusedError as error:
                 refused.append(str(error))
             else:

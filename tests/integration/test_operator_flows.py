@@ -380,3 +380,27 @@ def test_assignment_preview_apply_rollback(
         )
     finally:
         custom_objects.delete_cluster_custom_object(GROUP, VERSION, "gpuassignments", name)
+
+
+def kopf_annotations(custom: client.CustomObjectsApi, namespace: str, name: str) -> list[str]:
+    annotations = get(custom, namespace, name)["metadata"].get("annotations") or {}
+    return [key for key in annotations if key.startswith("kopf.vram.dev/")]
+
+
+def test_a_decision_writes_the_server_only_its_status(
+    operator: Operator, namespace: str, custom_objects: client.CustomObjectsApi, core_v1: client.CoreV1Api
+) -> None:
+    # kopf keeps what it last handled of each server in memory: no annotation patched onto the
+    # server after each creation and change (one write, and one watch event for every watcher, less).
+    create(custom_objects, namespace, generic("once", "512Mi", replicas=0))
+    eventually(lambda: condition(get(custom_objects, namespace, "once"), "Placed"), "once decided")
+    eventually(lambda: core_v1.list_namespaced_service(namespace, field_selector="metadata.name=once").items, "Service")
+    deadline = time.monotonic() + 3  # the handler has returned: kopf would patch its annotation now
+    while time.monotonic() < deadline:
+        assert kopf_annotations(custom_objects, namespace, "once") == []
+        time.sleep(0.3)
+    custom_objects.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "inferenceservers", "once", {"spec": {"vramBudget": "700Mi"}}
+    )  # a change is still told from a status write: it is decided again
+    eventually(lambda: get(custom_objects, namespace, "once")["status"]["placement"]["budgetMiB"] == 700, "new budget")
+    assert kopf_annotations(custom_objects, namespace, "once") == []

@@ -59,6 +59,7 @@ from vram_operator.controller.server_status import (
     decided_status,
     observed_status,
     status_patch,
+    with_nothing_running,
     with_refused_child,
 )
 from vram_operator.placement.demand import ManualAssignment, replica_key
@@ -256,6 +257,9 @@ class ServerReconciler:
                 rt.book.hold(key, None)
         outcome = dataclasses.replace(outcome, placement=placement)
         status = decided_status(current, outcome, generation=server.metadata.generation, now=rfc3339(moment))
+        status = with_nothing_running(
+            status, server.spec.replicas, generation=server.metadata.generation, now=rfc3339(moment)
+        )
         if placement is None:
             rt.refused.pop(key, None)
         status = with_refused_child(

@@ -437,3 +437,18 @@ def test_a_flood_of_decisions_applies_its_children_a_few_at_a_time() -> None:
     assert all(outcome.placement is not None for outcome in outcomes)
     assert len([kind for kind, _ in h.kube.applied if kind == "Deployment"]) == len(keys)
     assert 1 < most <= CHILD_APPLY_THREADS
+
+
+@pytest.mark.parametrize("replicas", [0, 1, 2])
+def test_a_placement_and_the_first_check_before_anything_runs_write_one_status(replicas: int) -> None:
+    h = Harness(live_node("ws", 2, total=81559))
+    server = h.add(generic("a", "1Gi"))
+    h.servers[server.key] = server.model_copy(update={"spec": server.spec.model_copy(update={"replicas": replicas})})
+    h.reconcile("ns/a")
+    decided = h.status("ns/a")
+    h.check()  # no pod yet, no agent data: what the decision's status already says
+    assert h.kube.status_writes == 1
+    assert h.condition("ns/a", "Ready") == ("False", "PodsNotReady", f"0/{replicas} pods ready")
+    assert h.condition("ns/a", "MemoryFits")[:2] == ("Unknown", "NoAgentData")
+    assert h.condition("ns/a", "Degraded")[:2] == ("False", "Healthy")
+    assert decided.phase == h.status("ns/a").phase == "Placed"

@@ -7,8 +7,11 @@ Measures, in one run:
   p50/p99 (creation to the Placed condition), reconcile latency p50/p99 (from its own histogram:
   decision and children applied), its peak RSS and CPU time per server;
 - the ratio placements/s : ceiling (create+patch)/s;
-- the API requests the operator's run cost per server, by verb and resource (from the API
-  server's own apiserver_request_total).
+- the API requests the operator's run cost per server, by verb, resource and subresource (from
+  the API server's own apiserver_request_total; "PATCH inferenceservers/status" is the status writes).
+
+Decisions are counted from a watch, not by listing every server each second (that LIST loaded the
+API server being measured); the operator's /metrics is scraped every few seconds, as Prometheus would.
 
     python benchmarks/operator_scale.py                      # 1,000 servers, 250 nodes
     python benchmarks/operator_scale.py --servers 200 --nodes 50

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from operator_harness import (
     GROUP,
     MARGIN_MIB,
+    TIMEOUT,
     VERSION,
     Operator,
     condition,
@@ -380,3 +381,65 @@ def test_assignment_preview_apply_rollback(
         )
     finally:
         custom_objects.delete_cluster_custom_object(GROUP, VERSION, "gpuassignments", name)
+
+
+def first_decided(custom: client.CustomObjectsApi, namespace: str, name: str, since: str) -> dict[str, Any]:
+    """The first version of a server (after resourceVersion `since`) with a Placed condition."""
+    stream = watch.Watch().stream(
+        custom.list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        namespace,
+        "inferenceservers",
+        field_selector=f"metadata.name={name}",
+        resource_version=since,
+        timeout_seconds=int(TIMEOUT),
+    )
+    for event in stream:
+        if condition(event["object"], "Placed") is not None:
+            stream.close()
+            found: dict[str, Any] = event["object"]
+            return found
+    pytest.fail(f"{name} not decided within {TIMEOUT:.0f}s")
+
+
+def writes_since(custom: client.CustomObjectsApi, namespace: str, name: str, since: str, seconds: int) -> list[str]:
+    """What was written to a server after resourceVersion `since`, within `seconds`."""
+    stream = watch.Watch().stream(
+        custom.list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        namespace,
+        "inferenceservers",
+        field_selector=f"metadata.name={name}",
+        resource_version=since,
+        timeout_seconds=seconds,
+    )
+    return [f"{event['type']} {event['object']['metadata']['resourceVersion']}" for event in stream]
+
+
+def test_a_decision_is_one_write_to_the_server(
+    operator: Operator, namespace: str, custom_objects: client.CustomObjectsApi
+) -> None:
+    # The decided status carries what the first check observes while nothing runs (Ready False, no
+    # memory measured, not degraded), and kopf keeps what it last handled in memory, not in an
+    # annotation patched after every creation and change: one write per decision, not three.
+    created = custom_objects.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "inferenceservers", generic("once", "512Mi", replicas=0)
+    )
+    decided = first_decided(custom_objects, namespace, "once", created["metadata"]["resourceVersion"])
+    ready, degraded = condition(decided, "Ready") or {}, condition(decided, "Degraded") or {}
+    assert (ready.get("status"), ready.get("reason"), ready.get("message")) == (
+        "False",
+        "PodsNotReady",
+        "0/0 pods ready",
+    )
+    assert (degraded.get("status"), degraded.get("reason")) == ("False", "Healthy")
+    # Three passes of the operator's check (every second here) and the end of the reconcile: nothing to write.
+    assert writes_since(custom_objects, namespace, "once", decided["metadata"]["resourceVersion"], 3) == []
+    custom_objects.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "inferenceservers", "once", {"spec": {"vramBudget": "700Mi"}}
+    )  # a change is still told from a status write: it is decided again
+    eventually(lambda: get(custom_objects, namespace, "once")["status"]["placement"]["budgetMiB"] == 700, "new budget")
+    annotations = get(custom_objects, namespace, "once")["metadata"].get("annotations") or {}
+    assert [key for key in annotations if key.startswith("kopf.vram.dev/")] == []

@@ -21,8 +21,10 @@ Running it:
   so that two operators never write reservations at the same time.
 - State of record is InferenceServer.status (placement = reservation); a restarted operator rebuilds
   its reservation book from the statuses (kopf indexes) before it handles anything. kopf keeps its
-  own progress in `kopf.vram.dev/*` annotations. No finalizer on servers: deleting one never waits
-  for the operator, its reservation goes with it and garbage collection removes its children. A
+  own progress (handler retries) in `kopf.vram.dev/*` annotations, and what it last handled of
+  each object in memory (diffbase.py: no write per creation or change). No finalizer on servers:
+  deleting one never waits for the operator, its reservation goes with it and garbage collection
+  removes its children. A
   GpuAssignment carries kopf's finalizer: its deletion waits until its pins and stopped servers
   are released (assignments.release_assignment).
 - Periodic work (measured memory, lost GPUs, retries of unplaced servers with backoff, memory

@@ -51,6 +51,7 @@ from vram_operator.controller.assignment_plan import overcommits, plan_warnings,
 from vram_operator.controller.conditions import condition_status, set_condition
 from vram_operator.controller.cordons import unschedulable, with_cordons
 from vram_operator.controller.decision import Inputs, decide
+from vram_operator.controller.diffbase import deleted
 from vram_operator.controller.gpu_view import free_after_reservations, pod_uids_of, process_owners, stale_nodes
 from vram_operator.controller.registry import REGISTRY
 from vram_operator.controller.rollout_order import Move, safe_waves
@@ -509,11 +510,17 @@ class AssignmentReconciler:
 
 
 @kopf.index(*ASSIGNMENTS, id="gpu_assignments", registry=REGISTRY)
-def gpu_assignments(*, name: str, body: kopf.Body, **_: Any) -> dict[str, tuple[GpuAssignment, kopf.Body]]:
+async def gpu_assignments(*, name: str, body: kopf.Body, **_: Any) -> dict[str, tuple[GpuAssignment, kopf.Body]]:
     try:
         return {name: (GpuAssignment.model_validate(plain(body)), kopf.Body(cast(kopf.RawBody, plain(body))))}
     except ValidationError:
         return {}
+
+
+@kopf.on.event(*ASSIGNMENTS, id="gone", when=deleted, registry=REGISTRY)
+async def assignment_gone(*, uid: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Deleted: kopf's record of what it last handled of the assignment goes (it is kept in memory)."""
+    cast(Runtime, memo["rt"]).diffbase.forget(uid or "")
 
 
 @kopf.on.resume(*ASSIGNMENTS, id="reconcile", registry=REGISTRY)

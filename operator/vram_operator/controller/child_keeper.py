@@ -42,12 +42,14 @@ OURS = {SERVER_LABEL: kopf.PRESENT}
 
 
 @kopf.index("apps", "v1", "deployments", labels=OURS, id="server_deployments", registry=REGISTRY)
-def server_deployments(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+async def server_deployments(
+    *, namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[str, dict[str, Any]]:
     return {f"{namespace}/{name}": comparable(plain(body))}
 
 
 @kopf.index("", "v1", "services", labels=OURS, id="server_services", registry=REGISTRY)
-def server_services(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+async def server_services(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
     return {f"{namespace}/{name}": comparable(plain(body))}
 
 

@@ -17,7 +17,7 @@ from vram_operator.controller.registry import REGISTRY
 
 
 @kopf.index("", "v1", "nodes", id="unschedulable_nodes", registry=REGISTRY)
-def unschedulable_nodes(*, name: str, spec: kopf.Spec, **_: Any) -> dict[str, bool]:
+async def unschedulable_nodes(*, name: str, spec: kopf.Spec, **_: Any) -> dict[str, bool]:
     return {name: True} if spec.get("unschedulable") else {}
 
 

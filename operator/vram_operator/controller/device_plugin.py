@@ -46,7 +46,9 @@ class NodeLabelState:
 
 
 @kopf.index("", "v1", "nodes", id="device_plugin_nodes", registry=REGISTRY)
-def device_plugin_nodes(*, name: str, labels: kopf.Labels, annotations: kopf.Annotations, **_: Any) -> dict[str, Any]:
+async def device_plugin_nodes(
+    *, name: str, labels: kopf.Labels, annotations: kopf.Annotations, **_: Any
+) -> dict[str, Any]:
     return {name: NodeLabelState(labels.get(DEVICE_PLUGIN_LABEL), annotations.get(PREVIOUS_ANNOTATION))}
 
 

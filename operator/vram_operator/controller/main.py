@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from kubernetes import client, config
@@ -23,7 +23,7 @@ from vram_operator.controller.heartbeats import HeartbeatCheck, post_node_event
 from vram_operator.controller.kube import Kube
 from vram_operator.controller.metrics import Metrics
 from vram_operator.controller.registry import REGISTRY
-from vram_operator.controller.runtime import STATUS_WRITE_THREADS, Runtime
+from vram_operator.controller.runtime import CHILD_APPLY_THREADS, STATUS_WRITE_THREADS, Runtime
 from vram_operator.controller.server_reconciler import ServerReconciler
 from vram_operator.controller.servers import post_event
 from vram_operator.controller.settings import ControllerSettings
@@ -156,16 +156,16 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
     except (config.ConfigException, OSError) as error:
         raise InputError(f"no usable cluster credentials: {error}", field="--kubeconfig") from None
     configuration = client.Configuration.get_default_copy()
-    configuration.connection_pool_maxsize = API_THREADS + STATUS_WRITE_THREADS  # one connection per API thread
+    configuration.connection_pool_maxsize = API_THREADS + STATUS_WRITE_THREADS + CHILD_APPLY_THREADS  # one per thread
     return client.ApiClient(configuration)
 
 
 @kopf.on.startup(registry=REGISTRY)
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # API writes run in threads (the kubernetes client is synchronous): allow enough of them.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=API_THREADS))
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=KOPF_PREFIX)
+    settings.persistence.diffbase_storage = cast(Runtime, memo["rt"]).diffbase  # no annotation to write
     settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"
     settings.posting.level = logging.WARNING  # events are posted explicitly, not from log lines
     settings.watching.server_timeout = 300

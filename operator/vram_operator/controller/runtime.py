@@ -16,6 +16,7 @@ from vram_operator.api.gpu_node import GpuNode
 from vram_operator.api.inference_server import InferenceServer, InferenceServerStatus
 from vram_operator.controller.batching import DecisionBatcher
 from vram_operator.controller.book import ReservationBook
+from vram_operator.controller.diffbase import MemoryDiffBase
 from vram_operator.controller.gpu_health import capacity_grew
 from vram_operator.controller.kube import KubePort
 from vram_operator.controller.metrics import Metrics
@@ -38,6 +39,9 @@ INDEX_NAMES = (
 
 
 STATUS_WRITE_THREADS = 8
+# Children are applied by a few threads of their own: a flood of decisions then reaches the API server
+# as statuses first (what a user waits for) and children after, not three applies per status.
+CHILD_APPLY_THREADS = 8
 
 
 @dataclass
@@ -49,10 +53,15 @@ class Runtime:
     # The GPUs of each unchanged GpuNode as the planner sees them, kept from one batch to the next.
     slot_cache: SlotCache = field(default_factory=SlotCache)
     batcher: DecisionBatcher = field(init=False)
+    # What kopf last handled of each object (a creation or a change, not a status write).
+    diffbase: MemoryDiffBase = field(default_factory=MemoryDiffBase)
     # Threads of their own for writing decided statuses (the state of record): a decision is not
     # kept waiting behind the children of the servers decided before it, which use the default ones.
     status_writer: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(STATUS_WRITE_THREADS, thread_name_prefix="status-write")
+    )
+    child_writer: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(CHILD_APPLY_THREADS, thread_name_prefix="child-apply")
     )
     # One lock per server: its reconcile and its runtime check never write its status at once.
     server_locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))

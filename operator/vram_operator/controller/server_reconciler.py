@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from vram_operator.api.gpu_node import GpuNode
@@ -59,6 +60,7 @@ from vram_operator.controller.server_status import (
     decided_status,
     observed_status,
     status_patch,
+    with_nothing_running,
     with_refused_child,
 )
 from vram_operator.placement.demand import ManualAssignment, replica_key
@@ -166,17 +168,22 @@ def referenced_config_map(server: InferenceServer) -> tuple[str, str] | None:
 
 @dataclass(frozen=True)
 class CheckPass:
-    """What each server's runtime check reads of all the other servers, taken once per pass of the
-    check (not once per server: that would cost the square of the fleet); the next pass sees changes."""
+    """What each server's runtime check reads of all the other servers and of the fleet, taken once
+    per pass of the check (not once per server: that would cost the square of the fleet); the next
+    pass sees changes."""
 
     reservations: Reservations
     owners: ProcessOwners
+    nodes: Sequence[GpuNode] = ()
 
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {node.metadata.name: i for i, node in enumerate(self.nodes)}
 
-def nodes_named(nodes: Sequence[GpuNode], names: Collection[str]) -> list[GpuNode]:
-    """The GpuNodes of these names, in their order: all that a lookup of a placement's GPUs can find
-    (each server then reads its own nodes' GPUs, not every GPU of the fleet)."""
-    return [node for node in nodes if node.metadata.name in names]
+    def nodes_named(self, names: Collection[str]) -> list[GpuNode]:
+        """The GpuNodes of these names, in the fleet's order: all that a lookup of a placement's GPUs
+        can find (each server then reads its own nodes' GPUs, found by name, not by a scan of the fleet)."""
+        return [self.nodes[i] for i in sorted(self._positions[name] for name in set(names) if name in self._positions)]
 
 
 class ServerReconciler:
@@ -256,6 +263,9 @@ class ServerReconciler:
                 rt.book.hold(key, None)
         outcome = dataclasses.replace(outcome, placement=placement)
         status = decided_status(current, outcome, generation=server.metadata.generation, now=rfc3339(moment))
+        status = with_nothing_running(
+            status, server.spec.replicas, generation=server.metadata.generation, now=rfc3339(moment)
+        )
         if placement is None:
             rt.refused.pop(key, None)
         status = with_refused_child(
@@ -302,9 +312,10 @@ class ServerReconciler:
         refused: list[str] = []
         applied: dict[tuple[str, str], dict[str, Any]] = {}
         self.rt.applied[key] = applied  # filled as each child lands: what the ChildKeeper restores
+        loop = asyncio.get_running_loop()
         for obj in objects:
             try:
-                await asyncio.to_thread(self.rt.kube.apply, obj)
+                await loop.run_in_executor(self.rt.child_writer, self.rt.kube.apply, obj)
             except ChildRefusedError as error:
                 refused.append(str(error))
             else:
@@ -360,7 +371,7 @@ class ServerReconciler:
             current = rt.latest_status(server)
             if current is None or current.phase == "Failed":
                 return  # the spec (or its ConfigMap's content) must change first: their events reconcile
-            nodes = nodes_of(indexes["gpu_nodes"])
+            nodes = list(seen.nodes)
             placement = current.placement
             if placement is None:
                 moment = time.monotonic()
@@ -371,7 +382,7 @@ class ServerReconciler:
             healths = {
                 placed.replica: placement_health(
                     placed,
-                    nodes,
+                    seen.nodes_named([placed.node]),
                     missing_since=rt.missing_since.get(placed.node),
                     now=now(),
                     grace=self.settings.gpu_node_grace,
@@ -415,7 +426,9 @@ class ServerReconciler:
         indexed = [s for s in values(indexes["inference_servers"]) if s is not None]
         self.note_missing_nodes(indexed, nodes, now())
         seen = CheckPass(
-            Reservations(self.rt.book.standing(indexed)), process_owners(indexed, self.rt.indexes.get("server_pods"))
+            Reservations(self.rt.book.standing(indexed)),
+            process_owners(indexed, self.rt.indexes.get("server_pods")),
+            nodes,
         )
         await asyncio.gather(*(one(s) for s in indexed))
         record_gpu_gauges(self.rt, self.rt.book.standing(indexed), nodes)
@@ -435,7 +448,7 @@ class ServerReconciler:
         ready, ready_message = readiness(current_pods(pods, current.placed_replicas()), server.spec.replicas)
         uuids = list(dict.fromkeys(gpu.uuid for placed in current.placed_replicas() for gpu in placed.gpus))
         replicas = current.placed_replicas()
-        own_nodes = nodes_named(nodes, {placed.node for placed in replicas})
+        own_nodes = seen.nodes_named([placed.node for placed in replicas])
         memory = measure_server({pod.uid for pod in pods}, uuids, [n.status for n in own_nodes if n.status])
         failure, crashed = await self.detect_failure(pods)
         reason = failure.kind.value if failure else None

@@ -323,6 +323,18 @@ def observed_status(
     return previous.model_copy(update={"conditions": conditions, "phase": phase_of(conditions), "memory": memory})
 
 
+def with_nothing_running(
+    status: InferenceServerStatus, replicas: int, *, generation: int | None, now: str
+) -> InferenceServerStatus:
+    """A first placement's status with what the runtime check observes while nothing runs yet (no pod
+    ready, nothing measured, nothing degraded): written with the decision, the check's first pass has
+    nothing to write (one status write per decision, not two)."""
+    if status.placement is None or condition_status(status.conditions, "Ready") is not None:
+        return status
+    nothing = Observation(ready=False, ready_message=f"0/{replicas} pods ready")
+    return observed_status(status, nothing, generation=generation, now=now)
+
+
 def budgets_per_gpu(status: InferenceServerStatus) -> dict[str, float]:
     """MiB the server reserves on each of its GPUs: the budgets of the replicas placed there, summed."""
     budgets: dict[str, float] = {}

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from vram_operator.api.base import GROUP, VERSION
 from vram_operator.api.gpu_node import GpuNode
 from vram_operator.api.inference_server import InferenceServer, InferenceServerStatus
+from vram_operator.controller.diffbase import deleted
 from vram_operator.controller.gpu_health import capacity_of
 from vram_operator.controller.gpu_view import process_owners
 from vram_operator.controller.pods import PodFacts, pod_facts
@@ -50,7 +51,9 @@ def post_event(server: InferenceServer, type_: str, reason: str, message: str) -
 
 
 @kopf.index(*SERVERS, id="inference_servers", registry=REGISTRY)
-def inference_servers(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[str, InferenceServer]:
+async def inference_servers(
+    *, namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[str, InferenceServer]:
     try:
         return {f"{namespace}/{name}": parse_server(body)}
     except ValidationError:
@@ -58,7 +61,7 @@ def inference_servers(*, namespace: str | None, name: str, body: kopf.Body, **_:
 
 
 @kopf.index(GROUP, VERSION, "gpunodes", id="gpu_nodes", registry=REGISTRY)
-def gpu_nodes(*, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[str, GpuNode]:
+async def gpu_nodes(*, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[str, GpuNode]:
     node = parse_node(body)
     if node is None:
         return {}
@@ -69,7 +72,9 @@ def gpu_nodes(*, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[
 
 
 @kopf.index("", "v1", "pods", labels={SERVER_LABEL: kopf.PRESENT}, id="server_pods", registry=REGISTRY)
-def server_pods(*, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[str, PodFacts]:
+async def server_pods(
+    *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> dict[str, PodFacts]:
     return {f"{namespace}/{labels[SERVER_LABEL]}": pod_facts(body)}
 
 
@@ -114,8 +119,14 @@ async def report_invalid(rt: Runtime, body: kopf.Body, error: ValidationError) -
     raise kopf.PermanentError(message)
 
 
+@kopf.on.event(*SERVERS, id="gone", when=deleted, registry=REGISTRY)
+async def server_gone(*, uid: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Deleted: kopf's record of what it last handled of the server goes (it is kept in memory)."""
+    _rt(memo).diffbase.forget(uid or "")
+
+
 @kopf.on.delete(*SERVERS, id="forget", optional=True, registry=REGISTRY)
-def forget_server(*, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def forget_server(*, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     # The reservation goes with the object (the index drops it); children go by garbage collection.
     _rt(memo).forget(f"{namespace}/{name}")
 

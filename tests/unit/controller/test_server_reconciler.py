@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -24,7 +25,7 @@ from vram_operator.controller.book import ReservationBook
 from vram_operator.controller.measured_runs import MEASURED_RUNS_CONFIG_MAP
 from vram_operator.controller.metrics import Metrics
 from vram_operator.controller.pods import PodFacts
-from vram_operator.controller.runtime import Runtime, now, rfc3339
+from vram_operator.controller.runtime import CHILD_APPLY_THREADS, Runtime, now, rfc3339
 from vram_operator.controller.server_reconciler import ServerReconciler
 from vram_operator.controller.settings import ControllerSettings
 
@@ -402,3 +403,74 @@ def test_a_server_check_reads_only_the_gpu_nodes_its_replicas_are_on(monkeypatch
     monkeypatch.setattr(server_reconciler, "measure_server", counted)
     h.check()
     assert read == [1, 1, 1, 1]
+
+
+def test_a_server_check_judges_its_gpus_health_on_its_own_node_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Looking a placement's node up in the list of every GpuNode, for every server, costs servers x
+    # nodes per pass (seconds at 5,000 servers): the pass finds it by name.
+    from vram_operator.controller import server_reconciler
+
+    h = Harness(*(live_node(f"n{i}", 1) for i in range(8)))
+    for i in range(4):
+        h.add(generic(f"s{i}", "20Gi"))
+        h.reconcile(f"ns/s{i}")
+    given: list[list[str]] = []
+    health = server_reconciler.placement_health
+
+    def counted(placement: Any, nodes: Any, **kwargs: Any) -> Any:
+        given.append([node.metadata.name for node in nodes])
+        return health(placement, nodes, **kwargs)
+
+    monkeypatch.setattr(server_reconciler, "placement_health", counted)
+    h.check()
+    placed_on = sorted(h.status(f"ns/s{i}").placement.node for i in range(4))  # type: ignore[union-attr]
+    assert sorted(name for names in given for name in names) == placed_on
+
+
+def test_a_flood_of_decisions_applies_its_children_a_few_at_a_time() -> None:
+    # Three applies per server from every API thread at once would reach the API server ahead of
+    # the statuses of the decisions that follow (what users wait for): children take a few threads.
+    h = Harness(live_node("ws", 2, total=81559))
+    keys = [h.add(generic(f"s{i}", "1Gi")).key for i in range(3 * CHILD_APPLY_THREADS)]
+    in_flight, most = 0, 0
+    counting = threading.Lock()
+    apply = h.kube.apply
+
+    def slow_apply(obj: dict[str, Any]) -> None:
+        nonlocal in_flight, most
+        with counting:
+            in_flight += 1
+            most = max(most, in_flight)
+        time.sleep(0.02)
+        with counting:
+            in_flight -= 1
+        apply(obj)
+
+    h.kube.apply = slow_apply  # type: ignore[method-assign]
+
+    async def flood() -> list[Any]:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))  # as the operator
+        index = h.indexes()
+        return await asyncio.gather(
+            *(h.reconciler.reconcile(h.stored(k), index["inference_servers"], h.nodes, replace=False) for k in keys)
+        )
+
+    outcomes = asyncio.run(flood())
+    assert all(outcome.placement is not None for outcome in outcomes)
+    assert len([kind for kind, _ in h.kube.applied if kind == "Deployment"]) == len(keys)
+    assert 1 < most <= CHILD_APPLY_THREADS
+
+
+@pytest.mark.parametrize("replicas", [0, 1, 2])
+def test_a_placement_and_the_first_check_before_anything_runs_write_one_status(replicas: int) -> None:
+    h = Harness(live_node("ws", 2, total=81559))
+    server = h.add(generic("a", "1Gi"))
+    h.servers[server.key] = server.model_copy(update={"spec": server.spec.model_copy(update={"replicas": replicas})})
+    h.reconcile("ns/a")
+    decided = h.status("ns/a")
+    h.check()  # no pod yet, no agent data: what the decision's status already says
+    assert h.kube.status_writes == 1
+    assert h.condition("ns/a", "Ready") == ("False", "PodsNotReady", f"0/{replicas} pods ready")
+    assert h.condition("ns/a", "MemoryFits")[:2] == ("Unknown", "NoAgentData")
+    assert h.condition("ns/a", "Degraded")[:2] == ("False", "Healthy")
+    assert decided.phase == h.status("ns/a").phase == "Placed"

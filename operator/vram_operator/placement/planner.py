@@ -19,7 +19,8 @@ replica first passes over the nodes, then the GPUs, of its placed siblings; it s
 nothing else has room, and then with its own budget counted. In the plan a server's placed replicas
 are numbered 0..k-1, so replica 0 is placed whenever any is.
 This module orchestrates the passes; the steps live beside it: pins.py (pins), repair.py (make room,
-exchange, recreate), diagnosis.py (refusals and why a server stays unplaced), occupancy.py (the state).
+exchange, recreate), diagnosis.py (refusals and why a server stays unplaced), occupancy.py (the state,
+with node_index.py: nodes indexed for tensor-parallel groups).
 """
 
 from __future__ import annotations

@@ -227,10 +227,6 @@ def clear(
             else:
                 return False
     for tenant in chosen:
-        if len(tenant.uuids) == 1 and not evict and relocation(planner, tenant, keep | {gpu.position}) is None:
-            # Nowhere else holds it, with it off this GPU or not (this GPU is kept out of the search): fail
-            # before moving anything (nothing to roll back for this tenant).
-            return False
         planner.occupancy.remove(tenant.key)
         target = relocation(planner, tenant, keep | {gpu.position})
         if target is None:

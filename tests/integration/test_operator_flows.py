@@ -3,8 +3,11 @@ one per test and namespace, with GpuNode objects written as a simulated agent wo
 
 from __future__ import annotations
 
+import contextlib
 import random
+import socket
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -443,3 +446,34 @@ def test_a_decision_is_one_write_to_the_server(
     eventually(lambda: get(custom_objects, namespace, "once")["status"]["placement"]["budgetMiB"] == 700, "new budget")
     annotations = get(custom_objects, namespace, "once")["metadata"].get("annotations") or {}
     assert [key for key in annotations if key.startswith("kopf.vram.dev/")] == []
+
+
+def reserved_series(port: int, namespace: str) -> set[str]:
+    """Servers of `namespace` with a reserved-bytes series on the operator's /metrics."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:  # not serving yet
+        return set()
+    prefix = "vram_operator_server_reserved_bytes{"
+    out = set()
+    for line in text.splitlines():
+        if line.startswith(prefix) and f'namespace="{namespace}"' in line:
+            out.add(line.split('server="', 1)[1].split('"', 1)[0])
+    return out
+
+
+def test_a_deleted_server_is_forgotten_by_the_operator(
+    kubeconfig: Path, namespace: str, tmp_path: Path, gpu_fleet: list[FakeNode], custom_objects: client.CustomObjectsApi
+) -> None:
+    # Servers carry no finalizer, so kopf calls no delete handler for them: what the operator keeps per
+    # server (its metrics series, locks, retry state) must go on the watch's DELETED event.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with contextlib.contextmanager(start_operator)(kubeconfig, namespace, tmp_path, "--metrics-port", str(port)):
+        for name in ("kept", "deleted"):
+            create(custom_objects, namespace, generic(name, "512Mi", replicas=0))
+        eventually(lambda: reserved_series(port, namespace) == {"kept", "deleted"}, "both servers' series")
+        custom_objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservers", "deleted")
+        eventually(lambda: reserved_series(port, namespace) == {"kept"}, "the deleted server's series gone")

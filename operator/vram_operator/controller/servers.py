@@ -120,15 +120,14 @@ async def report_invalid(rt: Runtime, body: kopf.Body, error: ValidationError) -
 
 
 @kopf.on.event(*SERVERS, id="gone", when=deleted, registry=REGISTRY)
-async def server_gone(*, uid: str | None, memo: kopf.Memo, **_: Any) -> None:
-    """Deleted: kopf's record of what it last handled of the server goes (it is kept in memory)."""
-    _rt(memo).diffbase.forget(uid or "")
-
-
-@kopf.on.delete(*SERVERS, id="forget", optional=True, registry=REGISTRY)
-async def forget_server(*, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    # The reservation goes with the object (the index drops it); children go by garbage collection.
-    _rt(memo).forget(f"{namespace}/{name}")
+async def server_gone(*, namespace: str | None, name: str, uid: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Deleted: what this process keeps about the server goes (kopf's record of what it last handled,
+    locks, per-server metrics) and unplaced servers are retried, its memory being free. This is the
+    watch's DELETED event: servers carry no finalizer, so kopf calls no delete handler for them. The
+    reservation goes with the object (the index drops it); children go by garbage collection."""
+    rt = _rt(memo)
+    rt.diffbase.forget(uid or "")
+    rt.forget(f"{namespace}/{name}")
 
 
 def referenced(*, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> bool:

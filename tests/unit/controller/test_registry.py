@@ -13,7 +13,7 @@ def test_every_per_event_handler_is_a_coroutine() -> None:
     a flood of created servers then queues its indexing behind the threads' other work."""
     registries = (REGISTRY._indexing, REGISTRY._watching, REGISTRY._changing)
     handlers = [handler for registry in registries for handler in registry.get_all_handlers()]
-    assert {handler.id for handler in handlers} >= {"inference_servers", "gpu_nodes", "server_pods", "forget"}
+    assert {handler.id for handler in handlers} >= {"inference_servers", "gpu_nodes", "server_pods", "gone"}
     in_threads = [
         f"{handler.fn.__module__}.{handler.id}" for handler in handlers if not inspect.iscoroutinefunction(handler.fn)
     ]

@@ -27,7 +27,7 @@ from vram_operator.placement.inventory import Inventory, SlotCache
 from vram_operator.placement.ledger import Ledger
 from vram_operator.placement.ownership import ProcessOwners
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB, plan
-from vram_operator.placement.result import Placement, Plan, Unplaced
+from vram_operator.placement.result import GpuSummary, Placement, Plan, Unplaced
 from vram_operator.render import LlamaCppLaunch, PlacedReplica
 from vram_operator.sizing.errors import SizingError
 from vram_operator.sizing.generic import parse_quantity_mib
@@ -262,12 +262,14 @@ def decide(
         result = dataclasses.replace(result, warnings=(*result.warnings, *left_out))
     by_key = {server.key: server for server in servers}
     placed: dict[str, list[ServerDecision]] = {}
+    summaries = {summary.uuid: summary for summary in result.gpus}  # once per batch: a fleet has thousands
     for placement in result.placements:
         server = by_key[placement.server]
-        decision = _placed(server, sizings[server.key], placement, result)
+        decision = _placed(server, sizings[server.key], placement, result, summaries)
         if decision.placement is None:
             # The engine cannot start on the GPU the planner chose: not a placement.
             result = _withdrawn(result, placement, decision)
+            summaries.update((gpu.uuid, gpu) for gpu in result.gpus if gpu.uuid in placement.gpu_uuids)
             continue
         placed.setdefault(server.key, []).append(decision)
     unplaced: dict[str, list[Unplaced]] = {}
@@ -396,8 +398,14 @@ def _withdrawn(result: Plan, placement: Placement, decision: ServerDecision) -> 
     )
 
 
-def _placed(server: InferenceServer, sizing: ServerSizing, placement: Placement, result: Plan) -> ServerDecision:
-    summaries = {summary.uuid: summary for summary in result.gpus}
+def _placed(
+    server: InferenceServer,
+    sizing: ServerSizing,
+    placement: Placement,
+    result: Plan,
+    summaries: Mapping[str, GpuSummary],
+) -> ServerDecision:
+    """`placement` as the server's decision; `summaries` are `result`'s GPUs by UUID."""
     gpus = [summaries[uuid] for uuid in placement.gpu_uuids]
     smallest = min(gpus, key=lambda g: g.total_mib)
     offer = GpuOffer(

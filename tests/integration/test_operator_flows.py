@@ -9,7 +9,7 @@ import socket
 import time
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -386,9 +386,11 @@ def test_assignment_preview_apply_rollback(
         custom_objects.delete_cluster_custom_object(GROUP, VERSION, "gpuassignments", name)
 
 
-def first_decided(custom: client.CustomObjectsApi, namespace: str, name: str, since: str) -> dict[str, Any]:
-    """The first version of a server (after resourceVersion `since`) with a Placed condition."""
-    stream = watch.Watch().stream(
+def server_events(
+    custom: client.CustomObjectsApi, namespace: str, name: str, since: str, seconds: int
+) -> Generator[dict[str, Any], None, None]:
+    """The watch events of one server after resourceVersion `since`, for up to `seconds`."""
+    return watch.Watch().stream(
         custom.list_namespaced_custom_object,
         GROUP,
         VERSION,
@@ -396,8 +398,13 @@ def first_decided(custom: client.CustomObjectsApi, namespace: str, name: str, si
         "inferenceservers",
         field_selector=f"metadata.name={name}",
         resource_version=since,
-        timeout_seconds=int(TIMEOUT),
+        timeout_seconds=seconds,
     )
+
+
+def first_decided(custom: client.CustomObjectsApi, namespace: str, name: str, since: str) -> dict[str, Any]:
+    """The first version of a server (after resourceVersion `since`) with a Placed condition."""
+    stream = server_events(custom, namespace, name, since, int(TIMEOUT))
     for event in stream:
         if condition(event["object"], "Placed") is not None:
             stream.close()
@@ -408,17 +415,10 @@ def first_decided(custom: client.CustomObjectsApi, namespace: str, name: str, si
 
 def writes_since(custom: client.CustomObjectsApi, namespace: str, name: str, since: str, seconds: int) -> list[str]:
     """What was written to a server after resourceVersion `since`, within `seconds`."""
-    stream = watch.Watch().stream(
-        custom.list_namespaced_custom_object,
-        GROUP,
-        VERSION,
-        namespace,
-        "inferenceservers",
-        field_selector=f"metadata.name={name}",
-        resource_version=since,
-        timeout_seconds=seconds,
-    )
-    return [f"{event['type']} {event['object']['metadata']['resourceVersion']}" for event in stream]
+    return [
+        f"{event['type']} {event['object']['metadata']['resourceVersion']}"
+        for event in server_events(custom, namespace, name, since, seconds)
+    ]
 
 
 def test_a_decision_is_one_write_to_the_server(

@@ -1,7 +1,7 @@
-"""The operator's writes per decision (Kube.apply, Kube.patch_server_status) on the real API server:
-forced server-side apply with the operator's field manager, errors as the reconcilers expect them
-(ChildRefusedError for a refused object, ApiException otherwise), and no client model built from
-any reply (at a thousand servers that was more of the operator's CPU than the requests)."""
+"""The operator's calls per decision (Kube.apply, Kube.patch_server_status, Kube.config_map_data) on the
+real API server: forced server-side apply with the operator's field manager, errors as the reconcilers
+expect them (ChildRefusedError for a refused object, ApiException otherwise), and no client model built
+from any reply (at a thousand servers that was more of the operator's CPU than the requests)."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def models_built(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield built
 
 
-def test_a_decisions_writes_are_forced_applies_and_a_status_patch_that_build_nothing_from_the_reply(
+def test_a_decisions_calls_are_forced_applies_a_status_patch_and_a_read_that_build_nothing_from_the_reply(
     api_client: client.ApiClient,
     core_v1: client.CoreV1Api,
     custom_objects: client.CustomObjectsApi,
@@ -93,8 +93,11 @@ def test_a_decisions_writes_are_forced_applies_and_a_status_patch_that_build_not
             "spec": {"engine": "generic", "image": "x", "vramBudget": "1Gi"},
         },
     )
+    core_v1.create_namespaced_config_map(namespace, {"metadata": {"name": "runs"}, "data": {"k": "v"}})  # type: ignore[arg-type]
     models_built.clear()
 
+    assert kube.config_map_data(namespace, "runs") == {"k": "v"}  # read per batch of decisions
+    assert kube.config_map_data(namespace, "no-such-config-map") is None
     for obj in (deployment(namespace, LABELS, LABELS), service(namespace, "ours"), network_policy(namespace)):
         kube.apply(obj)
     kube.patch_server_status(namespace, "port", {"status": {"phase": "Pending", "observedGeneration": 1}})

@@ -30,6 +30,9 @@ LOG_LIMIT_BYTES = 16384
 LOG_HEAD_BYTES = 512 * 1024
 
 
+# Query parameters of a request.
+Query = Collection[tuple[str, str]]
+
 # API answers that no retry can change: the object itself is refused.
 REFUSED_STATUSES = frozenset({400, 422})
 
@@ -111,21 +114,25 @@ class Kube:
             )
         return found
 
-    def send(self, method: str, path: str, body: Any, *, content_type: str, query: list[tuple[str, str]]) -> None:
-        """One request whose reply is not read (only its status): nothing is built from the body.
-        Raises ApiException (the client's subclass for the status) as the generated API would."""
+    def send(
+        self, method: str, path: str, body: Any = None, *, content_type: str = "application/json", query: Query = ()
+    ) -> bytes:
+        """One request through the client's transport; returns the reply's bytes, from which nothing is
+        built unless the caller parses them. Raises ApiException (the client's subclass for the status)
+        as the generated API would."""
         request = self.api.param_serialize(
             method,
             path,
-            query_params=query,
+            query_params=list(query),
             header_params={"Accept": "application/json", "Content-Type": content_type},
             body=body,
             auth_settings=["BearerToken"],
         )
         response = self.api.call_api(*request)
-        response.read()  # type: ignore[no-untyped-call]  # the whole reply: its connection goes back to the pool
+        data: bytes = response.read()  # type: ignore[no-untyped-call]  # all of it: the connection goes back to the pool
         if not 200 <= response.status <= 299:
             self.api.response_deserialize(response, {})  # raises the error of the status, with its body
+        return data
 
     def apply(self, obj: dict[str, Any]) -> None:
         """Server-side apply one child object (forced: the operator owns these fields).
@@ -207,7 +214,7 @@ class Kube:
     def patch_server_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         """A merge patch of a server's status."""
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/inferenceservers/{quote(name)}/status"
-        self.send("PATCH", path, patch, content_type="application/merge-patch+json", query=[])
+        self.send("PATCH", path, patch, content_type="application/merge-patch+json")
 
     def annotate_server(self, namespace: str, name: str, annotations: Mapping[str, str | None]) -> None:
         body = {"metadata": {"annotations": dict(annotations)}}
@@ -247,12 +254,12 @@ class Kube:
 
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         try:
-            found = self.core.read_namespaced_config_map(name, namespace)
+            found = json.loads(self.send("GET", f"/api/v1/namespaces/{quote(namespace)}/configmaps/{quote(name)}"))
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
-        return dict(found.data or {})
+        return dict(found.get("data") or {})
 
     def put_config_map_data(self, namespace: str, name: str, data: dict[str, str]) -> None:
         """Create the ConfigMap with `data`, or replace its data (keys left out are removed)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -202,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     rt = Runtime(settings=settings, kube=Kube(api), metrics=metrics)
+    freeze_start_up_objects()
     asyncio.run(
         kopf.operator(
             registry=REGISTRY,
@@ -215,6 +217,14 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def freeze_start_up_objects() -> None:
+    """Leave what start-up made (modules, classes, the clients' and models' code: most of the process's
+    objects, none of them garbage) out of every later garbage collection. Each full collection walked
+    them all again: at a thousand servers that was about a seventh of the operator's CPU."""
+    gc.collect()
+    gc.freeze()
 
 
 def connection_info(api: client.ApiClient) -> kopf.ConnectionInfo:

@@ -1,7 +1,8 @@
-"""The operator's calls per decision (Kube.apply, Kube.patch_server_status, Kube.config_map_data) on the
-real API server: forced server-side apply with the operator's field manager, errors as the reconcilers
-expect them (ChildRefusedError for a refused object, ApiException otherwise), and no client model built
-from any reply (at a thousand servers that was more of the operator's CPU than the requests)."""
+"""The operator's calls per decision (Kube.apply, Kube.patch_server_status, Kube.config_map_data) and
+per node (Kube.patch_node_metadata) on the real API server: forced server-side apply with the operator's
+field manager, errors as the reconcilers expect them (ChildRefusedError for a refused object,
+ApiException otherwise), and no client model built from any reply (at a thousand servers that was more
+of the operator's CPU than the requests)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from vram_operator.controller.kube import FIELD_MANAGER, ChildRefusedError, Kube
 pytestmark = pytest.mark.integration
 
 LABELS = {"vram.dev/server": "port"}
+NODE_LABEL = "example.org/kube-port"
 
 
 def deployment(namespace: str, selector: dict[str, str], template: dict[str, str]) -> dict[str, Any]:
@@ -94,6 +96,7 @@ def test_a_decisions_calls_are_forced_applies_a_status_patch_and_a_read_that_bui
         },
     )
     core_v1.create_namespaced_config_map(namespace, {"metadata": {"name": "runs"}, "data": {"k": "v"}})  # type: ignore[arg-type]
+    node = core_v1.list_node().items[0].metadata.name
     models_built.clear()
 
     assert kube.config_map_data(namespace, "runs") == {"k": "v"}  # read per batch of decisions
@@ -101,8 +104,15 @@ def test_a_decisions_calls_are_forced_applies_a_status_patch_and_a_read_that_bui
     for obj in (deployment(namespace, LABELS, LABELS), service(namespace, "ours"), network_policy(namespace)):
         kube.apply(obj)
     kube.patch_server_status(namespace, "port", {"status": {"phase": "Pending", "observedGeneration": 1}})
+    kube.patch_node_metadata(node, {NODE_LABEL: "on"}, {NODE_LABEL: "on"})  # once per node with a GpuNode
 
     assert models_built == []
+    labelled = core_v1.read_node(node).metadata
+    assert labelled.labels[NODE_LABEL] == "on" and labelled.annotations[NODE_LABEL] == "on"
+    kube.patch_node_metadata(node, {NODE_LABEL: None}, {NODE_LABEL: None})
+    kube.patch_node_metadata("no-such-node", {NODE_LABEL: "on"}, {})  # a Node gone meanwhile is no error
+    unlabelled = core_v1.read_node(node).metadata
+    assert NODE_LABEL not in (unlabelled.labels or {}) and NODE_LABEL not in (unlabelled.annotations or {})
     live = core_v1.read_namespaced_service("port", namespace)
     assert live.metadata.labels["tier"] == "ours"  # forced: the field another manager set is taken over
     managers = {(entry.manager, entry.operation) for entry in live.metadata.managed_fields}

@@ -96,10 +96,17 @@ def api_message(error: ApiException) -> str:
 class Kube:
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
-        self.core = client.CoreV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
         # (apiVersion, kind) -> the API resource, found through discovery once.
         self._resources: dict[tuple[str, str], Any] = {}
+
+    # The generated APIs (large modules, imported when first used) for the calls made now and then.
+    @cached_property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @cached_property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
 
     @cached_property
     def dynamic(self) -> Any:
@@ -245,9 +252,11 @@ class Kube:
         self, name: str, labels: Mapping[str, str | None], annotations: Mapping[str, str | None]
     ) -> None:
         """Merge-patch a Node's labels and annotations (None removes one); a Node gone meanwhile is no error."""
-        body: Any = {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}}
+        body = {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}}
         try:
-            self.core.patch_node(name, body)
+            self.send(
+                "PATCH", f"/api/v1/nodes/{quote(name)}", body, content_type="application/strategic-merge-patch+json"
+            )
         except ApiException as error:
             if error.status != 404:
                 raise

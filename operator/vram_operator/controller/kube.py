@@ -1,10 +1,10 @@
 """The few API calls the operator makes: the `KubePort` the reconcilers use, and `Kube`, its
 implementation over the kubernetes client (synchronous: the reconcilers run it in threads).
 
-The writes made per decision (a server's status, its children's applies) go through `Kube.send`: the
-client's transport without its models. The generated API and the dynamic client turn every reply into
-objects (pydantic validation, ResourceInstance wrappers) that nobody reads, which at a thousand servers
-cost the operator more CPU than the requests themselves.
+The calls made per decision (a server's status, its children's applies, the measured runs read per
+batch) and per node go through `Kube.send`: the client's transport without its models. The generated
+API and the dynamic client turn every reply into objects (pydantic validation, ResourceInstance
+wrappers) that nobody reads: about a third of each call's CPU in the operator (an apply 1.3 -> 0.8 ms).
 """
 
 from __future__ import annotations

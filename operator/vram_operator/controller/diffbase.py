@@ -10,9 +10,13 @@ have called the resume handler: both are the one reconcile, which starts from th
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import kopf
+
+# What kopf's essence keeps of an object's metadata (the rest of it, and the status, it drops).
+ESSENCE_METADATA = ("labels", "annotations")
 
 
 def deleted(*, type: str | None, **_: Any) -> bool:
@@ -26,6 +30,16 @@ class MemoryDiffBase(kopf.DiffBaseStorage):
     def __init__(self) -> None:
         super().__init__()
         self._essences: dict[str, kopf.BodyEssence] = {}
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        """kopf's essence, built from only the fields it keeps: kopf deep-copies the whole object (its
+        status and managedFields too) and then drops most of it, on every watch event of the object."""
+        if extra_fields:  # fields picked from anywhere, the status included: kopf's own way
+            return super().build(body=body, extra_fields=extra_fields)
+        metadata = body.get("metadata") or {}
+        kept = {key: value for key, value in body.items() if key not in ("metadata", "status")}
+        kept["metadata"] = {key: metadata[key] for key in ESSENCE_METADATA if key in metadata}
+        return super().build(body=cast(kopf.Body, kept))
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         return self._essences.get(body.metadata.uid or "")

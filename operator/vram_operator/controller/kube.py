@@ -1,12 +1,20 @@
 """The few API calls the operator makes: the `KubePort` the reconcilers use, and `Kube`, its
-implementation over the kubernetes client (synchronous: the reconcilers run it in threads)."""
+implementation over the kubernetes client (synchronous: the reconcilers run it in threads).
+
+The calls made per decision (a server's status, its children's applies, the measured runs read per
+batch) and per node go through `Kube.send`: the client's transport without its models. The generated
+API and the dynamic client turn every reply into objects (pydantic validation, ResourceInstance
+wrappers) that nobody reads: about a third of each call's CPU in the operator (an apply 1.3 -> 0.8 ms).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Collection, Mapping
+from functools import cached_property
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from kubernetes import client, dynamic
 from kubernetes.client.exceptions import ApiException
@@ -21,6 +29,9 @@ LOG_LIMIT_BYTES = 16384
 # An engine's start-up report sits at the start of its log: read at most this much of it.
 LOG_HEAD_BYTES = 512 * 1024
 
+
+# Query parameters of a request.
+Query = Collection[tuple[str, str]]
 
 # API answers that no retry can change: the object itself is refused.
 REFUSED_STATUSES = frozenset({400, 422})
@@ -85,26 +96,64 @@ def api_message(error: ApiException) -> str:
 class Kube:
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
-        self.core = client.CoreV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
-        self.dynamic: Any = dynamic.DynamicClient(api)  # type: ignore[no-untyped-call]
+        # (apiVersion, kind) -> the API resource, found through discovery once.
+        self._resources: dict[tuple[str, str], Any] = {}
+
+    # The generated APIs (large modules, imported when first used) for the calls made now and then.
+    @cached_property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @cached_property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
+
+    @cached_property
+    def dynamic(self) -> Any:
+        """The dynamic client (API discovery) for the rarer child calls: made when one is first needed."""
+        return dynamic.DynamicClient(self.api)  # type: ignore[no-untyped-call]
 
     def _resource(self, api_version: str, kind: str) -> Any:
-        return self.dynamic.resources.get(api_version=api_version, kind=kind)
+        found = self._resources.get((api_version, kind))
+        if found is None:
+            found = self._resources[(api_version, kind)] = self.dynamic.resources.get(
+                api_version=api_version, kind=kind
+            )
+        return found
+
+    def send(
+        self, method: str, path: str, body: Any = None, *, content_type: str = "application/json", query: Query = ()
+    ) -> bytes:
+        """One request through the client's transport; returns the reply's bytes, from which nothing is
+        built unless the caller parses them. Raises ApiException (the client's subclass for the status)
+        as the generated API would."""
+        request = self.api.param_serialize(
+            method,
+            path,
+            query_params=list(query),
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(*request)
+        data: bytes = response.read()  # type: ignore[no-untyped-call]  # all of it: the connection goes back to the pool
+        if not 200 <= response.status <= 299:
+            self.api.response_deserialize(response, {})  # raises the error of the status, with its body
+        return data
 
     def apply(self, obj: dict[str, Any]) -> None:
         """Server-side apply one child object (forced: the operator owns these fields).
 
         Raises ChildRefusedError when the API server refuses the object itself."""
         meta = obj["metadata"]
+        path = self._resource(obj["apiVersion"], obj["kind"]).path(name=meta["name"], namespace=meta["namespace"])
         try:
-            self.dynamic.server_side_apply(
-                self._resource(obj["apiVersion"], obj["kind"]),
-                body=obj,
-                name=meta["name"],
-                namespace=meta["namespace"],
-                field_manager=FIELD_MANAGER,
-                force_conflicts=True,
+            self.send(
+                "PATCH",
+                path,
+                obj,
+                content_type="application/apply-patch+yaml",
+                query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
             )
         except ApiException as error:
             if error.status in REFUSED_STATUSES:
@@ -170,7 +219,9 @@ class Kube:
         return names
 
     def patch_server_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "inferenceservers", name, patch)
+        """A merge patch of a server's status."""
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/inferenceservers/{quote(name)}/status"
+        self.send("PATCH", path, patch, content_type="application/merge-patch+json")
 
     def annotate_server(self, namespace: str, name: str, annotations: Mapping[str, str | None]) -> None:
         body = {"metadata": {"annotations": dict(annotations)}}
@@ -201,21 +252,23 @@ class Kube:
         self, name: str, labels: Mapping[str, str | None], annotations: Mapping[str, str | None]
     ) -> None:
         """Merge-patch a Node's labels and annotations (None removes one); a Node gone meanwhile is no error."""
-        body: Any = {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}}
+        body = {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}}
         try:
-            self.core.patch_node(name, body)
+            self.send(
+                "PATCH", f"/api/v1/nodes/{quote(name)}", body, content_type="application/strategic-merge-patch+json"
+            )
         except ApiException as error:
             if error.status != 404:
                 raise
 
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         try:
-            found = self.core.read_namespaced_config_map(name, namespace)
+            found = json.loads(self.send("GET", f"/api/v1/namespaces/{quote(namespace)}/configmaps/{quote(name)}"))
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
-        return dict(found.data or {})
+        return dict(found.get("data") or {})
 
     def put_config_map_data(self, namespace: str, name: str, data: dict[str, str]) -> None:
         """Create the ConfigMap with `data`, or replace its data (keys left out are removed)."""

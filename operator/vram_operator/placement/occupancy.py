@@ -119,8 +119,11 @@ class Occupancy:
         # First-fit indexes (any open GPU, vacant open GPUs) are kept only for the packing pass.
         self.first_fit = FirstFitIndex(len(self.gpus)) if packing else None
         self.first_fit_vacant = FirstFitIndex(len(self.gpus)) if packing else None
+        # The standing reservations are placed first and each GPU filed once after (placing them one by
+        # one re-filed a GPU per reservation on it); the buckets come out as place() would leave them,
+        # in the order it would have made them (empty ones included: searches walk them in that order).
         for gpu in self.gpus:
-            self._file(gpu)
+            self._bucket_for(gpu)
         for reservation in ledger.reservations:
             if reservation.key in replanned:
                 continue
@@ -130,9 +133,19 @@ class Occupancy:
                     f"{reservation.key}: reserved GPU(s) {', '.join(missing)} not in the inventory; ignored"
                 )
                 continue
-            self.place(
-                Tenant(reservation.key, reservation.gpu_uuids, reservation.budget_mib, dedicated=reservation.dedicated)
+            tenant = Tenant(
+                reservation.key, reservation.gpu_uuids, reservation.budget_mib, dedicated=reservation.dedicated
             )
+            self.tenants[tenant.key] = tenant
+            for uuid in tenant.uuids:
+                gpu = self.by_uuid[uuid]
+                self._changed.add(gpu.slot.node)
+                self._occupy(gpu, tenant)
+                self._bucket_for(gpu)
+        for gpu in self.gpus:
+            self._file(gpu, keep_order=False)
+        for bucket in self.buckets.values():
+            bucket.sort()
 
     # --- bookkeeping -------------------------------------------------------------------------
     def _unfile(self, gpu: GpuState) -> None:
@@ -143,13 +156,25 @@ class Occupancy:
             del bucket[bisect_left(bucket, gpu.entry)]
         gpu.key = gpu.entry = None
 
-    def _file(self, gpu: GpuState) -> None:
-        is_open = (
+    def _is_open(self, gpu: GpuState) -> bool:
+        return (
             gpu.slot.usable
             and not gpu.dedicated
             and gpu.position not in self._hidden
             and (self._serving is None or not self.holds_other_namespace(gpu, self._serving))
         )
+
+    def _bucket_for(self, gpu: GpuState) -> None:
+        """Make the bucket an open GPU files into (as _file would), without filing it."""
+        if self._is_open(gpu):
+            slot = gpu.slot
+            self.buckets.setdefault(
+                (slot.total_mib, slot.bandwidth_gbps, gpu.vacant, gpu.llm > 0, gpu.critical > 0), []
+            )
+
+    def _file(self, gpu: GpuState, *, keep_order: bool = True) -> None:
+        """File a GPU by its state; `keep_order` False appends to its bucket (the caller sorts the buckets)."""
+        is_open = self._is_open(gpu)
         if self.first_fit is not None and self.first_fit_vacant is not None:
             self.first_fit.set(gpu.position, gpu.free if is_open else NONE)
             self.first_fit_vacant.set(gpu.position, gpu.free if is_open and gpu.vacant else NONE)
@@ -158,20 +183,26 @@ class Occupancy:
         slot = gpu.slot
         gpu.key = (slot.total_mib, slot.bandwidth_gbps, gpu.vacant, gpu.llm > 0, gpu.critical > 0)
         gpu.entry = (-gpu.free, slot.node, slot.index, gpu.position)
-        insort(self.buckets.setdefault(gpu.key, []), gpu.entry)
+        if keep_order:
+            insort(self.buckets.setdefault(gpu.key, []), gpu.entry)
+        else:
+            self.buckets.setdefault(gpu.key, []).append(gpu.entry)
+
+    def _occupy(self, gpu: GpuState, tenant: Tenant) -> None:
+        gpu.tenants[tenant.key] = tenant
+        gpu.reserved += tenant.budget_mib
+        gpu.llm += tenant.llm
+        gpu.critical += tenant.critical
+        gpu.dedicated += tenant.dedicated
+        namespace = namespace_of(tenant.key)
+        gpu.namespaces[namespace] = gpu.namespaces.get(namespace, 0) + 1
 
     def place(self, tenant: Tenant) -> None:
         self.tenants[tenant.key] = tenant
         for uuid in tenant.uuids:
             gpu = self.by_uuid[uuid]
             self._unfile(gpu)
-            gpu.tenants[tenant.key] = tenant
-            gpu.reserved += tenant.budget_mib
-            gpu.llm += tenant.llm
-            gpu.critical += tenant.critical
-            gpu.dedicated += tenant.dedicated
-            namespace = namespace_of(tenant.key)
-            gpu.namespaces[namespace] = gpu.namespaces.get(namespace, 0) + 1
+            self._occupy(gpu, tenant)
             self._file(gpu)
 
     def remove(self, key: str) -> Tenant:

@@ -16,6 +16,7 @@ from vram_operator.api.gpu_node import GpuNode
 from vram_operator.api.inference_server import InferenceServer, InferenceServerStatus
 from vram_operator.controller.batching import DecisionBatcher
 from vram_operator.controller.book import ReservationBook
+from vram_operator.controller.child_gate import ChildGate
 from vram_operator.controller.diffbase import MemoryDiffBase
 from vram_operator.controller.gpu_health import capacity_grew
 from vram_operator.controller.kube import KubePort
@@ -42,8 +43,7 @@ INDEX_NAMES = (
 # with 8 threads, a flood's decisions queued for them (2.3 s median in a flood of 1,000 servers, the
 # bulk of a decision's latency); 32 keep the queue empty at ~90 decisions a second.
 STATUS_WRITE_THREADS = 32
-# Children are applied by a few threads of their own: a flood of decisions then reaches the API server
-# as statuses first (what a user waits for) and children after, not three applies per status.
+# Children are applied by a few threads of their own (admitted by the ChildGate).
 CHILD_APPLY_THREADS = 8
 
 
@@ -66,6 +66,8 @@ class Runtime:
     child_writer: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(CHILD_APPLY_THREADS, thread_name_prefix="child-apply")
     )
+    # Admits child applies to that pool: none while decisions are pending (but one that waited long), else all.
+    child_gate: ChildGate = field(default_factory=lambda: ChildGate(CHILD_APPLY_THREADS))
     # One lock per server: its reconcile and its runtime check never write its status at once.
     server_locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     # The last status this process wrote per server: newer than the watch until the event arrives.

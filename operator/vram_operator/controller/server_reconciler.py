@@ -222,9 +222,45 @@ class ServerReconciler:
     ) -> Outcome:
         """Decide, record, apply. Returns the outcome (the caller decides whether it is permanent)."""
         rt, settings = self.rt, self.settings
-        key = server.key
         started = time.perf_counter()
         current = rt.latest_status(server)
+        with rt.child_gate.decision():  # children wait while decisions are pending
+            outcome, status, objects = await self._decide_and_record(
+                server, servers, nodes, current, replace=replace, moving=moving
+            )
+        before = current.placement if current else None
+        placement = outcome.placement
+        if not (placement is not None and same_placement(before, placement)):
+            self.post_event(server, *decision_event(before, outcome))
+        if before is not None and before.gpus and (placement is None or placement.budget_mib < before.budget_mib):
+            rt.retry_unplaced.clear()  # memory was freed: unplaced servers may fit now
+        await self.apply_children(server, status, objects, ever_rendered=current is not None)
+        result = "failed" if outcome.estimate_error else ("placed" if placement else "unplaced")
+        rt.metrics.placements.labels(settings.strategy, result).inc()
+        rt.metrics.reconciles.labels("InferenceServer", result).inc()
+        rt.metrics.reconcile_seconds.labels("InferenceServer").observe(time.perf_counter() - started)
+        if placement is not None:
+            rt.metrics.record_server_reserved(
+                server.metadata.namespace or "default",
+                server.metadata.name,
+                max((r.placement.budget_mib for r in outcome.replicas), default=placement.budget_mib),
+            )
+        return outcome
+
+    async def _decide_and_record(
+        self,
+        server: InferenceServer,
+        servers: Mapping[Any, Any],
+        nodes: list[GpuNode],
+        current: InferenceServerStatus | None,
+        *,
+        replace: bool,
+        moving: frozenset[int],
+    ) -> tuple[Outcome, InferenceServerStatus, list[dict[str, Any]]]:
+        """Decide in the next batch and write the status (the state of record): the outcome, the
+        status written and the children to apply."""
+        rt, settings = self.rt, self.settings
+        key = server.key
         sized = with_overrides(server)
         config_maps = await self.config_maps_of(server)
         moment = now()
@@ -277,23 +313,7 @@ class ServerReconciler:
         except Exception:
             rt.book.drop(key)
             raise
-        before = current.placement if current else None
-        if not (outcome.placement is not None and same_placement(before, outcome.placement)):
-            self.post_event(server, *decision_event(before, outcome))
-        if before is not None and before.gpus and (placement is None or placement.budget_mib < before.budget_mib):
-            rt.retry_unplaced.clear()  # memory was freed: unplaced servers may fit now
-        await self.apply_children(server, status, objects, ever_rendered=current is not None)
-        result = "failed" if outcome.estimate_error else ("placed" if outcome.placement else "unplaced")
-        rt.metrics.placements.labels(settings.strategy, result).inc()
-        rt.metrics.reconciles.labels("InferenceServer", result).inc()
-        rt.metrics.reconcile_seconds.labels("InferenceServer").observe(time.perf_counter() - started)
-        if outcome.placement is not None:
-            rt.metrics.record_server_reserved(
-                server.metadata.namespace or "default",
-                server.metadata.name,
-                max((r.placement.budget_mib for r in outcome.replicas), default=outcome.placement.budget_mib),
-            )
-        return outcome
+        return outcome, status, objects
 
     async def apply_children(
         self,
@@ -315,7 +335,8 @@ class ServerReconciler:
         loop = asyncio.get_running_loop()
         for obj in objects:
             try:
-                await loop.run_in_executor(self.rt.child_writer, self.rt.kube.apply, obj)
+                async with self.rt.child_gate.apply_slot():
+                    await loop.run_in_executor(self.rt.child_writer, self.rt.kube.apply, obj)
             except ChildRefusedError as error:
                 refused.append(str(error))
             else:

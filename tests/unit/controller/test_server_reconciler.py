@@ -427,18 +427,21 @@ def test_a_server_check_judges_its_gpus_health_on_its_own_node_only(monkeypatch:
     assert sorted(name for names in given for name in names) == placed_on
 
 
-def test_a_flood_of_decisions_applies_its_children_a_few_at_a_time() -> None:
-    # Three applies per server from every API thread at once would reach the API server ahead of
-    # the statuses of the decisions that follow (what users wait for): children take a few threads.
+def test_a_flood_of_decisions_applies_its_children_after_its_statuses_a_few_at_a_time() -> None:
+    # Children interleaved with a flood's decisions slow the decisions (each apply brings the API
+    # server the controllers' writes too): none is applied while a decision is pending, and then
+    # a few threads' worth at once.
     h = Harness(live_node("ws", 2, total=81559))
     keys = [h.add(generic(f"s{i}", "1Gi")).key for i in range(3 * CHILD_APPLY_THREADS)]
     in_flight, most = 0, 0
+    statuses_before_apply: list[int] = []
     counting = threading.Lock()
     apply = h.kube.apply
 
     def slow_apply(obj: dict[str, Any]) -> None:
         nonlocal in_flight, most
         with counting:
+            statuses_before_apply.append(h.kube.status_writes)
             in_flight += 1
             most = max(most, in_flight)
         time.sleep(0.02)
@@ -447,6 +450,13 @@ def test_a_flood_of_decisions_applies_its_children_a_few_at_a_time() -> None:
         apply(obj)
 
     h.kube.apply = slow_apply  # type: ignore[method-assign]
+    patch = h.kube.patch_server_status
+
+    def slow_patch(namespace: str, name: str, body: dict[str, Any]) -> None:
+        time.sleep(0.01 * int(name[1:]) / len(keys))  # the API server answers some later than others
+        patch(namespace, name, body)
+
+    h.kube.patch_server_status = slow_patch  # type: ignore[method-assign]
 
     async def flood() -> list[Any]:
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))  # as the operator
@@ -458,6 +468,7 @@ def test_a_flood_of_decisions_applies_its_children_a_few_at_a_time() -> None:
     outcomes = asyncio.run(flood())
     assert all(outcome.placement is not None for outcome in outcomes)
     assert len([kind for kind, _ in h.kube.applied if kind == "Deployment"]) == len(keys)
+    assert set(statuses_before_apply) == {len(keys)}  # every status written before the first child
     assert 1 < most <= CHILD_APPLY_THREADS
 
 

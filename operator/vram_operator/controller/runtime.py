@@ -144,6 +144,14 @@ class Runtime:
     def __post_init__(self) -> None:
         self.batcher = DecisionBatcher(self.book)
 
+    def share_written(self, server: InferenceServer) -> None:
+        """The watch brought the server back: where its status is the one this process last wrote,
+        `written` keeps the watched (equal) object, so one copy of the status is held, not two."""
+        mine = self.written.get(server.key)
+        status = server.status
+        if mine is not None and status is not None and mine[0] == server.metadata.uid and mine[1] == status:
+            self.written[server.key] = (mine[0], status)
+
     def latest_status(self, server: InferenceServer) -> InferenceServerStatus | None:
         """The status to build on: what we last wrote for this object version, else the stored one."""
         mine = self.written.get(server.key)

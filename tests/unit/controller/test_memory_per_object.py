@@ -9,10 +9,14 @@ import sys
 from typing import Any, cast
 
 import kopf
+from fake_kube import FakeKube
 
+from vram_operator.api.inference_server import InferenceServerStatus
 from vram_operator.controller.child_keeper import server_deployments
-from vram_operator.controller.runtime import plain
+from vram_operator.controller.metrics import Metrics
+from vram_operator.controller.runtime import Runtime, plain
 from vram_operator.controller.servers import inference_servers
+from vram_operator.controller.settings import ControllerSettings
 from vram_operator.placement import solver
 
 MANAGED_FIELDS = [
@@ -59,8 +63,16 @@ def test_plain_leaves_out_managed_fields_and_keeps_the_rest_of_the_metadata() ->
     assert data["spec"]["vramBudget"] == "8Gi" and data["status"] == {"phase": "Placed"}
 
 
+def runtime() -> Runtime:
+    return Runtime(settings=ControllerSettings(), kube=FakeKube(), metrics=Metrics())
+
+
+def index(rt: Runtime, server_body: kopf.Body) -> Any:
+    return asyncio.run(inference_servers(namespace="team", name="s1", body=server_body, memo=kopf.Memo(rt=rt)))
+
+
 def test_the_server_index_keeps_no_managed_fields() -> None:
-    indexed = asyncio.run(inference_servers(namespace="team", name="s1", body=body()))
+    indexed = index(runtime(), body())
     server = indexed["team/s1"]
     assert "managedFields" not in (server.metadata.model_extra or {})
     assert server.metadata.uid == "u-1" and server.metadata.labels == {"app": "chat"}
@@ -83,3 +95,29 @@ def test_the_solver_infinity_is_highs_own() -> None:
     import highspy
 
     assert solver._INF == highspy.kHighsInf == math.inf
+
+
+def test_a_written_status_the_watch_brings_back_is_held_once() -> None:
+    rt = runtime()
+    written = InferenceServerStatus.model_validate({"phase": "Placed"})
+    rt.written["team/s1"] = ("u-1", written)
+    server = index(rt, body())["team/s1"]
+    assert rt.written["team/s1"][1] is server.status  # one object, not two equal ones
+    assert rt.latest_status(server) == written
+
+
+def test_a_status_that_differs_from_the_written_one_leaves_it_as_written() -> None:
+    rt = runtime()
+    newer = InferenceServerStatus.model_validate({"phase": "Running"})
+    rt.written["team/s1"] = ("u-1", newer)
+    server = index(rt, body())["team/s1"]  # the watch is behind: it still says Placed
+    assert rt.written["team/s1"][1] is newer
+    assert rt.latest_status(server) is newer
+
+
+def test_a_status_written_for_an_earlier_object_of_the_same_name_is_not_shared() -> None:
+    rt = runtime()
+    old = InferenceServerStatus.model_validate({"phase": "Placed"})
+    rt.written["team/s1"] = ("u-0", old)
+    index(rt, body())
+    assert rt.written["team/s1"] == ("u-0", old)

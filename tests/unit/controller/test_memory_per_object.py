@@ -13,6 +13,7 @@ from fake_kube import FakeKube
 
 from vram_operator.api.inference_server import InferenceServerStatus
 from vram_operator.controller.child_keeper import server_deployments
+from vram_operator.controller.main import WORKER_IDLE_SECONDS, configure
 from vram_operator.controller.metrics import Metrics
 from vram_operator.controller.runtime import Runtime, plain
 from vram_operator.controller.servers import inference_servers
@@ -121,3 +122,11 @@ def test_a_status_written_for_an_earlier_object_of_the_same_name_is_not_shared()
     rt.written["team/s1"] = ("u-0", old)
     index(rt, body())
     assert rt.written["team/s1"] == ("u-0", old)
+
+
+def test_kopf_lets_an_idle_object_worker_go_after_half_a_second() -> None:
+    settings = kopf.OperatorSettings()
+    rt = runtime()
+    asyncio.run(configure(settings=settings, memo=kopf.Memo(rt=rt)))
+    assert settings.queueing.idle_timeout == WORKER_IDLE_SECONDS == 0.5
+    assert settings.persistence.diffbase_storage is rt.diffbase

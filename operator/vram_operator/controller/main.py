@@ -38,6 +38,7 @@ KOPF_PREFIX = "kopf.vram.dev"
 API_THREADS = 32
 # Net container allocations between two collections of the young generation (Python's default: 700).
 YOUNG_COLLECTION_THRESHOLD = 10_000
+WORKER_IDLE_SECONDS = 0.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -172,6 +173,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"
     settings.posting.level = logging.WARNING  # events are posted explicitly, not from log lines
     settings.watching.server_timeout = 300
+    # kopf keeps a task, a queue and an event per object while events come; its worker waits this long
+    # for the next one before it goes (kopf's default: 5 s). At a thousand servers most objects have
+    # an event every few seconds during a flood, so the default keeps one worker alive per object:
+    # measured, 300 servers peak at 139.5 MiB with 0.5 s, 150.3 MiB with 5 s, at no more CPU.
+    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     # No worker limit: kopf holds handlers until every index is filled, and limited workers
     # waiting for that would block the indexing of the rest (a deadlock at scale).
 

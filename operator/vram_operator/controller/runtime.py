@@ -149,6 +149,14 @@ class Runtime:
     def __post_init__(self) -> None:
         self.batcher = DecisionBatcher(self.book)
 
+    def share_written(self, server: InferenceServer) -> None:
+        """The watch brought the server back: where its status is the one this process last wrote,
+        `written` keeps the watched (equal) object, so one copy of the status is held, not two."""
+        mine = self.written.get(server.key)
+        status = server.status
+        if mine is not None and status is not None and mine[0] == server.metadata.uid and mine[1] == status:
+            self.written[server.key] = (mine[0], status)
+
     def latest_status(self, server: InferenceServer) -> InferenceServerStatus | None:
         """The status to build on: what we last wrote for this object version, else the stored one."""
         mine = self.written.get(server.key)
@@ -166,8 +174,15 @@ def rfc3339(moment: datetime) -> str:
 
 
 def plain(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The resource fields of a kopf body as plain dicts (kopf bodies are live views)."""
-    return {key: _thaw(body[key]) for key in RESOURCE_FIELDS if key in body}
+    """The resource fields of a kopf body as plain dicts (kopf bodies are live views), without
+    `metadata.managedFields`: the API server's record of which client wrote which field, which
+    nothing here reads and which is most of a decided server's metadata, kept per object in the
+    indexes (about a quarter of a decided server's model)."""
+    return {key: (_meta if key == "metadata" else _thaw)(body[key]) for key in RESOURCE_FIELDS if key in body}
+
+
+def _meta(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: _thaw(value) for key, value in metadata.items() if key != "managedFields"}
 
 
 def _thaw(value: Any) -> Any:

@@ -52,12 +52,14 @@ def post_event(server: InferenceServer, type_: str, reason: str, message: str) -
 
 @kopf.index(*SERVERS, id="inference_servers", registry=REGISTRY)
 async def inference_servers(
-    *, namespace: str | None, name: str, body: kopf.Body, **_: Any
+    *, namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> dict[str, InferenceServer]:
     try:
-        return {f"{namespace}/{name}": parse_server(body)}
+        server = parse_server(body)
     except ValidationError:
         return {}  # a bad spec holds no reservation; its reconcile reports it
+    _rt(memo).share_written(server)
+    return {f"{namespace}/{name}": server}
 
 
 @kopf.index(GROUP, VERSION, "gpunodes", id="gpu_nodes", registry=REGISTRY)

@@ -34,10 +34,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
-import highspy
-
 _EPS = 1e-6
-_INF = highspy.kHighsInf
+_INF = math.inf  # HiGHS's own infinity (kHighsInf): a row or bound without a side
 
 
 @dataclass(frozen=True)
@@ -258,6 +256,10 @@ class _Model:
     def solve(self, start: Mapping[str, Assignment], *, nodes: int | None, seconds: float) -> Solution:
         if not self.lower:
             return Solution({}, 0.0, 0.0)
+        # Imported here, not with the module: HiGHS and numpy are about 25 MiB of the operator's
+        # memory, and only plans that greedy leaves unplaced ever reach the solver.
+        import highspy
+
         # The bare binding: the wrapper class prints a banner to stdout when it is made (it would
         # corrupt `plan -o json`) and adds callbacks this model does not use.
         h = highspy._Highs()  # type: ignore[attr-defined]  # not in highspy's stub

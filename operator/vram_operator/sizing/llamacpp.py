@@ -20,10 +20,13 @@ What llama.cpp puts on the GPU, from its model loader and context set-up:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from vram_operator.sizing.architecture import KV_LAYER_KINDS, SLIDING_ATTENTION, ModelArchitecture
 from vram_operator.sizing.errors import SizingError
-from vram_operator.sizing.gguf_metadata import GgufModel
+
+if TYPE_CHECKING:
+    from vram_operator.sizing.gguf_metadata import GgufModel
 
 MIB = 1024 * 1024
 # llama-server's -c default since llama.cpp PR #10136 (0 means the model's training context).

@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from vram_operator.sizing.architecture import ModelArchitecture
 from vram_operator.sizing.catalog import Catalog, CatalogEntry, load_catalog
@@ -28,13 +28,15 @@ from vram_operator.sizing.dtypes import (
     weights_bytes_from_params,
 )
 from vram_operator.sizing.errors import SizingError
-from vram_operator.sizing.gguf_metadata import GgufModel, find_gguf, read_gguf_model
 from vram_operator.sizing.model_name import parse_model_name
 from vram_operator.sizing.safetensors_header import (
     SafetensorsWeights,
     has_safetensors,
     read_safetensors_weights,
 )
+
+if TYPE_CHECKING:
+    from vram_operator.sizing.gguf_metadata import GgufModel
 
 WeightsSource = Literal["config", "safetensors", "gguf", "name", "catalog", "default"]
 
@@ -247,6 +249,9 @@ def _from_files(
             steps=steps,
         )
     steps.skip(f"no safetensors at {path}")
+    # The gguf library (and numpy under it) is about 25 MiB of memory: imported for a GGUF file only.
+    from vram_operator.sizing.gguf_metadata import find_gguf, read_gguf_model
+
     gguf_path = find_gguf(path)
     if gguf_path is None:
         steps.skip(f"no GGUF file at {path}")

@@ -427,6 +427,19 @@ def test_a_server_check_judges_its_gpus_health_on_its_own_node_only(monkeypatch:
     assert sorted(name for names in given for name in names) == placed_on
 
 
+def reconcile_at_once(h: Harness, keys: list[str]) -> list[Any]:
+    """Every server reconciled at once, as a flood of new servers reaches the operator."""
+
+    async def flood() -> list[Any]:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))  # as the operator
+        index = h.indexes()
+        return await asyncio.gather(
+            *(h.reconciler.reconcile(h.stored(k), index["inference_servers"], h.nodes, replace=False) for k in keys)
+        )
+
+    return asyncio.run(flood())
+
+
 def test_a_flood_of_decisions_applies_its_children_after_its_statuses_a_few_at_a_time() -> None:
     # Children interleaved with a flood's decisions slow the decisions (each apply brings the API
     # server the controllers' writes too): none is applied while a decision is pending, and then
@@ -458,14 +471,7 @@ def test_a_flood_of_decisions_applies_its_children_after_its_statuses_a_few_at_a
 
     h.kube.patch_server_status = slow_patch  # type: ignore[method-assign]
 
-    async def flood() -> list[Any]:
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))  # as the operator
-        index = h.indexes()
-        return await asyncio.gather(
-            *(h.reconciler.reconcile(h.stored(k), index["inference_servers"], h.nodes, replace=False) for k in keys)
-        )
-
-    outcomes = asyncio.run(flood())
+    outcomes = reconcile_at_once(h, keys)
     assert all(outcome.placement is not None for outcome in outcomes)
     assert len([kind for kind, _ in h.kube.applied if kind == "Deployment"]) == len(keys)
     assert set(statuses_before_apply) == {len(keys)}  # every status written before the first child
@@ -487,14 +493,7 @@ def test_a_flood_of_decisions_writes_all_its_statuses_at_once() -> None:
 
     h.kube.patch_server_status = waiting_patch  # type: ignore[method-assign]
 
-    async def flood() -> list[Any]:
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))  # as the operator
-        index = h.indexes()
-        return await asyncio.gather(
-            *(h.reconciler.reconcile(h.stored(k), index["inference_servers"], h.nodes, replace=False) for k in keys)
-        )
-
-    outcomes = asyncio.run(flood())
+    outcomes = reconcile_at_once(h, keys)
     assert all(outcome.placement is not None for outcome in outcomes)
     assert h.kube.status_writes == len(keys)
 

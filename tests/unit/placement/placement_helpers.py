@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from hypothesis import strategies as st
+
 from vram_operator.placement.demand import ServerDemand
-from vram_operator.placement.inventory import Inventory, make_slot
+from vram_operator.placement.inventory import GpuSlot, Inventory, make_slot
 from vram_operator.placement.ledger import Ledger
 from vram_operator.placement.planner import DEFAULT_MARGIN_MIB
 from vram_operator.placement.result import Plan
@@ -18,6 +20,20 @@ def fleet(*nodes: tuple[str, list[tuple[str, float, float]]]) -> Inventory:
             for index, (name, total, foreign) in enumerate(gpus)
         )
     )
+
+
+def draw_gpu_slots(draw: st.DrawFn, max_nodes: int, sizes: tuple[int, ...]) -> list[GpuSlot]:
+    """1 to `max_nodes` nodes of 1 to 8 GPUs each: about one GPU in eight a MIG device (half its size),
+    one in ten of the others unusable."""
+    slots: list[GpuSlot] = []
+    for n in range(draw(st.integers(1, max_nodes))):
+        for index in range(draw(st.integers(1, 8))):
+            total = draw(st.sampled_from(sizes))
+            if draw(st.integers(0, 7)) == 0:
+                slots.append(GpuSlot(f"n{n}", index, f"MIG-{n}-{index}", "A100 MIG", total / 2, mig=True))
+            else:
+                slots.append(make_slot(f"n{n}", index, total, name=f"G{total}", healthy=draw(st.integers(0, 9)) > 0))
+    return slots
 
 
 def generic(server: str, mib: float, **kw: object) -> ServerDemand:

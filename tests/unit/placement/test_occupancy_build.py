@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from placement_helpers import draw_gpu_slots
 
-from vram_operator.placement.inventory import GpuSlot, Inventory, make_slot
+from vram_operator.placement.inventory import Inventory, make_slot
 from vram_operator.placement.ledger import Ledger, Reservation
 from vram_operator.placement.occupancy import Occupancy, Tenant
 
@@ -19,14 +20,7 @@ SIZES = (8192, 24564, 81559)
 def fleets(draw: st.DrawFn) -> tuple[Inventory, Ledger, frozenset[str]]:
     """GPUs (MIG devices and unusable GPUs among them) and reservations on them (some of servers being
     replanned, some on GPUs the inventory lacks, dedicated ones, several namespaces)."""
-    slots: list[GpuSlot] = []
-    for n in range(draw(st.integers(1, 6))):
-        for index in range(draw(st.integers(1, 8))):
-            total = draw(st.sampled_from(SIZES))
-            if draw(st.integers(0, 7)) == 0:
-                slots.append(GpuSlot(f"n{n}", index, f"MIG-{n}-{index}", "A100 MIG", total / 2, mig=True))
-            else:
-                slots.append(make_slot(f"n{n}", index, total, name=f"G{total}", healthy=draw(st.integers(0, 9)) > 0))
+    slots = draw_gpu_slots(draw, 6, SIZES)
     reservations = []
     for i in range(draw(st.integers(0, 40))):
         node = draw(st.sampled_from(sorted({s.node for s in slots})))

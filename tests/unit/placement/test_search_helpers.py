@@ -9,11 +9,12 @@ from itertools import combinations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from placement_helpers import draw_gpu_slots
 
 from vram_operator.placement.demand import ServerDemand
 from vram_operator.placement.exchange import best_fill
 from vram_operator.placement.first_fit import NONE, FirstFitIndex
-from vram_operator.placement.inventory import GpuSlot, Inventory, make_slot
+from vram_operator.placement.inventory import Inventory, make_slot
 from vram_operator.placement.ledger import Ledger, Reservation
 from vram_operator.placement.occupancy import EPS, GpuState, Occupancy, Tenant
 from vram_operator.placement.planner import FIRST_FIT_DECREASING, GROUP_NODES, Packing, Planner
@@ -46,14 +47,7 @@ SIZES = (8192, 24564, 46068, 81559)
 @st.composite
 def occupancies(draw: st.DrawFn) -> Occupancy:
     """A fleet (MIG devices and unusable GPUs among them) after random placements and removals."""
-    slots: list[GpuSlot] = []
-    for n in range(draw(st.integers(1, 8))):
-        for index in range(draw(st.integers(1, 8))):
-            total = draw(st.sampled_from(SIZES))
-            if draw(st.integers(0, 7)) == 0:
-                slots.append(GpuSlot(f"n{n}", index, f"MIG-{n}-{index}", "A100 MIG", total / 2, mig=True))
-            else:
-                slots.append(make_slot(f"n{n}", index, total, name=f"G{total}", healthy=draw(st.integers(0, 9)) > 0))
+    slots = draw_gpu_slots(draw, 8, SIZES)
     occupancy = Occupancy(Inventory(tuple(slots)), Ledger(), 256, frozenset(), packing=False)
     for i in range(draw(st.integers(0, 40))):
         if draw(st.integers(0, 9)) == 0:  # the node indexes built (or refreshed) before later changes

@@ -377,8 +377,7 @@ def _withdrawn(result: Plan, placement: Placement, decision: ServerDecision) -> 
     """`result` with `placement` moved to the unplaced (its budget no longer held on its GPUs)."""
     held = set(placement.gpu_uuids)
     gpus = tuple(
-        dataclasses.replace(
-            gpu,
+        gpu._replace(
             reserved_mib=gpu.reserved_mib - placement.budget_mib,
             free_after_mib=gpu.free_after_mib + placement.budget_mib,
             servers=tuple(s for s in gpu.servers if s != placement.key),

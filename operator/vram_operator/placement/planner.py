@@ -680,23 +680,25 @@ class Planner:
                     f"{slot.label}: reserved {gpu.reserved:.0f}MiB + foreign {slot.foreign_mib:.0f}MiB + margin "
                     f"{self.margin:.0f}MiB exceed the total by {-gpu.free:.0f}MiB"
                 )
+            servers = (
+                tuple(sorted(replica_key(self.demands[k].server, number[k]) if k in number else k for k in gpu.tenants))
+                if gpu.tenants
+                else ()
+            )
+            # Positional: this runs once per GPU of the fleet on every planning run (see GpuSummary).
             summaries.append(
                 GpuSummary(
-                    node=slot.node,
-                    uuid=slot.uuid,
-                    index=slot.index,
-                    name=slot.name,
-                    total_mib=slot.total_mib,
-                    reserved_mib=gpu.reserved,
-                    foreign_mib=slot.foreign_mib,
-                    margin_mib=self.margin,
-                    free_after_mib=gpu.free,
-                    servers=tuple(
-                        sorted(
-                            replica_key(self.demands[k].server, number[k]) if k in number else k for k in gpu.tenants
-                        )
-                    ),
-                    mig=slot.mig,
+                    slot.node,
+                    slot.uuid,
+                    slot.index,
+                    slot.name,
+                    slot.total_mib,
+                    gpu.reserved,
+                    slot.foreign_mib,
+                    self.margin,
+                    gpu.free,
+                    servers,
+                    slot.mig,
                 )
             )
         return Plan(
